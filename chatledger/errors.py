@@ -1,0 +1,219 @@
+"""Every error chatledger raises, in one hierarchy.
+
+Errors from other libraries (httpx, sqlite3, psycopg, pydantic) are translated at the
+boundary where they happen, so callers only ever need to catch these::
+
+    ChatledgerError
+    ├── InvalidInputError (also a ValueError)    bad message, history, config or file
+    ├── APIError                                 the model server said no
+    │   ├── ClientError                          4xx
+    │   └── ServerError                          5xx
+    ├── ModelConnectionError                     could not reach the model server
+    │   └── ModelTimeoutError                    it did not answer in time
+    ├── InvalidResponseError                     the server answered something unusable
+    ├── ChatStateError                           the chat cannot do that now
+    │   └── ConversationBusyError                another writer holds the current turn
+    ├── FunctionCallingError                     automatic function calling misconfigured
+    └── StoreError                               the event log
+        ├── ConcurrencyError                     expected_version did not match
+        ├── IntegrityError                       hash chain or envelope broken
+        ├── NotFoundError                        unknown conversation
+        └── StoreUnavailableError                locked, read-only, full or unreachable
+
+Messages say what happened and what to do about it. No message, ``repr`` or ``args``
+ever contains an API key: values that might hold one are passed through
+:func:`redact` before they reach an error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "ChatStateError",
+    "ChatledgerError",
+    "ClientError",
+    "ConcurrencyError",
+    "ConversationBusyError",
+    "FunctionCallingError",
+    "IntegrityError",
+    "InvalidInputError",
+    "InvalidResponseError",
+    "ModelConnectionError",
+    "ModelTimeoutError",
+    "NotFoundError",
+    "ServerError",
+    "StoreError",
+    "StoreUnavailableError",
+    "redact",
+]
+
+# Secrets registered by clients (API keys, secret headers). Kept as a module-level set so
+# that an error raised deep inside a transport or store can be scrubbed without the
+# client being in scope. Only the values are kept, never where they came from.
+_SECRETS: set[str] = set()
+_KEY_PATTERN = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
+
+
+def register_secret(value: str | None) -> None:
+    """Remember ``value`` so that :func:`redact` removes it from any text."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and any ``key=`` query value masked."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub(r"\1***", text)
+
+
+class ChatledgerError(Exception):
+    """Base class of every error raised by chatledger."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInputError(ChatledgerError, ValueError):
+    """A message, history, config, event or file that chatledger cannot accept.
+
+    Raised before anything is sent or recorded, so the log is unchanged.
+    """
+
+
+class APIError(ChatledgerError):
+    """The model server answered with an error.
+
+    ``str(error)`` is ``"<code> <status>. <details>"`` as in google-genai, where
+    ``details`` is the parsed error body.
+    """
+
+    code: int
+    status: str | None
+    details: Any
+    response: Any
+
+    def __init__(
+        self,
+        code: int,
+        response_json: Any,
+        response: Any = None,
+    ) -> None:
+        if isinstance(response_json, list) and len(response_json) == 1:
+            response_json = response_json[0]
+        self.details = _redact_json(response_json)
+        self.response = response
+        self.status = _error_field(response_json, "status")
+        self.error_message: str | None = _error_field(response_json, "message")
+        given = _error_field(response_json, "code")
+        self.code = int(code or (given if isinstance(given, int) else 0))
+        super().__init__(f"{self.code} {self.status}. {self.details}")
+
+    @classmethod
+    def from_status(cls, code: int, response_json: Any, response: Any = None) -> APIError:
+        """Build the subclass that fits ``code``: 4xx ClientError, 5xx ServerError."""
+        if 400 <= code < 500:
+            return ClientError(code, response_json, response)
+        if 500 <= code < 600:
+            return ServerError(code, response_json, response)
+        return APIError(code, response_json, response)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.details, None))
+
+
+class ClientError(APIError):
+    """The request was refused (HTTP 4xx): fix the request, the key or the quota."""
+
+
+class ServerError(APIError):
+    """The server failed (HTTP 5xx): retrying later may help."""
+
+
+class ModelConnectionError(ChatledgerError):
+    """The model server could not be reached, or the connection dropped mid-answer."""
+
+
+class ModelTimeoutError(ModelConnectionError):
+    """The model server did not answer within the configured timeout."""
+
+
+class InvalidResponseError(ChatledgerError):
+    """The model server answered, but with something that is not a valid response."""
+
+
+class ChatStateError(ChatledgerError):
+    """The chat cannot do this in its current state (for example, rewind an empty history)."""
+
+
+class ConversationBusyError(ChatStateError):
+    """Another writer (thread, process or host) holds the conversation's current turn."""
+
+
+class FunctionCallingError(ChatledgerError):
+    """Automatic function calling cannot run as configured."""
+
+
+class StoreError(ChatledgerError):
+    """The event log failed or refused an operation."""
+
+
+class ConcurrencyError(StoreError):
+    """An append's ``expected_version`` did not match the stream's current version.
+
+    Someone else appended first. Read the new events and decide again.
+    """
+
+    def __init__(self, conversation_id: str, expected_version: int, actual_version: int) -> None:
+        self.conversation_id = conversation_id
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"conversation {conversation_id!r} is at version {actual_version}, "
+            f"not the expected {expected_version}: another writer appended first; "
+            "read the new events and retry"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.conversation_id, self.expected_version, self.actual_version))
+
+
+class IntegrityError(StoreError):
+    """The log is not what it should be: a broken hash chain, a gap, a reused event id."""
+
+
+class NotFoundError(StoreError):
+    """No conversation with that id exists in this store."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be used now: locked, read-only, out of space, corrupt or unreachable."""
+
+
+def _error_field(response_json: Any, name: str) -> Any:
+    if not isinstance(response_json, dict):
+        return None
+    if name in response_json:
+        return response_json[name]
+    inner = response_json.get("error")
+    if isinstance(inner, dict):
+        return inner.get(name)
+    return None
+
+
+def _redact_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    return value
