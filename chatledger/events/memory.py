@@ -1,0 +1,132 @@
+"""The in-memory store: the whole contract, kept in this process only (tests, scratch)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from ..errors import ConcurrencyError, IntegrityError
+from .envelope import NewEvent
+from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(EventStore):
+    """Events in lists, guarded by one lock. Nothing survives the process."""
+
+    location = ":memory:"
+    gapless_positions = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._rows: list[RawRow] = []  # index = position - 1
+        self._streams: dict[str, list[RawRow]] = {}
+        self._info: dict[str, StreamInfo] = {}
+        self._ids: dict[str, RawRow] = {}
+        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+
+    def _append(
+        self,
+        conversation_id: str,
+        events: list[tuple[NewEvent, bytes, bytes]],
+        expected_version: int,
+    ) -> list[int]:
+        with self._lock:
+            stream = self._streams.get(conversation_id, [])
+            current = len(stream)
+            if current != expected_version:
+                retried = self._retried_positions(conversation_id, [e.event_id for e, _, _ in events])
+                if retried is not None:
+                    return retried
+                raise ConcurrencyError(conversation_id, expected_version, current)
+            for event, _, _ in events:
+                if event.event_id in self._ids:
+                    raise IntegrityError(
+                        f"event id {event.event_id!r} is already used by another event"
+                    )
+            prev_hash = stream[-1].hash if stream else ""
+            prepared = self._prepare(conversation_id, events, current, prev_hash)
+            positions: list[int] = []
+            for event in prepared:
+                row = RawRow(
+                    conversation_id=conversation_id,
+                    version=event.version,
+                    position=len(self._rows) + 1,
+                    event_id=event.event_id,
+                    type=event.type,
+                    schema_version=event.schema_version,
+                    data=event.data,
+                    metadata=event.metadata,
+                    recorded_at=event.recorded_at,
+                    hash=event.hash,
+                )
+                self._rows.append(row)
+                stream.append(row)
+                self._ids[row.event_id] = row
+                positions.append(row.position)
+            self._streams[conversation_id] = stream
+            now = prepared[-1].recorded_at
+            old = self._info.get(conversation_id)
+            parent_id, parent_version = (
+                parent_of(events) if old is None else (old.parent_id, old.parent_version)
+            )
+            self._info[conversation_id] = StreamInfo(
+                conversation_id=conversation_id,
+                version=len(stream),
+                created_at=old.created_at if old else now,
+                updated_at=now,
+                parent_id=parent_id,
+                parent_version=parent_version,
+            )
+            self._lock.notify_all()
+            return positions
+
+    def _read(self, conversation_id: str, after_version: int, to_version: int | None) -> list[RawRow]:
+        with self._lock:
+            stream = self._streams.get(conversation_id, [])
+            return stream[after_version:to_version]
+
+    def _read_all(self, after_position: int, limit: int) -> list[RawRow]:
+        with self._lock:
+            return self._rows[after_position : after_position + limit]
+
+    def _stream_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._streams)
+
+    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        with self._lock:
+            return {
+                eid: (row.conversation_id, row.version, row.position)
+                for eid in event_ids
+                if (row := self._ids.get(eid)) is not None
+            }
+
+    def _wait_for_new(self, position: int, poll_interval: float, stop: threading.Event | None) -> None:
+        with self._lock:
+            if len(self._rows) <= position:
+                self._lock.wait(poll_interval)
+
+    def stream_info(self, conversation_id: str) -> StreamInfo | None:
+        with self._lock:
+            return self._info.get(conversation_id)
+
+    def conversations(self, *, limit: int | None = None, parent_id: str | None = None) -> list[StreamInfo]:
+        with self._lock:
+            infos = [
+                info
+                for info in self._info.values()
+                if parent_id is None or info.parent_id == parent_id
+            ]
+        infos.sort(key=lambda info: info.updated_at, reverse=True)
+        return infos[:limit] if limit is not None else infos
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshots[(snapshot.conversation_id, snapshot.name)] = snapshot
+
+    def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
+        with self._lock:
+            return self._snapshots.get((conversation_id, name))
+

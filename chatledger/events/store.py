@@ -1,0 +1,494 @@
+"""The store contract every log backend implements, and the logic they share.
+
+A store keeps streams of events, one stream per conversation, each with gapless
+versions 1, 2, 3 ... and a store-wide ``position`` order. Backends implement a handful
+of primitives (``_append``, ``_read``, ...); hashing, validation, idempotent retries,
+verification and subscriptions are written once here.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+
+from ..errors import InvalidInputError, IntegrityError
+from .envelope import (
+    NewEvent,
+    RecordedEvent,
+    event_hash,
+    utc_now,
+    validate_conversation_id,
+    validate_event_id,
+)
+from .kinds import ConversationStarted, data_to_builtins, decode_data
+
+__all__ = [
+    "EventStore",
+    "PreparedEvent",
+    "Problem",
+    "Snapshot",
+    "StreamInfo",
+    "VerificationReport",
+]
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+
+
+class StreamInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a store knows of a stream without reading its events."""
+
+    conversation_id: str
+    version: int
+    created_at: str
+    updated_at: str
+    parent_id: str | None = None
+    parent_version: int | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A projection's state at ``version`` of a stream, so a resume need not start at 1."""
+
+    conversation_id: str
+    name: str
+    version: int
+    state: bytes
+
+
+class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """An event ready to be written: encoded, versioned and hashed."""
+
+    conversation_id: str
+    version: int
+    event_id: str
+    type: str
+    schema_version: int
+    data: bytes
+    metadata: bytes
+    recorded_at: str
+    hash: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing ``verify`` found wrong, naming the event where it was found."""
+
+    conversation_id: str
+    version: int | None
+    reason: str
+    event_id: str | None = None
+    position: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.conversation_id} v{self.version}" if self.version else self.conversation_id
+        if self.position is not None:
+            where += f" (position {self.position})"
+        return f"{where}: {self.reason}"
+
+
+class VerificationReport(msgspec.Struct, kw_only=True):
+    """The result of ``verify``: how much was checked and every problem found."""
+
+    streams_checked: int = 0
+    events_checked: int = 0
+    problems: list[Problem] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def raise_for_problems(self) -> None:
+        """Raise :class:`IntegrityError` naming the first bad event, if any."""
+        if self.problems:
+            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+            raise IntegrityError(f"log verification failed at {self.problems[0]}{more}")
+
+
+class RawRow(msgspec.Struct, frozen=True):
+    """A stored row, undecoded, as ``verify`` checks it."""
+
+    conversation_id: str
+    version: int
+    position: int
+    event_id: str
+    type: str
+    schema_version: int
+    data: bytes | str
+    metadata: bytes | str
+    recorded_at: str
+    hash: str
+
+
+def parent_of(events: Sequence[tuple[NewEvent, bytes, bytes]]) -> tuple[str | None, int | None]:
+    """The parent stream and version named by a new stream's first event, if forked."""
+    first = events[0][0].data
+    if isinstance(first, ConversationStarted) and first.parent is not None:
+        return first.parent.conversation_id, first.parent.version
+    return None, None
+
+
+def _row_to_event(row: RawRow) -> RecordedEvent:
+    return RecordedEvent(
+        conversation_id=row.conversation_id,
+        version=row.version,
+        position=row.position,
+        event_id=row.event_id,
+        type=row.type,
+        schema_version=row.schema_version,
+        data=decode_data(row.type, row.schema_version, row.data),
+        metadata=_decode(row.metadata) if row.metadata else {},
+        recorded_at=row.recorded_at,
+        hash=row.hash,
+    )
+
+
+class EventStore(abc.ABC):
+    """The append-only log. One contract, tested once, for every backend.
+
+    Thread-safe: one store object may be shared by the threads of a process; several
+    processes (and, for PostgreSQL, hosts) may share the same underlying database.
+    """
+
+    #: A store URL or path describing where the log lives (never includes a password).
+    location: str = ""
+    #: Whether positions are gapless store-wide (so ``verify`` can detect deleted rows).
+    gapless_positions: bool = False
+
+    # ----------------------------------------------------------------- the contract
+
+    def append(
+        self,
+        conversation_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: int,
+    ) -> list[int]:
+        """Append ``events`` atomically after ``expected_version``; return their positions.
+
+        ``expected_version`` is the version the stream must be at (0: it must not exist
+        yet). On a mismatch, if every event id of ``events`` is already in this stream,
+        this is a retry of an append that went through and the original positions are
+        returned; otherwise :class:`ConcurrencyError` is raised and nothing is written.
+        """
+        validate_conversation_id(conversation_id)
+        if not events:
+            raise InvalidInputError("append needs at least one event")
+        if not isinstance(expected_version, int) or expected_version < 0:
+            raise InvalidInputError("expected_version must be an integer >= 0")
+        ids = [validate_event_id(event.event_id) for event in events]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("the events of one append must have distinct event_ids")
+        if expected_version == 0 and not isinstance(events[0].data, ConversationStarted):
+            raise InvalidInputError("a conversation's first event must be conversation_started")
+        encoded = [self._encode(event) for event in events]
+        return self._append(conversation_id, encoded, expected_version)
+
+    def read(
+        self,
+        conversation_id: str,
+        *,
+        after_version: int = 0,
+        to_version: int | None = None,
+    ) -> list[RecordedEvent]:
+        """The events of one stream with ``after_version < version <= to_version``.
+
+        An unknown conversation reads as an empty list.
+        """
+        validate_conversation_id(conversation_id)
+        return [_row_to_event(row) for row in self._read(conversation_id, after_version, to_version)]
+
+    def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events of every stream with ``position > after_position``, in
+        position order. A reader following positions never misses an event committed
+        later with a lower position."""
+        if limit <= 0:
+            raise InvalidInputError("limit must be positive")
+        return [_row_to_event(row) for row in self._read_all(after_position, limit)]
+
+    def subscribe(
+        self,
+        after_position: int = 0,
+        *,
+        poll_interval: float = 0.05,
+        stop: threading.Event | None = None,
+        batch: int = 500,
+    ) -> Iterator[RecordedEvent]:
+        """Every event after ``after_position`` exactly once, in order: the log so far,
+        then new events as they are committed, until ``stop`` is set.
+
+        Resume after a restart by passing the position of the last event handled.
+        """
+        position = after_position
+        while stop is None or not stop.is_set():
+            events = self.read_all(after_position=position, limit=batch)
+            for event in events:
+                yield event
+                position = event.position
+            if len(events) < batch:
+                self._wait_for_new(position, poll_interval, stop)
+
+    @abc.abstractmethod
+    def stream_info(self, conversation_id: str) -> StreamInfo | None:
+        """The stream's head and times, or None for an unknown conversation."""
+
+    @abc.abstractmethod
+    def conversations(
+        self,
+        *,
+        limit: int | None = None,
+        parent_id: str | None = None,
+    ) -> list[StreamInfo]:
+        """The streams, most recently updated first; with ``parent_id``, its direct forks."""
+
+    @abc.abstractmethod
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` (replacing an older one of the same name). Snapshots are a
+        cache derived from the log, not part of it."""
+
+    @abc.abstractmethod
+    def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
+        """The latest snapshot of that name, or None."""
+
+    def verify(self, conversation_id: str | None = None) -> VerificationReport:
+        """Check hash chains and envelope invariants of one stream or of every stream.
+
+        Every problem names the event where it was found. The log is never modified.
+        """
+        report = VerificationReport()
+        ids = [conversation_id] if conversation_id else self._stream_ids()
+        for stream_id in ids:
+            self._verify_stream(stream_id, report)
+        if conversation_id is None and self.gapless_positions:
+            self._verify_positions(report)
+        return report
+
+    def close(self) -> None:  # noqa: B027 - optional for backends
+        """Release connections. The store cannot be used afterwards."""
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- backend primitives
+
+    @abc.abstractmethod
+    def _append(
+        self, conversation_id: str, events: list[tuple[NewEvent, bytes, bytes]], expected_version: int
+    ) -> list[int]:
+        """Atomically check the head, chain, and write. Use :meth:`_prepare` for rows."""
+
+    @abc.abstractmethod
+    def _read(
+        self, conversation_id: str, after_version: int, to_version: int | None
+    ) -> list[RawRow]: ...
+
+    @abc.abstractmethod
+    def _read_all(self, after_position: int, limit: int) -> list[RawRow]: ...
+
+    @abc.abstractmethod
+    def _stream_ids(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
+
+    def _wait_for_new(
+        self, position: int, poll_interval: float, stop: threading.Event | None
+    ) -> None:
+        if stop is not None:
+            stop.wait(poll_interval)
+        else:
+            time.sleep(poll_interval)
+
+    # ----------------------------------------------------------------- shared logic
+
+    @staticmethod
+    def _encode(event: NewEvent) -> tuple[NewEvent, bytes, bytes]:
+        """Encode data and metadata once, failing before anything is written."""
+        try:
+            data = _encode(data_to_builtins(event.data))
+            metadata = _encode(event.metadata)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise InvalidInputError(
+                f"{event.type} event cannot be stored as JSON: {exc}"
+            ) from None
+        return event, data, metadata
+
+    @staticmethod
+    def _prepare(
+        conversation_id: str,
+        encoded: list[tuple[NewEvent, bytes, bytes]],
+        start_version: int,
+        prev_hash: str,
+        recorded_at: str | None = None,
+    ) -> list[PreparedEvent]:
+        """Number and chain events after ``start_version`` / ``prev_hash``."""
+        now = recorded_at or utc_now()
+        prepared: list[PreparedEvent] = []
+        for offset, (event, data, metadata) in enumerate(encoded, start=1):
+            version = start_version + offset
+            digest = event_hash(
+                conversation_id=conversation_id,
+                version=version,
+                event_id=event.event_id,
+                type=event.type,
+                schema_version=event.data.schema_version,
+                # Hash what a reader will decode, so verification is exact.
+                data=_decode(data),
+                metadata=_decode(metadata),
+                recorded_at=now,
+                prev_hash=prev_hash,
+            )
+            prepared.append(
+                PreparedEvent(
+                    conversation_id=conversation_id,
+                    version=version,
+                    event_id=event.event_id,
+                    type=event.type,
+                    schema_version=event.data.schema_version,
+                    data=data,
+                    metadata=metadata,
+                    recorded_at=now,
+                    hash=digest,
+                )
+            )
+            prev_hash = digest
+        return prepared
+
+    def _retried_positions(
+        self, conversation_id: str, event_ids: Sequence[str]
+    ) -> list[int] | None:
+        """Positions of an earlier identical append, or None if these ids are new.
+
+        Raises IntegrityError when only some ids exist, or they belong elsewhere.
+        """
+        found = self._find_event_ids(event_ids)
+        if not found:
+            return None
+        missing = [eid for eid in event_ids if eid not in found]
+        elsewhere = [eid for eid, (cid, _, _) in found.items() if cid != conversation_id]
+        if missing or elsewhere:
+            raise IntegrityError(
+                f"event ids {sorted(found)[:3]} were already appended"
+                + (f" to another conversation ({found[elsewhere[0]][0]!r})" if elsewhere else "")
+                + (f", but {missing[:3]} were not" if missing else "")
+                + ": an idempotent retry must resend exactly the same events"
+            )
+        versions = [found[eid][1] for eid in event_ids]
+        if versions != list(range(versions[0], versions[0] + len(versions))):
+            raise IntegrityError("retried event ids are not consecutive in their stream")
+        return [found[eid][2] for eid in event_ids]
+
+    def _verify_stream(self, conversation_id: str, report: VerificationReport) -> None:
+        report.streams_checked += 1
+        rows = self._read(conversation_id, 0, None)
+        prev_hash = ""
+        expected_version = 1
+        last_position = 0
+
+        def bad(row: RawRow | None, reason: str) -> None:
+            report.problems.append(
+                Problem(
+                    conversation_id=conversation_id,
+                    version=row.version if row else None,
+                    event_id=row.event_id if row else None,
+                    position=row.position if row else None,
+                    reason=reason,
+                )
+            )
+
+        if not rows:
+            bad(None, "stream has no events")
+            return
+        for row in rows:
+            report.events_checked += 1
+            if row.version != expected_version:
+                bad(row, f"version gap: expected version {expected_version}, found {row.version}")
+                return
+            if row.position <= last_position:
+                bad(row, "positions are not increasing with versions (rows reordered?)")
+                return
+            try:
+                data = _decode(row.data)
+                metadata = _decode(row.metadata) if row.metadata else {}
+                decoded = decode_data(row.type, row.schema_version, row.data)
+            except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+                bad(row, f"data is not a valid {row.type} event: {exc}")
+                return
+            digest = event_hash(
+                conversation_id=conversation_id,
+                version=row.version,
+                event_id=row.event_id,
+                type=row.type,
+                schema_version=row.schema_version,
+                data=data,
+                metadata=metadata,
+                recorded_at=row.recorded_at,
+                prev_hash=prev_hash,
+            )
+            if digest != row.hash:
+                bad(row, "hash mismatch: the event was modified, or an earlier one was")
+                return
+            if row.version == 1:
+                if not isinstance(decoded, ConversationStarted):
+                    bad(row, f"first event is {row.type}, not conversation_started")
+                    return
+                if decoded.parent is not None:
+                    problem = self._check_parent(decoded)
+                    if problem:
+                        bad(row, problem)
+                        return
+            elif isinstance(decoded, ConversationStarted):
+                bad(row, "conversation_started after the first event")
+                return
+            prev_hash = row.hash
+            expected_version += 1
+            last_position = row.position
+        info = self.stream_info(conversation_id)
+        if info is not None and info.version != rows[-1].version:
+            bad(
+                rows[-1],
+                f"stream head says version {info.version} but the last event is version "
+                f"{rows[-1].version} (events deleted?)",
+            )
+
+    def _check_parent(self, started: ConversationStarted) -> str | None:
+        parent = started.parent
+        assert parent is not None
+        rows = self._read(parent.conversation_id, parent.version - 1, parent.version)
+        if not rows:
+            return (
+                f"forked from {parent.conversation_id} v{parent.version}, "
+                "which does not exist"
+            )
+        if rows[0].hash != parent.hash:
+            return f"parent event {parent.conversation_id} v{parent.version} hash differs"
+        return None
+
+    def _verify_positions(self, report: VerificationReport) -> None:
+        position = 0
+        while True:
+            rows = self._read_all(position, 5000)
+            if not rows:
+                return
+            for row in rows:
+                if row.position != position + 1:
+                    report.problems.append(
+                        Problem(
+                            conversation_id=row.conversation_id,
+                            version=row.version,
+                            event_id=row.event_id,
+                            position=row.position,
+                            reason=(
+                                f"positions {position + 1}..{row.position - 1} are missing "
+                                "(events deleted?)"
+                            ),
+                        )
+                    )
+                position = row.position
