@@ -113,6 +113,10 @@ class _BaseModel(pydantic.BaseModel):
             return data.model_dump(by_alias=True, exclude_none=True)
         return data
 
+    def __repr_args__(self) -> Any:
+        # Show what is set; a Part has a dozen fields and usually one value.
+        return [(name, value) for name, value in super().__repr_args__() if value is not None]
+
     def to_wire(self) -> dict[str, Any]:
         """This object as JSON-ready camelCase data, without unset fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -328,7 +332,7 @@ class Content(_BaseModel):
 class UserContent(Content):
     """A content with ``role='user'``; parts may be given as strings or Parts."""
 
-    role: Literal["user"] = "user"  # type: ignore[assignment]
+    role: Literal["user"] = "user"
 
     def __init__(self, parts: Any = None, **data: Any) -> None:
         if parts is not None and not isinstance(parts, list):
@@ -341,7 +345,7 @@ class UserContent(Content):
 class ModelContent(Content):
     """A content with ``role='model'``; parts may be given as strings or Parts."""
 
-    role: Literal["model"] = "model"  # type: ignore[assignment]
+    role: Literal["model"] = "model"
 
     def __init__(self, parts: Any = None, **data: Any) -> None:
         if parts is not None and not isinstance(parts, list):
@@ -500,9 +504,7 @@ class GenerateContentConfig(_BaseModel):
             raise ValueError("tools must be a list of Tool objects or Python functions")
         checked: list[Any] = []
         for tool in value:
-            if callable(tool) and not isinstance(tool, pydantic.BaseModel | dict):
-                checked.append(tool)
-            elif isinstance(tool, Tool):
+            if (callable(tool) and not isinstance(tool, pydantic.BaseModel | dict)) or isinstance(tool, Tool):
                 checked.append(tool)
             else:
                 checked.append(Tool.model_validate(tool))

@@ -81,13 +81,14 @@ def open_store(store: Any = None, **options: Any) -> EventStore:
         return MemoryStore()
     if store.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         try:
-            from .postgres import PostgresStore
+            from .postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise InvalidInputError(
                 "a PostgreSQL store needs the 'postgres' extra: "
                 "pip install 'chatledger[postgres]'"
             ) from exc
-        return PostgresStore(store, **options)
+        postgres_store: EventStore = PostgresStore(store, **options)
+        return postgres_store
     if store.startswith("sqlite://"):
         path = store[len("sqlite://") :]
         if path.startswith("/"):

@@ -40,10 +40,10 @@ class MemoryStore(EventStore):
                 if retried is not None:
                     return retried
                 raise ConcurrencyError(conversation_id, expected_version, current)
-            for event, _, _ in events:
-                if event.event_id in self._ids:
+            for new, _, _ in events:
+                if new.event_id in self._ids:
                     raise IntegrityError(
-                        f"event id {event.event_id!r} is already used by another event"
+                        f"event id {new.event_id!r} is already used by another event"
                     )
             prev_hash = stream[-1].hash if stream else ""
             prepared = self._prepare(conversation_id, events, current, prev_hash)

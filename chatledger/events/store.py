@@ -12,11 +12,10 @@ import abc
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import msgspec
 
-from ..errors import InvalidInputError, IntegrityError
+from ..errors import IntegrityError, InvalidInputError
 from .envelope import (
     NewEvent,
     RecordedEvent,

@@ -203,9 +203,7 @@ def sendable(contents: list[WireContent]) -> list[WireContent]:
         kept: list[Any] = []
         for part in parts:
             call = part.get("functionCall") if isinstance(part, dict) else None
-            if not isinstance(call, dict):
-                kept.append(part)
-            elif call.get("id") is not None and call.get("id") in ids:
+            if not isinstance(call, dict) or (call.get("id") is not None and call.get("id") in ids):
                 kept.append(part)
             elif names[call.get("name")] > 0:
                 names[call.get("name")] -= 1

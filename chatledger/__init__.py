@@ -1,0 +1,68 @@
+"""chatledger: an event-sourced conversation store with Gemini's chat API on top.
+
+    import chatledger
+    client = chatledger.Client(store="chats.db")
+    chat = client.chats.create(model="gemini-2.5-flash")
+    print(chat.send_message("Hello").text)
+    for event in chat.events():
+        print(event.version, event.type)
+"""
+
+from . import errors, events, projections, types
+from ._version import __version__
+from .client import AsyncChat, AsyncChats, AsyncClient, Chat, Chats, ChatSummary, Client
+from .errors import (
+    APIError,
+    ChatledgerError,
+    ChatStateError,
+    ClientError,
+    ConcurrencyError,
+    ConversationBusyError,
+    FunctionCallingError,
+    IntegrityError,
+    InvalidInputError,
+    InvalidResponseError,
+    ModelConnectionError,
+    ModelTimeoutError,
+    NotFoundError,
+    ServerError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .events import EventStore, MemoryStore, RecordedEvent, SQLiteStore, open_store
+
+__all__ = [
+    "APIError",
+    "AsyncChat",
+    "AsyncChats",
+    "AsyncClient",
+    "Chat",
+    "ChatStateError",
+    "ChatSummary",
+    "ChatledgerError",
+    "Chats",
+    "Client",
+    "ClientError",
+    "ConcurrencyError",
+    "ConversationBusyError",
+    "EventStore",
+    "FunctionCallingError",
+    "IntegrityError",
+    "InvalidInputError",
+    "InvalidResponseError",
+    "MemoryStore",
+    "ModelConnectionError",
+    "ModelTimeoutError",
+    "NotFoundError",
+    "RecordedEvent",
+    "SQLiteStore",
+    "ServerError",
+    "StoreError",
+    "StoreUnavailableError",
+    "__version__",
+    "errors",
+    "events",
+    "open_store",
+    "projections",
+    "types",
+]

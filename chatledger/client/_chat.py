@@ -1,0 +1,375 @@
+"""``Chat`` and ``AsyncChat``: google-genai's chat surface over the event log.
+
+Both drive the same :class:`Conversation` (which owns state and log writes); they only
+differ in how they wait: the sync chat blocks, the async chat awaits the transport and
+runs the short log writes in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from ..errors import ChatStateError
+from ..events.envelope import RecordedEvent
+from ..events.store import VerificationReport
+from ..projections.history import sendable
+from ..projections.usage import UsageState
+from ..types import Content, GenerateContentConfig, GenerateContentResponse
+from ._conversation import Conversation, Turn
+from ._convert import (
+    config_to_wire,
+    content_from_wire,
+    message_to_content,
+    parse_config,
+    response_from_wire,
+)
+from ._functions import (
+    declare,
+    function_map,
+    run_function,
+    run_function_async,
+    unknown_function,
+)
+from ._stream import StreamMerger
+
+__all__ = ["AsyncChat", "Chat"]
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class _BaseChat:
+    """What both chats share: identity, histories, and message preparation."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        self._conversation = conversation
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} id={self.id!r} model={self.model!r} "
+            f"version={self.version} turns={len(self._conversation.history.turns)}>"
+        )
+
+    @property
+    def id(self) -> str:
+        """The conversation id (its stream in the log)."""
+        return self._conversation.id
+
+    @property
+    def model(self) -> str:
+        return self._conversation.history.model
+
+    @property
+    def version(self) -> int:
+        """The version of the last event this chat has applied."""
+        return self._conversation.version
+
+    @property
+    def config(self) -> GenerateContentConfig | None:
+        """The chat's default config as recorded (Python functions appear as declarations)."""
+        if self._conversation.live_config is not None:
+            return self._conversation.live_config
+        wire = self._conversation.history.config
+        return GenerateContentConfig.model_validate(wire) if wire else None
+
+    @property
+    def usage(self) -> UsageState:
+        """Turns, model calls and token totals so far."""
+        return self._conversation.usage
+
+    def get_history(self, curated: bool = False) -> list[Content]:
+        """The full history, or with ``curated=True`` only the user messages and model
+        replies of valid turns, without function call steps. Always a copy."""
+        history = self._conversation.history
+        contents = history.curated if curated else history.full
+        return [content_from_wire(content) for content in contents]
+
+    def get_context(self) -> list[Content]:
+        """What the next request will send before the new message: google-genai's curated
+        history, without function calls that have no response."""
+        return [content_from_wire(content) for content in sendable(self._conversation.history.context)]
+
+    @property
+    def history(self) -> list[Content]:
+        """The full history (the legacy name of ``get_history()``)."""
+        return self.get_history()
+
+    @property
+    def last(self) -> GenerateContentResponse | None:
+        """The response that ended the last turn (merged, for a stream), or None."""
+        response = self._conversation.history.last_response
+        return response_from_wire(response) if response is not None else None
+
+    def _prepare(
+        self, message: Any, config: Any, *, is_async: bool
+    ) -> tuple[dict[str, Any], GenerateContentConfig | None, dict[str, Any] | None]:
+        content = message_to_content(message)
+        override = parse_config(config)
+        override_wire = config_to_wire(override, declare) if override is not None else None
+        function_map(
+            override if override is not None and override.tools is not None
+            else self._conversation.live_config,
+            is_async=is_async,
+        )
+        return content, override, override_wire
+
+
+class Chat(_BaseChat):
+    """A synchronous chat session whose every step is recorded in the log."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        super().__init__(conversation)
+        self._open_stream: tuple[weakref.ReferenceType[Any], int] | None = None
+
+    def _close_open_stream(self) -> None:
+        # A stream this thread left suspended is abandoned by the next send.
+        if self._open_stream is None:
+            return
+        ref, thread = self._open_stream
+        stream = ref()
+        if stream is not None and thread == threading.get_ident() and not stream.gi_running:
+            stream.close()
+        self._open_stream = None
+
+    def send_message(self, message: Any, config: Any = None) -> GenerateContentResponse:
+        """Send ``message`` with the history; return the model's response."""
+        content, override, override_wire = self._prepare(message, config, is_async=False)
+        self._close_open_stream()
+        conversation = self._conversation
+        turn = conversation.begin_turn(content, override, override_wire, streamed=False, is_async=False)
+        try:
+            while True:
+                assert turn.request is not None
+                started = time.perf_counter()
+                try:
+                    raw = conversation.transport().generate(turn.request)
+                    response = response_from_wire(raw)
+                except BaseException as exc:
+                    conversation.record_failure(turn, exc, latency_ms=_ms_since(started))
+                    raise
+                calls = conversation.record_response(turn, raw, latency_ms=_ms_since(started))
+                if calls is None:
+                    return response
+                self._run_functions(turn, calls)
+                conversation.next_call(turn)
+        finally:
+            conversation.end_turn(turn)
+
+    def send_message_stream(self, message: Any, config: Any = None) -> Iterator[GenerateContentResponse]:
+        """Send ``message``; yield the response chunks as they arrive.
+
+        The history changes once the stream completes. Leaving the loop early (or
+        ``close()``) records the abandoned attempt and changes no history.
+        """
+        content, override, override_wire = self._prepare(message, config, is_async=False)
+        self._close_open_stream()
+        stream = self._stream(content, override, override_wire)
+        self._open_stream = (weakref.ref(stream), threading.get_ident())
+        return stream
+
+    def _stream(
+        self,
+        content: dict[str, Any],
+        override: GenerateContentConfig | None,
+        override_wire: dict[str, Any] | None,
+    ) -> Iterator[GenerateContentResponse]:
+        conversation = self._conversation
+        turn = conversation.begin_turn(content, override, override_wire, streamed=True, is_async=False)
+        try:
+            while True:
+                assert turn.request is not None
+                merger = StreamMerger()
+                started = time.perf_counter()
+                try:
+                    with contextlib.closing(conversation.transport().stream(turn.request)) as chunks:  # type: ignore[type-var]
+                        for raw in chunks:
+                            chunk = response_from_wire(raw)
+                            merger.add(raw)
+                            yield chunk
+                except GeneratorExit:
+                    conversation.record_failure(
+                        turn,
+                        ChatStateError("the caller closed the stream before it ended"),
+                        latency_ms=_ms_since(started),
+                        partial=merger.merged() if merger.chunks else None,
+                        reason="abandoned",
+                    )
+                    raise
+                except BaseException as exc:
+                    conversation.record_failure(
+                        turn,
+                        exc,
+                        latency_ms=_ms_since(started),
+                        partial=merger.merged() if merger.chunks else None,
+                    )
+                    raise
+                calls = conversation.record_response(
+                    turn, merger.merged(), latency_ms=_ms_since(started), chunks=merger.chunks
+                )
+                if calls is None:
+                    return
+                self._run_functions(turn, calls)
+                conversation.next_call(turn)
+        finally:
+            conversation.end_turn(turn)
+
+    def _run_functions(self, turn: Turn, calls: list[dict[str, Any]]) -> None:
+        conversation = self._conversation
+        for index, call in enumerate(calls):
+            conversation.record_function_calls(turn, [(index, call)])
+            func = turn.functions.get(str(call.get("name")))
+            outcome = run_function(func, call["args"]) if func else unknown_function(call.get("name"))
+            conversation.record_function_results(turn, [(index, call, outcome)])
+
+    def rewind(self) -> tuple[Content, Content]:
+        """Take back the last turn: returns its (user content, model content). The turn
+        stays in the log as history, with a ``turn_rewound`` event after it."""
+        self._close_open_stream()
+        user, model = self._conversation.rewind()
+        return content_from_wire(user), content_from_wire(model)
+
+    def refresh(self) -> list[RecordedEvent]:
+        """Apply events other writers appended since; return them."""
+        return self._conversation.catch_up()
+
+    def events(self) -> list[RecordedEvent]:
+        """Every event of this conversation, in version order."""
+        return self._conversation.store.read(self.id)
+
+    def verify(self) -> VerificationReport:
+        """Check this conversation's hash chain and envelope invariants."""
+        return self._conversation.store.verify(self.id)
+
+
+class AsyncChat(_BaseChat):
+    """The async twin of :class:`Chat`: the same methods, awaited."""
+
+    async def send_message(self, message: Any, config: Any = None) -> GenerateContentResponse:
+        content, override, override_wire = self._prepare(message, config, is_async=True)
+        conversation = self._conversation
+        turn = await asyncio.to_thread(
+            conversation.begin_turn, content, override, override_wire, streamed=False, is_async=True
+        )
+        try:
+            while True:
+                assert turn.request is not None
+                started = time.perf_counter()
+                try:
+                    raw = await conversation.transport().agenerate(turn.request)
+                    response = response_from_wire(raw)
+                except BaseException as exc:
+                    conversation.record_failure(turn, exc, latency_ms=_ms_since(started))
+                    raise
+                calls = await asyncio.to_thread(
+                    conversation.record_response, turn, raw, latency_ms=_ms_since(started)
+                )
+                if calls is None:
+                    return response
+                await self._run_functions(turn, calls)
+                await asyncio.to_thread(conversation.next_call, turn)
+        finally:
+            conversation.end_turn(turn)
+
+    async def send_message_stream(
+        self, message: Any, config: Any = None
+    ) -> AsyncIterator[GenerateContentResponse]:
+        """Send ``message``; ``async for`` over the result yields chunks as they arrive."""
+        content, override, override_wire = self._prepare(message, config, is_async=True)
+        return self._stream(content, override, override_wire)
+
+    async def _stream(
+        self,
+        content: dict[str, Any],
+        override: GenerateContentConfig | None,
+        override_wire: dict[str, Any] | None,
+    ) -> AsyncIterator[GenerateContentResponse]:
+        conversation = self._conversation
+        turn = await asyncio.to_thread(
+            conversation.begin_turn, content, override, override_wire, streamed=True, is_async=True
+        )
+        try:
+            while True:
+                assert turn.request is not None
+                merger = StreamMerger()
+                started = time.perf_counter()
+                chunks = conversation.transport().astream(turn.request)
+                try:
+                    async for raw in chunks:
+                        chunk = response_from_wire(raw)
+                        merger.add(raw)
+                        yield chunk
+                except GeneratorExit:
+                    await _aclose_quietly(chunks)
+                    # Recorded without awaiting: this may run while the loop shuts down.
+                    conversation.record_failure(
+                        turn,
+                        ChatStateError("the caller closed the stream before it ended"),
+                        latency_ms=_ms_since(started),
+                        partial=merger.merged() if merger.chunks else None,
+                        reason="abandoned",
+                    )
+                    raise
+                except BaseException as exc:
+                    await _aclose_quietly(chunks)
+                    conversation.record_failure(
+                        turn,
+                        exc,
+                        latency_ms=_ms_since(started),
+                        partial=merger.merged() if merger.chunks else None,
+                    )
+                    raise
+                calls = await asyncio.to_thread(
+                    conversation.record_response,
+                    turn,
+                    merger.merged(),
+                    latency_ms=_ms_since(started),
+                    chunks=merger.chunks,
+                )
+                if calls is None:
+                    return
+                await self._run_functions(turn, calls)
+                await asyncio.to_thread(conversation.next_call, turn)
+        finally:
+            conversation.end_turn(turn)
+
+    async def _run_functions(self, turn: Turn, calls: list[dict[str, Any]]) -> None:
+        # The calls of one response run concurrently; their events keep the model's order.
+        conversation = self._conversation
+        indexed = list(enumerate(calls))
+        await asyncio.to_thread(conversation.record_function_calls, turn, indexed)
+
+        async def call_one(index: int, call: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+            func = turn.functions.get(str(call.get("name")))
+            if func is None:
+                return index, call, unknown_function(call.get("name"))
+            return index, call, await run_function_async(func, call["args"])
+
+        results = await asyncio.gather(*(call_one(index, call) for index, call in indexed))
+        await asyncio.to_thread(conversation.record_function_results, turn, list(results))
+
+    async def rewind(self) -> tuple[Content, Content]:
+        user, model = await asyncio.to_thread(self._conversation.rewind)
+        return content_from_wire(user), content_from_wire(model)
+
+    async def refresh(self) -> list[RecordedEvent]:
+        return await asyncio.to_thread(self._conversation.catch_up)
+
+    async def events(self) -> list[RecordedEvent]:
+        return await asyncio.to_thread(self._conversation.store.read, self.id)
+
+    async def verify(self) -> VerificationReport:
+        return await asyncio.to_thread(self._conversation.store.verify, self.id)
+
+
+async def _aclose_quietly(chunks: AsyncIterator[Any]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

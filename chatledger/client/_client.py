@@ -1,0 +1,255 @@
+"""``Client``: where the log lives, who is writing, and how models are reached."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+import pydantic
+
+from ..errors import InvalidInputError, register_secret
+from ..events import open_store
+from ..events.kinds import ConfigChanged, ConversationStarted
+from ..events.store import EventStore
+from ..projections.history import HistoryState
+from ..projections.usage import UsageState
+from ..types import HttpOptions
+from ._chat import AsyncChat, Chat
+from ._conversation import Conversation, default_actor, load_conversation
+from ._convert import config_to_wire, history_to_wire, parse_config
+from ._functions import declare
+from .transports._http import register_secret_headers
+from .transports.base import Transport
+from .transports.gemini import GeminiTransport
+
+__all__ = ["AsyncChats", "AsyncClient", "ChatSummary", "Chats", "Client"]
+
+
+class ChatSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of ``chats.list()``."""
+
+    conversation_id: str
+    model: str
+    turns: int
+    version: int
+    created_at: str
+    updated_at: str
+    parent_id: str | None = None
+
+
+def _parse_http_options(http_options: Any) -> HttpOptions | None:
+    if http_options is None or isinstance(http_options, HttpOptions):
+        return http_options
+    try:
+        return HttpOptions.model_validate(http_options)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(f"invalid http_options: {exc}") from None
+
+
+LOCAL_MODEL_NAMES = frozenset({"local", "smollm2", "smollm2-135m", "smollm2-135m-instruct"})
+
+
+def transport_kind(model: str, http_options: HttpOptions | None) -> str:
+    """Which transport serves ``model``: "local", "openai" or "gemini"."""
+    name = model.strip().lower()
+    if name in LOCAL_MODEL_NAMES or name.startswith("local/"):
+        return "local"
+    if name.startswith("openai/"):
+        return "openai"
+    base_url = http_options.base_url if http_options is not None else None
+    if base_url and urlsplit(base_url).path.rstrip("/").endswith("/v1"):
+        return "openai"
+    return "gemini"
+
+
+class Client:
+    """The entry point: ``client.chats`` (sync) and ``client.aio.chats`` (async).
+
+    ``store`` is a store object, a path, ``":memory:"`` or a URL; when not given,
+    ``CHATLEDGER_DB`` if set, else an in-memory store (nothing is written to disk unless
+    asked). ``api_key`` falls back to ``GEMINI_API_KEY``, then ``GOOGLE_API_KEY``.
+    ``actor`` is recorded on every event (default: the OS user). ``busy_timeout`` is how
+    long a send waits for another writer's open turn (seconds); ``turn_lease`` how long
+    a turn may stay open before others may close it.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        http_options: HttpOptions | dict[str, Any] | None = None,
+        store: Any = None,
+        actor: str | None = None,
+        transport: Transport | None = None,
+        busy_timeout: float = 10.0,
+        turn_lease: float = 600.0,
+    ) -> None:
+        self._api_key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        register_secret(self._api_key)
+        self.http_options = _parse_http_options(http_options)
+        if self.http_options is not None:
+            register_secret_headers(self.http_options.headers)
+        if actor is not None and (not isinstance(actor, str) or not actor or len(actor) > 200):
+            raise InvalidInputError("actor must be a non-empty string of at most 200 characters")
+        if busy_timeout < 0 or turn_lease <= 0:
+            raise InvalidInputError("busy_timeout must be >= 0 and turn_lease > 0 (seconds)")
+        self._owns_store = not isinstance(store, EventStore)
+        self.store: EventStore = open_store(store)
+        self.actor = actor or default_actor()
+        self.busy_timeout = float(busy_timeout)
+        self.turn_lease = float(turn_lease)
+        self._transport_override = transport
+        self._transports: dict[str, Transport] = {}
+        self.chats = Chats(self)
+        self.aio = AsyncClient(self)
+
+    def __repr__(self) -> str:
+        return f"<chatledger.Client store={self.store.location!r} actor={self.actor!r}>"
+
+    def transport_for(self, model: str) -> Transport:
+        """The transport that serves ``model`` (one per kind, reused by every chat).
+
+        ``local`` / ``smollm2`` (or ``local/...``): the embedded SmolLM2 model. A model
+        named ``openai/<name>``, or a ``base_url`` whose path ends in ``/v1`` (vLLM,
+        llama.cpp's server, Ollama, OpenAI): the OpenAI-compatible transport. Anything
+        else: the Gemini API.
+        """
+        if self._transport_override is not None:
+            return self._transport_override
+        kind = transport_kind(model, self.http_options)
+        transport = self._transports.get(kind)
+        if transport is None:
+            transport = self._make_transport(kind)
+            self._transports[kind] = transport
+        return transport
+
+    def _make_transport(self, kind: str) -> Transport:
+        if kind == "local":
+            from .transports.local import LocalTransport
+
+            return LocalTransport()
+        if kind == "openai":
+            from .transports.openai import OpenAITransport
+
+            return OpenAITransport(self._api_key, self.http_options)
+        return GeminiTransport(self._api_key, self.http_options)
+
+    def close(self) -> None:
+        """Close transports, and the store if this client opened it."""
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+        if self._owns_store:
+            self.store.close()
+
+    async def aclose(self) -> None:
+        for transport in self._transports.values():
+            await transport.aclose()
+        self._transports.clear()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- shared by Chats
+
+    def _start(self, model: Any, config: Any, history: Any) -> Conversation:
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
+        live = parse_config(config)
+        config_wire = config_to_wire(live, declare)
+        history_wire = history_to_wire(history)
+        conversation = Conversation(self, str(uuid.uuid4()), HistoryState(), UsageState(), live)
+        conversation.append(
+            [ConversationStarted(model=model, config=config_wire, history=history_wire)]
+        )
+        return conversation
+
+    def _resume(self, conversation_id: Any, config: Any) -> Conversation:
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise InvalidInputError("conversation_id must be a non-empty string")
+        live = parse_config(config)
+        conversation = load_conversation(self, conversation_id, live)
+        if live is not None:
+            wire = config_to_wire(live, declare)
+            if wire != conversation.history.config:
+                conversation.wait_for_turn()
+                conversation.append([ConfigChanged(config=wire)])
+        return conversation
+
+    def _list(self, limit: int | None) -> list[ChatSummary]:
+        from ._conversation import fold_events
+
+        summaries = []
+        for info in self.store.conversations(limit=limit):
+            history, _usage, _ = fold_events(self.store, info.conversation_id)
+            summaries.append(
+                ChatSummary(
+                    conversation_id=info.conversation_id,
+                    model=history.model,
+                    turns=len(history.turns),
+                    version=info.version,
+                    created_at=info.created_at,
+                    updated_at=info.updated_at,
+                    parent_id=info.parent_id,
+                )
+            )
+        return summaries
+
+
+class Chats:
+    """Creates and resumes synchronous chats."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, *, model: str, config: Any = None, history: Any = None) -> Chat:
+        """Start a new conversation (recorded at once) and return its chat."""
+        return Chat(self._client._start(model, config, history))
+
+    def get(self, conversation_id: str, *, config: Any = None) -> Chat:
+        """Resume a conversation from the log, in this or any process.
+
+        Pass ``config`` to give the chat its Python function tools again (the log keeps
+        only their declarations); a config that differs from the recorded one is
+        recorded as a change.
+        """
+        return Chat(self._client._resume(conversation_id, config))
+
+    def list(self, *, limit: int | None = None) -> list[ChatSummary]:
+        """Conversations, most recently updated first."""
+        return self._client._list(limit)
+
+
+class AsyncChats:
+    """Creates and resumes async chats (``client.aio.chats``)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, *, model: str, config: Any = None, history: Any = None) -> AsyncChat:
+        return AsyncChat(self._client._start(model, config, history))
+
+    def get(self, conversation_id: str, *, config: Any = None) -> AsyncChat:
+        return AsyncChat(self._client._resume(conversation_id, config))
+
+    def list(self, *, limit: int | None = None) -> list[ChatSummary]:
+        return self._client._list(limit)
+
+
+class AsyncClient:
+    """``client.aio``: the async side of a :class:`Client`, sharing its store."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.chats = AsyncChats(client)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,592 @@
+"""One conversation's live state and its log I/O, shared by the sync and async chats.
+
+A send is: catch up on events appended since the known version (another process may
+have written) -> open a turn (append the user message and the model call with
+``expected_version``) -> call the model -> append the reply or the failure -> advance
+the projections. The projections live in memory between sends, so a send reads only
+the events that are new to it.
+
+Turns never interleave. A turn is open from its ``user_message_added`` event until a
+response or failure ends it. A writer that finds another's turn open waits for it (up
+to ``busy_timeout``) and then raises :class:`ConversationBusyError`; a turn whose writer
+is gone (its process died on this host, or its lease ran out) is closed with a
+``turn_abandoned`` event, so a crash never blocks a conversation for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .._version import __version__
+from ..errors import (
+    ChatledgerError,
+    ChatStateError,
+    ConcurrencyError,
+    ConversationBusyError,
+    NotFoundError,
+    StoreError,
+)
+from ..events.envelope import NewEvent, RecordedEvent
+from ..events.kinds import (
+    ConversationStarted,
+    ErrorInfo,
+    EventData,
+    FunctionCalled,
+    FunctionResponded,
+    ModelCallFailed,
+    ModelCallStarted,
+    ModelResponded,
+    TurnAbandoned,
+    TurnRewound,
+    UserMessageAdded,
+)
+from ..events.store import EventStore, Snapshot
+from ..projections import history as history_projection
+from ..projections import usage as usage_projection
+from ..projections.history import HistoryState, response_content, sendable
+from ..projections.usage import UsageState
+from ..types import GenerateContentConfig
+from ._convert import contents_digest, merge_configs, request_config
+from ._functions import FunctionOutcome, afc_budget, function_map
+from .transports.base import ModelRequest, Transport
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["Conversation", "Turn", "load_conversation"]
+
+logger = logging.getLogger("chatledger")
+
+SNAPSHOT_NAME = "conversation"
+SNAPSHOT_FORMAT = 1
+SNAPSHOT_EVERY = 500
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()[:8]
+    except OSError:
+        return ""
+
+
+HOST = f"{socket.gethostname()}/{_boot_id()}"
+
+# Turns this process is running now, by (store location, conversation id, turn).
+_IN_FLIGHT: set[tuple[str, str, int]] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
+def default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _parse_time(text: str) -> float:
+    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class _Snapshot(msgspec.Struct):
+    format: int
+    hash: str
+    history: HistoryState
+    usage: UsageState
+
+
+_SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def fold_events(
+    store: EventStore,
+    conversation_id: str,
+    *,
+    to_version: int | None = None,
+    use_snapshot: bool = True,
+) -> tuple[HistoryState, UsageState, int]:
+    """The projections of a conversation at ``to_version`` (default: its head).
+
+    Starts from a snapshot when one is usable; a fork first folds its parent's prefix.
+    Returns (history, usage, snapshot version used or 0).
+    """
+    history, usage, after = HistoryState(), UsageState(), 0
+    snapshot = store.load_snapshot(conversation_id, SNAPSHOT_NAME) if use_snapshot else None
+    if snapshot is not None and (to_version is None or snapshot.version <= to_version):
+        loaded = _load_snapshot(store, snapshot)
+        if loaded is not None:
+            history, usage = loaded
+            after = snapshot.version
+    events = store.read(conversation_id, after_version=after, to_version=to_version)
+    if after == 0:
+        if not events:
+            raise NotFoundError(
+                f"no conversation {conversation_id!r} in {store.location}; "
+                "list them with client.chats.list() or `chatledger ls`"
+            )
+        first = events[0].data
+        if isinstance(first, ConversationStarted) and first.parent is not None:
+            history, usage, _ = fold_events(
+                store, first.parent.conversation_id, to_version=first.parent.version
+            )
+            history.pending = None
+    for event in events:
+        history_projection.apply(history, event)
+        usage_projection.apply(usage, event)
+    return history, usage, after
+
+
+def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState, UsageState] | None:
+    try:
+        decoded = _SNAPSHOT_DECODER.decode(snapshot.state)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        logger.warning("ignoring an unreadable snapshot of %s", snapshot.conversation_id)
+        return None
+    if decoded.format != SNAPSHOT_FORMAT:
+        return None
+    anchor = store.read(
+        snapshot.conversation_id, after_version=snapshot.version - 1, to_version=snapshot.version
+    )
+    if not anchor or anchor[0].hash != decoded.hash:
+        logger.warning("ignoring a snapshot of %s that does not match its log", snapshot.conversation_id)
+        return None
+    return decoded.history, decoded.usage
+
+
+def load_conversation(client: Client, conversation_id: str, live_config: Any = None) -> Conversation:
+    history, usage, snapshot_version = fold_events(client.store, conversation_id)
+    conversation = Conversation(client, conversation_id, history, usage, live_config)
+    conversation.snapshot_version = snapshot_version
+    return conversation
+
+
+class Turn:
+    """One send in progress: its number, config, functions and budget."""
+
+    def __init__(
+        self,
+        number: int,
+        *,
+        config: dict[str, Any] | None,
+        override: dict[str, Any] | None,
+        streamed: bool,
+        functions: dict[str, Callable[..., Any]],
+        declared_only: set[str],
+        budget: int | None,
+    ) -> None:
+        self.number = number
+        self.config = config
+        self.override = override
+        self.streamed = streamed
+        self.functions = functions
+        self.declared_only = declared_only
+        self.remaining = budget
+        self.request: ModelRequest | None = None
+        self.attempt = 1
+        self.started = time.perf_counter()
+        self.final: dict[str, Any] | None = None
+
+
+class Conversation:
+    """The state of one conversation in this process and every log write it makes.
+
+    Methods are blocking; the async chat runs them in a worker thread. One lock guards
+    the in-memory state, so a Conversation may be shared by threads.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        conversation_id: str,
+        history: HistoryState,
+        usage: UsageState,
+        live_config: GenerateContentConfig | None = None,
+    ) -> None:
+        self.client = client
+        self.store: EventStore = client.store
+        self.id = conversation_id
+        self.history = history
+        self.usage = usage
+        # The config object the caller gave (it may hold Python functions, which the
+        # log records as declarations only).
+        self.live_config = live_config
+        self.snapshot_version = 0
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def version(self) -> int:
+        return self.history.version
+
+    def catch_up(self) -> list[RecordedEvent]:
+        """Apply the events appended since the known version (by anyone)."""
+        with self._lock:
+            events = self.store.read(self.id, after_version=self.history.version)
+            for event in events:
+                history_projection.apply(self.history, event)
+                usage_projection.apply(self.usage, event)
+            if events and self.history.pending is None:
+                self._maybe_snapshot(events[-1])
+            return events
+
+    def _maybe_snapshot(self, last: RecordedEvent) -> None:
+        if last.version - self.snapshot_version < SNAPSHOT_EVERY:
+            return
+        state = _SNAPSHOT_ENCODER.encode(
+            _Snapshot(format=SNAPSHOT_FORMAT, hash=last.hash, history=self.history, usage=self.usage)
+        )
+        try:
+            self.store.save_snapshot(
+                Snapshot(conversation_id=self.id, name=SNAPSHOT_NAME, version=last.version, state=state)
+            )
+            self.snapshot_version = last.version
+        except StoreError as exc:  # a snapshot is a cache: failing to write one is not fatal
+            logger.warning("could not save a snapshot of %s: %s", self.id, exc)
+
+    # ----------------------------------------------------------------- writing
+
+    def _metadata(self, data: EventData) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"actor": self.client.actor}
+        if isinstance(data, UserMessageAdded):
+            metadata["host"] = HOST
+            metadata["pid"] = os.getpid()
+        elif isinstance(data, ConversationStarted):
+            metadata["library"] = f"chatledger/{__version__}"
+        return metadata
+
+    def append(self, datas: list[EventData]) -> None:
+        """Append at the known version and apply. Raises ConcurrencyError if stale."""
+        with self._lock:
+            events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
+            self.store.append(self.id, events, expected_version=self.history.version)
+            self.catch_up()
+
+    def _append_in_turn(self, turn: Turn, datas: list[EventData]) -> None:
+        """Append events of an open turn, even if unrelated events were appended since.
+
+        If the turn was taken over (its lease ran out and another writer abandoned it),
+        the events are still recorded for the audit, then ConversationBusyError is raised.
+        """
+        with self._lock:
+            for _ in range(20):
+                try:
+                    self.append(datas)
+                except ConcurrencyError:
+                    self.catch_up()
+                    pending = self.history.pending
+                    if pending is None or pending.turn != turn.number:
+                        self._record_orphan(datas)
+                        raise ConversationBusyError(
+                            f"turn {turn.number} of conversation {self.id} was closed by another "
+                            "writer (its lease ran out) before this process finished it; its "
+                            "outcome is recorded in the log but not in the history. Send again."
+                        ) from None
+                    continue
+                return
+            raise ConversationBusyError(
+                f"conversation {self.id} is being appended to too fast to record turn {turn.number}"
+            )
+
+    def _record_orphan(self, datas: list[EventData]) -> None:
+        for _ in range(20):
+            try:
+                self.append(datas)
+                return
+            except ConcurrencyError:
+                self.catch_up()
+
+    # ----------------------------------------------------------------- turns
+
+    def _judge(self, pending: history_projection.PendingTurn) -> str | None:
+        """Why an open turn may be taken over, or None while its writer may still be at it."""
+        owner_host = pending.owner.get("host")
+        owner_pid = pending.owner.get("pid")
+        if owner_host == HOST and isinstance(owner_pid, int):
+            if owner_pid == os.getpid():
+                key = (self.store.location, self.id, pending.turn)
+                with _IN_FLIGHT_LOCK:
+                    if key in _IN_FLIGHT:
+                        return None
+                return "left open by this process, which is no longer running it"
+            if not _pid_alive(owner_pid):
+                return f"its writer process {owner_pid} on this host is gone"
+        last = pending.last_event_at or pending.opened_at
+        if time.time() - _parse_time(last) > pending.lease_seconds:
+            return f"its lease of {pending.lease_seconds:g} s ran out"
+        return None
+
+    def wait_for_turn(self) -> None:
+        """Return once no turn is open (closing dead ones); raise when busy too long."""
+        deadline = time.monotonic() + self.client.busy_timeout
+        delay = 0.01
+        while True:
+            self.catch_up()
+            pending = self.history.pending
+            if pending is None:
+                return
+            reason = self._judge(pending)
+            if reason is not None:
+                with contextlib.suppress(ConcurrencyError):
+                    self.append([TurnAbandoned(turn=pending.turn, reason=reason)])
+                continue
+            if time.monotonic() >= deadline:
+                owner = pending.owner
+                raise ConversationBusyError(
+                    f"conversation {self.id} has turn {pending.turn} open by "
+                    f"{owner.get('actor', 'another writer')} (pid {owner.get('pid')} on "
+                    f"{str(owner.get('host', '?')).split('/')[0]}) since {pending.opened_at}; "
+                    f"waited {self.client.busy_timeout:g} s. Retry later, or raise the "
+                    "client's busy_timeout"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def begin_turn(
+        self,
+        content: dict[str, Any],
+        override: GenerateContentConfig | None,
+        override_wire: dict[str, Any] | None,
+        *,
+        streamed: bool,
+        is_async: bool,
+    ) -> Turn:
+        """Open a turn for ``content`` and record the first model call."""
+        live = override if override is not None and override.tools is not None else self.live_config
+        functions = function_map(live, is_async=is_async)
+        afc_source = override if override is not None and override.automatic_function_calling else self.live_config
+        budget = afc_budget(afc_source) if functions else None
+        with self._lock:
+            while True:
+                self.wait_for_turn()
+                config = merge_configs(self.history.config, override_wire)
+                turn = Turn(
+                    self.history.next_turn,
+                    config=config,
+                    override=override_wire,
+                    streamed=streamed,
+                    functions=functions,
+                    declared_only=_declared_names(config) - set(functions),
+                    budget=budget,
+                )
+                contents = sendable([*self.history.context, content])
+                try:
+                    self.append(
+                        [
+                            UserMessageAdded(
+                                turn=turn.number,
+                                content=content,
+                                lease_seconds=self.client.turn_lease,
+                            ),
+                            self._call_started(turn, contents),
+                        ]
+                    )
+                except ConcurrencyError:
+                    continue
+                with _IN_FLIGHT_LOCK:
+                    _IN_FLIGHT.add((self.store.location, self.id, turn.number))
+                turn.request = ModelRequest(
+                    model=self.history.model, contents=contents, config=request_config(config)
+                )
+                return turn
+
+    def end_turn(self, turn: Turn) -> None:
+        with _IN_FLIGHT_LOCK:
+            _IN_FLIGHT.discard((self.store.location, self.id, turn.number))
+
+    def _call_started(self, turn: Turn, contents: list[dict[str, Any]]) -> ModelCallStarted:
+        return ModelCallStarted(
+            turn=turn.number,
+            model=self.history.model,
+            attempt=turn.attempt,
+            streamed=turn.streamed,
+            config=turn.override,
+            contents_count=len(contents),
+            contents_sha256=contents_digest(contents),
+            transport=self.client.transport_for(self.history.model).name,
+        )
+
+    def transport(self) -> Transport:
+        return self.client.transport_for(self.history.model)
+
+    def record_response(
+        self, turn: Turn, response: dict[str, Any], *, latency_ms: float, chunks: int = 0
+    ) -> list[dict[str, Any]] | None:
+        """Record a model response; return the function calls to run next, or None when
+        the turn is over (``turn.final`` then holds the response to return)."""
+        calls = self._calls_to_run(turn, response)
+        self._append_in_turn(
+            turn,
+            [
+                ModelResponded(
+                    turn=turn.number,
+                    response=response,
+                    latency_ms=round(latency_ms, 3),
+                    streamed=turn.streamed,
+                    chunks=chunks,
+                    ends_turn=calls is None,
+                )
+            ],
+        )
+        if calls is None:
+            turn.final = response
+        return calls
+
+    def _calls_to_run(self, turn: Turn, response: dict[str, Any]) -> list[dict[str, Any]] | None:
+        # As google-genai 3.3.0's AFC loop, plus: unknown names get an error response.
+        if turn.remaining is None or not turn.functions:
+            return None
+        content = response_content(response)
+        parts = content.get("parts") if content else None
+        if not parts:
+            return None
+        turn.remaining -= 1
+        if turn.remaining <= 0:
+            return None
+        calls = [
+            part["functionCall"]
+            for part in parts
+            if isinstance(part, dict)
+            and isinstance(part.get("functionCall"), dict)
+            and part["functionCall"].get("args") is not None
+        ]
+        if not calls:
+            return None
+        if any(call.get("name") in turn.declared_only for call in calls):
+            return None  # a declaration-only function: the caller answers it
+        return calls
+
+    def record_function_calls(self, turn: Turn, calls: list[tuple[int, dict[str, Any]]]) -> None:
+        self._append_in_turn(
+            turn,
+            [
+                FunctionCalled(
+                    turn=turn.number,
+                    name=str(call.get("name")),
+                    args=call.get("args") or {},
+                    call_id=call.get("id"),
+                    index=index,
+                )
+                for index, call in calls
+            ],
+        )
+
+    def record_function_results(
+        self, turn: Turn, results: list[tuple[int, dict[str, Any], FunctionOutcome]]
+    ) -> None:
+        self._append_in_turn(
+            turn,
+            [
+                FunctionResponded(
+                    turn=turn.number,
+                    name=str(call.get("name")),
+                    response=outcome.response,
+                    call_id=call.get("id"),
+                    index=index,
+                    error=outcome.error,
+                    duration_ms=outcome.duration_ms,
+                )
+                for index, call, outcome in results
+            ],
+        )
+
+    def next_call(self, turn: Turn) -> ModelRequest:
+        """Record the next model call of an AFC turn and return its request."""
+        with self._lock:
+            pending = self.history.pending
+            assert pending is not None
+            contents = [
+                *self.history.context,
+                *self.history.turn_contents(),
+                {"role": "user", "parts": list(pending.function_responses)},
+            ]
+            contents = sendable(contents)
+            self._append_in_turn(turn, [self._call_started(turn, contents)])
+            turn.request = ModelRequest(
+                model=self.history.model, contents=contents, config=request_config(turn.config)
+            )
+            return turn.request
+
+    def record_failure(
+        self,
+        turn: Turn,
+        error: BaseException,
+        *,
+        latency_ms: float,
+        partial: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Record that the turn's model call failed; the turn ends with no history."""
+        if isinstance(error, ChatledgerError):
+            info = ErrorInfo(
+                kind=reason or type(error).__name__,
+                message=str(error)[:2000],
+                code=getattr(error, "code", None),
+                status=getattr(error, "status", None),
+            )
+        else:
+            info = ErrorInfo(kind=reason or type(error).__name__, message=str(error)[:2000] or type(error).__name__)
+        data = ModelCallFailed(
+            turn=turn.number,
+            error=info,
+            attempt=turn.attempt,
+            streamed=turn.streamed,
+            partial=partial,
+            latency_ms=round(latency_ms, 3),
+        )
+        try:
+            self._append_in_turn(turn, [data])
+        except ChatledgerError as exc:
+            # The original error matters more to the caller; the turn stays open and is
+            # closed by the next writer (it is no longer in flight).
+            logger.warning("could not record the failure of turn %s of %s: %s", turn.number, self.id, exc)
+
+    # ----------------------------------------------------------------- rewind
+
+    def rewind(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        with self._lock:
+            self.wait_for_turn()
+            if not self.history.turns:
+                raise ChatStateError(
+                    f"conversation {self.id} has no turn to rewind: its history is empty"
+                )
+            span = self.history.turns[-1]
+            removed = self.history.full[len(self.history.full) - span.full :]
+            try:
+                self.append([TurnRewound(turn=span.turn)])
+            except ConcurrencyError:
+                raise ConversationBusyError(
+                    f"conversation {self.id} changed while rewinding; call rewind() again"
+                ) from None
+            return removed[0], removed[-1]
+
+
+def _declared_names(config: dict[str, Any] | None) -> set[str]:
+    names: set[str] = set()
+    for tool in (config or {}).get("tools") or []:
+        for declaration in tool.get("functionDeclarations") or [] if isinstance(tool, dict) else []:
+            if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
+                names.add(declaration["name"])
+    return names

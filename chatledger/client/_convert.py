@@ -1,0 +1,277 @@
+"""Turns what callers pass (messages, histories, configs) into wire form, and back.
+
+Everything chatledger stores and sends is wire form: the camelCase JSON of the Gemini
+API. Conversion happens once, here, at the edge; bad input raises InvalidInputError
+naming what was wrong before anything is sent or recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+import pydantic
+
+from ..errors import InvalidInputError, InvalidResponseError
+from ..projections.history import extract_context
+from ..types import (
+    Content,
+    File,
+    GenerateContentConfig,
+    GenerateContentResponse,
+    Part,
+    Tool,
+    is_python_function_tool,
+)
+
+__all__ = [
+    "config_to_wire",
+    "content_from_wire",
+    "contents_digest",
+    "history_to_wire",
+    "merge_configs",
+    "message_to_content",
+    "request_config",
+]
+
+WireContent = dict[str, Any]
+
+# Config fields that belong at the top of a generateContent request; every other set
+# field goes into ``generationConfig``. ``httpOptions`` and ``automaticFunctionCalling``
+# are client-side and never sent.
+_TOP_LEVEL = {
+    "systemInstruction",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "labels",
+    "cachedContent",
+    "serviceTier",
+}
+_CLIENT_SIDE = {"httpOptions", "automaticFunctionCalling", "shouldReturnHttpResponse"}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _is_pil_image(value: Any) -> bool:
+    module = type(value).__module__
+    if not module.startswith("PIL."):
+        return False
+    try:
+        import PIL.Image
+    except ImportError:  # pragma: no cover - PIL objects imply PIL is installed
+        return False
+    return isinstance(value, PIL.Image.Image)
+
+
+def _pil_to_part(image: Any) -> Part:
+    # As google-genai: JPEG files stay JPEG, everything else becomes PNG.
+    image_format = "PNG"
+    params: dict[str, Any] = {}
+    if (
+        image.format == "JPEG"
+        and getattr(image, "filename", "")
+        and image.mode in ["1", "L", "RGB", "RGBX", "CMYK"]
+    ):
+        image_format = "JPEG"
+        params["quality"] = "keep"
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **params)
+    return Part.from_bytes(data=buffer.getvalue(), mime_type=f"image/{image_format.lower()}")
+
+
+def _is_file_like(value: Any) -> bool:
+    return isinstance(value, File) or (
+        type(value).__name__ == "File"
+        and hasattr(value, "uri")
+        and hasattr(value, "mime_type")
+        and not isinstance(value, (str, bytes, dict))
+    )
+
+
+def _to_part(value: Any) -> Part:
+    if isinstance(value, str):
+        return Part(text=value)
+    if isinstance(value, Part):
+        return value
+    if _is_file_like(value):
+        uri, mime_type = getattr(value, "uri", None), getattr(value, "mime_type", None)
+        if not uri or not mime_type:
+            raise InvalidInputError("a File message needs both uri and mime_type")
+        return Part.from_uri(file_uri=uri, mime_type=mime_type)
+    if isinstance(value, pydantic.BaseModel) and type(value).__name__ == "Part":
+        try:
+            return Part.model_validate(value)  # a google-genai Part
+        except pydantic.ValidationError as exc:
+            raise InvalidInputError(f"invalid Part: {exc}") from None
+    if _is_pil_image(value):
+        return _pil_to_part(value)
+    raise InvalidInputError(
+        "Message must be a str, a Part, a File, a PIL image or a list of str and Part, "
+        f"got {type(value)}"
+    )
+
+
+def message_to_content(message: Any) -> WireContent:
+    """A ``send_message`` argument as one wire content.
+
+    A single Part holding a function call becomes a model content (as google-genai);
+    everything else a user content.
+    """
+    if isinstance(message, list):
+        if not message:
+            raise InvalidInputError("Message must not be an empty list")
+        parts = [_to_part(item) for item in message]
+        return {"role": "user", "parts": [p.to_wire() for p in parts]}
+    if isinstance(message, (dict, Content)) or (
+        isinstance(message, pydantic.BaseModel) and type(message).__name__ == "Content"
+    ):
+        raise InvalidInputError(
+            f"Message must be a str, a Part, a File, a PIL image or a list of them, got "
+            f"{type(message)}; pass the content's parts instead"
+        )
+    part = _to_part(message)
+    role = "model" if part.function_call is not None else "user"
+    return {"role": role, "parts": [part.to_wire()]}
+
+
+def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
+    """A ``history=`` argument as validated wire contents (roles user or model)."""
+    if history is None:
+        return []
+    if isinstance(history, (str, bytes, dict)) or not isinstance(history, Iterable):
+        raise InvalidInputError(
+            f"history must be a list of Content objects or dicts, got {type(history).__name__}"
+        )
+    contents: list[WireContent] = []
+    for index, item in enumerate(history):
+        try:
+            content = Content.model_validate(item)
+        except pydantic.ValidationError as exc:
+            raise InvalidInputError(f"history[{index}] is not a valid Content: {exc}") from None
+        contents.append(content.to_wire())
+    try:
+        extract_context(contents)  # the role check google-genai makes at creation
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid history: {exc}") from None
+    return contents
+
+
+def content_from_wire(content: WireContent) -> Content:
+    """A wire content as a new Content object (callers get copies, never live state)."""
+    return Content.model_validate(content)
+
+
+def response_from_wire(response: dict[str, Any]) -> GenerateContentResponse:
+    try:
+        return GenerateContentResponse.model_validate(response)
+    except pydantic.ValidationError as exc:
+        raise InvalidResponseError(f"the model server's response is not valid: {exc}") from None
+
+
+# --------------------------------------------------------------------------- config
+
+
+def parse_config(config: Any) -> GenerateContentConfig | None:
+    if config is None:
+        return None
+    if isinstance(config, GenerateContentConfig):
+        return config
+    try:
+        return GenerateContentConfig.model_validate(config)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(f"invalid config: {exc}") from None
+
+
+def _system_instruction_to_wire(value: Any) -> WireContent:
+    if isinstance(value, Content):
+        return value.to_wire()
+    if isinstance(value, list):
+        return {"role": "user", "parts": [_to_part(item).to_wire() for item in value]}
+    return {"role": "user", "parts": [_to_part(value).to_wire()]}
+
+
+def config_to_wire(
+    config: GenerateContentConfig | None,
+    declare: Callable[[Any], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """A config as stored in events: wire form, client-only and secret fields left out,
+    Python function tools replaced by their declarations (as they are sent)."""
+    if config is None:
+        return None
+    tools = config.tools
+    wire = config.model_copy(update={"tools": None, "http_options": None}).to_wire()
+    if config.system_instruction is not None:
+        wire["systemInstruction"] = _system_instruction_to_wire(config.system_instruction)
+    if tools is not None:
+        wire["tools"] = tools_to_wire(tools, declare)
+    return wire
+
+
+def tools_to_wire(
+    tools: list[Any], declare: Callable[[Any], dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """As google-genai's ``t_tools``: all function declarations merged into one tool,
+    placed after the other tools."""
+    declarations: list[dict[str, Any]] = []
+    result: list[dict[str, Any]] = []
+    for tool in tools:
+        if is_python_function_tool(tool):
+            if declare is None:
+                raise InvalidInputError("Python function tools need a declaration builder")
+            declarations.append(declare(tool))
+            continue
+        wire = tool.to_wire() if isinstance(tool, Tool) else dict(tool)
+        found = wire.pop("functionDeclarations", None)
+        if found:
+            declarations.extend(found)
+            if wire:
+                result.append(wire)
+        else:
+            if found is not None:
+                wire["functionDeclarations"] = found
+            result.append(wire)
+    if declarations:
+        result.append({"functionDeclarations": declarations})
+    return result
+
+
+def merge_configs(
+    base: dict[str, Any] | None, override: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Per-message config merged over the chat's: set fields win, unset ones are kept."""
+    if not override:
+        return base
+    if not base:
+        return override
+    return {**base, **override}
+
+
+def request_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The request body fields (besides ``contents``) for a stored config."""
+    if not config:
+        return {}
+    body: dict[str, Any] = {}
+    generation: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in _CLIENT_SIDE or value is None:
+            continue
+        if key in _TOP_LEVEL:
+            body[key] = value
+        else:
+            generation[key] = value
+    if generation:
+        body["generationConfig"] = generation
+    return body
+
+
+_ENCODE = msgspec.json.encode
+
+
+def contents_digest(contents: list[WireContent]) -> str:
+    """sha256 of the request contents, recorded with each model call for replay checks."""
+    return hashlib.sha256(_ENCODE(contents)).hexdigest()
