@@ -68,7 +68,8 @@ class RecordedRequest:
 class Reply:
     """One scripted reply.
 
-    ``kind``: "json" (status + body), "raw" (status + raw bytes), "sse" (chunks, each a
+    ``kind``: "json" (status + body), "raw" (status + raw bytes), "echo" (a text reply
+    repeating the request's last user text), "sse" (chunks, each a
     dict or a raw data string; ``gates[i]`` is waited for before chunk i is sent;
     ``drop_after`` closes the connection abruptly after that many chunks).
     """
@@ -84,12 +85,27 @@ class Reply:
     delay: float = 0.0
 
 
+def _last_user_text(body: Any) -> str:
+    for content in reversed((body or {}).get("contents") or []):
+        if content.get("role") == "user":
+            return "".join(part.get("text", "") for part in content.get("parts") or [])
+    return ""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence
         return
+
+    def handle(self) -> None:
+        # A client that goes away mid-reply (a killed writer, an abandoned stream) is
+        # part of what the tests do, not a server error.
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -121,6 +137,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(reply.status, reply.raw, reply.content_type)
         elif reply.kind == "sse":
             self._send_sse(reply)
+        elif reply.kind == "echo":
+            self._send_json(200, text_response(f"echo: {_last_user_text(request.body)}"))
         else:  # pragma: no cover - test bug
             raise ValueError(reply.kind)
 
@@ -218,6 +236,12 @@ class GeminiServer:
 
     def reply_raw(self, raw: bytes, status: int = 200, content_type: str = "text/html") -> GeminiServer:
         return self.enqueue(Reply("raw", status=status, raw=raw, content_type=content_type))
+
+    def reply_echo(self, count: int = 1, delay: float = 0.0) -> GeminiServer:
+        """Answer ``count`` requests with "echo: <the last user text>"."""
+        for _ in range(count):
+            self.enqueue(Reply("echo", delay=delay))
+        return self
 
     def reply_sse(self, chunks: list[Any], **kwargs: Any) -> GeminiServer:
         return self.enqueue(Reply("sse", chunks=list(chunks), **kwargs))

@@ -1,0 +1,245 @@
+"""The turn protocol across writers: turns never interleave, and a dead writer never
+blocks a conversation for good. Real OS processes, a real SQLite file, a real server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import chatledger
+from chatledger.client import _conversation
+from chatledger.client.transports.scripted import ScriptedTransport
+from chatledger.events import NewEvent, UserMessageAdded
+from chatledger.projections import history
+from tests.conftest import API_KEY
+from tests.support.gemini_server import GeminiServer, Reply, text_response
+
+_SENDER = r"""
+import sys, chatledger
+path, base_url, conversation_id, name, count = sys.argv[1:6]
+client = chatledger.Client(
+    api_key=sys.argv[6], http_options={"base_url": base_url}, store=path,
+    actor=name, busy_timeout=60,
+)
+chat = client.chats.get(conversation_id)
+for index in range(int(count)):
+    reply = chat.send_message(f"{name}-{index}")
+    assert reply.text == f"echo: {name}-{index}", reply.text
+print("done")
+"""
+
+
+def _client(server: GeminiServer, path: Path, **kwargs: Any) -> chatledger.Client:
+    return chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": server.base_url}, store=str(path), **kwargs
+    )
+
+
+def test_two_processes_sending_on_one_conversation_never_interleave(gemini_server: GeminiServer, db_path: Path) -> None:
+    per_process = 15
+    gemini_server.reply_echo(count=2 * per_process, delay=0.01)
+    client = _client(gemini_server, db_path)
+    chat = client.chats.create(model="gemini-2.5-flash")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SENDER, str(db_path), gemini_server.base_url, chat.id, name, str(per_process), API_KEY],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("left", "right")
+    ]
+    for process in processes:
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err
+        assert out.strip() == "done"
+
+    events = chat.events()
+    assert client.store.verify(chat.id).ok
+    # Each turn's events are contiguous: nobody wrote inside another's turn.
+    open_turn = None
+    for event in events[1:]:
+        if event.type == "user_message_added":
+            assert open_turn is None, f"turn {event.data.turn} opened inside turn {open_turn}"  # type: ignore[attr-defined]
+            open_turn = event.data.turn  # type: ignore[attr-defined]
+        else:
+            assert event.data.turn == open_turn  # type: ignore[attr-defined]
+            if event.type == "model_responded":
+                open_turn = None
+    chat.refresh()
+    full = [content.to_wire() for content in chat.get_history()]
+    assert len(full) == 4 * per_process
+    for question, answer in zip(full[::2], full[1::2], strict=True):
+        assert answer["parts"][0]["text"] == f"echo: {question['parts'][0]['text']}"
+    # Every request carried the whole history so far (each sender caught up first).
+    for index, request in enumerate(gemini_server.requests):
+        assert len(request.body["contents"]) == 2 * index + 1
+    client.close()
+
+
+_HANGING_SENDER = r"""
+import sys, chatledger
+path, base_url, conversation_id = sys.argv[1:4]
+client = chatledger.Client(api_key=sys.argv[4], http_options={"base_url": base_url}, store=path)
+chat = client.chats.get(conversation_id)
+print("sending", flush=True)
+chat.send_message("will be killed")
+"""
+
+
+def test_a_killed_writer_does_not_block_the_conversation(gemini_server: GeminiServer, db_path: Path) -> None:
+    # The first request hangs (the server waits for the gate) until the writer is killed.
+    gate = threading.Event()
+    gemini_server.enqueue(Reply("sse", chunks=[text_response("never")], gates={0: gate}))
+    gemini_server.reply_text("after the crash")
+
+    client = _client(gemini_server, db_path, busy_timeout=30)
+    chat = client.chats.create(model="m")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_SENDER, str(db_path), gemini_server.base_url, chat.id, API_KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "sending"
+        deadline = time.monotonic() + 60
+        while not gemini_server.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gemini_server.requests, "the writer never reached the server"
+        chat.refresh()
+        assert chat._conversation.history.pending is not None  # its turn is open
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        gate.set()
+        if writer.poll() is None:
+            writer.kill()
+        writer.communicate(timeout=30)
+
+    assert chat.send_message("still there?").text == "after the crash"
+    kinds = [event.type for event in chat.events()]
+    assert kinds == [
+        "conversation_started",
+        "user_message_added", "model_call_started", "turn_abandoned",
+        "user_message_added", "model_call_started", "model_responded",
+    ]
+    abandoned = chat.events()[3]
+    assert f"process {writer.pid}" in abandoned.data.reason  # type: ignore[attr-defined]
+    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == ["still there?", "after the crash"]
+    assert client.store.verify().ok
+    client.close()
+
+
+def _open_foreign_turn(client: chatledger.Client, conversation_id: str, *, lease: float) -> None:
+    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    client.store.append(
+        conversation_id,
+        [
+            NewEvent(
+                data=UserMessageAdded(turn=1, content={"role": "user", "parts": [{"text": "elsewhere"}]}, lease_seconds=lease),
+                metadata={"actor": "remote", "host": "another-host/0000", "pid": 1},
+            )
+        ],
+        expected_version=version,
+    )
+
+
+def test_an_open_turn_on_another_host_makes_the_next_writer_wait_then_give_up(db_path: Path) -> None:
+    transport = ScriptedTransport().enqueue("unused")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0.3)
+    chat = client.chats.create(model="m")
+    _open_foreign_turn(client, chat.id, lease=3600)
+    before = len(chat.events())
+    with pytest.raises(chatledger.ConversationBusyError, match="turn 1 open by remote"):
+        chat.send_message("mine")
+    assert len(chat.events()) == before
+    assert transport.requests == []
+
+
+def test_an_expired_lease_lets_the_next_writer_close_the_turn(db_path: Path) -> None:
+    transport = ScriptedTransport().enqueue("hello")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=5)
+    chat = client.chats.create(model="m")
+    _open_foreign_turn(client, chat.id, lease=0.05)
+    time.sleep(0.1)  # let the lease run out (waiting, not measuring)
+    assert chat.send_message("mine").text == "hello"
+    abandoned = [event for event in chat.events() if event.type == "turn_abandoned"]
+    assert len(abandoned) == 1 and "lease" in abandoned[0].data.reason  # type: ignore[attr-defined]
+    # The abandoned turn is not in any history, and the new turn got the next number.
+    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == ["mine", "hello"]
+    assert chat.events()[-3].data.turn == 2  # type: ignore[attr-defined]
+
+
+def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> None:
+    transport = ScriptedTransport().enqueue("ok")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0)
+    chat = client.chats.create(model="m")
+    version = chat.version
+    client.store.append(
+        chat.id,
+        [
+            NewEvent(
+                data=UserMessageAdded(turn=1, content={"role": "user", "parts": [{"text": "lost"}]}),
+                metadata={"host": _conversation.HOST, "pid": os.getpid()},
+            )
+        ],
+        expected_version=version,
+    )
+    assert chat.send_message("next").text == "ok"
+    reasons = [e.data.reason for e in chat.events() if e.type == "turn_abandoned"]  # type: ignore[attr-defined]
+    assert reasons == ["left open by this process, which is no longer running it"]
+
+
+def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
+    transport = ScriptedTransport()
+    client = chatledger.Client(store=str(db_path), transport=transport)
+    chat = client.chats.create(model="m", history=[{"role": "user", "parts": [{"text": "seed"}]}])
+    for index in range(8):
+        transport.enqueue(f"a{index}")
+        chat.send_message(f"q{index}")
+    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    assert snapshot is not None and snapshot.version >= 10
+
+    state, _, used = _conversation.fold_events(client.store, chat.id)
+    plain, _, unused = _conversation.fold_events(client.store, chat.id, use_snapshot=False)
+    assert used == snapshot.version and unused == 0
+    assert history.dump_state(state) == history.dump_state(plain)
+    resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
+    assert resumed.get_history() == chat.get_history()
+
+
+def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 5)
+    transport = ScriptedTransport()
+    client = chatledger.Client(store=str(db_path), transport=transport)
+    chat = client.chats.create(model="m")
+    for index in range(3):
+        transport.enqueue(f"a{index}")
+        chat.send_message(f"q{index}")
+    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    assert snapshot is not None
+    transport.enqueue("after")
+    chat.send_message("one more")  # so that snapshot.version + 1 is a real event
+    forged = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    forged.history.full = [{"role": "user", "parts": [{"text": "forged"}]}]
+    forged.hash = "0" * 64
+    client.store.save_snapshot(
+        type(snapshot)(
+            conversation_id=chat.id,
+            name=snapshot.name,
+            version=snapshot.version + 1,
+            state=_conversation._SNAPSHOT_ENCODER.encode(forged),
+        )
+    )
+    resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
+    assert resumed.get_history() == chat.get_history()
