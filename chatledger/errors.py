@@ -48,6 +48,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "redact",
+    "register_secret",
 ]
 
 # Secrets registered by clients (API keys, secret headers). Kept as a module-level set so

@@ -391,7 +391,8 @@ class Conversation:
                     declared_only=_declared_names(config) - set(functions),
                     budget=budget,
                 )
-                contents = sendable([*self.history.context, content])
+                # The new message is sent as given (a function call Part is a model turn).
+                contents = sendable([*self.history.context, content], keep_last=True)
                 try:
                     self.append(
                         [
@@ -540,9 +541,11 @@ class Conversation:
     ) -> None:
         """Record that the turn's model call failed; the turn ends with no history."""
         if isinstance(error, ChatledgerError):
+            # For an API error, the server's own message (code and status have fields).
+            message = getattr(error, "error_message", None) or str(error)
             info = ErrorInfo(
                 kind=reason or type(error).__name__,
-                message=str(error)[:2000],
+                message=str(message)[:2000],
                 code=getattr(error, "code", None),
                 status=getattr(error, "status", None),
             )

@@ -14,6 +14,7 @@ from ...errors import (
     InvalidResponseError,
     ModelConnectionError,
     ModelTimeoutError,
+    redact,
     register_secret,
 )
 
@@ -58,7 +59,7 @@ def _info(response: httpx.Response, text: str) -> HttpResponseInfo:
         status_code=response.status_code,
         reason_phrase=response.reason_phrase,
         headers=dict(response.headers),
-        text=text[:10_000],
+        text=redact(text[:10_000]),
     )
 
 

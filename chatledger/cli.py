@@ -1,0 +1,612 @@
+"""The ``chatledger`` command line: chat, list, show, log and verify conversations.
+
+Every command opens the log given by ``--db`` (else ``CHATLEDGER_DB``, else a file in the
+user's data directory). Expected failures (every :class:`~chatledger.errors.ChatledgerError`)
+are turned into ``Error: <message>`` and exit status 1 in one place, :class:`_Group`;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+import platformdirs
+
+from ._version import __version__
+from .client import Chat, Client
+from .errors import ChatledgerError, InvalidInputError, NotFoundError
+from .events.envelope import RecordedEvent
+from .events.kinds import (
+    ConfigChanged,
+    ConversationStarted,
+    FunctionCalled,
+    FunctionResponded,
+    HistoryReplaced,
+    ModelCallFailed,
+    ModelCallStarted,
+    ModelResponded,
+    TurnAbandoned,
+    TurnRewound,
+    UnknownEvent,
+    UserMessageAdded,
+)
+from .events.store import EventStore
+from .types import Content, GenerateContentResponse
+
+__all__ = ["cli", "default_db", "default_model", "main", "resolve_conversation_id"]
+
+GEMINI_MODEL = "gemini-2.5-flash"
+LOCAL_MODEL = "local"
+SUMMARY_WIDTH = 60
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def default_model(environ: Mapping[str, str] | None = None) -> str:
+    """The model of a new conversation when ``--model`` is not given: Gemini when an API
+    key is set, else the embedded offline model (so the CLI works without an account)."""
+    env = os.environ if environ is None else environ
+    if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        return GEMINI_MODEL
+    return LOCAL_MODEL
+
+
+def default_db() -> Path:
+    """``chatledger.db`` in the user's data directory (the folder is not created here)."""
+    return Path(platformdirs.user_data_dir("chatledger", appauthor=False)) / "chatledger.db"
+
+
+def resolve_conversation_id(store: EventStore, prefix: str) -> str:
+    """The one conversation whose id is ``prefix`` or starts with it."""
+    if not prefix.strip():
+        raise InvalidInputError(
+            "the conversation id must not be empty; list ids with `chatledger ls`"
+        )
+    if store.stream_info(prefix) is not None:
+        return prefix
+    matches = sorted(
+        info.conversation_id
+        for info in store.conversations()
+        if info.conversation_id.startswith(prefix)
+    )
+    if not matches:
+        raise NotFoundError(
+            f"no conversation id starts with {prefix!r} in {store.location}; "
+            "list them with `chatledger ls`"
+        )
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise InvalidInputError(
+            f"{prefix!r} is ambiguous: it starts {len(matches)} conversation ids ({shown}); "
+            "give more of the id"
+        )
+    return matches[0]
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Group(click.Group):
+    """The CLI's single error boundary: library errors become ``Error: ...``, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChatledgerError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+class _Settings:
+    """The group's options, and the client built from them on first use."""
+
+    def __init__(self, db: str | None, actor: str | None) -> None:
+        self.db = db
+        self.actor = actor
+
+    def store_location(self) -> str:
+        if self.db:
+            return self.db
+        path = default_db()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot create {path.parent} for the default database ({exc.strerror}); "
+                "pass --db PATH or set CHATLEDGER_DB"
+            ) from None
+        return str(path)
+
+    def client(self, base_url: str | None = None) -> Client:
+        """A client on the chosen store, closed when the command ends."""
+        http_options = {"base_url": base_url} if base_url else None
+        client = Client(http_options=http_options, store=self.store_location(), actor=self.actor)
+        return click.get_current_context().with_resource(client)
+
+
+def _settings() -> _Settings:
+    settings = click.get_current_context().find_object(_Settings)
+    return settings if settings is not None else _Settings(None, None)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _shorten(text: str, width: int = SUMMARY_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _quote(text: str, width: int = SUMMARY_WIDTH) -> str:
+    return json.dumps(_shorten(text, width), ensure_ascii=False)
+
+
+def _compact_json(value: Any, width: int = SUMMARY_WIDTH) -> str:
+    return _shorten(json.dumps(value, ensure_ascii=False, separators=(",", ":")), width)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_part(part: Mapping[str, Any]) -> str:
+    """One wire part as a line or block a person can read."""
+    pieces: list[str] = []
+    for key, raw in part.items():
+        value: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        if key == "text":
+            text = str(raw)
+            pieces.append(f"[thought] {text}" if part.get("thought") else text)
+        elif key == "functionCall":
+            pieces.append(f"→ {value.get('name')}({_compact_json(value.get('args') or {}, 200)})")
+        elif key == "functionResponse":
+            pieces.append(f"← {value.get('name')}: {_compact_json(value.get('response'), 200)}")
+        elif key == "inlineData":
+            size = len(value.get("data") or "") * 3 // 4
+            pieces.append(f"[inline data {value.get('mimeType')}, about {size} bytes]")
+        elif key == "fileData":
+            mime = f" {value['mimeType']}" if value.get("mimeType") else ""
+            pieces.append(f"[file {value.get('fileUri')}{mime}]")
+        elif key == "executableCode":
+            pieces.append(f"[code {value.get('language', '')}]\n{value.get('code', '')}")
+        elif key == "codeExecutionResult":
+            pieces.append(f"[code result {value.get('outcome', '')}] {value.get('output', '')}")
+        elif key in ("thought", "thoughtSignature"):
+            continue
+        else:
+            pieces.append(f"[{key}: {_compact_json(raw)}]")
+    return "\n".join(pieces) if pieces else "[empty part]"
+
+
+def render_content(content: Content | Mapping[str, Any]) -> str:
+    """``role: part`` with further parts and lines indented under it."""
+    wire = content.to_wire() if isinstance(content, Content) else content
+    role = str(wire.get("role") or "?")
+    parts = wire.get("parts") or []
+    indent = " " * (len(role) + 2)
+    body = "\n".join(render_part(part) for part in parts) if parts else "(no parts)"
+    return f"{role}: " + body.replace("\n", "\n" + indent)
+
+
+def _echo_history(contents: list[Content]) -> None:
+    for content in contents:
+        click.echo(render_content(content))
+
+
+def _wire_text(content: Mapping[str, Any] | None) -> str:
+    """What a content says, in one line: its text, else its calls and other parts."""
+    if not content:
+        return ""
+    parts = content.get("parts") or []
+    text = "".join(
+        str(p["text"]) for p in parts if isinstance(p.get("text"), str) and not p.get("thought")
+    )
+    if text:
+        return _quote(text)
+    return _shorten("; ".join(render_part(p) for p in parts)) if parts else "(no parts)"
+
+
+def _error_text(message: str, code: str) -> str:
+    """A recorded error's message; an API error's is the server's own words, quoted."""
+    return _quote(message) if code else _shorten(message)
+
+
+def _time(iso: str) -> str:
+    """A stored UTC timestamp to the second: ``2025-01-31T12:00:00Z``."""
+    return iso[:19] + "Z" if len(iso) >= 19 else iso
+
+
+def _response_summary(response: Mapping[str, Any]) -> str:
+    candidates = response.get("candidates") or [{}]
+    candidate = candidates[0] or {}
+    summary = _wire_text(candidate.get("content")) or "(no content)"
+    if candidate.get("finishReason"):
+        summary += f" finish={candidate['finishReason']}"
+    tokens = (response.get("usageMetadata") or {}).get("totalTokenCount")
+    if tokens is not None:
+        summary += f" tokens={tokens}"
+    return summary
+
+
+def summarize(event: RecordedEvent) -> str:
+    """A short one-line description of an event's data."""
+    try:
+        return _summarize(event)
+    except (AttributeError, TypeError, KeyError, IndexError):
+        # Stored responses are kept as the server sent them; an odd shape must not stop
+        # an audit, so it is shown as it is.
+        return _compact_json(event.to_export()["data"])
+
+
+def _summarize(event: RecordedEvent) -> str:
+    data = event.data
+    if isinstance(data, ConversationStarted):
+        text = f"model={data.model}"
+        system = (data.config or {}).get("systemInstruction")
+        if system:
+            text += (
+                f" system={_wire_text(system) if isinstance(system, dict) else _quote(str(system))}"
+            )
+        if data.history:
+            text += f" history={len(data.history)} contents"
+        if data.parent is not None:
+            text += f" forked from {data.parent.conversation_id} v{data.parent.version}"
+        return text
+    if isinstance(data, UserMessageAdded):
+        return f"turn {data.turn}: {_wire_text(data.content)}"
+    if isinstance(data, ModelCallStarted):
+        streamed = " streamed" if data.streamed else ""
+        return f"turn {data.turn}: {data.model} attempt {data.attempt}{streamed}, {data.contents_count} contents"
+    if isinstance(data, ModelResponded):
+        return f"turn {data.turn}: {_response_summary(data.response)} ({data.latency_ms:.0f} ms)"
+    if isinstance(data, ModelCallFailed):
+        error = data.error
+        code = " ".join(str(x) for x in (error.code, error.status) if x is not None)
+        text = f"turn {data.turn}: {error.kind}{' ' + code if code else ''}: {_error_text(error.message, code)}"
+        if data.partial:
+            text += f" partial={_response_summary(data.partial)}"
+        return text
+    if isinstance(data, FunctionCalled):
+        return f"turn {data.turn}: {data.name}({_compact_json(data.args)})"
+    if isinstance(data, FunctionResponded):
+        outcome = f"error {_quote(data.error)}" if data.error else _compact_json(data.response)
+        return f"turn {data.turn}: {data.name} → {outcome}"
+    if isinstance(data, TurnRewound):
+        return f"turn {data.turn} taken back"
+    if isinstance(data, TurnAbandoned):
+        return f"turn {data.turn}: {_shorten(data.reason)}"
+    if isinstance(data, ConfigChanged):
+        changes = []
+        if data.model is not None:
+            changes.append(f"model={data.model}")
+        if data.config is not None:
+            changes.append(f"config={_compact_json(data.config)}")
+        return " ".join(changes) or "config cleared"
+    if isinstance(data, HistoryReplaced):
+        return f"history set to {len(data.history)} contents"
+    if isinstance(data, UnknownEvent):
+        return _compact_json(data.data)
+    return _compact_json(msgspec.to_builtins(data))
+
+
+# --------------------------------------------------------------------------- chatting
+
+
+def _finish_note(response: GenerateContentResponse | None) -> str | None:
+    """Why a reply has no text, for stderr (a script reading stdout gets an empty line)."""
+    if response is None or response.text:
+        return None
+    wire = response.to_wire()
+    candidate = (wire.get("candidates") or [{}])[0] or {}
+    reason = candidate.get("finishReason") or (wire.get("promptFeedback") or {}).get("blockReason")
+    return f"(the reply has no text{f'; finish reason {reason}' if reason else ''})"
+
+
+def _send(chat: Chat, message: str, *, stream: bool) -> None:
+    """Send ``message`` and write the reply to stdout as it arrives, then a newline."""
+    response: GenerateContentResponse | None
+    if not stream:
+        response = chat.send_message(message)
+        click.echo(response.text or "")
+    else:
+        chunks: Iterator[GenerateContentResponse] = chat.send_message_stream(message)
+        wrote = False
+        try:
+            for chunk in chunks:
+                text = chunk.text
+                if text:
+                    click.echo(text, nl=False)
+                    wrote = True
+        except BaseException:
+            if wrote:
+                click.echo()  # end the partial line before the error is reported
+            raise
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        click.echo()
+        response = chat.last
+    note = _finish_note(response)
+    if note:
+        click.echo(note, err=True)
+
+
+REPL_HELP = """\
+Commands:
+  /history   show the conversation so far
+  /rewind    take back the last turn (it stays in the log)
+  /help      show this help
+  /exit      quit (end of input quits too)
+A line starting with // sends the rest of it starting with a single /."""
+
+
+def _repl(chat: Chat, *, stream: bool) -> None:
+    stdin = sys.stdin
+    interactive = stdin.isatty()
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - makes input() editable, with history
+    click.echo(f"conversation: {chat.id}", err=True)
+    click.echo(f"Chatting with {chat.model}. Type /help for commands, /exit to quit.", err=True)
+    while True:
+        try:
+            # input() gives line editing at a terminal; a pipe is read as it is.
+            line = input("> ") + "\n" if interactive else stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            click.echo()
+            break
+        if not line:
+            break
+        text = line.rstrip("\r\n")
+        command = text.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            break
+        if command == "/help":
+            click.echo(REPL_HELP)
+            continue
+        if command == "/history":
+            contents = chat.get_history()
+            _echo_history(contents)
+            if not contents:
+                click.echo("(the history is empty)")
+            continue
+        if command == "/rewind":
+            try:
+                user, model = chat.rewind()
+            except ChatledgerError as exc:
+                click.echo(f"Error: {exc.message}", err=True)
+                continue
+            click.echo("Took back the last turn (it stays in the log):")
+            click.echo(render_content(user))
+            click.echo(render_content(model))
+            continue
+        if command.startswith("/") and not command.startswith("//"):
+            click.echo(
+                f"Unknown command {command.split()[0]}; type /help for the commands.", err=True
+            )
+            continue
+        message = text.strip()[1:] if command.startswith("//") else text
+        try:
+            _send(chat, message, stream=stream)
+        except ChatledgerError as exc:
+            # The failed attempt is in the log; the chat goes on.
+            click.echo(f"Error: {exc.message}", err=True)
+        except KeyboardInterrupt:
+            click.echo("(interrupted; the attempt is recorded, the history unchanged)", err=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@click.group(cls=_Group)
+@click.version_option(
+    __version__, "--version", prog_name="chatledger", message="%(prog)s %(version)s"
+)
+@click.option(
+    "--db",
+    metavar="PATH",
+    envvar="CHATLEDGER_DB",
+    show_envvar=True,
+    help=(
+        "The event log: a SQLite file path, sqlite:///path, postgresql://... or :memory:. "
+        "Default: chatledger.db in the user data directory (created on first use)."
+    ),
+)
+@click.option(
+    "--actor",
+    metavar="NAME",
+    help="Who is acting, recorded on every event written (default: the OS user).",
+)
+@click.pass_context
+def cli(ctx: click.Context, db: str | None, actor: str | None) -> None:
+    """Chat with Gemini (or an offline model) and keep every step in an event log.
+
+    Conversation ids may be shortened to any unique prefix.
+    """
+    ctx.obj = _Settings(db, actor)
+
+
+@cli.command(short_help="Send a message, or chat interactively.")
+@click.argument("message", required=False)
+@click.option(
+    "--id",
+    "conversation_id",
+    metavar="ID",
+    help="Resume this conversation (a unique id prefix is enough) instead of starting one.",
+)
+@click.option(
+    "-m",
+    "--model",
+    metavar="NAME",
+    help=(
+        f"Model of a new conversation. Default: {GEMINI_MODEL} when GEMINI_API_KEY or "
+        f"GOOGLE_API_KEY is set, else {LOCAL_MODEL!r} (the embedded offline SmolLM2 model)."
+    ),
+)
+@click.option("-s", "--system", metavar="TEXT", help="System instruction of a new conversation.")
+@click.option(
+    "--base-url",
+    metavar="URL",
+    help="Send requests to this server instead of Google's (for local or proxy servers).",
+)
+@click.option("--no-stream", is_flag=True, help="Wait for the whole reply instead of streaming it.")
+def chat(
+    message: str | None,
+    conversation_id: str | None,
+    model: str | None,
+    system: str | None,
+    base_url: str | None,
+    no_stream: bool,
+) -> None:
+    """Send MESSAGE and print the reply, or chat interactively without MESSAGE.
+
+    With MESSAGE, only the reply goes to stdout; the conversation id goes to stderr as
+    "conversation: ID". Without MESSAGE, lines read from stdin are sent one by one;
+    /history, /rewind and /exit are commands.
+    """
+    client = _settings().client(base_url)
+    if conversation_id is not None:
+        if model is not None or system is not None:
+            raise click.UsageError(
+                "--model and --system only apply to a new conversation; leave out --id to start one"
+            )
+        chat_ = client.chats.get(resolve_conversation_id(client.store, conversation_id))
+    else:
+        config = {"system_instruction": system} if system is not None else None
+        chat_ = client.chats.create(model=model or default_model(), config=config)
+    if message is None:
+        _repl(chat_, stream=not no_stream)
+        return
+    click.echo(f"conversation: {chat_.id}", err=True)
+    _send(chat_, message, stream=not no_stream)
+
+
+@cli.command("ls")
+@click.option(
+    "-n", "--limit", type=click.IntRange(min=1), metavar="N", help="Show at most N conversations."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_conversations(limit: int | None, as_json: bool) -> None:
+    """List conversations, most recently updated first."""
+    client = _settings().client()
+    summaries = client.chats.list(limit=limit)
+    if as_json:
+        _echo_json([msgspec.to_builtins(summary) for summary in summaries])
+        return
+    if not summaries:
+        click.echo(f"No conversations in {client.store.location}.", err=True)
+        return
+    rows = [("ID", "MODEL", "TURNS", "UPDATED")] + [
+        (s.conversation_id, s.model, str(s.turns), _time(s.updated_at)) for s in summaries
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
+
+
+@cli.command()
+@click.argument("conversation_id", metavar="ID")
+@click.option(
+    "--full",
+    "mode",
+    flag_value="full",
+    default=True,
+    help="Every completed turn, function call steps included (the default).",
+)
+@click.option(
+    "--curated",
+    "mode",
+    flag_value="curated",
+    help="Only user messages and model replies of valid turns, as a person reads them.",
+)
+@click.option(
+    "--context",
+    "mode",
+    flag_value="context",
+    help="What the next request would send to the model before a new message.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the contents as a JSON array (wire form)."
+)
+def show(conversation_id: str, mode: str, as_json: bool) -> None:
+    """Show the history of conversation ID."""
+    client = _settings().client()
+    chat_ = client.chats.get(resolve_conversation_id(client.store, conversation_id))
+    if mode == "context":
+        contents = chat_.get_context()
+    else:
+        contents = chat_.get_history(curated=mode == "curated")
+    if as_json:
+        _echo_json([content.to_wire() for content in contents])
+        return
+    _echo_history(contents)
+    if not contents:
+        click.echo(f"(the {mode} history of {chat_.id} is empty)", err=True)
+
+
+@cli.command()
+@click.argument("conversation_id", metavar="ID")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each event's full envelope as one JSON object per line.",
+)
+def log(conversation_id: str, as_json: bool) -> None:
+    """Show the events of conversation ID, oldest first."""
+    client = _settings().client()
+    events = client.store.read(resolve_conversation_id(client.store, conversation_id))
+    for event in events:
+        if as_json:
+            click.echo(json.dumps(event.to_export(), ensure_ascii=False))
+        else:
+            click.echo(
+                f"{event.version:>4}  {_time(event.recorded_at)}  {event.actor or '-'}  "
+                f"{event.type:<20}  {summarize(event)}"
+            )
+
+
+@cli.command()
+@click.argument("conversation_id", metavar="[ID]", required=False)
+@click.pass_context
+def verify(ctx: click.Context, conversation_id: str | None) -> None:
+    """Check the hash chains of conversation ID, or of the whole log.
+
+    Prints what was checked and every problem found; exits with status 1 when there
+    are problems.
+    """
+    client = _settings().client()
+    store = client.store
+    target = resolve_conversation_id(store, conversation_id) if conversation_id else None
+    report = store.verify(target)
+    click.echo(
+        f"Checked {report.events_checked} events in {report.streams_checked} "
+        f"conversation{'s' if report.streams_checked != 1 else ''} of {store.location}."
+    )
+    for problem in report.problems:
+        click.echo(f"Problem: {problem}")
+    if report.problems:
+        count = len(report.problems)
+        click.echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
+        ctx.exit(1)
+    click.echo("No problems found.")
+
+
+def main() -> None:
+    """The ``chatledger`` console script."""
+    cli(prog_name="chatledger")
+
+
+if __name__ == "__main__":
+    main()

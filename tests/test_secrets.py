@@ -1,0 +1,64 @@
+"""The API key, and credential headers, never reach an event, the database file, a log
+line, an error message or a repr — even when the server echoes them back."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import chatledger
+from chatledger.types import HttpOptions
+from tests.conftest import API_KEY
+from tests.support.gemini_server import GeminiServer, text_response
+
+SECRET_HEADER = "Bearer proxy-token-SECRET-77aa99"
+
+
+def test_secrets_never_leak(gemini_server: GeminiServer, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    options = {"base_url": gemini_server.base_url, "headers": {"Authorization": SECRET_HEADER}}
+    seen: list[str] = []
+    with chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path)) as client:
+        seen += [repr(client), str(client.http_options), repr(client.transport_for("gemini-2.5-flash"))]
+        chat = client.chats.create(model="gemini-2.5-flash", config={"system_instruction": "hi"})
+        gemini_server.reply_text("fine")
+        chat.send_message("hello")
+        gemini_server.reply_sse([text_response("a", finish_reason=None), text_response("b")])
+        list(chat.send_message_stream("stream"))
+        # A hostile or careless server echoes the key and the header back in its error.
+        gemini_server.reply_error(400, "INVALID_ARGUMENT", f"bad key {API_KEY} with {SECRET_HEADER}")
+        with pytest.raises(chatledger.ClientError) as raised:
+            chat.send_message("again")
+        error = raised.value
+        seen += [str(error), repr(error), repr(error.details), str(error.args), str(error.response)]
+        gemini_server.reply_raw(f"<html>{API_KEY}</html>".encode(), status=502)
+        with pytest.raises(chatledger.ServerError) as raised_html:
+            chat.send_message("html error")
+        seen += [str(raised_html.value), repr(raised_html.value.details)]
+        seen += [repr(event) for event in chat.events()]
+        seen.append(repr(chat.get_history()))
+
+    # The key did reach the server, in the header only (never the URL).
+    assert all(request.headers["x-goog-api-key"] == API_KEY for request in gemini_server.requests)
+    assert all(API_KEY not in request.path for request in gemini_server.requests)
+
+    database = b"".join(path.read_bytes() for path in db_path.parent.glob(db_path.name + "*"))
+    assert database, "the database file should exist"
+    logs = caplog.text + "\n".join(record.getMessage() for record in caplog.records)
+    for secret in (API_KEY, SECRET_HEADER, SECRET_HEADER.split(" ", 1)[1]):
+        assert secret.encode() not in database
+        assert secret not in logs
+        for text in seen:
+            assert secret not in text, text
+    # The failure events were recorded, with the redacted message.
+    failures = [e for e in chatledger.SQLiteStore(db_path).read(chat.id) if e.type == "model_call_failed"]
+    assert len(failures) == 2
+    assert "***" in failures[0].data.error.message  # type: ignore[attr-defined]
+
+
+def test_http_options_repr_hides_header_values() -> None:
+    options = HttpOptions(headers={"x-api-key": "abc-secret-123"}, base_url="http://x")
+    assert "abc-secret-123" not in repr(options)
+    assert "abc-secret-123" not in str(options)
