@@ -112,8 +112,8 @@ class APIError(ChatledgerError):
             response_json = response_json[0]
         self.details = _redact_json(response_json)
         self.response = response
-        self.status = _error_field(response_json, "status")
-        self.error_message: str | None = _error_field(response_json, "message")
+        self.status = _error_field(self.details, "status")
+        self.error_message: str | None = _error_field(self.details, "message")
         given = _error_field(response_json, "code")
         self.code = int(code or (given if isinstance(given, int) else 0))
         super().__init__(f"{self.code} {self.status}. {self.details}")
