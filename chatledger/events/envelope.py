@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidInputError
-from .kinds import EventData, data_to_builtins
+from .kinds import EventData, data_to_builtins, event_schema_version, event_type
 
 __all__ = [
     "NewEvent",
@@ -96,7 +96,11 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def type(self) -> str:
-        return self.data.type_name
+        return event_type(self.data)
+
+    @property
+    def schema_version(self) -> int:
+        return event_schema_version(self.data)
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

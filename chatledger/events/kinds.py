@@ -204,6 +204,7 @@ class UnknownEvent(EventData, frozen=True, kw_only=True):
     type_name: ClassVar[str] = ""
     type: str
     data: Any = None
+    version: int = 1
 
 
 KINDS: dict[str, type[EventData]] = {
@@ -242,7 +243,12 @@ def decode_data(type_name: str, schema_version: int, data: bytes | str) -> Event
     """
     kind = KINDS.get(type_name)
     if kind is None:
-        return UnknownEvent(type=type_name, data=msgspec.json.decode(data))
+        return UnknownEvent(type=type_name, data=msgspec.json.decode(data), version=schema_version)
+    if schema_version > kind.schema_version:
+        raise NewerSchemaError(
+            f"{type_name} events at schema_version {schema_version} were written by a newer "
+            f"chatledger (this one reads up to {kind.schema_version}); upgrade chatledger"
+        )
     if schema_version == kind.schema_version:
         return _DECODERS[type_name].decode(data)  # type: ignore[no-any-return]
     value = msgspec.json.decode(data)
@@ -251,6 +257,19 @@ def decode_data(type_name: str, schema_version: int, data: bytes | str) -> Event
         value = _UPCASTERS[(type_name, version)](value)
         version += 1
     return msgspec.convert(value, kind)
+
+
+class NewerSchemaError(ValueError):
+    """Stored data of a known kind at a schema version this library does not know yet."""
+
+
+def event_type(data: EventData) -> str:
+    """The stored ``type`` of ``data`` (an UnknownEvent keeps the type it was read with)."""
+    return data.type if isinstance(data, UnknownEvent) else data.type_name
+
+
+def event_schema_version(data: EventData) -> int:
+    return data.version if isinstance(data, UnknownEvent) else data.schema_version
 
 
 def data_to_builtins(data: EventData) -> Any:

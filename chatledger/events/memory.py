@@ -112,7 +112,7 @@ class MemoryStore(EventStore):
         with self._lock:
             return self._info.get(conversation_id)
 
-    def conversations(self, *, limit: int | None = None, parent_id: str | None = None) -> list[StreamInfo]:
+    def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
         with self._lock:
             infos = [
                 info
@@ -123,8 +123,12 @@ class MemoryStore(EventStore):
         return infos[:limit] if limit is not None else infos
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
+        key = (snapshot.conversation_id, snapshot.name)
         with self._lock:
-            self._snapshots[(snapshot.conversation_id, snapshot.name)] = snapshot
+            old = self._snapshots.get(key)
+            # As in SQLite: a snapshot never replaces one of a later (or the same) version.
+            if old is None or snapshot.version > old.version:
+                self._snapshots[key] = snapshot
 
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock:

@@ -105,11 +105,23 @@ def _m004_snapshots(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m005_events_are_never_replaced(db: sqlite_utils.Database) -> None:
+    # INSERT OR REPLACE deletes the old row without firing DELETE triggers: refuse any
+    # insert that would collide with a stored event, before conflict resolution runs.
+    db.execute(
+        "CREATE TRIGGER events_no_replace BEFORE INSERT ON events WHEN EXISTS ("
+        "SELECT 1 FROM events WHERE position = NEW.position OR event_id = NEW.event_id "
+        "OR (conversation_id = NEW.conversation_id AND version = NEW.version)) "
+        "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
     ("003_events_are_immutable", _m003_events_are_immutable),
     ("004_snapshots", _m004_snapshots),
+    ("005_events_are_never_replaced", _m005_events_are_never_replaced),
 ]
 
 _COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"
@@ -151,11 +163,16 @@ class SQLiteStore(EventStore):
                 check_same_thread=False,
                 timeout=busy_timeout,
             )
-            self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            self._migrate()
+            try:
+                self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                if self.path != ":memory:":
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                self._migrate()
+            except BaseException:
+                # Not a usable store (locked, corrupt...): do not leak the connection.
+                self._conn.close()
+                raise
 
     # ----------------------------------------------------------------- schema
 
@@ -309,7 +326,7 @@ class SQLiteStore(EventStore):
             ).fetchone()
         return _info(row) if row else None
 
-    def conversations(self, *, limit: int | None = None, parent_id: str | None = None) -> list[StreamInfo]:
+    def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
         sql = (
             "SELECT conversation_id, version, created_at, updated_at, parent_id, parent_version "
             "FROM streams"

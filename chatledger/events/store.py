@@ -15,16 +15,17 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from ..errors import IntegrityError, InvalidInputError
+from ..errors import IntegrityError, InvalidInputError, StoreError
 from .envelope import (
     NewEvent,
     RecordedEvent,
+    canonical_json,
     event_hash,
     utc_now,
     validate_conversation_id,
     validate_event_id,
 )
-from .kinds import ConversationStarted, data_to_builtins, decode_data
+from .kinds import ConversationStarted, EventData, NewerSchemaError, data_to_builtins, decode_data
 
 __all__ = [
     "EventStore",
@@ -130,7 +131,22 @@ def parent_of(events: Sequence[tuple[NewEvent, bytes, bytes]]) -> tuple[str | No
     return None, None
 
 
+def _is_count(value: object) -> bool:
+    """An int >= 0 (a bool is not a version)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _row_to_event(row: RawRow) -> RecordedEvent:
+    try:
+        data = decode_data(row.type, row.schema_version, row.data)
+        metadata = _decode(row.metadata) if row.metadata else {}
+    except NewerSchemaError as exc:
+        raise StoreError(f"{row.conversation_id} v{row.version}: {exc}") from None
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        raise IntegrityError(
+            f"{row.conversation_id} v{row.version} (position {row.position}) is not a valid "
+            f"{row.type} event ({exc}); run verify to find every damaged event"
+        ) from None
     return RecordedEvent(
         conversation_id=row.conversation_id,
         version=row.version,
@@ -138,8 +154,8 @@ def _row_to_event(row: RawRow) -> RecordedEvent:
         event_id=row.event_id,
         type=row.type,
         schema_version=row.schema_version,
-        data=decode_data(row.type, row.schema_version, row.data),
-        metadata=_decode(row.metadata) if row.metadata else {},
+        data=data,
+        metadata=metadata,
         recorded_at=row.recorded_at,
         hash=row.hash,
     )
@@ -176,13 +192,21 @@ class EventStore(abc.ABC):
         validate_conversation_id(conversation_id)
         if not events:
             raise InvalidInputError("append needs at least one event")
-        if not isinstance(expected_version, int) or expected_version < 0:
+        if not _is_count(expected_version):
             raise InvalidInputError("expected_version must be an integer >= 0")
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise InvalidInputError(f"events must be NewEvent objects, got {type(event).__name__}")
         ids = [validate_event_id(event.event_id) for event in events]
         if len(set(ids)) != len(ids):
             raise InvalidInputError("the events of one append must have distinct event_ids")
         if expected_version == 0 and not isinstance(events[0].data, ConversationStarted):
             raise InvalidInputError("a conversation's first event must be conversation_started")
+        # verify() rejects a conversation_started anywhere but version 1: never write one.
+        if any(isinstance(event.data, ConversationStarted) for event in events[1:]) or (
+            expected_version > 0 and isinstance(events[0].data, ConversationStarted)
+        ):
+            raise InvalidInputError("conversation_started can only be a conversation's first event")
         encoded = [self._encode(event) for event in events]
         return self._append(conversation_id, encoded, expected_version)
 
@@ -198,13 +222,17 @@ class EventStore(abc.ABC):
         An unknown conversation reads as an empty list.
         """
         validate_conversation_id(conversation_id)
+        if not _is_count(after_version) or not (to_version is None or _is_count(to_version)):
+            raise InvalidInputError("after_version and to_version must be integers >= 0")
         return [_row_to_event(row) for row in self._read(conversation_id, after_version, to_version)]
 
     def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of every stream with ``position > after_position``, in
         position order. A reader following positions never misses an event committed
         later with a lower position."""
-        if limit <= 0:
+        if not _is_count(after_position):
+            raise InvalidInputError("after_position must be an integer >= 0")
+        if not _is_count(limit) or limit == 0:
             raise InvalidInputError("limit must be positive")
         return [_row_to_event(row) for row in self._read_all(after_position, limit)]
 
@@ -234,7 +262,6 @@ class EventStore(abc.ABC):
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         """The stream's head and times, or None for an unknown conversation."""
 
-    @abc.abstractmethod
     def conversations(
         self,
         *,
@@ -242,6 +269,14 @@ class EventStore(abc.ABC):
         parent_id: str | None = None,
     ) -> list[StreamInfo]:
         """The streams, most recently updated first; with ``parent_id``, its direct forks."""
+        if limit is not None and (not _is_count(limit) or limit == 0):
+            raise InvalidInputError("limit must be a positive integer or None")
+        if parent_id is not None:
+            validate_conversation_id(parent_id)
+        return self._conversations(limit, parent_id)
+
+    @abc.abstractmethod
+    def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]: ...
 
     @abc.abstractmethod
     def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -310,8 +345,21 @@ class EventStore(abc.ABC):
     @staticmethod
     def _encode(event: NewEvent) -> tuple[NewEvent, bytes, bytes]:
         """Encode data and metadata once, failing before anything is written."""
+        if not isinstance(event.data, EventData):
+            raise InvalidInputError(f"event data must be an event kind, got {type(event.data).__name__}")
+        if not isinstance(event.metadata, dict):
+            raise InvalidInputError(f"metadata must be a dict, got {type(event.metadata).__name__}")
         try:
-            data = _encode(data_to_builtins(event.data))
+            builtins = data_to_builtins(event.data)
+            # msgspec would write NaN and infinity as null (which may not even read back),
+            # and a set or bytes in metadata as a list or base64: refuse what the canonical
+            # (hashed) encoding refuses.
+            for part, value in (("data", builtins), ("metadata", event.metadata)):
+                try:
+                    canonical_json(value)
+                except InvalidInputError as exc:
+                    raise ValueError(f"its {part} {str(exc).removeprefix('event data ')}") from None
+            data = _encode(builtins)
             metadata = _encode(event.metadata)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise InvalidInputError(
@@ -337,7 +385,7 @@ class EventStore(abc.ABC):
                 version=version,
                 event_id=event.event_id,
                 type=event.type,
-                schema_version=event.data.schema_version,
+                schema_version=event.schema_version,
                 # Hash what a reader will decode, so verification is exact.
                 data=_decode(data),
                 metadata=_decode(metadata),
@@ -350,7 +398,7 @@ class EventStore(abc.ABC):
                     version=version,
                     event_id=event.event_id,
                     type=event.type,
-                    schema_version=event.data.schema_version,
+                    schema_version=event.schema_version,
                     data=data,
                     metadata=metadata,
                     recorded_at=now,
@@ -417,7 +465,7 @@ class EventStore(abc.ABC):
                 data = _decode(row.data)
                 metadata = _decode(row.metadata) if row.metadata else {}
                 decoded = decode_data(row.type, row.schema_version, row.data)
-            except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+            except (msgspec.DecodeError, msgspec.ValidationError, KeyError, NewerSchemaError) as exc:
                 bad(row, f"data is not a valid {row.type} event: {exc}")
                 return
             digest = event_hash(
