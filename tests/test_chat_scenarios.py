@@ -263,8 +263,9 @@ def test_message_kinds_become_the_right_contents(driver: Driver, client: chatled
     sent = [request.contents[-1] for request in transport.requests]
     assert sent[0] == {"role": "user", "parts": [{"text": "look"}, {"inlineData": {"data": "iVBORw==", "mimeType": "image/png"}}]}
     assert sent[1] == {"role": "user", "parts": [{"fileData": {"fileUri": "gs://bucket/a.pdf", "mimeType": "application/pdf"}}]}
-    # A Part holding a function call becomes a model turn, as in google-genai.
-    assert sent[2]["role"] == "model"
+    # A Part holding a function call becomes a model turn, as in google-genai, and is sent.
+    assert sent[2] == {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"x": 1}}}]}
+    assert len(transport.requests[2].contents) == 5  # two earlier turns, then the message
 
 
 # --------------------------------------------------------------------------- config

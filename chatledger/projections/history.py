@@ -175,19 +175,21 @@ def split_turns(contents: list[WireContent]) -> list[list[WireContent]]:
     return turns
 
 
-def sendable(contents: list[WireContent]) -> list[WireContent]:
+def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[WireContent]:
     """``contents`` without function calls that the next content does not answer.
 
     A model ``functionCall`` part is kept only when the following content is a user
     content with a ``functionResponse`` for it (by id when the call has one, else by
     name). A content left with no parts is dropped. Everything else passes unchanged.
+    With ``keep_last``, the last content (the message being sent) is kept as it is:
+    only the history before it is filtered.
     """
     result: list[WireContent] = []
     last = len(contents) - 1
     for index, content in enumerate(contents):
         parts = content.get("parts") or []
         calls = [p for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
-        if content.get("role") != "model" or not calls:
+        if content.get("role") != "model" or not calls or (keep_last and index == last):
             result.append(content)
             continue
         following = contents[index + 1] if index < last else None
