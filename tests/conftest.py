@@ -23,6 +23,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "GOOGLE_API_KEY",
         "GOOGLE_GEMINI_BASE_URL",
         "GOOGLE_GENAI_API_VERSION",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "CHATLEDGER_LOCAL_MODEL",
     ):
         monkeypatch.delenv(name, raising=False)
 

@@ -55,13 +55,16 @@ LOCAL_MODEL_NAMES = frozenset({"local", "smollm2", "smollm2-135m", "smollm2-135m
 def transport_kind(model: str, http_options: HttpOptions | None) -> str:
     """Which transport serves ``model``: "local", "openai" or "gemini"."""
     name = model.strip().lower()
-    if name in LOCAL_MODEL_NAMES or name.startswith("local/"):
+    if name == "local" or name.startswith("local/"):
         return "local"
     if name.startswith("openai/"):
         return "openai"
     base_url = http_options.base_url if http_options is not None else None
     if base_url and urlsplit(base_url).path.rstrip("/").endswith("/v1"):
+        # An OpenAI-compatible server was named: "smollm2" is then the model it serves.
         return "openai"
+    if name in LOCAL_MODEL_NAMES:
+        return "local"
     return "gemini"
 
 
@@ -70,7 +73,8 @@ class Client:
 
     ``store`` is a store object, a path, ``":memory:"`` or a URL; when not given,
     ``CHATLEDGER_DB`` if set, else an in-memory store (nothing is written to disk unless
-    asked). ``api_key`` falls back to ``GEMINI_API_KEY``, then ``GOOGLE_API_KEY``.
+    asked). ``api_key`` falls back to ``GEMINI_API_KEY``, then ``GOOGLE_API_KEY`` (for an
+    OpenAI-compatible server: to ``OPENAI_API_KEY``).
     ``actor`` is recorded on every event (default: the OS user). ``busy_timeout`` is how
     long a send waits for another writer's open turn (seconds); ``turn_lease`` how long
     a turn may stay open before others may close it.
@@ -89,6 +93,10 @@ class Client:
     ) -> None:
         self._api_key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
         register_secret(self._api_key)
+        # An OpenAI-compatible server gets the key given here, or OPENAI_API_KEY: never a
+        # Gemini key from the environment, which must not travel to another server.
+        self._openai_api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        register_secret(self._openai_api_key)
         self.http_options = _parse_http_options(http_options)
         if self.http_options is not None:
             register_secret_headers(self.http_options.headers)
@@ -114,8 +122,9 @@ class Client:
 
         ``local`` / ``smollm2`` (or ``local/...``): the embedded SmolLM2 model. A model
         named ``openai/<name>``, or a ``base_url`` whose path ends in ``/v1`` (vLLM,
-        llama.cpp's server, Ollama, OpenAI): the OpenAI-compatible transport. Anything
-        else: the Gemini API.
+        llama.cpp's server, Ollama, OpenAI): the OpenAI-compatible transport; with such a
+        ``base_url``, ``smollm2`` is the name of the server's model (only ``local`` and
+        ``local/...`` stay in process). Anything else: the Gemini API.
         """
         if self._transport_override is not None:
             return self._transport_override
@@ -134,7 +143,7 @@ class Client:
         if kind == "openai":
             from .transports.openai import OpenAITransport
 
-            return OpenAITransport(self._api_key, self.http_options)
+            return OpenAITransport(self._openai_api_key, self.http_options)
         return GeminiTransport(self._api_key, self.http_options)
 
     def close(self) -> None:

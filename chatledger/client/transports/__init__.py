@@ -2,6 +2,15 @@
 
 from .base import ModelRequest, Transport
 from .gemini import GeminiTransport
+from .local import LocalTransport
+from .openai import OpenAITransport
 from .scripted import ScriptedTransport
 
-__all__ = ["GeminiTransport", "ModelRequest", "ScriptedTransport", "Transport"]
+__all__ = [
+    "GeminiTransport",
+    "LocalTransport",
+    "ModelRequest",
+    "OpenAITransport",
+    "ScriptedTransport",
+    "Transport",
+]
