@@ -10,7 +10,17 @@
 
 from . import errors, events, projections, types
 from ._version import __version__
-from .client import AsyncChat, AsyncChats, AsyncClient, Chat, Chats, ChatSummary, Client
+from .client import (
+    AsyncChat,
+    AsyncChats,
+    AsyncClient,
+    BranchNode,
+    Chat,
+    Chats,
+    ChatSummary,
+    Client,
+    acting_as,
+)
 from .errors import (
     APIError,
     ChatledgerError,
@@ -36,6 +46,7 @@ __all__ = [
     "AsyncChat",
     "AsyncChats",
     "AsyncClient",
+    "BranchNode",
     "Chat",
     "ChatStateError",
     "ChatSummary",
@@ -60,6 +71,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "__version__",
+    "acting_as",
     "errors",
     "events",
     "open_store",

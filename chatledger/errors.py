@@ -13,6 +13,7 @@ boundary where they happen, so callers only ever need to catch these::
     ├── InvalidResponseError                     the server answered something unusable
     ├── ChatStateError                           the chat cannot do that now
     │   └── ConversationBusyError                another writer holds the current turn
+    ├── ReplayMismatchError                      a replayed request differs from the log
     ├── FunctionCallingError                     automatic function calling misconfigured
     └── StoreError                               the event log
         ├── ConcurrencyError                     expected_version did not match
@@ -44,6 +45,7 @@ __all__ = [
     "ModelConnectionError",
     "ModelTimeoutError",
     "NotFoundError",
+    "ReplayMismatchError",
     "ServerError",
     "StoreError",
     "StoreUnavailableError",
@@ -157,6 +159,20 @@ class ChatStateError(ChatledgerError):
 
 class ConversationBusyError(ChatStateError):
     """Another writer (thread, process or host) holds the conversation's current turn."""
+
+
+class ReplayMismatchError(ChatledgerError):
+    """Code under replay built a request that differs from the recorded one.
+
+    ``difference`` says where: turn, model call, field, recorded value and new value.
+    """
+
+    def __init__(self, difference: Any) -> None:
+        self.difference = difference
+        super().__init__(f"replay differs from the log at {difference}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.difference,))
 
 
 class FunctionCallingError(ChatledgerError):

@@ -496,7 +496,10 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
         shown = runner.invoke(cli, [*args, "--help"])
         assert shown.exit_code == 0
         assert "Usage:" in shown.stdout
-    assert sorted(seen) == ["chat", "chatledger", "log", "ls", "show", "verify"]
+    assert sorted(seen) == [
+        "chat", "chatledger", "diff", "export", "fork", "import", "log", "ls", "replay",
+        "show", "tree", "verify",
+    ]
 
 
 # --------------------------------------------------------------------------- subprocess

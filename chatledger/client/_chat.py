@@ -13,15 +13,19 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChatStateError
 from ..events.envelope import RecordedEvent
+from ..events.kinds import ParentRef
 from ..events.store import VerificationReport
-from ..projections.history import sendable
+from ..projections.history import HistoryState, sendable
 from ..projections.usage import UsageState
 from ..types import Content, GenerateContentConfig, GenerateContentResponse
 from ._conversation import Conversation, Turn
+
+if TYPE_CHECKING:
+    from ._client import ChatSummary
 from ._convert import (
     config_to_wire,
     content_from_wire,
@@ -84,17 +88,60 @@ class _BaseChat:
         """Turns, model calls and token totals so far."""
         return self._conversation.usage
 
-    def get_history(self, curated: bool = False) -> list[Content]:
+    def get_history(self, curated: bool = False, *, as_of: int | None = None) -> list[Content]:
         """The full history, or with ``curated=True`` only the user messages and model
-        replies of valid turns, without function call steps. Always a copy."""
-        history = self._conversation.history
+        replies of valid turns, without function call steps. Always a copy.
+
+        ``as_of``: the history as it was at that version of the log (time travel; no
+        model is called)."""
+        history = self._history_at(as_of)
         contents = history.curated if curated else history.full
         return [content_from_wire(content) for content in contents]
 
-    def get_context(self) -> list[Content]:
-        """What the next request will send before the new message: google-genai's curated
-        history, without function calls that have no response."""
-        return [content_from_wire(content) for content in sendable(self._conversation.history.context)]
+    def get_context(self, *, as_of: int | None = None) -> list[Content]:
+        """What the next request sends before the new message (google-genai's curated
+        history, without function calls that have no response); ``as_of`` as above."""
+        return [content_from_wire(content) for content in sendable(self._history_at(as_of).context)]
+
+    def _history_at(self, as_of: int | None) -> HistoryState:
+        if as_of is None:
+            return self._conversation.history
+        return self._conversation.state_at(as_of)[0]
+
+    @property
+    def parent(self) -> ParentRef | None:
+        """Where this conversation was forked from (conversation id, version, hash), or None."""
+        return self._conversation.history.parent
+
+    def _rerun_messages(self) -> list[Any]:
+        """The messages that opened this stream's own completed turns, as Parts."""
+        conversation = self._conversation
+        conversation.catch_up()
+        history = conversation.history
+        # Turns present at version 1 came with the start (initial history, or a parent's).
+        inherited = len(conversation.state_at(1)[0].turns)
+        messages: list[Any] = []
+        offset = 0
+        for index, span in enumerate(history.turns):
+            if index >= inherited and span.full:
+                content = content_from_wire(history.full[offset])
+                parts = content.parts or []
+                messages.append(parts if content.role == "user" else parts[0])
+            offset += span.full
+        return messages
+
+    def _fork_conversation(
+        self, at: int | None, turn: int | None, model: str | None, config: Any
+    ) -> Conversation:
+        conversation = self._conversation
+        version = conversation.fork_version(at, turn)
+        live = parse_config(config)
+        return conversation.fork(
+            version,
+            model=model,
+            config=config_to_wire(live, declare) if live is not None else None,
+            live_config=live,
+        )
 
     @property
     def history(self) -> list[Content]:
@@ -239,6 +286,34 @@ class Chat(_BaseChat):
         """Apply events other writers appended since; return them."""
         return self._conversation.catch_up()
 
+    def fork(
+        self,
+        at: int | None = None,
+        *,
+        turn: int | None = None,
+        model: str | None = None,
+        config: Any = None,
+    ) -> Chat:
+        """A new chat whose history is this one's at version ``at`` (default: now), or
+        after its first ``turn`` turns, going its own way from there. Nothing is copied:
+        the fork's first event names this conversation, the version and its hash.
+        ``model`` / ``config`` replace this chat's for the fork."""
+        self._close_open_stream()
+        return Chat(self._fork_conversation(at, turn, model, config))
+
+    def branches(self) -> list[ChatSummary]:
+        """The conversations forked directly from this one."""
+        return self._conversation.client.chats.list(parent_id=self.id)
+
+    def rerun(self, *, model: str | None = None, config: Any = None) -> Chat:
+        """Re-send this conversation's user messages to ``model`` (and/or with ``config``)
+        as a new fork from its start, so the two can be compared side by side."""
+        messages = self._rerun_messages()
+        fork = self.fork(at=1, model=model, config=config)
+        for message in messages:
+            fork.send_message(message)
+        return fork
+
     def events(self) -> list[RecordedEvent]:
         """Every event of this conversation, in version order."""
         return self._conversation.store.read(self.id)
@@ -360,6 +435,29 @@ class AsyncChat(_BaseChat):
 
     async def refresh(self) -> list[RecordedEvent]:
         return await asyncio.to_thread(self._conversation.catch_up)
+
+    async def fork(
+        self,
+        at: int | None = None,
+        *,
+        turn: int | None = None,
+        model: str | None = None,
+        config: Any = None,
+    ) -> AsyncChat:
+        """As :meth:`Chat.fork`."""
+        conversation = await asyncio.to_thread(self._fork_conversation, at, turn, model, config)
+        return AsyncChat(conversation)
+
+    async def branches(self) -> list[ChatSummary]:
+        return await asyncio.to_thread(self._conversation.client.chats.list, parent_id=self.id)
+
+    async def rerun(self, *, model: str | None = None, config: Any = None) -> AsyncChat:
+        """As :meth:`Chat.rerun`."""
+        messages = await asyncio.to_thread(self._rerun_messages)
+        fork = await self.fork(at=1, model=model, config=config)
+        for message in messages:
+            await fork.send_message(message)
+        return fork
 
     async def events(self) -> list[RecordedEvent]:
         return await asyncio.to_thread(self._conversation.store.read, self.id)

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 import pydantic
 
-from ..errors import InvalidInputError, register_secret
+from ..errors import InvalidInputError, NotFoundError, register_secret
 from ..events import open_store
-from ..events.kinds import ConfigChanged, ConversationStarted
-from ..events.store import EventStore
+from ..events.kinds import ConfigChanged, ConversationStarted, UserMessageAdded
+from ..events.store import EventStore, StreamInfo
 from ..projections.history import HistoryState
 from ..projections.usage import UsageState
 from ..types import HttpOptions
 from ._chat import AsyncChat, Chat
-from ._conversation import Conversation, default_actor, load_conversation
+from ._conversation import (
+    Conversation,
+    default_actor,
+    fold_events,
+    load_conversation,
+    validate_actor,
+)
 from ._convert import config_to_wire, history_to_wire, parse_config
 from ._functions import declare
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport
 
-__all__ = ["AsyncChats", "AsyncClient", "ChatSummary", "Chats", "Client"]
+__all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
 
 
 class ChatSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,6 +45,33 @@ class ChatSummary(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
     updated_at: str
     parent_id: str | None = None
+    parent_version: int | None = None
+
+
+class BranchNode(msgspec.Struct, kw_only=True):
+    """One conversation in a tree of forks (``chats.tree``)."""
+
+    summary: ChatSummary
+    #: The first words of the first message this branch added (where it diverges).
+    divergence: str
+    children: list[BranchNode] = msgspec.field(default_factory=list)
+
+    @property
+    def conversation_id(self) -> str:
+        return self.summary.conversation_id
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, BranchNode]]:
+        """Every node, depth first, with its depth (the root is 0)."""
+        yield depth, self
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+
+def _first_words(content: dict[str, Any], words: int = 8) -> str:
+    text = " ".join(
+        part.get("text", "") for part in content.get("parts") or [] if isinstance(part, dict)
+    ).split()
+    return " ".join(text[:words]) + (" ..." if len(text) > words else "")
 
 
 def _parse_http_options(http_options: Any) -> HttpOptions | None:
@@ -100,8 +134,8 @@ class Client:
         self.http_options = _parse_http_options(http_options)
         if self.http_options is not None:
             register_secret_headers(self.http_options.headers)
-        if actor is not None and (not isinstance(actor, str) or not actor or len(actor) > 200):
-            raise InvalidInputError("actor must be a non-empty string of at most 200 characters")
+        if actor is not None:
+            validate_actor(actor)
         if busy_timeout < 0 or turn_lease <= 0:
             raise InvalidInputError("busy_timeout must be >= 0 and turn_lease > 0 (seconds)")
         self._owns_store = not isinstance(store, EventStore)
@@ -193,24 +227,47 @@ class Client:
                 conversation.append([ConfigChanged(config=wire)])
         return conversation
 
-    def _list(self, limit: int | None) -> list[ChatSummary]:
-        from ._conversation import fold_events
+    def _summary(self, info: StreamInfo) -> ChatSummary:
+        history, _usage, _ = fold_events(self.store, info.conversation_id)
+        return ChatSummary(
+            conversation_id=info.conversation_id,
+            model=history.model,
+            turns=len(history.turns),
+            version=info.version,
+            created_at=info.created_at,
+            updated_at=info.updated_at,
+            parent_id=info.parent_id,
+            parent_version=info.parent_version,
+        )
 
-        summaries = []
-        for info in self.store.conversations(limit=limit):
-            history, _usage, _ = fold_events(self.store, info.conversation_id)
-            summaries.append(
-                ChatSummary(
-                    conversation_id=info.conversation_id,
-                    model=history.model,
-                    turns=len(history.turns),
-                    version=info.version,
-                    created_at=info.created_at,
-                    updated_at=info.updated_at,
-                    parent_id=info.parent_id,
-                )
+    def _list(self, limit: int | None, parent_id: str | None = None) -> list[ChatSummary]:
+        infos = self.store.conversations(limit=limit, parent_id=parent_id)
+        return [self._summary(info) for info in infos]
+
+    def _tree(self, conversation_id: str) -> BranchNode:
+        info = self.store.stream_info(conversation_id)
+        if info is None:
+            raise NotFoundError(f"no conversation {conversation_id!r} in {self.store.location}")
+        seen = {info.conversation_id}
+        while info.parent_id is not None:  # up to the root
+            parent = self.store.stream_info(info.parent_id)
+            if parent is None or parent.conversation_id in seen:
+                break
+            seen.add(parent.conversation_id)
+            info = parent
+
+        def node(stream: StreamInfo) -> BranchNode:
+            first = next(
+                (e.data for e in self.store.read(stream.conversation_id) if isinstance(e.data, UserMessageAdded)),
+                None,
             )
-        return summaries
+            return BranchNode(
+                summary=self._summary(stream),
+                divergence=_first_words(first.content) if first is not None else "",
+                children=[node(child) for child in reversed(self.store.conversations(parent_id=stream.conversation_id))],
+            )
+
+        return node(info)
 
 
 class Chats:
@@ -232,9 +289,13 @@ class Chats:
         """
         return Chat(self._client._resume(conversation_id, config))
 
-    def list(self, *, limit: int | None = None) -> list[ChatSummary]:
-        """Conversations, most recently updated first."""
-        return self._client._list(limit)
+    def list(self, *, limit: int | None = None, parent_id: str | None = None) -> list[ChatSummary]:
+        """Conversations, most recently updated first; with ``parent_id``, its forks."""
+        return self._client._list(limit, parent_id)
+
+    def tree(self, conversation_id: str) -> BranchNode:
+        """The tree of forks that ``conversation_id`` belongs to, from its root."""
+        return self._client._tree(conversation_id)
 
 
 class AsyncChats:
@@ -249,8 +310,11 @@ class AsyncChats:
     def get(self, conversation_id: str, *, config: Any = None) -> AsyncChat:
         return AsyncChat(self._client._resume(conversation_id, config))
 
-    def list(self, *, limit: int | None = None) -> list[ChatSummary]:
-        return self._client._list(limit)
+    def list(self, *, limit: int | None = None, parent_id: str | None = None) -> list[ChatSummary]:
+        return self._client._list(limit, parent_id)
+
+    def tree(self, conversation_id: str) -> BranchNode:
+        return self._client._tree(conversation_id)
 
 
 class AsyncClient:

@@ -16,6 +16,7 @@ is gone (its process died on this host, or its lease ran out) is closed with a
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import getpass
 import logging
@@ -23,7 +24,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,6 +36,7 @@ from ..errors import (
     ChatStateError,
     ConcurrencyError,
     ConversationBusyError,
+    InvalidInputError,
     NotFoundError,
     StoreError,
 )
@@ -47,6 +50,7 @@ from ..events.kinds import (
     ModelCallFailed,
     ModelCallStarted,
     ModelResponded,
+    ParentRef,
     TurnAbandoned,
     TurnRewound,
     UserMessageAdded,
@@ -64,12 +68,12 @@ from .transports.base import ModelRequest, Transport
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["Conversation", "Turn", "load_conversation"]
+__all__ = ["Conversation", "Turn", "acting_as", "fold_events", "load_conversation"]
 
 logger = logging.getLogger("chatledger")
 
 SNAPSHOT_NAME = "conversation"
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 SNAPSHOT_EVERY = 500
 
 
@@ -86,6 +90,30 @@ HOST = f"{socket.gethostname()}/{_boot_id()}"
 # Turns this process is running now, by (store location, conversation id, turn).
 _IN_FLIGHT: set[tuple[str, str, int]] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
+
+
+_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("chatledger_actor", default=None)
+
+
+def validate_actor(actor: object) -> str:
+    if not isinstance(actor, str) or not actor or len(actor) > 200 or not actor.isprintable():
+        raise InvalidInputError("an actor must be a non-empty printable string of at most 200 characters")
+    return actor
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Record ``actor`` on every event written inside this block (this thread or task),
+    instead of the client's actor::
+
+        with chatledger.acting_as("alice@example.com"):
+            chat.send_message("...")
+    """
+    token = _ACTOR.set(validate_actor(actor))
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
 
 
 def default_actor() -> str:
@@ -234,6 +262,7 @@ class Conversation:
         self.live_config = live_config
         self.snapshot_version = 0
         self._lock = threading.RLock()
+        self._state_at: tuple[int, HistoryState, UsageState] | None = None
 
     # ----------------------------------------------------------------- reading
 
@@ -269,7 +298,7 @@ class Conversation:
     # ----------------------------------------------------------------- writing
 
     def _metadata(self, data: EventData) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"actor": self.client.actor}
+        metadata: dict[str, Any] = {"actor": _ACTOR.get() or self.client.actor}
         if isinstance(data, UserMessageAdded):
             metadata["host"] = HOST
             metadata["pid"] = os.getpid()
@@ -565,6 +594,78 @@ class Conversation:
             # The original error matters more to the caller; the turn stays open and is
             # closed by the next writer (it is no longer in flight).
             logger.warning("could not record the failure of turn %s of %s: %s", turn.number, self.id, exc)
+
+    # ----------------------------------------------------------------- time travel, forks
+
+    def check_version(self, version: object, *, what: str = "as_of") -> int:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidInputError(f"{what} must be a version number (an int)")
+        if version > self.history.version:
+            self.catch_up()
+        if not 1 <= version <= self.history.version:
+            raise InvalidInputError(
+                f"{what}={version} is not a version of conversation {self.id}, which has "
+                f"versions 1 to {self.history.version}"
+            )
+        return version
+
+    def state_at(self, version: int) -> tuple[HistoryState, UsageState]:
+        """The projections as they were at ``version`` (no model is called)."""
+        version = self.check_version(version)
+        if version == self.history.version and self.history.pending is None:
+            return self.history, self.usage
+        cached = self._state_at
+        if cached is None or cached[0] != version:
+            history, usage, _ = fold_events(self.store, self.id, to_version=version)
+            cached = self._state_at = (version, history, usage)
+        return cached[1], cached[2]
+
+    def fork_version(self, at: object, turn: object) -> int:
+        """The version to fork at: ``at`` (a version), or after the first ``turn`` turns."""
+        self.catch_up()
+        if at is not None and turn is not None:
+            raise InvalidInputError("fork at= a version or turn= a turn count, not both")
+        if turn is not None:
+            turns = self.history.turns
+            if not isinstance(turn, int) or isinstance(turn, bool) or not 0 <= turn <= len(turns):
+                raise InvalidInputError(
+                    f"turn must be a count between 0 and {len(turns)} (the turns in the history)"
+                )
+            return turns[turn - 1].version if turn else 1
+        if at is None:
+            return self.history.version
+        return self.check_version(at, what="at")
+
+    def fork(
+        self,
+        version: int,
+        *,
+        model: str | None = None,
+        config: dict[str, Any] | None = None,
+        live_config: GenerateContentConfig | None = None,
+    ) -> Conversation:
+        """A new conversation whose history is this one's at ``version``; nothing is copied:
+        its first event names this stream, the version and that event's hash."""
+        anchor = self.store.read(self.id, after_version=version - 1, to_version=version)
+        if not anchor:
+            raise NotFoundError(f"conversation {self.id} has no version {version}")
+        history, usage = self.state_at(version)
+        started = ConversationStarted(
+            model=model or history.model,
+            config=config if config is not None else history.config,
+            parent=ParentRef(conversation_id=self.id, version=version, hash=anchor[0].hash),
+        )
+        fork = Conversation(
+            self.client,
+            str(uuid.uuid4()),
+            history.copy(),
+            msgspec.convert(msgspec.to_builtins(usage), UsageState),
+            live_config if live_config is not None else self.live_config,
+        )
+        fork.history.pending = None
+        fork.history.version = 0  # the new stream's own versions start at 1
+        fork.append([started])
+        return fork
 
     # ----------------------------------------------------------------- rewind
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
 from .envelope import NewEvent
-from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of
+from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
 
 __all__ = ["MemoryStore"]
 
@@ -76,6 +76,37 @@ class MemoryStore(EventStore):
                 version=len(stream),
                 created_at=old.created_at if old else now,
                 updated_at=now,
+                parent_id=parent_id,
+                parent_version=parent_version,
+            )
+            self._lock.notify_all()
+            return positions
+
+    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+        with self._lock:
+            stream = self._streams.get(conversation_id, [])
+            if len(stream) != after_version:
+                raise ConcurrencyError(conversation_id, after_version, len(stream))
+            taken = [row.event_id for row in rows if row.event_id in self._ids]
+            if taken:
+                raise IntegrityError(f"event ids {taken[:3]} are already in this store")
+            positions: list[int] = []
+            for row in rows:
+                stored = RawRow(
+                    row.conversation_id, row.version, len(self._rows) + 1, row.event_id, row.type,
+                    row.schema_version, row.data, row.metadata, row.recorded_at, row.hash,
+                )
+                self._rows.append(stored)
+                stream.append(stored)
+                self._ids[stored.event_id] = stored
+                positions.append(stored.position)
+            self._streams[conversation_id] = stream
+            parent_id, parent_version = parent_of_rows(stream)
+            self._info[conversation_id] = StreamInfo(
+                conversation_id=conversation_id,
+                version=stream[-1].version,
+                created_at=stream[0].recorded_at,
+                updated_at=stream[-1].recorded_at,
                 parent_id=parent_id,
                 parent_version=parent_version,
             )

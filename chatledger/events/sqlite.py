@@ -29,7 +29,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import NewEvent, utc_now
-from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of
+from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -281,6 +281,44 @@ class SQLiteStore(EventStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+        conn = self._conn
+        with self._lock, self._errors(), self._transaction():
+            head = conn.execute(
+                "SELECT version FROM streams WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            if (head[0] if head else 0) != after_version:
+                raise ConcurrencyError(conversation_id, after_version, head[0] if head else 0)
+            positions = []
+            for row in rows:
+                cursor = conn.execute(
+                    "INSERT INTO events (conversation_id, version, event_id, type, "
+                    "schema_version, data, metadata, recorded_at, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation_id, row.version, row.event_id, row.type, row.schema_version,
+                        _text(row.data), _text(row.metadata), row.recorded_at, row.hash,
+                    ),
+                )
+                positions.append(int(cursor.lastrowid or 0))
+            if head:
+                conn.execute(
+                    "UPDATE streams SET version = ?, head_hash = ?, updated_at = ? "
+                    "WHERE conversation_id = ?",
+                    (rows[-1].version, rows[-1].hash, rows[-1].recorded_at, conversation_id),
+                )
+            else:
+                parent_id, parent_version = parent_of_rows(rows)
+                conn.execute(
+                    "INSERT INTO streams (conversation_id, version, head_hash, created_at, "
+                    "updated_at, parent_id, parent_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation_id, rows[-1].version, rows[-1].hash, rows[0].recorded_at,
+                        rows[-1].recorded_at, parent_id, parent_version,
+                    ),
+                )
+            return positions
+
     def _read(self, conversation_id: str, after_version: int, to_version: int | None) -> list[RawRow]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE conversation_id = ? AND version > ?"
         params: tuple[object, ...] = (conversation_id, after_version)
@@ -423,6 +461,10 @@ class SQLiteStore(EventStore):
         if "immutable" in lowered:
             return f"{self.path}: chatledger events are immutable and cannot be changed"
         return f"{self.path}: {text}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _info(row: tuple[object, ...]) -> StreamInfo:

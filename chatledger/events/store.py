@@ -131,6 +131,21 @@ def parent_of(events: Sequence[tuple[NewEvent, bytes, bytes]]) -> tuple[str | No
     return None, None
 
 
+def parent_of_rows(rows: Sequence[RawRow]) -> tuple[str | None, int | None]:
+    """The parent stream and version named by a stored stream's first row, if forked."""
+    if not rows or rows[0].type != ConversationStarted.type_name:
+        return None, None
+    try:
+        data = _decode(rows[0].data)
+    except msgspec.DecodeError:
+        return None, None
+    parent = data.get("parent") if isinstance(data, dict) else None
+    if isinstance(parent, dict) and isinstance(parent.get("conversation_id"), str):
+        version = parent.get("version")
+        return parent["conversation_id"], version if isinstance(version, int) else None
+    return None, None
+
+
 def _is_count(value: object) -> bool:
     """An int >= 0 (a bool is not a version)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -299,6 +314,36 @@ class EventStore(abc.ABC):
         if conversation_id is None and self.gapless_positions:
             self._verify_positions(report)
         return report
+
+    def import_stream(self, conversation_id: str, rows: Sequence[RawRow]) -> list[int]:
+        """Write a stream exactly as given: versions, event ids, times, metadata and hashes
+        kept, positions assigned by this store. For imports (see
+        :func:`chatledger.events.audit.import_lines`, which verifies first).
+
+        If the store already has the stream, the rows must continue it: the stored events
+        must be the rows' first ones (same ids and hashes); only the rest is written.
+        Returns the positions of the rows written.
+        """
+        validate_conversation_id(conversation_id)
+        rows = sorted(rows, key=lambda row: row.version)
+        if not rows or [row.version for row in rows] != list(range(1, len(rows) + 1)):
+            raise IntegrityError(f"{conversation_id}: an imported stream needs versions 1..n")
+        if any(row.conversation_id != conversation_id for row in rows):
+            raise IntegrityError(f"{conversation_id}: rows of another conversation in its import")
+        stored = self._read(conversation_id, 0, None)
+        if [(r.event_id, r.hash) for r in stored] != [(r.event_id, r.hash) for r in rows[: len(stored)]]:
+            raise IntegrityError(
+                f"conversation {conversation_id} is already in {self.location} with different "
+                "events; nothing was imported"
+            )
+        if len(stored) >= len(rows):
+            return []
+        return self._import_rows(conversation_id, rows[len(stored) :], len(stored))
+
+    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+        """Insert pre-hashed ``rows`` (versions after ``after_version``) atomically; fail
+        with ConcurrencyError if the stream is no longer at ``after_version``."""
+        raise StoreError(f"{type(self).__name__} cannot import streams yet")
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""

@@ -221,12 +221,14 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
 
 
 class TurnSpan(msgspec.Struct, array_like=True):
-    """How many contents one completed turn added to each history (to undo it)."""
+    """How many contents one completed turn added to each history (to undo it), and the
+    version of the event that completed it (to fork or look back after it)."""
 
     turn: int
     full: int
     context: int
     curated: int
+    version: int = 0
 
 
 class PendingTurn(msgspec.Struct):
@@ -295,12 +297,12 @@ def _start(state: HistoryState, data: ConversationStarted, event: RecordedEvent)
         state.next_turn = 1
         state.last_response = None
         state.lineage = []
-        _load_history(state, data.history)
+        _load_history(state, data.history, event.version)
     else:
         # A fork: the state already holds the parent's prefix (folded by the loader).
         state.lineage.append((data.parent.conversation_id, data.parent.version))
         if data.history:
-            _load_history(state, data.history)
+            _load_history(state, data.history, event.version)
     state.pending = None
     state.conversation_id = event.conversation_id
     state.model = data.model
@@ -308,18 +310,18 @@ def _start(state: HistoryState, data: ConversationStarted, event: RecordedEvent)
     state.parent = data.parent
 
 
-def _load_history(state: HistoryState, history: list[WireContent]) -> None:
+def _load_history(state: HistoryState, history: list[WireContent], version: int) -> None:
     for turn in split_turns(history):
         context = extract_context(turn)
         curated = curate_contents(context)
         state.full.extend(turn)
         state.context.extend(context)
         state.curated.extend(curated)
-        state.turns.append(TurnSpan(state.next_turn, len(turn), len(context), len(curated)))
+        state.turns.append(TurnSpan(state.next_turn, len(turn), len(context), len(curated), version))
         state.next_turn += 1
 
 
-def _complete(state: HistoryState, pending: PendingTurn) -> None:
+def _complete(state: HistoryState, pending: PendingTurn, version: int) -> None:
     full: list[WireContent] = []
     context: list[WireContent] = []
     for user_input, outputs, valid in pending.steps:
@@ -331,7 +333,7 @@ def _complete(state: HistoryState, pending: PendingTurn) -> None:
     state.full.extend(full)
     state.context.extend(context)
     state.curated.extend(curated)
-    state.turns.append(TurnSpan(pending.turn, len(full), len(context), len(curated)))
+    state.turns.append(TurnSpan(pending.turn, len(full), len(context), len(curated), version))
     state.next_turn = max(state.next_turn, pending.turn + 1)
     state.pending = None
 
@@ -382,7 +384,7 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
             if data.ends_turn:
                 state.last_response = data.response
                 state.last_streamed = data.streamed
-                _complete(state, pending)
+                _complete(state, pending, event.version)
     elif isinstance(data, FunctionResponded):
         if pending is not None and pending.turn == data.turn:
             response: dict[str, Any] = {"name": data.name, "response": data.response}
@@ -408,7 +410,7 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
         state.full, state.context, state.curated, state.turns = [], [], [], []
         state.pending = None
         state.last_response = None
-        _load_history(state, data.history)
+        _load_history(state, data.history, event.version)
     return state
 
 
