@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import chatledger
+from chatledger import types
 from chatledger.client._replay import ReplayTransport, recorded_calls, replay_conversation
 from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.errors import ReplayMismatchError, ServerError
@@ -22,8 +23,17 @@ def lookup(city: str) -> str:
     return f"{city} is lovely"
 
 
-TOOLS = [Tool(function_declarations=[FunctionDeclaration(name="weather", description="The weather in a city.")])]
-CONFIG: dict[str, Any] = {"system_instruction": "You are a travel guide.", "temperature": 0.2, "tools": TOOLS}
+def changed_lookup(city: str) -> str:
+    """Look a city up, in more detail."""
+    return f"{city} is lovely"
+
+
+changed_lookup.__name__ = "lookup"
+
+# Python functions only: google-genai (and chatledger, as it) turns automatic function
+# calling off when declaration-only tools sit beside them.
+CONFIG: dict[str, Any] = {"system_instruction": "You are a travel guide.", "temperature": 0.2, "tools": [lookup]}
+DECLARED = [Tool(function_declarations=[FunctionDeclaration(name="weather", description="The weather in a city.")])]
 
 
 def call(name: str, **args: Any) -> dict[str, Any]:
@@ -35,7 +45,7 @@ def recorded(db_path: Path) -> Iterator[tuple[chatledger.Client, str]]:
     """A conversation with plain, streamed, failed, rewound and function-calling turns."""
     transport = ScriptedTransport()
     with chatledger.Client(store=str(db_path), transport=transport) as client:
-        chat = client.chats.create(model="gemini-x", config={**CONFIG, "tools": [*TOOLS, lookup]})
+        chat = client.chats.create(model="gemini-x", config=CONFIG)
         transport.enqueue("Paris is nice.")
         chat.send_message("Where should I go?")
         transport.enqueue(chunks=["Try ", "the Louvre."])
@@ -84,7 +94,7 @@ def _run(chat: chatledger.Chat, message: str = "Where should I go?") -> None:
 def test_the_same_code_replays_offline_and_gets_the_recorded_replies(recorded: tuple[chatledger.Client, str]) -> None:
     client, conversation_id = recorded
     with _replay_client(client, conversation_id) as debug:
-        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "tools": [*TOOLS, lookup]})
+        chat = debug.chats.create(model="gemini-x", config=CONFIG)
         assert chat.send_message("Where should I go?").text == "Paris is nice."
         assert "".join(c.text or "" for c in chat.send_message_stream("What to see?")) == "Try the Louvre."
         with pytest.raises(ServerError, match="500 INTERNAL"):
@@ -94,7 +104,7 @@ def test_the_same_code_replays_offline_and_gets_the_recorded_replies(recorded: t
 def test_a_changed_system_instruction_is_reported_at_turn_one(recorded: tuple[chatledger.Client, str]) -> None:
     client, conversation_id = recorded
     with _replay_client(client, conversation_id) as debug:
-        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "system_instruction": "You are a pirate.", "tools": [*TOOLS, lookup]})
+        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "system_instruction": "You are a pirate."})
         with pytest.raises(ReplayMismatchError) as raised:
             _run(chat)
     difference = raised.value.difference
@@ -105,21 +115,30 @@ def test_a_changed_system_instruction_is_reported_at_turn_one(recorded: tuple[ch
 
 def test_a_changed_tool_is_reported(recorded: tuple[chatledger.Client, str]) -> None:
     client, conversation_id = recorded
-    changed = [Tool(function_declarations=[FunctionDeclaration(name="weather", description="Weather, in Celsius.")]), lookup]
     with _replay_client(client, conversation_id) as debug:
-        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "tools": changed})
+        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "tools": [changed_lookup]})
         with pytest.raises(ReplayMismatchError) as raised:
             _run(chat)
     difference = raised.value.difference
     assert difference.turn == 1
     assert difference.field == "config.tools[0].functionDeclarations[0].description"
-    assert (difference.old, difference.new) == ("The weather in a city.", "Weather, in Celsius.")
+    assert (difference.old, difference.new) == ("Look a city up.", "Look a city up, in more detail.")
+
+
+def test_declaration_only_tools_replay_too(db_path: Path) -> None:
+    transport = ScriptedTransport().enqueue(call("weather", city="Rome")).enqueue("Sunny.")
+    with chatledger.Client(store=str(db_path), transport=transport) as client:
+        chat = client.chats.create(model="m", config={"tools": DECLARED})
+        chat.send_message("Weather in Rome?")
+        answer = [types.Part.from_function_response(name="weather", response={"sky": "clear"})]
+        chat.send_message(answer)
+        assert replay_conversation(client.store, chat.id).ok
 
 
 def test_a_changed_message_is_reported_at_its_turn(recorded: tuple[chatledger.Client, str]) -> None:
     client, conversation_id = recorded
     with _replay_client(client, conversation_id) as debug:
-        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "tools": [*TOOLS, lookup]})
+        chat = debug.chats.create(model="gemini-x", config=CONFIG)
         chat.send_message("Where should I go?")
         with pytest.raises(ReplayMismatchError) as raised:
             list(chat.send_message_stream("What should I see?"))
@@ -133,7 +152,7 @@ def test_non_strict_replay_collects_every_difference(recorded: tuple[chatledger.
     client, conversation_id = recorded
     transport = ReplayTransport.from_log(client.store, conversation_id, strict=False)
     with chatledger.Client(store=":memory:", transport=transport) as debug:
-        chat = debug.chats.create(model="gemini-y", config={**CONFIG, "tools": [*TOOLS, lookup]})
+        chat = debug.chats.create(model="gemini-y", config=CONFIG)
         _run(chat)
     assert [(d.turn, d.field) for d in transport.differences] == [(1, "model"), (2, "model")]
     assert transport.remaining == 5
@@ -143,7 +162,7 @@ def test_replay_of_a_fork_includes_the_parent_calls(recorded: tuple[chatledger.C
     client, conversation_id = recorded
     transport = ScriptedTransport().enqueue("A fork reply.")
     with chatledger.Client(store=client.store, transport=transport) as other:
-        fork = other.chats.get(conversation_id, config={**CONFIG, "tools": [*TOOLS, lookup]}).fork(turn=2)
+        fork = other.chats.get(conversation_id, config=CONFIG).fork(turn=2)
         fork.send_message("Different question")
         report = replay_conversation(other.store, fork.id)
     assert report.ok

@@ -346,7 +346,9 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
         parts = Content.model_validate(data.content).parts or []
         message: Any = parts if data.content.get("role") == "user" else parts[0]
         streamed = bool(calls) and calls[0].streamed
-        _send(chat, message, streamed, abandoned and len(calls) == 1)
+        # The per-message config the caller gave (recorded with the turn's first call).
+        config = calls[0].config if calls else None
+        _send(chat, message, config, streamed, abandoned and len(calls) == 1)
         for index in range(1, len(calls)):
             answers = [
                 Part.from_function_response(name=r.name, response=r.response, id=r.call_id)
@@ -354,13 +356,13 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
             ]
             if not answers:
                 break
-            _send(chat, answers, calls[index].streamed, abandoned and index == len(calls) - 1)
+            _send(chat, answers, config, calls[index].streamed, abandoned and index == len(calls) - 1)
 
 
-def _send(chat: Any, message: Any, streamed: bool, abandon: bool) -> None:
+def _send(chat: Any, message: Any, config: dict[str, Any] | None, streamed: bool, abandon: bool) -> None:
     try:
         if streamed:
-            stream = chat.send_message_stream(message)
+            stream = chat.send_message_stream(message, config=config)
             try:
                 for _ in stream:
                     if abandon:
@@ -368,6 +370,6 @@ def _send(chat: Any, message: Any, streamed: bool, abandon: bool) -> None:
             finally:
                 stream.close()
         else:
-            chat.send_message(message)
+            chat.send_message(message, config=config)
     except ChatledgerError:
         pass  # a recorded failure, replayed
