@@ -35,11 +35,14 @@ from .errors import (
     ModelConnectionError,
     ModelTimeoutError,
     NotFoundError,
+    ReplayMismatchError,
     ServerError,
     StoreError,
     StoreUnavailableError,
 )
+from .client._replay import ReplayTransport, replay_conversation
 from .events import EventStore, MemoryStore, RecordedEvent, SQLiteStore, open_store
+from .events.audit import export_conversation, import_lines
 
 __all__ = [
     "APIError",
@@ -66,6 +69,8 @@ __all__ = [
     "ModelTimeoutError",
     "NotFoundError",
     "RecordedEvent",
+    "ReplayMismatchError",
+    "ReplayTransport",
     "SQLiteStore",
     "ServerError",
     "StoreError",
@@ -74,7 +79,10 @@ __all__ = [
     "acting_as",
     "errors",
     "events",
+    "export_conversation",
+    "import_lines",
     "open_store",
     "projections",
+    "replay_conversation",
     "types",
 ]
