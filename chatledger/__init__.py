@@ -21,6 +21,7 @@ from .client import (
     Client,
     acting_as,
 )
+from .client._replay import ReplayTransport, replay_conversation
 from .errors import (
     APIError,
     ChatledgerError,
@@ -40,7 +41,6 @@ from .errors import (
     StoreError,
     StoreUnavailableError,
 )
-from .client._replay import ReplayTransport, replay_conversation
 from .events import EventStore, MemoryStore, RecordedEvent, SQLiteStore, open_store
 from .events.audit import export_conversation, import_lines
 

@@ -199,8 +199,12 @@ class Chat(_BaseChat):
                     raw = conversation.transport().generate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
-                    conversation.record_failure(turn, exc, latency_ms=_ms_since(started))
-                    raise
+                    delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                    if delay is None:
+                        raise
+                    time.sleep(delay)
+                    conversation.retry(turn)
+                    continue
                 calls = conversation.record_response(turn, raw, latency_ms=_ms_since(started))
                 if calls is None:
                     return response
@@ -250,13 +254,19 @@ class Chat(_BaseChat):
                     )
                     raise
                 except BaseException as exc:
-                    conversation.record_failure(
+                    # Chunks already yielded cannot be taken back: retry only before any.
+                    delay = conversation.failed(
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
+                        retry=not merger.chunks,
                     )
-                    raise
+                    if delay is None:
+                        raise
+                    time.sleep(delay)
+                    conversation.retry(turn)
+                    continue
                 calls = conversation.record_response(
                     turn, merger.merged(), latency_ms=_ms_since(started), chunks=merger.chunks
                 )
@@ -340,8 +350,12 @@ class AsyncChat(_BaseChat):
                     raw = await conversation.transport().agenerate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
-                    conversation.record_failure(turn, exc, latency_ms=_ms_since(started))
-                    raise
+                    delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                    if delay is None:
+                        raise
+                    await asyncio.sleep(delay)
+                    await asyncio.to_thread(conversation.retry, turn)
+                    continue
                 calls = await asyncio.to_thread(
                     conversation.record_response, turn, raw, latency_ms=_ms_since(started)
                 )
@@ -393,13 +407,18 @@ class AsyncChat(_BaseChat):
                     raise
                 except BaseException as exc:
                     await _aclose_quietly(chunks)
-                    conversation.record_failure(
+                    delay = conversation.failed(
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
+                        retry=not merger.chunks,
                     )
-                    raise
+                    if delay is None:
+                        raise
+                    await asyncio.sleep(delay)
+                    await asyncio.to_thread(conversation.retry, turn)
+                    continue
                 calls = await asyncio.to_thread(
                     conversation.record_response,
                     turn,

@@ -28,6 +28,7 @@ from ._conversation import (
 )
 from ._convert import config_to_wire, history_to_wire, parse_config
 from ._functions import declare
+from ._retry import RetryPolicy
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport
@@ -134,6 +135,12 @@ class Client:
         self.http_options = _parse_http_options(http_options)
         if self.http_options is not None:
             register_secret_headers(self.http_options.headers)
+        try:
+            self.retry_policy = RetryPolicy.from_options(
+                self.http_options.retry_options if self.http_options is not None else None
+            )
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid http_options.retry_options: {exc}") from None
         if actor is not None:
             validate_actor(actor)
         if busy_timeout < 0 or turn_lease <= 0:

@@ -567,8 +567,10 @@ class Conversation:
         latency_ms: float,
         partial: dict[str, Any] | None = None,
         reason: str | None = None,
+        ends_turn: bool = True,
     ) -> None:
-        """Record that the turn's model call failed; the turn ends with no history."""
+        """Record that the turn's model call failed; when it ends the turn, the turn
+        leaves no history."""
         if isinstance(error, ChatledgerError):
             # For an API error, the server's own message (code and status have fields).
             message = getattr(error, "error_message", None) or str(error)
@@ -587,6 +589,7 @@ class Conversation:
             streamed=turn.streamed,
             partial=partial,
             latency_ms=round(latency_ms, 3),
+            ends_turn=ends_turn,
         )
         try:
             self._append_in_turn(turn, [data])
@@ -594,6 +597,28 @@ class Conversation:
             # The original error matters more to the caller; the turn stays open and is
             # closed by the next writer (it is no longer in flight).
             logger.warning("could not record the failure of turn %s of %s: %s", turn.number, self.id, exc)
+
+    def failed(
+        self,
+        turn: Turn,
+        error: BaseException,
+        *,
+        latency_ms: float,
+        partial: dict[str, Any] | None = None,
+        retry: bool = True,
+    ) -> float | None:
+        """Record a failed model call. Returns the seconds to wait before retrying it
+        (the turn stays open), or None when the turn ends here (the caller re-raises)."""
+        policy = self.client.retry_policy
+        delay = policy.delay(error, turn.attempt) if policy is not None and retry else None
+        self.record_failure(turn, error, latency_ms=latency_ms, partial=partial, ends_turn=delay is None)
+        return delay
+
+    def retry(self, turn: Turn) -> None:
+        """Record the next attempt of the turn's current model call (same request)."""
+        assert turn.request is not None
+        turn.attempt += 1
+        self._append_in_turn(turn, [self._call_started(turn, turn.request.contents)])
 
     # ----------------------------------------------------------------- time travel, forks
 

@@ -300,7 +300,15 @@ def replay_conversation(store: EventStore, conversation_id: str) -> ReplayReport
     events = _lineage_events(store, conversation_id)
     root = events[0].data
     assert isinstance(root, ConversationStarted)
-    with Client(store=":memory:", transport=transport, actor="replay") as scratch:
+    # Recorded retries are replayed as retries: the same number of attempts, no waiting.
+    attempts = max((e.data.attempt for e in events if isinstance(e.data, ModelCallStarted)), default=1)
+    retry = {"attempts": attempts, "initial_delay": 0, "max_delay": 0, "jitter": 0} if attempts > 1 else None
+    with Client(
+        store=":memory:",
+        transport=transport,
+        actor="replay",
+        http_options={"retry_options": retry} if retry else None,
+    ) as scratch:
         chat = scratch.chats.create(model=root.model, config=root.config, history=root.history)
         _drive(chat, events)
     return ReplayReport(

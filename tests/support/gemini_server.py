@@ -83,6 +83,7 @@ class Reply:
     gates: dict[int, threading.Event] = field(default_factory=dict)
     drop_after: int | None = None
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _last_user_text(body: Any) -> str:
@@ -132,9 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay:
             time.sleep(reply.delay)
         if reply.kind == "json":
-            self._send_json(reply.status, reply.body)
+            self._send_json(reply.status, reply.body, reply.headers)
         elif reply.kind == "raw":
-            self._send_bytes(reply.status, reply.raw, reply.content_type)
+            self._send_bytes(reply.status, reply.raw, reply.content_type, reply.headers)
         elif reply.kind == "sse":
             self._send_sse(reply)
         elif reply.kind == "echo":
@@ -142,11 +143,15 @@ class _Handler(BaseHTTPRequestHandler):
         else:  # pragma: no cover - test bug
             raise ValueError(reply.kind)
 
-    def _send_json(self, status: int, body: Any) -> None:
-        self._send_bytes(status, json.dumps(body).encode(), "application/json")
+    def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        self._send_bytes(status, json.dumps(body).encode(), "application/json", headers)
 
-    def _send_bytes(self, status: int, payload: bytes, content_type: str) -> None:
+    def _send_bytes(
+        self, status: int, payload: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
