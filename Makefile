@@ -40,5 +40,27 @@ typecheck: $(VENV)/.installed-dev
 
 check: lint typecheck test
 
+# Benchmarks against the peers (benchmarks/run.py): a venv of their own, never the dev one.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+
+$(BENCH_VENV)/.installed-bench: pyproject.toml benchmarks/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip wheel
+	$(BENCH_VENV)/bin/pip install --progress-bar off -e '.[postgres]' -r benchmarks/requirements.txt
+	$(BENCH_VENV)/bin/pip check
+	touch $@
+
+# Figure 7 (benchmarks/pg_appends.py) needs the local PostgreSQL server: started as .ci/run does.
+bench: $(BENCH_VENV)/.installed-bench
+	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start; fi
+	$(BENCH_VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(BENCH_VENV)/.installed-bench
+	$(BENCH_VENV)/bin/python benchmarks/run.py --quick $(BENCH_ARGS)
+
+.PHONY: bench-quick
+
 clean-venv:
 	rm -rf $(VENV)

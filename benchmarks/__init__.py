@@ -1,0 +1,1 @@
+"""chatledger's benchmark suite against its peers: run ``make bench`` (see run.py)."""

@@ -1,0 +1,129 @@
+"""Figure 4: database bytes per turn at 100, 200 and 400 turns.
+
+Each library writes the same turns the way a chat application does, one turn at a time
+(chatledger: ``chat.send_message`` answered by a ScriptedTransport with Gemini-shaped
+replies, snapshots included; LangGraph: ``graph.invoke`` of a one-node chat graph; llm:
+``Response.log_to_db``; the others: the turn's two messages in one call). Size is the
+file (plus -wal) after a WAL checkpoint, through a separate connection; the baseline is
+the contents as compact JSON (corpus.raw_json_bytes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from . import corpus
+from .measure import Progress, database_bytes, failure
+from .peers import PEERS, ChatledgerStore, Library
+
+NAME = "storage"
+TITLE = "4. Database bytes per turn"
+GOALS = ("400-turn size <= 2.1x the 200-turn size", "<= 2x the raw JSON of the contents")
+
+
+def _chatledger_breakdown(path: Path) -> dict[str, int]:
+    """Where chatledger's bytes are: payload lengths per table (not counting b-tree
+    overhead and indexes)."""
+    conn = sqlite3.connect(str(path))
+    try:
+        events = conn.execute(
+            "SELECT count(*), sum(length(data)), sum(length(metadata)), "
+            "sum(length(event_id) + length(hash) + length(recorded_at) + length(type) + length(conversation_id)) "
+            "FROM events"
+        ).fetchone()
+        snapshots = conn.execute("SELECT count(*), coalesce(sum(length(state)), 0) FROM snapshots").fetchone()
+    finally:
+        conn.close()
+    return {
+        "events": events[0],
+        "event_data_bytes": events[1] or 0,
+        "event_metadata_bytes": events[2] or 0,
+        "event_envelope_bytes": events[3] or 0,
+        "snapshots": snapshots[0],
+        "snapshot_bytes": snapshots[1],
+    }
+
+
+def _measure(library: Library, path: Path, checkpoints: list[int], progress: Progress) -> list[dict[str, Any]]:
+    points = []
+    written = 0
+    started = time.perf_counter()
+    for checkpoint in checkpoints:
+        for turn in range(written, checkpoint):
+            library.write_turn(turn)
+        written = checkpoint
+        size = database_bytes(path)
+        raw = corpus.raw_json_bytes(checkpoint)
+        point: dict[str, Any] = {
+            "turns": checkpoint,
+            **size,
+            "bytes_per_turn": size["file_bytes"] / checkpoint,
+            "raw_json_bytes": raw,
+            "vs_raw_json": size["file_bytes"] / raw,
+            "elapsed_s": time.perf_counter() - started,
+        }
+        if isinstance(library, ChatledgerStore):
+            point["breakdown"] = _chatledger_breakdown(path)
+        points.append(point)
+        progress(f"{library.key}: {checkpoint} turns, {size['file_bytes']:,} bytes")
+    return points
+
+
+def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, Any]:
+    checkpoints: list[int] = sizes["storage_turns"]
+    rows: list[dict[str, Any]] = []
+    for factory in (ChatledgerStore, *PEERS):
+        row: dict[str, Any] = {"library": factory.key, "variant": "one turn at a time"}
+        rows.append(row)
+        path = workdir / f"storage-{factory.key}.db"
+        try:
+            row["version"] = factory.version()
+            library = factory(path)
+            try:
+                row["durability"] = library.durability()
+                row["points"] = _measure(library, path, checkpoints, progress)
+            finally:
+                library.close()
+        except Exception as exc:
+            row["error"] = failure(exc)
+            progress(f"{factory.key} failed: {row['error']}")
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        points = row.get("points") or []
+        if len(points) >= 2:
+            row["growth_last_two"] = points[-1]["file_bytes"] / points[-2]["file_bytes"]
+
+    subject = rows[0]
+    goals: list[dict[str, Any]] = []
+    points = subject.get("points") or []
+    if len(points) >= 2:
+        growth = subject["growth_last_two"]
+        goals.append({
+            "text": GOALS[0], "ratio": growth, "met": growth <= 2.1,
+            "detail": f"{points[-1]['file_bytes']:,} B at {points[-1]['turns']} turns / "
+            f"{points[-2]['file_bytes']:,} B at {points[-2]['turns']} turns = {growth:.2f}x",
+        })
+        versus = points[-1]["vs_raw_json"]
+        goals.append({
+            "text": GOALS[1], "ratio": versus, "met": versus <= 2.0,
+            "detail": f"{points[-1]['file_bytes']:,} B vs {points[-1]['raw_json_bytes']:,} B of JSON = {versus:.2f}x",
+        })
+    else:
+        goals += [{"text": text, "met": None, "detail": "not measured"} for text in GOALS]
+    return {
+        "name": NAME,
+        "title": TITLE,
+        "unit": "bytes/turn",
+        "rows": rows,
+        "goals": goals,
+        "notes": [
+            f"a turn = a user message of {corpus.USER_CHARS} chars and a model reply of "
+            f"{corpus.MODEL_CHARS} chars; raw JSON = the wire contents as compact JSON "
+            f"({corpus.raw_json_bytes(1):,} bytes per turn)",
+            "chatledger's replies carry what Gemini sends besides the text (usageMetadata, "
+            "modelVersion, responseId), as the log keeps the raw response",
+        ],
+    }
