@@ -443,7 +443,7 @@ class AsyncChat(_BaseChat):
             func = turn.functions.get(str(call.get("name")))
             if func is None:
                 return index, call, unknown_function(call.get("name"))
-            return index, call, await run_function_async(func, call["args"])
+            return index, call, await run_function_async(func, call.get("args") or {})
 
         results = await asyncio.gather(*(call_one(index, call) for index, call in indexed))
         await asyncio.to_thread(conversation.record_function_results, turn, list(results))

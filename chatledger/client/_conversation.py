@@ -223,8 +223,10 @@ class Turn:
         functions: dict[str, Callable[..., Any]],
         declared_only: set[str],
         budget: int | None,
+        is_async: bool = False,
     ) -> None:
         self.number = number
+        self.is_async = is_async
         self.config = config
         self.override = override
         self.streamed = streamed
@@ -419,6 +421,7 @@ class Conversation:
                     functions=functions,
                     declared_only=_declared_names(config) - set(functions),
                     budget=budget,
+                    is_async=is_async,
                 )
                 # The new message is sent as given (a function call Part is a model turn).
                 contents = sendable([*self.history.context, content], keep_last=True)
@@ -495,12 +498,14 @@ class Conversation:
         turn.remaining -= 1
         if turn.remaining <= 0:
             return None
+        # As google-genai: its sync loop skips a call without "args"; its async loop runs
+        # it with no arguments.
         calls = [
             part["functionCall"]
             for part in parts
             if isinstance(part, dict)
             and isinstance(part.get("functionCall"), dict)
-            and part["functionCall"].get("args") is not None
+            and (turn.is_async or part["functionCall"].get("args") is not None)
         ]
         if not calls:
             return None

@@ -193,22 +193,24 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
             result.append(content)
             continue
         following = contents[index + 1] if index < last else None
-        ids: set[Any] = set()
-        names: Counter[Any] = Counter()
+        responses: list[dict[str, Any]] = []
         if following is not None and following.get("role") == "user":
-            for part in following.get("parts") or []:
-                response = part.get("functionResponse") if isinstance(part, dict) else None
-                if isinstance(response, dict):
-                    if response.get("id") is not None:
-                        ids.add(response.get("id"))
-                    names[response.get("name")] += 1
+            responses = [
+                part["functionResponse"]
+                for part in following.get("parts") or []
+                if isinstance(part, dict) and isinstance(part.get("functionResponse"), dict)
+            ]
+        # Responses answer calls by id first; only those left over answer by name.
+        call_ids = {c["functionCall"].get("id") for c in calls} - {None}
+        by_id = {r.get("id") for r in responses if r.get("id") in call_ids}
+        by_name: Counter[Any] = Counter(r.get("name") for r in responses if r.get("id") not in by_id)
         kept: list[Any] = []
         for part in parts:
             call = part.get("functionCall") if isinstance(part, dict) else None
-            if not isinstance(call, dict) or (call.get("id") is not None and call.get("id") in ids):
+            if not isinstance(call, dict) or (call.get("id") is not None and call.get("id") in by_id):
                 kept.append(part)
-            elif names[call.get("name")] > 0:
-                names[call.get("name")] -= 1
+            elif by_name[call.get("name")] > 0:
+                by_name[call.get("name")] -= 1
                 kept.append(part)
         if len(kept) == len(parts):
             result.append(content)

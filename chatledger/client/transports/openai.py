@@ -222,11 +222,11 @@ def _assistant_message(
                 f"contents[{content_index}]: the OpenAI-compatible transport cannot send a "
                 f"model part with {_part_kind(part)}"
             )
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    # Always a string: llama.cpp's server answers HTTP 500 to content null beside
+    # tool_calls (and its chat templates break when content is left out).
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
     if tool_calls:
         message["tool_calls"] = tool_calls
-    elif message["content"] is None:
-        message["content"] = ""
     return message, waiting
 
 
@@ -507,8 +507,10 @@ def _candidate(choice: Any, position: int) -> dict[str, Any]:
         if not isinstance(function, dict):
             raise InvalidResponseError("the server sent a tool call without a function")
         parts.append(_function_call(function.get("name"), function.get("arguments"), call.get("id")))
+    # The legacy function_call field only when there are no tool_calls: llama.cpp's server
+    # sends both for one call, which must not run twice.
     legacy = message.get("function_call")
-    if isinstance(legacy, dict):
+    if isinstance(legacy, dict) and not message.get("tool_calls"):
         parts.append(_function_call(legacy.get("name"), legacy.get("arguments"), None))
     if not any("text" not in part or not part.get("thought") for part in parts):
         parts.append({"text": ""})
