@@ -201,6 +201,7 @@ def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> No
 
 def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m", history=[{"role": "user", "parts": [{"text": "seed"}]}])
@@ -220,6 +221,7 @@ def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, 
 
 def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 5)
+    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m")
@@ -231,7 +233,8 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkey
     transport.enqueue("after")
     chat.send_message("one more")  # so that snapshot.version + 1 is a real event
     forged = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
-    forged.history.full = [{"role": "user", "parts": [{"text": "forged"}]}]
+    forged.contents = [{"role": "user", "parts": [{"text": "forged"}]}]
+    forged.full = [0]
     forged.hash = "0" * 64
     client.store.save_snapshot(
         type(snapshot)(

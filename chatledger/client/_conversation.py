@@ -73,8 +73,13 @@ __all__ = ["Conversation", "Turn", "acting_as", "fold_events", "load_conversatio
 logger = logging.getLogger("chatledger")
 
 SNAPSHOT_NAME = "conversation"
-SNAPSHOT_FORMAT = 2
-SNAPSHOT_EVERY = 500
+SNAPSHOT_FORMAT = 3
+# Folding a few thousand events is as fast as decoding a snapshot of them, so the first
+# snapshot waits for SNAPSHOT_EVERY events; later ones come when the log has grown by a
+# tenth (at least SNAPSHOT_EVERY events), which bounds both the events a resume folds and
+# the bytes snapshots rewrite over a conversation's life (about ten times its history).
+SNAPSHOT_EVERY = 2000
+SNAPSHOT_GROWTH = 10
 
 
 def _boot_id() -> str:
@@ -137,11 +142,45 @@ def _parse_time(text: str) -> float:
     return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class _Snapshot(msgspec.Struct):
+class _Snapshot(msgspec.Struct, array_like=True):
+    """The projections at a version. Contents are stored once: the three histories share
+    most of them, so each history is a list of indexes into ``contents``."""
+
     format: int
     hash: str
-    history: HistoryState
+    history: HistoryState  # with full, context and curated left empty
     usage: UsageState
+    contents: list[dict[str, Any]]
+    full: list[int]
+    context: list[int]
+    curated: list[int]
+
+
+def _dump_snapshot(history: HistoryState, usage: UsageState, anchor_hash: str) -> bytes:
+    index: dict[int, int] = {}
+    contents: list[dict[str, Any]] = []
+
+    def ref(content: dict[str, Any]) -> int:
+        key = id(content)
+        if key not in index:
+            index[key] = len(contents)
+            contents.append(content)
+        return index[key]
+
+    lists = [[ref(c) for c in items] for items in (history.full, history.context, history.curated)]
+    meta = msgspec.structs.replace(history, full=[], context=[], curated=[])
+    return _SNAPSHOT_ENCODER.encode(
+        _Snapshot(SNAPSHOT_FORMAT, anchor_hash, meta, usage, contents, *lists)
+    )
+
+
+def _restore(snapshot: _Snapshot) -> HistoryState:
+    contents = snapshot.contents
+    history = snapshot.history
+    history.full = [contents[i] for i in snapshot.full]
+    history.context = [contents[i] for i in snapshot.context]
+    history.curated = [contents[i] for i in snapshot.curated]
+    return history
 
 
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
@@ -189,10 +228,11 @@ def fold_events(
 def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState, UsageState] | None:
     try:
         decoded = _SNAPSHOT_DECODER.decode(snapshot.state)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        if decoded.format != SNAPSHOT_FORMAT:
+            return None
+        history = _restore(decoded)
+    except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
         logger.warning("ignoring an unreadable snapshot of %s", snapshot.conversation_id)
-        return None
-    if decoded.format != SNAPSHOT_FORMAT:
         return None
     anchor = store.read(
         snapshot.conversation_id, after_version=snapshot.version - 1, to_version=snapshot.version
@@ -200,7 +240,7 @@ def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState,
     if not anchor or anchor[0].hash != decoded.hash:
         logger.warning("ignoring a snapshot of %s that does not match its log", snapshot.conversation_id)
         return None
-    return decoded.history, decoded.usage
+    return history, decoded.usage
 
 
 def load_conversation(client: Client, conversation_id: str, live_config: Any = None) -> Conversation:
@@ -284,11 +324,10 @@ class Conversation:
             return events
 
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
-        if last.version - self.snapshot_version < SNAPSHOT_EVERY:
+        grown = last.version - self.snapshot_version
+        if grown < SNAPSHOT_EVERY or grown * SNAPSHOT_GROWTH < self.snapshot_version:
             return
-        state = _SNAPSHOT_ENCODER.encode(
-            _Snapshot(format=SNAPSHOT_FORMAT, hash=last.hash, history=self.history, usage=self.usage)
-        )
+        state = _dump_snapshot(self.history, self.usage, last.hash)
         try:
             self.store.save_snapshot(
                 Snapshot(conversation_id=self.id, name=SNAPSHOT_NAME, version=last.version, state=state)
