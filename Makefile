@@ -62,5 +62,13 @@ bench-quick: $(BENCH_VENV)/.installed-bench
 
 .PHONY: bench-quick
 
+# PostgreSQL appends/s with 1 and 8 writers, chatledger vs eventsourcing's recorder.
+bench-pg: $(BENCH_VENV)/.installed-bench
+	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start; fi
+	$(BENCH_VENV)/bin/python benchmarks/pg_appends.py $(BENCH_ARGS)
+
+.PHONY: bench-pg
+
 clean-venv:
 	rm -rf $(VENV)

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import sqlite_utils
 
@@ -34,6 +35,7 @@ from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_o
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
 Migration = Callable[[sqlite_utils.Database], None]
+T = TypeVar("T")
 
 
 def _m001_events(db: sqlite_utils.Database) -> None:
@@ -398,6 +400,13 @@ class SQLiteStore(EventStore):
         if row is None:
             return None
         return Snapshot(conversation_id=conversation_id, name=name, version=row[0], state=row[1])
+
+    def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's
+        sqlite3 connection (see :meth:`EventStore.run_in_transaction`). Other threads of
+        this store wait meanwhile, other processes' writers up to their busy timeout."""
+        with self._lock, self._errors(), self._transaction():
+            return work(self._conn)
 
     def close(self) -> None:
         with self._lock:

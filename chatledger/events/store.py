@@ -9,9 +9,11 @@ verification and subscriptions are written once here.
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -35,6 +37,8 @@ __all__ = [
     "StreamInfo",
     "VerificationReport",
 ]
+
+T = TypeVar("T")
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -264,14 +268,48 @@ class EventStore(abc.ABC):
 
         Resume after a restart by passing the position of the last event handled.
         """
+        with contextlib.closing(
+            self.subscribe_batches(after_position, poll_interval=poll_interval, stop=stop, batch=batch)
+        ) as batches:
+            for events in batches:
+                yield from events
+
+    def subscribe_batches(
+        self,
+        after_position: int = 0,
+        *,
+        poll_interval: float = 0.05,
+        stop: threading.Event | None = None,
+        batch: int = 500,
+    ) -> Generator[list[RecordedEvent], None, None]:
+        """:meth:`subscribe`, a page of up to ``batch`` events at a time (never an empty
+        one), for consumers that handle events in batches: a projection runner commits
+        each batch in one transaction."""
         position = after_position
         while stop is None or not stop.is_set():
             events = self.read_all(after_position=position, limit=batch)
-            for event in events:
-                yield event
-                position = event.position
+            if events:
+                yield events
+                position = events[-1].position
             if len(events) < batch:
                 self._wait_for_new(position, poll_interval, stop)
+
+    def run_in_transaction(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(connection)`` in one transaction of the store's database and return
+        its result: committed if ``work`` returns, rolled back if it raises.
+
+        ``connection`` is the backend's DB-API connection (``sqlite3`` with ``?``
+        placeholders; ``psycopg`` with ``%s``). It is for tables kept beside the log,
+        such as a read model and the position it has reached, which then commit together
+        (see :mod:`chatledger.projections.runner`). Do not append events or call other
+        methods of this store inside ``work``, and do not change the log's own tables.
+        Database errors are raised as :class:`StoreError` subclasses. A store without a
+        database (memory) raises :class:`StoreError`.
+        """
+        raise StoreError(
+            f"{type(self).__name__} keeps no database to run a transaction in; "
+            "use a SQLite or PostgreSQL store"
+        )
 
     @abc.abstractmethod
     def stream_info(self, conversation_id: str) -> StreamInfo | None:

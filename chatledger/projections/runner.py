@@ -1,0 +1,344 @@
+"""Keep read models beside the log up to date, exactly once, on SQLite and PostgreSQL.
+
+A :class:`ProjectionRunner` follows the store (:meth:`EventStore.subscribe_batches`:
+catch-up, then live) and hands each batch of events to a :class:`ReadModel`, which writes
+its tables through a :class:`Transaction`. The position the read model has reached is
+stored in the same transaction as its rows (table ``chatledger_projections``), through
+:meth:`EventStore.run_in_transaction`, so a crash at any point leaves both as they were
+after the last committed batch: a restarted runner neither skips an event nor applies
+one twice. Several runners of the same read model may run at once (on several hosts):
+each batch moves the stored position with a compare-and-set, and a runner that finds it
+moved resumes from there.
+
+The example read model, :class:`TokenUsageByModel`, keeps a ``token_usage_by_model``
+table: per model, the calls answered and their prompt, candidate and total tokens, from
+``model_responded`` events' ``usageMetadata``::
+
+    store = chatledger.open_store("postgresql://app@db/chats")
+    runner = ProjectionRunner(store, TokenUsageByModel())
+    runner.run(stop=stop_event)        # or runner.run_once() from a cron job
+    TokenUsageByModel.totals(store)    # {"gemini-2.5-flash": ModelTokens(...), ...}
+
+The read model itself stays a fold: :func:`usage_deltas` turns events into per-model
+increments without I/O; ``handle`` only loads what it needs and writes the sums.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+from ..errors import InvalidInputError
+from ..events.envelope import RecordedEvent, utc_now
+from ..events.kinds import ConfigChanged, ConversationStarted, ModelCallStarted, ModelResponded
+from ..events.store import EventStore
+
+__all__ = [
+    "ModelTokens",
+    "ProjectionRunner",
+    "ReadModel",
+    "TokenUsageByModel",
+    "Transaction",
+    "usage_deltas",
+]
+
+POSITIONS_TABLE = "chatledger_projections"
+
+
+class Cursor(Protocol):
+    """What :meth:`Transaction.execute` returns (a sqlite3 or psycopg cursor)."""
+
+    rowcount: int
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Transaction:
+    """One transaction of the store's database, as a read model writes through it.
+
+    :meth:`execute` takes SQL with ``?`` placeholders on both databases (on PostgreSQL
+    they become psycopg's ``%s``; a ``?`` inside a quoted string or identifier is left
+    alone, so write PostgreSQL's ``?`` jsonb operators as functions). ``connection`` is
+    the underlying sqlite3 or psycopg connection, and ``dialect`` says which.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.dialect = "sqlite" if isinstance(connection, sqlite3.Connection) else "postgresql"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if self.dialect == "postgresql":
+            sql = qmark_to_format(sql)
+        cursor: Cursor = self.connection.execute(sql, tuple(params))
+        return cursor
+
+
+def qmark_to_format(sql: str) -> str:
+    """``?`` placeholders to ``%s`` (and ``%`` to ``%%``), outside quotes."""
+    out: list[str] = []
+    quote = ""
+    for char in sql:
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "?":
+            out.append("%s")
+            continue
+        if char == "%":
+            out.append("%%")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+class ReadModel(abc.ABC):
+    """Tables derived from the log, kept in the store's database by a runner."""
+
+    #: Unique among the read models of a store: the runner's position is kept under it.
+    name: str = ""
+
+    @abc.abstractmethod
+    def setup(self, tx: Transaction) -> None:
+        """Create the tables if they are missing (runs before every start)."""
+
+    @abc.abstractmethod
+    def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
+        """Apply a batch of events, in position order, in the runner's transaction."""
+
+
+class _Moved(Exception):
+    """Another runner of the same read model advanced the stored position."""
+
+
+class ProjectionRunner:
+    """Feeds a read model every event of ``store``, exactly once, in order.
+
+    ``batch`` is the most events handled in one transaction. The store must keep a
+    database (SQLite or PostgreSQL): the read model's tables live beside the log.
+    """
+
+    def __init__(self, store: EventStore, read_model: ReadModel, *, batch: int = 500) -> None:
+        if not read_model.name or not read_model.name.isprintable():
+            raise InvalidInputError("a read model needs a printable name")
+        if not isinstance(batch, int) or batch < 1:
+            raise InvalidInputError("batch must be a positive integer")
+        self.store = store
+        self.read_model = read_model
+        self.batch = batch
+        self._ready = False
+
+    def setup(self) -> None:
+        """Create the positions table and the read model's tables (idempotent)."""
+
+        def work(connection: Any) -> None:
+            tx = Transaction(connection)
+            if tx.dialect == "postgresql":
+                # CREATE TABLE IF NOT EXISTS races with itself: one runner at a time.
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (POSITIONS_TABLE,))
+            tx.execute(
+                f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
+                "position BIGINT NOT NULL, updated_at TEXT NOT NULL)"
+            )
+            tx.execute(
+                f"INSERT INTO {POSITIONS_TABLE} (name, position, updated_at) VALUES (?, 0, ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (self.read_model.name, utc_now()),
+            )
+            self.read_model.setup(tx)
+
+        self.store.run_in_transaction(work)
+        self._ready = True
+
+    @property
+    def position(self) -> int:
+        """The position of the last event the read model has applied (committed)."""
+        if not self._ready:
+            self.setup()
+
+        def work(connection: Any) -> int:
+            row = Transaction(connection).execute(
+                f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?", (self.read_model.name,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return self.store.run_in_transaction(work)
+
+    def run_once(self) -> int:
+        """Apply every event committed so far; return how many were applied."""
+        position, applied = self.position, 0
+        while True:
+            events = self.store.read_all(after_position=position, limit=self.batch)
+            if not events:
+                return applied
+            try:
+                position = self._apply(position, events)
+                applied += len(events)
+            except _Moved:
+                position = self.position
+
+    def run(self, *, stop: threading.Event | None = None, poll_interval: float = 0.05) -> None:
+        """Follow the store until ``stop`` is set: catch up, then apply new events as
+        they are committed. Errors (a store that became unreachable) are raised; call
+        ``run`` again to resume from the last committed batch."""
+        while stop is None or not stop.is_set():
+            position = self.position
+            batches = self.store.subscribe_batches(
+                position, stop=stop, poll_interval=poll_interval, batch=self.batch
+            )
+            try:
+                for events in batches:
+                    position = self._apply(position, events)
+                return
+            except _Moved:
+                continue  # another runner got there first: resume from its position
+            finally:
+                batches.close()
+
+    def _apply(self, after: int, events: list[RecordedEvent]) -> int:
+        """Apply ``events`` and move the position from ``after``, in one transaction."""
+        last = events[-1].position
+
+        def work(connection: Any) -> None:
+            tx = Transaction(connection)
+            # First: takes the row's lock on PostgreSQL, so a second runner waits here.
+            moved = tx.execute(
+                f"UPDATE {POSITIONS_TABLE} SET position = ?, updated_at = ? "
+                "WHERE name = ? AND position = ?",
+                (last, utc_now(), self.read_model.name, after),
+            ).rowcount
+            if moved != 1:
+                raise _Moved
+            self.read_model.handle(tx, events)
+
+        self.store.run_in_transaction(work)
+        return last
+
+
+# ----------------------------------------------------------------------------- token usage
+
+
+class ModelTokens(msgspec.Struct, frozen=True):
+    """One model's totals: calls answered and the tokens their usageMetadata reported."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    candidate_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: ModelTokens) -> ModelTokens:
+        return ModelTokens(
+            self.calls + other.calls,
+            self.prompt_tokens + other.prompt_tokens,
+            self.candidate_tokens + other.candidate_tokens,
+            self.total_tokens + other.total_tokens,
+        )
+
+
+def _count(usage: Any, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def usage_deltas(
+    events: Iterable[RecordedEvent], models: dict[str, str]
+) -> tuple[dict[str, ModelTokens], dict[str, str]]:
+    """Fold events into per-model increments. No I/O.
+
+    A response counts for its ``modelVersion``, else for the model its conversation last
+    called (``model_call_started``), else the conversation's model. ``models`` maps
+    conversation ids to that model and is updated in place; returns the increments and
+    the conversations whose model changed.
+    """
+    deltas: dict[str, ModelTokens] = {}
+    changed: dict[str, str] = {}
+    for event in events:
+        data = event.data
+        model: str | None = None
+        if isinstance(data, (ConversationStarted, ModelCallStarted, ConfigChanged)):
+            model = data.model or None
+        elif isinstance(data, ModelResponded):
+            usage = data.response.get("usageMetadata")
+            version = data.response.get("modelVersion")
+            name = version if isinstance(version, str) and version else models.get(event.conversation_id, "unknown")
+            delta = ModelTokens(
+                1,
+                _count(usage, "promptTokenCount"),
+                _count(usage, "candidatesTokenCount"),
+                _count(usage, "totalTokenCount"),
+            )
+            deltas[name] = deltas.get(name, ModelTokens()) + delta
+        if model:
+            models[event.conversation_id] = model
+            changed[event.conversation_id] = model
+    return deltas, changed
+
+
+class TokenUsageByModel(ReadModel):
+    """Per model: calls answered and prompt, candidate and total tokens.
+
+    Tables: ``token_usage_by_model`` (model, calls, prompt_tokens, candidate_tokens,
+    total_tokens) and ``token_usage_models`` (each conversation's current model).
+    """
+
+    name = "token_usage_by_model"
+
+    def setup(self, tx: Transaction) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS token_usage_by_model (model TEXT PRIMARY KEY, "
+            "calls BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, "
+            "candidate_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL)"
+        )
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS token_usage_models "
+            "(conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL)"
+        )
+
+    def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
+        ids = sorted({e.conversation_id for e in events if isinstance(e.data, ModelResponded)})
+        models: dict[str, str] = {}
+        if ids:
+            marks = ", ".join("?" for _ in ids)
+            rows = tx.execute(
+                f"SELECT conversation_id, model FROM token_usage_models WHERE conversation_id IN ({marks})",
+                ids,
+            ).fetchall()
+            models = {str(row[0]): str(row[1]) for row in rows}
+        deltas, changed = usage_deltas(events, models)
+        for model, delta in sorted(deltas.items()):
+            tx.execute(
+                "INSERT INTO token_usage_by_model (model, calls, prompt_tokens, candidate_tokens, "
+                "total_tokens) VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
+                "calls = token_usage_by_model.calls + excluded.calls, "
+                "prompt_tokens = token_usage_by_model.prompt_tokens + excluded.prompt_tokens, "
+                "candidate_tokens = token_usage_by_model.candidate_tokens + excluded.candidate_tokens, "
+                "total_tokens = token_usage_by_model.total_tokens + excluded.total_tokens",
+                (model, delta.calls, delta.prompt_tokens, delta.candidate_tokens, delta.total_tokens),
+            )
+        for conversation_id, model in sorted(changed.items()):
+            tx.execute(
+                "INSERT INTO token_usage_models (conversation_id, model) VALUES (?, ?) "
+                "ON CONFLICT (conversation_id) DO UPDATE SET model = excluded.model",
+                (conversation_id, model),
+            )
+
+    @staticmethod
+    def totals(store: EventStore) -> dict[str, ModelTokens]:
+        """The table as it is now: model -> totals."""
+
+        def work(connection: Any) -> dict[str, ModelTokens]:
+            rows = Transaction(connection).execute(
+                "SELECT model, calls, prompt_tokens, candidate_tokens, total_tokens "
+                "FROM token_usage_by_model ORDER BY model"
+            ).fetchall()
+            return {str(r[0]): ModelTokens(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+
+        return store.run_in_transaction(work)
