@@ -70,5 +70,20 @@ bench-pg: $(BENCH_VENV)/.installed-bench
 
 .PHONY: bench-pg
 
+# The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
+# PostgreSQL, server and store faults, fuzzing, secrets; then the table of what it did.
+# `make test` runs the same tests at a small scale.
+FAULTS_REPORT ?= faults-report.jsonl
+
+faults: $(VENV)/.installed-dev
+	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start; fi
+	rm -f $(FAULTS_REPORT)
+	CHATLEDGER_FAULTS_SCALE=full CHATLEDGER_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
+		$(PY) -m pytest tests/faults -q -s -o timeout=7200
+	$(PY) -m tests.faults.report $(FAULTS_REPORT) --json faults-report.json
+
+.PHONY: faults
+
 clean-venv:
 	rm -rf $(VENV)
