@@ -443,7 +443,15 @@ class HttpRetryOptions(_BaseModel):
 
 
 class HttpOptions(_BaseModel):
-    """Where and how to reach the model server. ``timeout`` is in milliseconds."""
+    """Where and how to reach the model server.
+
+    ``timeout`` (milliseconds) is the budget of each whole request, as google-genai
+    documents it: connecting, waiting and reading the entire answer, every chunk of a
+    stream included. A request still running when it is spent ends with
+    :class:`~chatledger.errors.ModelTimeoutError` (retried like any timeout when
+    ``retry_options`` are given, each attempt with the whole budget). Without it a
+    request may take as long as the server does; connecting is limited to 30 s.
+    """
 
     base_url: str | None = None
     api_version: str | None = None

@@ -4,10 +4,18 @@ The API key travels only in the ``x-goog-api-key`` header; it is never put in a 
 log line, an event or an error. ``http_options``: ``base_url`` (else the
 ``GOOGLE_GEMINI_BASE_URL`` environment variable, else Google's endpoint),
 ``api_version`` (default ``v1beta``), extra ``headers``, and ``timeout`` in milliseconds.
+
+``timeout`` is, as google-genai documents it, the timeout of the request: the budget of
+the whole request, from connecting to the last byte of the answer (every chunk of a
+stream included), not of each network read. A request still running when it is spent
+ends with :class:`~chatledger.errors.ModelTimeoutError` (retried like any timeout when
+``retry_options`` are given; each attempt has the whole budget). Without a ``timeout``
+a request may take as long as the server does (connecting is limited to 30 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,12 +28,16 @@ from ..._version import __version__
 from ...errors import APIError, InvalidInputError, register_secret
 from ...types import HttpOptions
 from ._http import (
+    RequestBudget,
     aiter_sse_data,
+    aopen_response,
+    aread_body,
     decode_json_object,
     error_from_response,
     iter_sse_data,
+    open_response,
+    read_body,
     register_secret_headers,
-    translate_httpx_errors,
 )
 from .base import ModelRequest, Transport
 
@@ -37,7 +49,8 @@ _encode = msgspec.json.encode
 
 
 def httpx_timeout(http_options: HttpOptions | None) -> httpx.Timeout:
-    """``http_options.timeout`` (milliseconds, the whole budget per phase) as httpx's."""
+    """``http_options.timeout`` (milliseconds) as httpx's per-phase timeouts: no single
+    connect, read or write may take longer than the whole request's budget."""
     if http_options is not None and http_options.timeout is not None:
         if http_options.timeout <= 0:
             raise InvalidInputError("http_options.timeout must be a positive number of milliseconds")
@@ -120,29 +133,28 @@ class GeminiTransport(Transport):
             self._async_client = httpx.AsyncClient(timeout=self._timeout)
         return self._async_client
 
+    def _budget(self) -> RequestBudget:
+        return RequestBudget(self._options.timeout, self.host)
+
     # ----------------------------------------------------------------- sync
 
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         url = self.url(request.model, "generateContent")
-        with translate_httpx_errors(self.host):
-            response = self._sync().post(url, content=_encode(request.body()), headers=self._headers())
-            content = response.content
+        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
+        with open_response(self._sync(), url, content=body, headers=headers, budget=budget) as response:
+            content = read_body(response, budget)
         if response.status_code != 200:
             raise error_from_response(response, content)
-        return decode_json_object(content, "the response body")
+        return decode_json_object(content, f"the response body from {self.host}")
 
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
         url = self.url(request.model, "streamGenerateContent") + "?alt=sse"
-        headers = self._headers()
-        body = _encode(request.body())
-        with (
-            translate_httpx_errors(self.host),
-            self._sync().stream("POST", url, content=body, headers=headers) as response,
-        ):
+        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
+        with open_response(self._sync(), url, content=body, headers=headers, budget=budget) as response:
             if response.status_code != 200:
-                raise error_from_response(response, response.read())
-            for data in iter_sse_data(response.iter_lines()):
-                chunk = decode_json_object(data, "a stream event")
+                raise error_from_response(response, read_body(response, budget))
+            for data in iter_sse_data(response, budget):
+                chunk = decode_json_object(data, f"a stream event from {self.host}")
                 _raise_stream_error(chunk)
                 yield chunk
 
@@ -150,25 +162,26 @@ class GeminiTransport(Transport):
 
     async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
         url = self.url(request.model, "generateContent")
-        with translate_httpx_errors(self.host):
-            response = await self._async().post(
-                url, content=_encode(request.body()), headers=self._headers()
-            )
-            content = response.content
+        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
+        async with aopen_response(
+            self._async(), url, content=body, headers=headers, budget=budget
+        ) as response:
+            content = await aread_body(response, budget)
         if response.status_code != 200:
             raise error_from_response(response, content)
-        return decode_json_object(content, "the response body")
+        return decode_json_object(content, f"the response body from {self.host}")
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
         url = self.url(request.model, "streamGenerateContent") + "?alt=sse"
-        headers = self._headers()
-        body = _encode(request.body())
-        with translate_httpx_errors(self.host):
-            async with self._async().stream("POST", url, content=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise error_from_response(response, await response.aread())
-                async for data in aiter_sse_data(response.aiter_lines()):
-                    chunk = decode_json_object(data, "a stream event")
+        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
+        async with aopen_response(
+            self._async(), url, content=body, headers=headers, budget=budget
+        ) as response:
+            if response.status_code != 200:
+                raise error_from_response(response, await aread_body(response, budget))
+            async with contextlib.aclosing(aiter_sse_data(response, budget)) as events:
+                async for data in events:
+                    chunk = decode_json_object(data, f"a stream event from {self.host}")
                     _raise_stream_error(chunk)
                     yield chunk
 

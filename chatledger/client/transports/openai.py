@@ -5,7 +5,8 @@ Any server of the OpenAI chat completions protocol will do: vLLM, llama.cpp's se
 translated at this boundary, so the rest of chatledger still speaks only the Gemini wire
 form. ``http_options``: ``base_url`` (for example ``http://127.0.0.1:8000/v1``; else the
 ``OPENAI_BASE_URL`` environment variable, else OpenAI's endpoint), extra ``headers`` and
-``timeout`` in milliseconds. The API key, when there is one, travels only in the
+``timeout`` in milliseconds, the budget of each whole request, streams included (as for
+the Gemini transport). The API key, when there is one, travels only in the
 ``Authorization: Bearer`` header and is registered as a secret, so no error shows it.
 
 What the translation loses or approximates (the two protocols do not match one to one):
@@ -37,6 +38,7 @@ What the translation loses or approximates (the two protocols do not match one t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -56,11 +58,15 @@ from ...errors import (
 from ...types import HttpOptions
 from ._http import (
     HttpResponseInfo,
+    RequestBudget,
     aiter_sse_data,
+    aopen_response,
+    aread_body,
     decode_json_object,
     iter_sse_data,
+    open_response,
+    read_body,
     register_secret_headers,
-    translate_httpx_errors,
 )
 from .base import ModelRequest, Transport
 from .gemini import httpx_timeout
@@ -633,7 +639,8 @@ class StreamTranslator:
         if not self.done and not any(choice.finished for choice in self._choices.values()):
             raise ModelConnectionError(
                 "the stream ended before the server said it was complete (no finish "
-                "reason and no [DONE]); the answer may be cut short"
+                "reason and no [DONE]): the answer was cut short and is not in the "
+                "history. Send the message again"
             )
         pending = []
         for index, choice in sorted(self._choices.items()):
@@ -643,7 +650,10 @@ class StreamTranslator:
         if pending:
             out.append({"candidates": pending, **self._fields})
         if not out and not self._answered:
-            raise InvalidResponseError("the stream ended without any answer")
+            raise InvalidResponseError(
+                "the stream ended without any answer (only [DONE]); the server is at "
+                "fault: send the message again, and if it keeps happening check the server"
+            )
         return out
 
     def _release(self) -> list[dict[str, Any]]:
@@ -822,71 +832,73 @@ class OpenAITransport(Transport):
             self._async_client = httpx.AsyncClient(timeout=self._timeout)
         return self._async_client
 
+    def _budget(self) -> RequestBudget:
+        return RequestBudget(self._options.timeout, self.host)
+
     # ----------------------------------------------------------------- sync
 
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         body = msgspec.json.encode(chat_request(request, stream=False))
-        with translate_httpx_errors(self.host):
-            response = self._sync().post(self.url, content=body, headers=self._headers(stream=False))
-            content = response.content
+        headers, budget = self._headers(stream=False), self._budget()
+        with open_response(self._sync(), self.url, content=body, headers=headers, budget=budget) as response:
+            content = read_body(response, budget)
         if response.status_code != 200:
             raise _error_from_response(response, content)
-        return response_from_openai(decode_json_object(content, "the response body"))
+        return response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
 
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
         body = msgspec.json.encode(chat_request(request, stream=True))
-        headers = self._headers(stream=True)
-        with (
-            translate_httpx_errors(self.host),
-            self._sync().stream("POST", self.url, content=body, headers=headers) as response,
-        ):
+        headers, budget = self._headers(stream=True), self._budget()
+        with open_response(self._sync(), self.url, content=body, headers=headers, budget=budget) as response:
             if response.status_code != 200:
-                raise _error_from_response(response, response.read())
+                raise _error_from_response(response, read_body(response, budget))
             if _is_json(response):  # a server that does not stream answers in one piece
-                yield response_from_openai(decode_json_object(response.read(), "the response body"))
+                content = read_body(response, budget)
+                yield response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
                 return
             translator = StreamTranslator()
-            for data in iter_sse_data(response.iter_lines()):
+            for data in iter_sse_data(response, budget):
                 if data.strip() == _DONE:
                     translator.done = True
                     break
-                yield from translator.feed(decode_json_object(data, "a stream event"))
+                yield from translator.feed(decode_json_object(data, f"a stream event from {self.host}"))
             yield from translator.finish()
 
     # ----------------------------------------------------------------- async
 
     async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
         body = msgspec.json.encode(chat_request(request, stream=False))
-        with translate_httpx_errors(self.host):
-            response = await self._async().post(
-                self.url, content=body, headers=self._headers(stream=False)
-            )
-            content = response.content
+        headers, budget = self._headers(stream=False), self._budget()
+        async with aopen_response(
+            self._async(), self.url, content=body, headers=headers, budget=budget
+        ) as response:
+            content = await aread_body(response, budget)
         if response.status_code != 200:
             raise _error_from_response(response, content)
-        return response_from_openai(decode_json_object(content, "the response body"))
+        return response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
         body = msgspec.json.encode(chat_request(request, stream=True))
-        headers = self._headers(stream=True)
-        with translate_httpx_errors(self.host):
-            async with self._async().stream("POST", self.url, content=body, headers=headers) as response:
-                if response.status_code != 200:
-                    raise _error_from_response(response, await response.aread())
-                if _is_json(response):
-                    yield response_from_openai(
-                        decode_json_object(await response.aread(), "the response body")
-                    )
-                    return
-                translator = StreamTranslator()
-                async for data in aiter_sse_data(response.aiter_lines()):
+        headers, budget = self._headers(stream=True), self._budget()
+        async with aopen_response(
+            self._async(), self.url, content=body, headers=headers, budget=budget
+        ) as response:
+            if response.status_code != 200:
+                raise _error_from_response(response, await aread_body(response, budget))
+            if _is_json(response):
+                content = await aread_body(response, budget)
+                yield response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
+                return
+            translator = StreamTranslator()
+            async with contextlib.aclosing(aiter_sse_data(response, budget)) as events:
+                async for data in events:
                     if data.strip() == _DONE:
                         translator.done = True
                         break
-                    for chunk in translator.feed(decode_json_object(data, "a stream event")):
+                    for chunk in translator.feed(decode_json_object(data, f"a stream event from {self.host}")):
                         yield chunk
-                for chunk in translator.finish():
-                    yield chunk
+            for chunk in translator.finish():
+                yield chunk
 
     def close(self) -> None:
         if self._client is not None:
