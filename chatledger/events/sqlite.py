@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -30,7 +30,16 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import NewEvent, utc_now
-from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .store import (
+    EventStore,
+    Problem,
+    RawRow,
+    Snapshot,
+    StreamInfo,
+    VerificationReport,
+    parent_of,
+    parent_of_rows,
+)
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -153,10 +162,16 @@ class SQLiteStore(EventStore):
         self._lock = threading.RLock()
         self._closed = False
         if self.path != ":memory:":
-            parent = Path(self.path).expanduser().resolve().parent
-            if not parent.is_dir():
+            target = Path(self.path).expanduser().resolve()
+            if target.is_dir():
                 raise StoreUnavailableError(
-                    f"cannot open {self.path}: the folder {parent} does not exist; create it first"
+                    f"cannot open {self.path}: it is a folder, not a database file; give the "
+                    f"path of a file (for example {Path(self.path) / 'chatledger.db'})"
+                )
+            if not target.parent.is_dir():
+                raise StoreUnavailableError(
+                    f"cannot open {self.path}: the folder {target.parent} does not exist; "
+                    "create it first"
                 )
         with self._errors():
             self._conn = sqlite3.connect(
@@ -167,9 +182,17 @@ class SQLiteStore(EventStore):
             )
             try:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                tables, ours = self._conn.execute(
+                    "SELECT count(*), max(name = '_chatledger_migrations') FROM sqlite_master "
+                    "WHERE type = 'table'"
+                ).fetchone()
+                if tables and not ours:
+                    # Another program's database: migrate before switching it to WAL, so
+                    # that a refused one (its tables clash with ours) is left as it was.
+                    self._migrate()
                 if self.path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode = WAL")
-                self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
                 self._migrate()
             except BaseException:
                 # Not a usable store (locked, corrupt...): do not leak the connection.
@@ -180,14 +203,23 @@ class SQLiteStore(EventStore):
 
     def _migrate(self) -> None:
         conn = self._conn
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _chatledger_migrations "
-            "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        # Only read until a migration is due: a read-only file can then still be read, and
+        # a file that is refused (another program's database) is left as it was.
+        known = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_chatledger_migrations'"
+        ).fetchone()
+        applied = (
+            {row[0] for row in conn.execute("SELECT name FROM _chatledger_migrations")}
+            if known
+            else set()
         )
-        applied = {row[0] for row in conn.execute("SELECT name FROM _chatledger_migrations")}
         if all(name in applied for name, _ in MIGRATIONS):
             return
         with self._transaction():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS _chatledger_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
             # Re-read under the write lock: another process may have migrated meanwhile.
             applied = {row[0] for row in conn.execute("SELECT name FROM _chatledger_migrations")}
             db = sqlite_utils.Database(conn, execute_plugins=False)
@@ -221,8 +253,12 @@ class SQLiteStore(EventStore):
         with self._lock, self._errors():
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # The head's hash with the last event's: new events must never chain onto
+                # a damaged head (verify would then blame them).
                 head = conn.execute(
-                    "SELECT version, head_hash FROM streams WHERE conversation_id = ?",
+                    "SELECT s.version, s.head_hash, e.hash FROM streams AS s LEFT JOIN events "
+                    "AS e ON e.conversation_id = s.conversation_id AND e.version = s.version "
+                    "WHERE s.conversation_id = ?",
                     (conversation_id,),
                 ).fetchone()
                 current = head[0] if head else 0
@@ -234,6 +270,13 @@ class SQLiteStore(EventStore):
                     if retried is not None:
                         return retried
                     raise ConcurrencyError(conversation_id, expected_version, current)
+                if head and head[1] != head[2]:
+                    raise IntegrityError(
+                        f"{self.path}: the head of conversation {conversation_id} does not "
+                        f"match its last event (version {current}): the file is damaged. "
+                        "Nothing was written; run `chatledger verify` and restore the file "
+                        "from a backup or an export"
+                    )
                 prepared = self._prepare(conversation_id, events, current, head[1] if head else "")
                 positions: list[int] = []
                 for event in prepared:
@@ -283,6 +326,41 @@ class SQLiteStore(EventStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    def verify(self, conversation_id: str | None = None) -> VerificationReport:
+        """:meth:`EventStore.verify`; for the whole log, also SQLite's own check of the
+        file, which finds damaged indexes that reads would otherwise go through."""
+        report = super().verify(conversation_id)
+        if conversation_id is None:
+            with self._lock, self._errors():
+                rows = self._query("PRAGMA integrity_check(20)")
+            lines = [
+                line
+                for row in rows
+                for line in str(row[0]).splitlines()
+                if line.strip() and not line.startswith("*** in database")
+            ]
+            if lines != ["ok"]:
+                report.problems.extend(
+                    Problem(
+                        conversation_id=self.path,
+                        version=None,
+                        reason=(
+                            f"SQLite's integrity check failed ({line}): the file is damaged; "
+                            "restore it from a backup or an export"
+                        ),
+                    )
+                    for line in lines
+                )
+        return report
+
+    def _recorded_head_hash(self, conversation_id: str) -> str | None:
+        with self._lock, self._errors():
+            rows = self._query(
+                "SELECT head_hash FROM streams WHERE conversation_id = ?", (conversation_id,)
+            )
+        value = rows[0][0] if rows else None
+        return value if isinstance(value, str) else repr(value)
+
     def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
         conn = self._conn
         with self._lock, self._errors(), self._transaction():
@@ -328,43 +406,43 @@ class SQLiteStore(EventStore):
             sql += " AND version <= ?"
             params += (to_version,)
         with self._lock, self._errors():
-            rows = self._conn.execute(sql + " ORDER BY version", params).fetchall()
+            rows = self._query(sql + " ORDER BY version", params)
         return [RawRow(*row) for row in rows]
 
     def _read_all(self, after_position: int, limit: int) -> list[RawRow]:
         with self._lock, self._errors():
-            rows = self._conn.execute(
+            rows = self._query(
                 f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
                 (after_position, limit),
-            ).fetchall()
+            )
         return [RawRow(*row) for row in rows]
 
     def _stream_ids(self) -> list[str]:
         with self._lock, self._errors():
-            ids = {row[0] for row in self._conn.execute("SELECT conversation_id FROM streams")}
-            ids.update(
-                row[0] for row in self._conn.execute("SELECT DISTINCT conversation_id FROM events")
-            )
-        return sorted(ids)
+            ids = {row[0] for row in self._query("SELECT conversation_id FROM streams")}
+            ids.update(row[0] for row in self._query("SELECT DISTINCT conversation_id FROM events"))
+        # A damaged row may hold NULL or a number here: its stream then shows a gap, and
+        # verify's position check names the row itself.
+        return sorted(cid for cid in ids if isinstance(cid, str))
 
     def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         marks = ", ".join("?" for _ in event_ids)
         with self._lock, self._errors():
-            rows = self._conn.execute(
+            rows = self._query(
                 f"SELECT event_id, conversation_id, version, position FROM events "
                 f"WHERE event_id IN ({marks})",
                 tuple(event_ids),
-            ).fetchall()
+            )
         return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock, self._errors():
-            row = self._conn.execute(
+            rows = self._query(
                 "SELECT conversation_id, version, created_at, updated_at, parent_id, "
                 "parent_version FROM streams WHERE conversation_id = ?",
                 (conversation_id,),
-            ).fetchone()
-        return _info(row) if row else None
+            )
+        return _info(rows[0], self.path) if rows else None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
         sql = (
@@ -380,7 +458,8 @@ class SQLiteStore(EventStore):
             sql += " LIMIT ?"
             params += (limit,)
         with self._lock, self._errors():
-            return [_info(row) for row in self._conn.execute(sql, params)]
+            rows = self._query(sql, params)
+        return [_info(row, self.path) for row in rows]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._lock, self._errors():
@@ -405,7 +484,7 @@ class SQLiteStore(EventStore):
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's
         sqlite3 connection (see :meth:`EventStore.run_in_transaction`). Other threads of
         this store wait meanwhile, other processes' writers up to their busy timeout."""
-        with self._lock, self._errors(), self._transaction():
+        with self._lock, self._errors(own_tables=False), self._transaction():
             return work(self._conn)
 
     def close(self) -> None:
@@ -415,6 +494,22 @@ class SQLiteStore(EventStore):
                 self._conn.close()
 
     # ----------------------------------------------------------------- helpers
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """The rows of a read. Text that is not UTF-8 (only a damaged file has any) is
+        read with the bad bytes replaced, so that the damaged event no longer matches its
+        hash and ``verify`` names it, instead of the whole read failing."""
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("Could not decode to UTF-8"):
+                raise
+        # Only after a failure: a Python text factory makes every read about twice as slow.
+        self._conn.text_factory = _damaged_text
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        finally:
+            self._conn.text_factory = str
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -428,58 +523,138 @@ class SQLiteStore(EventStore):
         self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Translate sqlite3's errors into the library's, with what to do about them."""
+    def _errors(self, *, own_tables: bool = True) -> Iterator[None]:
+        """Translate sqlite3's errors into the library's, with what to do about them.
+
+        ``own_tables``: the statements inside touch only the log's tables, so a missing
+        table or column means a damaged file (not so in :meth:`run_in_transaction`).
+        """
         if self._closed:
             raise StoreError(f"the store {self.path} is closed")
         try:
             yield
         except sqlite3.IntegrityError as exc:
-            raise IntegrityError(f"{self.path}: {exc}") from None
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailableError(self._explain(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreUnavailableError(self._explain(exc)) from None
+            detail = ""
+            lowered = str(exc).lower()
+            if own_tables and ("unique constraint failed" in lowered or "immutable" in lowered):
+                # The library checks versions and event ids first: only a damaged index, or
+                # rows another program wrote, can collide here.
+                detail = (
+                    ": the log's rows and its indexes or stream heads disagree (a damaged "
+                    "file, or rows written by another program). Nothing was written; run "
+                    "`chatledger verify`"
+                )
+            raise IntegrityError(f"{self.path}: {exc}{detail}") from None
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(self._explain(exc, own_tables=own_tables)) from None
+        except UnicodeDecodeError as exc:
+            if not own_tables:
+                raise
+            # sqlite3 decodes SQLite's error messages, which quote the schema's text: a
+            # damaged schema can make that fail before any sqlite3 error is raised.
+            raise StoreUnavailableError(
+                self._corrupt(f"its schema holds text that is not UTF-8: {exc.reason}")
+            ) from None
 
-    def _explain(self, exc: sqlite3.Error) -> str:
+    def _writable(self) -> bool:
+        if self.path == ":memory:":
+            return True
+        path = Path(self.path).expanduser()
+        return os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+
+    def _corrupt(self, detail: str) -> str:
+        return (
+            f"{self.path} is corrupt or is not a chatledger database ({detail}); restore it "
+            "from a backup or an export, or give the path of a chatledger database"
+        )
+
+    def _explain(self, exc: sqlite3.Error, *, own_tables: bool = True) -> str:
         text = str(exc)
         lowered = text.lower()
-        if "locked" in lowered or "busy" in lowered:
+        # The result code's name (Python 3.11+) is exact; older Pythons match the text.
+        code = getattr(exc, "sqlite_errorname", "") or ""
+        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered or "busy" in lowered:
             return (
                 f"{self.path} is locked by another connection for longer than the busy "
                 f"timeout ({self.busy_timeout:g} s); nothing was written. Retry, or open "
-                "the store with a longer busy_timeout"
+                "the store with a longer busy_timeout (chatledger.SQLiteStore(path, "
+                "busy_timeout=...))"
             )
-        if "readonly" in lowered or "read-only" in lowered:
+        if code.startswith("SQLITE_READONLY") or "readonly" in lowered or "read-only" in lowered:
+            if self._writable():
+                return (
+                    f"SQLite refuses to write {self.path} although the file and its folder "
+                    "are writable: its header says a newer SQLite wrote it, or it is damaged. "
+                    "Nothing was written; run `chatledger verify`, and restore the file from "
+                    "a backup or an export if it is damaged"
+                )
             return (
-                f"{self.path} is read-only; nothing was written. Check the file's and its "
-                "folder's permissions (SQLite also writes the -wal and -shm files beside it)"
+                f"{self.path} is read-only: it can be read but not written, and nothing was "
+                "written. To write to it, make the file and its folder writable (SQLite also "
+                "writes the -wal and -shm files beside it)"
             )
-        if "disk is full" in lowered or "database or disk is full" in lowered:
+        if code == "SQLITE_FULL" or "disk is full" in lowered:
             return (
                 f"the disk holding {self.path} is full; nothing was written and everything "
                 "already committed is intact. Free some space and retry"
             )
-        if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
-            return (
-                f"{self.path} is corrupt or is not a chatledger database ({text}); restore it "
-                "from a backup or an export"
+        if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or any(
+            word in lowered
+            for word in (
+                "not a database",
+                "malformed",
+                "corrupt",
+                "could not decode to utf-8",
+                "unsupported file format",
             )
-        if "unable to open" in lowered:
-            return f"cannot open {self.path} ({text}); check that the path is writable"
+        ):
+            return self._corrupt(text)
+        if code in ("SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ"):
+            return (
+                f"could not read {self.path} ({text}): the file may be truncated or the disk "
+                "failing; check the disk, or restore the file from a backup or an export"
+            )
+        if code.startswith("SQLITE_IOERR") or "disk i/o error" in lowered:
+            return (
+                f"could not {'write' if code else 'read or write'} {self.path} or the -wal "
+                f"and -shm files beside it ({text}): "
+                "the disk may be full or failing, or the file larger than this process may "
+                "write (ulimit -f). The write did not complete; everything committed before "
+                "is intact. Check the disk and retry"
+            )
+        if code.startswith("SQLITE_CANTOPEN") or "unable to open" in lowered:
+            return (
+                f"cannot open {self.path} ({text}); check that the file and its folder exist "
+                "and are writable (SQLite creates the -wal and -shm files beside it, even to "
+                "read)"
+            )
         if "immutable" in lowered:
             return f"{self.path}: chatledger events are immutable and cannot be changed"
+        if own_tables and any(
+            words in lowered for words in ("no such table", "no such column", "already exists")
+        ):
+            return self._corrupt(f"its tables are not the ones chatledger made: {text}")
         return f"{self.path}: {text}"
+
+
+def _damaged_text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
 
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _info(row: tuple[object, ...]) -> StreamInfo:
+def _info(row: tuple[object, ...], path: str) -> StreamInfo:
+    version = row[1]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise IntegrityError(
+            f"{path}: the head of conversation {row[0]!r} is damaged (its version is "
+            f"{version!r}); restore the file from a backup or an export"
+        )
     return StreamInfo(
         conversation_id=str(row[0]),
-        version=int(row[1]),  # type: ignore[call-overload]
+        version=version,
         created_at=str(row[2]),
         updated_at=str(row[3]),
         parent_id=row[4] if isinstance(row[4], str) else None,

@@ -155,13 +155,45 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+_ENVELOPE_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("conversation_id", str),
+    ("version", int),
+    ("position", int),
+    ("event_id", str),
+    ("type", str),
+    ("schema_version", int),
+    ("data", (bytes, str)),
+    ("metadata", (bytes, str)),
+    ("recorded_at", str),
+    ("hash", str),
+)
+
+
+def _damaged_field(row: RawRow) -> str | None:
+    """What is wrong with a stored row's envelope (a column holding NULL, or a number
+    where text belongs: only a damaged file has such rows), or None."""
+    for name, kind in _ENVELOPE_TYPES:
+        value = getattr(row, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"its {name} is damaged ({type(value).__name__} {value!r:.40})"
+    return None
+
+
 def _row_to_event(row: RawRow) -> RecordedEvent:
+    damage = _damaged_field(row)
+    if damage is not None:
+        raise IntegrityError(
+            f"{row.conversation_id!r:.80} v{row.version!r:.20} (position {row.position!r:.20}) "
+            f"is not a valid event: {damage}; run verify to find every damaged event"
+        )
     try:
         data = decode_data(row.type, row.schema_version, row.data)
         metadata = _decode(row.metadata) if row.metadata else {}
+        if not isinstance(metadata, dict):
+            raise msgspec.ValidationError("its metadata is not a JSON object")
     except NewerSchemaError as exc:
         raise StoreError(f"{row.conversation_id} v{row.version}: {exc}") from None
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, RecursionError, UnicodeError) as exc:
         raise IntegrityError(
             f"{row.conversation_id} v{row.version} (position {row.position}) is not a valid "
             f"{row.type} event ({exc}); run verify to find every damaged event"
@@ -253,7 +285,18 @@ class EventStore(abc.ABC):
             raise InvalidInputError("after_position must be an integer >= 0")
         if not _is_count(limit) or limit == 0:
             raise InvalidInputError("limit must be positive")
-        return [_row_to_event(row) for row in self._read_all(after_position, limit)]
+        rows = self._read_all(after_position, limit)
+        last = after_position
+        for row in rows:
+            # Only a damaged file goes backwards; a reader following positions (subscribe)
+            # would otherwise read the same events forever.
+            if not isinstance(row.position, int) or row.position <= last:
+                raise IntegrityError(
+                    f"{self.location}: the positions go back from {last} to {row.position!r}: "
+                    "the log is damaged; run verify"
+                )
+            last = row.position
+        return [_row_to_event(row) for row in rows]
 
     def subscribe(
         self,
@@ -415,6 +458,11 @@ class EventStore(abc.ABC):
     def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
 
+    def _recorded_head_hash(self, conversation_id: str) -> str | None:
+        """The hash the stream's head records for its last event, for ``verify`` to
+        compare; None when a backend keeps no separate head."""
+        return None
+
     def _wait_for_new(
         self, position: int, poll_interval: float, stop: threading.Event | None
     ) -> None:
@@ -444,7 +492,7 @@ class EventStore(abc.ABC):
                     raise ValueError(f"its {part} {str(exc).removeprefix('event data ')}") from None
             data = _encode(builtins)
             metadata = _encode(event.metadata)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
             raise InvalidInputError(
                 f"{event.type} event cannot be stored as JSON: {exc}"
             ) from None
@@ -538,6 +586,15 @@ class EventStore(abc.ABC):
             return
         for row in rows:
             report.events_checked += 1
+            damage = _damaged_field(row) or (
+                None
+                if row.conversation_id == conversation_id
+                else f"it is stored under conversation {row.conversation_id!r:.60} (a damaged row "
+                "or index)"
+            )
+            if damage is not None:
+                bad(row, damage)
+                return
             if row.version != expected_version:
                 bad(row, f"version gap: expected version {expected_version}, found {row.version}")
                 return
@@ -548,20 +605,25 @@ class EventStore(abc.ABC):
                 data = _decode(row.data)
                 metadata = _decode(row.metadata) if row.metadata else {}
                 decoded = decode_data(row.type, row.schema_version, row.data)
-            except (msgspec.DecodeError, msgspec.ValidationError, KeyError, NewerSchemaError) as exc:
+                if not isinstance(metadata, dict):
+                    raise msgspec.ValidationError("its metadata is not a JSON object")
+                digest = event_hash(
+                    conversation_id=conversation_id,
+                    version=row.version,
+                    event_id=row.event_id,
+                    type=row.type,
+                    schema_version=row.schema_version,
+                    data=data,
+                    metadata=metadata,
+                    recorded_at=row.recorded_at,
+                    prev_hash=prev_hash,
+                )
+            except (
+                msgspec.DecodeError, msgspec.ValidationError, KeyError, NewerSchemaError,
+                RecursionError, UnicodeError, InvalidInputError,
+            ) as exc:
                 bad(row, f"data is not a valid {row.type} event: {exc}")
                 return
-            digest = event_hash(
-                conversation_id=conversation_id,
-                version=row.version,
-                event_id=row.event_id,
-                type=row.type,
-                schema_version=row.schema_version,
-                data=data,
-                metadata=metadata,
-                recorded_at=row.recorded_at,
-                prev_hash=prev_hash,
-            )
             if digest != row.hash:
                 bad(row, "hash mismatch: the event was modified, or an earlier one was")
                 return
@@ -580,12 +642,24 @@ class EventStore(abc.ABC):
             prev_hash = row.hash
             expected_version += 1
             last_position = row.position
-        info = self.stream_info(conversation_id)
+        try:
+            info = self.stream_info(conversation_id)
+        except IntegrityError as exc:
+            bad(None, str(exc))
+            return
         if info is not None and info.version != rows[-1].version:
             bad(
                 rows[-1],
                 f"stream head says version {info.version} but the last event is version "
                 f"{rows[-1].version} (events deleted?)",
+            )
+            return
+        head_hash = self._recorded_head_hash(conversation_id)
+        if info is not None and head_hash is not None and head_hash != rows[-1].hash:
+            bad(
+                rows[-1],
+                "the stream head's hash is not this last event's (the head was modified); "
+                "appends are refused until it is repaired",
             )
 
     def _check_parent(self, started: ConversationStarted) -> str | None:
@@ -608,6 +682,32 @@ class EventStore(abc.ABC):
             if not rows:
                 return
             for row in rows:
+                if not isinstance(row.position, int) or row.position <= position:
+                    report.problems.append(
+                        Problem(
+                            conversation_id=(
+                                row.conversation_id if isinstance(row.conversation_id, str) else "?"
+                            ),
+                            version=row.version if isinstance(row.version, int) else None,
+                            position=position,
+                            reason=(
+                                f"the positions go back from {position} to {row.position!r} "
+                                "(a damaged file)"
+                            ),
+                        )
+                    )
+                    return
+                if not isinstance(row.conversation_id, str):
+                    # In no stream, so no stream's check saw it.
+                    report.problems.append(
+                        Problem(
+                            conversation_id=repr(row.conversation_id),
+                            version=None,
+                            event_id=row.event_id if isinstance(row.event_id, str) else None,
+                            position=row.position,
+                            reason=_damaged_field(row) or "its conversation_id is damaged",
+                        )
+                    )
                 if row.position != position + 1:
                     report.problems.append(
                         Problem(

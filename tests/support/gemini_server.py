@@ -251,6 +251,14 @@ class GeminiServer:
     def reply_sse(self, chunks: list[Any], **kwargs: Any) -> GeminiServer:
         return self.enqueue(Reply("sse", chunks=list(chunks), **kwargs))
 
+    def clear(self) -> int:
+        """Drop the scripted replies no request has used (a send that failed before
+        calling the model leaves its reply); return how many."""
+        with self._lock:
+            count = len(self._replies)
+            self._replies.clear()
+        return count
+
     @property
     def pending(self) -> int:
         with self._lock:
