@@ -26,7 +26,7 @@ from .client import Chat, Client
 from .client._replay import replay_conversation
 from .errors import ChatledgerError, InvalidInputError, NotFoundError
 from .events.audit import export_conversation, import_lines
-from .events.envelope import RecordedEvent
+from .events.envelope import RecordedEvent, validate_conversation_id
 from .events.kinds import (
     ConfigChanged,
     ConversationStarted,
@@ -74,6 +74,9 @@ def resolve_conversation_id(store: EventStore, prefix: str) -> str:
         raise InvalidInputError(
             "the conversation id must not be empty; list ids with `chatledger ls`"
         )
+    # A shell passes bytes that are not UTF-8 as lone surrogates: refuse them (and control
+    # characters) here, with the rule, rather than in the database driver.
+    validate_conversation_id(prefix)
     if store.stream_info(prefix) is not None:
         return prefix
     matches = sorted(

@@ -386,10 +386,9 @@ def _history(history: Any) -> list[dict[str, Any]]:
             converted = [_part(part) for part in parts]
             item = {
                 **item,
-                "parts": [
-                    Part(text=part).to_wire() if isinstance(part, str) else part.to_wire() if isinstance(part, Part) else part
-                    for part in converted
-                ],
+                # Parts stay objects: history_to_wire checks them (a Part changed after
+                # validation may hold anything) as it writes them.
+                "parts": [Part(text=part) if isinstance(part, str) else part for part in converted],
             }
         contents.append(item)
     return history_to_wire(contents)

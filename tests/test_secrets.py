@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 import chatledger
+from chatledger.client.transports._http import register_secret_headers
+from chatledger.errors import redact, register_secret
 from chatledger.types import HttpOptions
 from tests.conftest import API_KEY
-from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.gemini_server import GeminiServer, Reply, text_response
 
 SECRET_HEADER = "Bearer proxy-token-SECRET-77aa99"
 
@@ -62,3 +64,57 @@ def test_http_options_repr_hides_header_values() -> None:
     options = HttpOptions(headers={"x-api-key": "abc-secret-123"}, base_url="http://x")
     assert "abc-secret-123" not in repr(options)
     assert "abc-secret-123" not in str(options)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("Authorization", True),
+        ("Proxy-Authorization", True),
+        ("x-goog-api-key", True),
+        ("api-key", True),
+        ("X-Auth-Token", True),
+        ("X-Amz-Security-Token", True),
+        ("Cookie", True),
+        ("X-Session-Id", True),
+        ("X-Client-Secret", True),
+        ("X-Credential", True),
+        ("X-Password", True),
+        ("X-Request-Id", False),
+        ("User-Agent", False),
+        ("X-Tenant", False),
+    ],
+)
+def test_which_header_values_are_secret(name: str, secret: bool) -> None:
+    """A header is a credential when its name says so (SECRET_HEADER_WORDS); its value is
+    then masked in any text chatledger writes. Other values are left alone."""
+    value = f"value-of-{name}-{'s' if secret else 'p'}9183"
+    register_secret_headers({name: value})
+    assert (redact(f"echo: {value}") == "echo: ***") is secret
+
+
+def test_any_value_can_be_marked_secret_and_cookie_values_are_each_secret() -> None:
+    register_secret_headers({"Cookie": "sid=cookie-one-4411; theme=cookie-two-4412", "Authorization": "Basic dXNlcjpwdw-4413"})
+    register_secret("plain-header-value-4414")  # the documented way for any other header
+    text = redact("cookie-one-4411 cookie-two-4412 dXNlcjpwdw-4413 plain-header-value-4414")
+    assert text == "*** *** *** ***"
+    assert "register_secret" in (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def test_echoed_response_headers_are_masked_in_errors_and_http_logs(
+    gemini_server: GeminiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that echoes the key in a response header: not on the APIError, not in
+    httpcore's DEBUG log (which logs response headers)."""
+    caplog.set_level(logging.DEBUG)
+    gemini_server.enqueue(
+        Reply("json", status=400, body={"error": {"code": 400, "message": "no", "status": "INVALID_ARGUMENT"}}, headers={"X-Echo": API_KEY})
+    )
+    with (
+        chatledger.Client(api_key=API_KEY, http_options={"base_url": gemini_server.base_url}) as client,
+        pytest.raises(chatledger.ClientError) as raised,
+    ):
+        client.chats.create(model="gemini-2.5-flash").send_message("hi")
+    assert raised.value.response.headers["x-echo"] == "***"
+    assert any(record.name.startswith("httpcore") for record in caplog.records)
+    assert API_KEY not in caplog.text and API_KEY not in repr(raised.value.response)

@@ -32,6 +32,7 @@ from ._convert import (
     message_to_content,
     parse_config,
     response_from_wire,
+    stored_config,
 )
 from ._functions import (
     declare,
@@ -81,7 +82,7 @@ class _BaseChat:
         if self._conversation.live_config is not None:
             return self._conversation.live_config
         wire = self._conversation.history.config
-        return GenerateContentConfig.model_validate(wire) if wire else None
+        return stored_config(wire) if wire else None
 
     @property
     def usage(self) -> UsageState:
@@ -126,7 +127,7 @@ class _BaseChat:
             if index >= inherited and span.full:
                 content = content_from_wire(history.full[offset])
                 parts = content.parts or []
-                messages.append(parts if content.role == "user" else parts[0])
+                messages.append(parts[0] if content.role != "user" and parts else parts)
             offset += span.full
         return messages
 

@@ -13,6 +13,7 @@ import pydantic
 
 from ..errors import InvalidInputError, NotFoundError, register_secret
 from ..events import open_store
+from ..events.envelope import validate_conversation_id
 from ..events.kinds import ConfigChanged, ConversationStarted, UserMessageAdded
 from ..events.store import EventStore, StreamInfo
 from ..projections.history import HistoryState
@@ -21,10 +22,12 @@ from ..types import HttpOptions
 from ._chat import AsyncChat, Chat
 from ._conversation import (
     Conversation,
+    FoldCache,
     default_actor,
     fold_events,
     load_conversation,
     validate_actor,
+    validate_model,
 )
 from ._convert import config_to_wire, history_to_wire, parse_config
 from ._functions import declare
@@ -63,14 +66,19 @@ class BranchNode(msgspec.Struct, kw_only=True):
 
     def walk(self, depth: int = 0) -> Iterator[tuple[int, BranchNode]]:
         """Every node, depth first, with its depth (the root is 0)."""
-        yield depth, self
-        for child in self.children:
-            yield from child.walk(depth + 1)
+        # Iterative: a chain of forks may be deeper than Python's recursion limit.
+        stack: list[tuple[int, BranchNode]] = [(depth, self)]
+        while stack:
+            level, node = stack.pop()
+            yield level, node
+            stack.extend((level + 1, child) for child in reversed(node.children))
 
 
 def _first_words(content: dict[str, Any], words: int = 8) -> str:
     text = " ".join(
-        part.get("text", "") for part in content.get("parts") or [] if isinstance(part, dict)
+        part["text"]
+        for part in content.get("parts") or []
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
     ).split()
     return " ".join(text[:words]) + (" ..." if len(text) > words else "")
 
@@ -211,8 +219,7 @@ class Client:
     # ----------------------------------------------------------------- shared by Chats
 
     def _start(self, model: Any, config: Any, history: Any) -> Conversation:
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidInputError(f"model must be a non-empty string, got {model!r}")
+        validate_model(model)
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
         history_wire = history_to_wire(history)
@@ -223,8 +230,7 @@ class Client:
         return conversation
 
     def _resume(self, conversation_id: Any, config: Any) -> Conversation:
-        if not isinstance(conversation_id, str) or not conversation_id:
-            raise InvalidInputError("conversation_id must be a non-empty string")
+        validate_conversation_id(conversation_id)
         live = parse_config(config)
         conversation = load_conversation(self, conversation_id, live)
         if live is not None:
@@ -234,8 +240,8 @@ class Client:
                 conversation.append([ConfigChanged(config=wire)])
         return conversation
 
-    def _summary(self, info: StreamInfo) -> ChatSummary:
-        history, _usage, _ = fold_events(self.store, info.conversation_id)
+    def _summary(self, info: StreamInfo, cache: FoldCache | None = None) -> ChatSummary:
+        history, _usage, _ = fold_events(self.store, info.conversation_id, cache=cache)
         return ChatSummary(
             conversation_id=info.conversation_id,
             model=history.model,
@@ -252,6 +258,7 @@ class Client:
         return [self._summary(info) for info in infos]
 
     def _tree(self, conversation_id: str) -> BranchNode:
+        validate_conversation_id(conversation_id)
         info = self.store.stream_info(conversation_id)
         if info is None:
             raise NotFoundError(f"no conversation {conversation_id!r} in {self.store.location}")
@@ -263,18 +270,31 @@ class Client:
             seen.add(parent.conversation_id)
             info = parent
 
+        cache: FoldCache = {}  # each fork's fold starts from its parent's
+
         def node(stream: StreamInfo) -> BranchNode:
             first = next(
                 (e.data for e in self.store.read(stream.conversation_id) if isinstance(e.data, UserMessageAdded)),
                 None,
             )
             return BranchNode(
-                summary=self._summary(stream),
+                summary=self._summary(stream, cache),
                 divergence=_first_words(first.content) if first is not None else "",
-                children=[node(child) for child in reversed(self.store.conversations(parent_id=stream.conversation_id))],
             )
 
-        return node(info)
+        # Without recursion: a chain of forks may be thousands deep.
+        root = node(info)
+        placed = {root.conversation_id}
+        pending = [root]
+        while pending:
+            branch = pending.pop()
+            for child in reversed(self.store.conversations(parent_id=branch.conversation_id)):
+                if child.conversation_id in placed:
+                    continue
+                placed.add(child.conversation_id)
+                branch.children.append(node(child))
+            pending.extend(branch.children)
+        return root
 
 
 class Chats:

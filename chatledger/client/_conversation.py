@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import datetime as _dt
 import getpass
 import logging
@@ -36,11 +37,13 @@ from ..errors import (
     ChatStateError,
     ConcurrencyError,
     ConversationBusyError,
+    IntegrityError,
     InvalidInputError,
     NotFoundError,
     StoreError,
+    StoreUnavailableError,
 )
-from ..events.envelope import NewEvent, RecordedEvent
+from ..events.envelope import NewEvent, RecordedEvent, safe_text
 from ..events.kinds import (
     ConversationStarted,
     ErrorInfo,
@@ -54,6 +57,7 @@ from ..events.kinds import (
     TurnAbandoned,
     TurnRewound,
     UserMessageAdded,
+    shape_problem,
 )
 from ..events.store import EventStore, Snapshot
 from ..projections import history as history_projection
@@ -68,7 +72,17 @@ from .transports.base import ModelRequest, Transport
 if TYPE_CHECKING:
     from ._client import Client
 
-__all__ = ["Conversation", "Turn", "acting_as", "fold_events", "load_conversation"]
+__all__ = [
+    "Conversation",
+    "FoldCache",
+    "Turn",
+    "acting_as",
+    "check_shape",
+    "fold_events",
+    "load_conversation",
+    "validate_actor",
+    "validate_model",
+]
 
 logger = logging.getLogger("chatledger")
 
@@ -104,6 +118,22 @@ def validate_actor(actor: object) -> str:
     if not isinstance(actor, str) or not actor or len(actor) > 200 or not actor.isprintable():
         raise InvalidInputError("an actor must be a non-empty printable string of at most 200 characters")
     return actor
+
+
+MAX_MODEL_NAME = 500
+
+
+def validate_model(model: object) -> str:
+    """A model name: non-empty printable text (it becomes part of a request URL and of
+    every model call event)."""
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError(f"model must be a non-empty string, got {model!r:.80}")
+    if len(model) > MAX_MODEL_NAME or not model.isprintable():
+        raise InvalidInputError(
+            f"model must be printable text of at most {MAX_MODEL_NAME} characters, "
+            f"got {model!r:.80}"
+        )
+    return model
 
 
 @contextlib.contextmanager
@@ -187,42 +217,84 @@ _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
 
 
+def check_shape(event: RecordedEvent) -> RecordedEvent:
+    """``event``, if its data has a shape the projections can fold (see
+    :func:`chatledger.events.kinds.shape_problem`); else IntegrityError naming it."""
+    problem = shape_problem(event.data)
+    if problem is not None:
+        raise IntegrityError(
+            f"{event.conversation_id} v{event.version} (position {event.position}) is not an "
+            f"event chatledger writes ({problem}): the log was written by something else"
+        )
+    return event
+
+
+FoldCache = dict[tuple[str, int | None], tuple[HistoryState, UsageState]]
+
+
 def fold_events(
     store: EventStore,
     conversation_id: str,
     *,
     to_version: int | None = None,
     use_snapshot: bool = True,
+    cache: FoldCache | None = None,
 ) -> tuple[HistoryState, UsageState, int]:
     """The projections of a conversation at ``to_version`` (default: its head).
 
-    Starts from a snapshot when one is usable; a fork first folds its parent's prefix.
-    Returns (history, usage, snapshot version used or 0).
+    Starts from a snapshot when one is usable; a fork first folds its parent's prefix
+    (and so on up to the root, or to an ancestor with a usable snapshot: iteratively, so
+    a chain of forks of any length folds). Returns (history, usage, snapshot version used
+    or 0). ``cache`` keeps the state of every (conversation, version) folded on the way,
+    so that folding many related conversations (a tree of forks) reads each event once.
     """
-    history, usage, after = HistoryState(), UsageState(), 0
-    snapshot = store.load_snapshot(conversation_id, SNAPSHOT_NAME) if use_snapshot else None
-    if snapshot is not None and (to_version is None or snapshot.version <= to_version):
-        loaded = _load_snapshot(store, snapshot)
-        if loaded is not None:
-            history, usage = loaded
-            after = snapshot.version
-    events = store.read(conversation_id, after_version=after, to_version=to_version)
-    if after == 0:
+    # From the conversation up through its ancestors: (state to start from, events).
+    chain: list[tuple[HistoryState, UsageState, list[RecordedEvent]]] = []
+    keys: list[tuple[str, int | None]] = []
+    seen: set[str] = set()
+    current, limit, snapshots = conversation_id, to_version, use_snapshot
+    used = 0
+    while True:
+        if current in seen:
+            raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
+        seen.add(current)
+        keys.append((current, limit))
+        cached = cache.get((current, limit)) if cache is not None else None
+        if cached is not None:
+            chain.append((cached[0].copy(), copy.deepcopy(cached[1]), []))
+            break
+        history, usage, after = HistoryState(), UsageState(), 0
+        snapshot = store.load_snapshot(current, SNAPSHOT_NAME) if snapshots else None
+        if snapshot is not None and (limit is None or snapshot.version <= limit):
+            loaded = _load_snapshot(store, snapshot)
+            if loaded is not None:
+                history, usage = loaded
+                after = snapshot.version
+        events = store.read(current, after_version=after, to_version=limit)
+        if not chain:
+            used = after
+        chain.append((history, usage, events))
+        if after:
+            break
         if not events:
             raise NotFoundError(
-                f"no conversation {conversation_id!r} in {store.location}; "
+                f"no conversation {current!r} in {store.location}; "
                 "list them with client.chats.list() or `chatledger ls`"
             )
         first = events[0].data
-        if isinstance(first, ConversationStarted) and first.parent is not None:
-            history, usage, _ = fold_events(
-                store, first.parent.conversation_id, to_version=first.parent.version
-            )
-            history.pending = None
-    for event in events:
-        history_projection.apply(history, event)
-        usage_projection.apply(usage, event)
-    return history, usage, after
+        if not isinstance(first, ConversationStarted) or first.parent is None:
+            break
+        current, limit, snapshots = first.parent.conversation_id, first.parent.version, True
+    history, usage, _ = chain[-1]
+    for index in range(len(chain) - 1, -1, -1):
+        if index < len(chain) - 1:
+            history.pending = None  # a fork starts with no turn open
+        for event in chain[index][2]:
+            history_projection.apply(history, check_shape(event))
+            usage_projection.apply(usage, event)
+        if cache is not None and chain[index][2]:
+            cache[keys[index]] = (history.copy(), copy.deepcopy(usage))
+    return history, usage, used
 
 
 def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState, UsageState] | None:
@@ -231,7 +303,7 @@ def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState,
         if decoded.format != SNAPSHOT_FORMAT:
             return None
         history = _restore(decoded)
-    except (msgspec.DecodeError, msgspec.ValidationError, IndexError):
+    except (msgspec.DecodeError, msgspec.ValidationError, IndexError, RecursionError):
         logger.warning("ignoring an unreadable snapshot of %s", snapshot.conversation_id)
         return None
     anchor = store.read(
@@ -317,7 +389,7 @@ class Conversation:
         with self._lock:
             events = self.store.read(self.id, after_version=self.history.version)
             for event in events:
-                history_projection.apply(self.history, event)
+                history_projection.apply(self.history, check_shape(event))
                 usage_projection.apply(self.usage, event)
             if events and self.history.pending is None:
                 self._maybe_snapshot(events[-1])
@@ -375,6 +447,13 @@ class Conversation:
                             "outcome is recorded in the log but not in the history. Send again."
                         ) from None
                     continue
+                except (StoreUnavailableError, IntegrityError) as exc:
+                    # Locked, full, read-only...: say what became of the turn, and what to do.
+                    raise type(exc)(
+                        f"{exc}. Turn {turn.number} of conversation {self.id} stays open: its "
+                        "user message is in the log, the rest of the turn is not. The next "
+                        "send closes it; send the message again"
+                    ) from None
                 return
             raise ConversationBusyError(
                 f"conversation {self.id} is being appended to too fast to record turn {turn.number}"
@@ -620,12 +699,15 @@ class Conversation:
             message = getattr(error, "error_message", None) or str(error)
             info = ErrorInfo(
                 kind=reason or type(error).__name__,
-                message=str(message)[:2000],
+                message=safe_text(str(message)[:2000]),
                 code=getattr(error, "code", None),
                 status=getattr(error, "status", None),
             )
         else:
-            info = ErrorInfo(kind=reason or type(error).__name__, message=str(error)[:2000] or type(error).__name__)
+            info = ErrorInfo(
+                kind=reason or type(error).__name__,
+                message=safe_text(str(error)[:2000]) or type(error).__name__,
+            )
         data = ModelCallFailed(
             turn=turn.number,
             error=info,
@@ -715,6 +797,8 @@ class Conversation:
     ) -> Conversation:
         """A new conversation whose history is this one's at ``version``; nothing is copied:
         its first event names this stream, the version and that event's hash."""
+        if model is not None:
+            validate_model(model)
         anchor = self.store.read(self.id, after_version=version - 1, to_version=version)
         if not anchor:
             raise NotFoundError(f"conversation {self.id} has no version {version}")

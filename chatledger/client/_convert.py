@@ -2,7 +2,11 @@
 
 Everything chatledger stores and sends is wire form: the camelCase JSON of the Gemini
 API. Conversion happens once, here, at the edge; bad input raises InvalidInputError
-naming what was wrong before anything is sent or recorded.
+naming what was wrong before anything is sent or recorded. That includes values the log
+could not store or hash consistently (see :func:`chatledger.events.envelope.check_json`):
+lone surrogates, non-JSON objects, NaN, and nesting deeper than ``MAX_NESTING``. A model
+response that breaks those rules is an InvalidResponseError; stored contents that do not
+read back as API types (a hand-made or forged log) are an IntegrityError.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from typing import Any
 import msgspec
 import pydantic
 
-from ..errors import InvalidInputError, InvalidResponseError
+from ..errors import IntegrityError, InvalidInputError, InvalidResponseError
+from ..events.envelope import MAX_NESTING, check_json
 from ..projections.history import extract_context
 from ..types import (
     Content,
@@ -35,6 +40,7 @@ __all__ = [
     "merge_configs",
     "message_to_content",
     "request_config",
+    "stored_config",
 ]
 
 WireContent = dict[str, Any]
@@ -52,6 +58,59 @@ _TOP_LEVEL = {
     "serviceTier",
 }
 _CLIENT_SIDE = {"httpOptions", "automaticFunctionCalling", "shouldReturnHttpResponse"}
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_values(value: Any, what: str) -> None:
+    """Refuse, before pydantic sees them, values it would walk recursively or change
+    silently when writing JSON: nesting deeper than MAX_NESTING (or a value containing
+    itself), lone surrogates (pydantic writes U+FFFD for them in keys), and NaN or
+    infinities (written as null). Other leaves are left to the validators."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (str, float)):
+            check_json(item, what)
+        elif isinstance(item, (dict, list, tuple, set, frozenset, pydantic.BaseModel)):
+            if depth >= MAX_NESTING:
+                raise InvalidInputError(
+                    f"{what} is nested more than {MAX_NESTING} levels deep (or contains "
+                    "itself); flatten it"
+                )
+            children: list[Any]
+            if isinstance(item, dict):
+                children = [*item.keys(), *item.values()]
+            elif isinstance(item, pydantic.BaseModel):
+                extra = item.__pydantic_extra__ or {}
+                children = [*item.__dict__.values(), *extra.keys(), *extra.values()]
+            else:
+                children = list(item)
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _to_wire(model: pydantic.BaseModel, what: str) -> dict[str, Any]:
+    """``model.to_wire()``, checked to be JSON the log can store and to read back as the
+    same type: a model changed by attribute assignment or ``model_construct`` is never
+    validated by pydantic, and may hold anything."""
+    _check_values(model, what)
+    try:
+        wire: dict[str, Any] = model.model_dump(
+            mode="json", by_alias=True, exclude_none=True, warnings=False
+        )
+    except (ValueError, TypeError, RecursionError) as exc:
+        # pydantic: a value it cannot serialize.
+        raise InvalidInputError(f"{what} cannot be written as JSON: {exc}") from None
+    check_json(wire, what)
+    try:
+        checked = type(model).model_validate(wire)
+    except pydantic.ValidationError as exc:
+        raise InvalidInputError(f"{what} is not a valid {type(model).__name__}: {exc}") from None
+    # The validated object's wire form: what the log then reads back is what was sent
+    # (a None in an unknown field, say, is dropped from both).
+    normal: dict[str, Any] = checked.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return normal
 
 
 # --------------------------------------------------------------------------- messages
@@ -102,7 +161,10 @@ def _to_part(value: Any) -> Part:
         uri, mime_type = getattr(value, "uri", None), getattr(value, "mime_type", None)
         if not uri or not mime_type:
             raise InvalidInputError("a File message needs both uri and mime_type")
-        return Part.from_uri(file_uri=uri, mime_type=mime_type)
+        try:
+            return Part.from_uri(file_uri=uri, mime_type=mime_type)
+        except pydantic.ValidationError as exc:
+            raise InvalidInputError(f"invalid File message: {exc}") from None
     if isinstance(value, pydantic.BaseModel) and type(value).__name__ == "Part":
         try:
             return Part.model_validate(value)  # a google-genai Part
@@ -126,7 +188,10 @@ def message_to_content(message: Any) -> WireContent:
         if not message:
             raise InvalidInputError("Message must not be an empty list")
         parts = [_to_part(item) for item in message]
-        return {"role": "user", "parts": [p.to_wire() for p in parts]}
+        return {
+            "role": "user",
+            "parts": [_to_wire(p, f"message part {index}") for index, p in enumerate(parts)],
+        }
     if isinstance(message, (dict, Content)) or (
         isinstance(message, pydantic.BaseModel) and type(message).__name__ == "Content"
     ):
@@ -136,7 +201,7 @@ def message_to_content(message: Any) -> WireContent:
         )
     part = _to_part(message)
     role = "model" if part.function_call is not None else "user"
-    return {"role": role, "parts": [part.to_wire()]}
+    return {"role": role, "parts": [_to_wire(part, "message")]}
 
 
 def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
@@ -149,11 +214,12 @@ def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
         )
     contents: list[WireContent] = []
     for index, item in enumerate(history):
+        _check_values(item, f"history[{index}]")
         try:
             content = Content.model_validate(item)
         except pydantic.ValidationError as exc:
             raise InvalidInputError(f"history[{index}] is not a valid Content: {exc}") from None
-        contents.append(content.to_wire())
+        contents.append(_to_wire(content, f"history[{index}]"))
     try:
         extract_context(contents)  # the role check google-genai makes at creation
     except ValueError as exc:
@@ -163,10 +229,21 @@ def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
 
 def content_from_wire(content: WireContent) -> Content:
     """A wire content as a new Content object (callers get copies, never live state)."""
-    return Content.model_validate(content)
+    try:
+        return Content.model_validate(content)
+    except pydantic.ValidationError as exc:
+        # Only a log written by something else than chatledger can hold such a content.
+        raise IntegrityError(
+            f"the log holds a content that is not a valid Content ({exc}); it was not "
+            "written by chatledger: check where the log (or an imported file) came from"
+        ) from None
 
 
 def response_from_wire(response: dict[str, Any]) -> GenerateContentResponse:
+    try:
+        check_json(response, "the model server's response")
+    except InvalidInputError as exc:
+        raise InvalidResponseError(str(exc)) from None
     try:
         return GenerateContentResponse.model_validate(response)
     except pydantic.ValidationError as exc:
@@ -181,18 +258,31 @@ def parse_config(config: Any) -> GenerateContentConfig | None:
         return None
     if isinstance(config, GenerateContentConfig):
         return config
+    _check_values(config, "config")
     try:
         return GenerateContentConfig.model_validate(config)
     except pydantic.ValidationError as exc:
         raise InvalidInputError(f"invalid config: {exc}") from None
 
 
+def stored_config(wire: dict[str, Any]) -> GenerateContentConfig:
+    """A config as recorded in the log, as a GenerateContentConfig."""
+    try:
+        return GenerateContentConfig.model_validate(wire)
+    except pydantic.ValidationError as exc:
+        raise IntegrityError(
+            f"the log holds a config that is not a valid GenerateContentConfig ({exc}); it "
+            "was not written by chatledger: check where the log (or an imported file) came from"
+        ) from None
+
+
 def _system_instruction_to_wire(value: Any) -> WireContent:
+    what = "config.system_instruction"
     if isinstance(value, Content):
-        return value.to_wire()
+        return _to_wire(value, what)
     if isinstance(value, list):
-        return {"role": "user", "parts": [_to_part(item).to_wire() for item in value]}
-    return {"role": "user", "parts": [_to_part(value).to_wire()]}
+        return {"role": "user", "parts": [_to_wire(_to_part(item), what) for item in value]}
+    return {"role": "user", "parts": [_to_wire(_to_part(value), what)]}
 
 
 def config_to_wire(
@@ -204,11 +294,13 @@ def config_to_wire(
     if config is None:
         return None
     tools = config.tools
-    wire = config.model_copy(update={"tools": None, "http_options": None}).to_wire()
+    wire = _to_wire(config.model_copy(update={"tools": None, "http_options": None}), "config")
     if config.system_instruction is not None:
         wire["systemInstruction"] = _system_instruction_to_wire(config.system_instruction)
     if tools is not None:
         wire["tools"] = tools_to_wire(tools, declare)
+    # Python function tools are declared from their signatures: defaults must be JSON too.
+    check_json(wire, "config")
     return wire
 
 
@@ -225,7 +317,7 @@ def tools_to_wire(
                 raise InvalidInputError("Python function tools need a declaration builder")
             declarations.append(declare(tool))
             continue
-        wire = tool.to_wire() if isinstance(tool, Tool) else dict(tool)
+        wire = _to_wire(tool, "config.tools") if isinstance(tool, Tool) else dict(tool)
         found = wire.pop("functionDeclarations", None)
         if found:
             declarations.extend(found)

@@ -24,6 +24,7 @@ import pydantic
 import pydantic_core
 
 from ..errors import FunctionCallingError
+from ..events.envelope import check_json, safe_text
 from ..types import GenerateContentConfig, is_async_function_tool, is_python_function_tool
 
 __all__ = [
@@ -231,10 +232,17 @@ class FunctionOutcome:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON the log can store; its ``repr`` when it is not (NaN, lone
+    surrogates, nesting deeper than MAX_NESTING, objects pydantic cannot serialize)."""
     try:
-        return pydantic_core.to_jsonable_python(value)
-    except (pydantic_core.PydanticSerializationError, TypeError, ValueError):
-        return repr(value)
+        jsonable = pydantic_core.to_jsonable_python(value)
+        check_json(jsonable, "the value")  # InvalidInputError is a ValueError
+        return jsonable
+    except (pydantic_core.PydanticSerializationError, TypeError, ValueError, RecursionError):
+        try:
+            return repr(value)
+        except RecursionError:
+            return f"<{type(value).__name__} nested too deeply to show>"
 
 
 class _ArgumentError(Exception):
@@ -362,7 +370,7 @@ def prepare_call(
 
 def _failed(func: Callable[..., Any], kwargs: dict[str, Any], args: dict[str, Any], exc: Exception) -> str:
     # google-genai's wording, so that the model sees the same error text from both.
-    return (
+    return safe_text(
         f"Failed to invoke function {func.__name__} with converted arguments {kwargs} "
         f"from model returned function call argument {args} because of error {exc}"
     )

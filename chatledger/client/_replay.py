@@ -42,7 +42,8 @@ from ..events.kinds import (
 from ..events.store import EventStore
 from ..projections import history as history_projection
 from ..projections.history import HistoryState, sendable
-from ._convert import contents_digest, merge_configs, request_config
+from ._conversation import check_shape
+from ._convert import content_from_wire, contents_digest, merge_configs, request_config
 from .transports.base import ModelRequest, Transport
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def recorded_calls(store: EventStore, conversation_id: str) -> list[RecordedCall
                 else {"error": data.error, "response": data.partial}
             )
             calls[index] = msgspec.structs.replace(calls[index], **outcome)
-        history_projection.apply(state, event)
+        history_projection.apply(state, check_shape(event))
     return calls
 
 
@@ -324,7 +325,7 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
     """Repeat what the recorded caller did: its messages (streamed or not, abandoned or
     not), its rewinds, and, for automatic function calling, the recorded function results
     sent back as answers (the replay chat only has the functions' declarations)."""
-    from ..types import Content, Part
+    from ..types import Part
 
     turns: dict[int, list[Any]] = {}
     for event in events:
@@ -351,8 +352,9 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
                 rounds[-1].append(item)
             elif isinstance(item, ModelCallFailed) and item.error.kind == "abandoned":
                 abandoned = True
-        parts = Content.model_validate(data.content).parts or []
-        message: Any = parts if data.content.get("role") == "user" else parts[0]
+        # A content the log should not hold is an IntegrityError, not a crash.
+        parts = content_from_wire(data.content).parts or []
+        message: Any = parts[0] if data.content.get("role") != "user" and parts else parts
         streamed = bool(calls) and calls[0].streamed
         # The per-message config the caller gave (recorded with the turn's first call).
         config = calls[0].config if calls else None

@@ -7,19 +7,37 @@ to each fork point, so it verifies on its own; with ``include_forks`` every conv
 forked from it (recursively) follows. A third party can check an export with the
 standard library alone: ``examples/verify_export.py`` (and the README) show how.
 
-An import verifies everything first (hash chains, gapless versions, fork parents) in a
-scratch store, and writes nothing unless the whole file is sound.
+An import verifies everything first (hash chains, gapless versions, fork parents, that
+every event decodes as its kind) in a scratch store, and writes nothing unless the whole
+file is sound. Any change to an exported event, a dropped, duplicated or reordered line,
+a line spliced in from another conversation, or a changed hash breaks the chain, and the
+import refuses the file naming the line or event.
+
+What the hash chain cannot prove, by design: it is self-certifying, so someone who edits
+an event and then recomputes every hash after it produces a file that verifies. Such a
+file is refused only where it meets an anchor it cannot rewrite: a conversation already
+in the target store (its events must be the file's first ones, same ids and hashes), a
+fork's parent in the store (its hash is named by the fork), or a head hash kept
+elsewhere (compare ``chatledger log --json`` or the export's last line with it). Dropping
+the last events of a conversation likewise leaves a valid, shorter chain. A recomputed
+file that is accepted is still a consistent log: it verifies, its events decode, and it
+reads back like any other conversation, but it proves nothing about who wrote it. Keep
+the head hashes (or whole exports) somewhere the log's writers cannot change when that
+matters.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
 
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
-from .envelope import validate_conversation_id, validate_event_id
+from .envelope import MAX_NESTING, check_json, validate_conversation_id, validate_event_id
+from .kinds import decode_data, shape_problem
 from .memory import MemoryStore
 from .store import EventStore, RawRow
 
@@ -36,6 +54,36 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "recorded_at": str,
     "hash": str,
 }
+
+
+# What chatledger itself writes: a value checked at MAX_NESTING, wrapped in an event's
+# data (a history, a response's candidates) and in the export line's envelope.
+MAX_LINE_NESTING = MAX_NESTING + 8
+_HASH = re.compile(r"[0-9a-f]{64}")
+_RECORDED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
+
+
+def _check_line(value: dict[str, Any]) -> None:
+    """Raise InvalidInputError unless the envelope fields of one line are well formed."""
+    validate_conversation_id(value["conversation_id"])
+    validate_event_id(value["event_id"])
+    if value["version"] < 1 or value["schema_version"] < 1:
+        raise InvalidInputError("'version' and 'schema_version' must be 1 or more")
+    if not _TYPE.fullmatch(value["type"]):
+        raise InvalidInputError(f"'type' {value['type']!r:.60} is not an event type name")
+    if not _HASH.fullmatch(value["hash"]):
+        raise InvalidInputError("'hash' is not 64 lowercase hex digits (a sha256)")
+    recorded_at = value["recorded_at"]
+    try:
+        if not _RECORDED_AT.fullmatch(recorded_at):
+            raise ValueError(recorded_at)
+        _dt.datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInputError(
+            f"'recorded_at' {recorded_at!r:.60} is not an ISO 8601 UTC time"
+        ) from None
+    check_json(value, "the line", max_nesting=MAX_LINE_NESTING)
 
 
 class ImportReport(msgspec.Struct, kw_only=True):
@@ -100,11 +148,15 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
                 line = line.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidInputError(f"line {number} is not UTF-8") from None
+        if not isinstance(line, str):
+            raise InvalidInputError(f"line {number} is a {type(line).__name__}, not text")
         if not line.strip():
             continue
         try:
             value = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError, UnicodeError) as exc:
+            # RecursionError: nested deeper than the stack; UnicodeError: a str line
+            # holding lone surrogates.
             raise InvalidInputError(f"line {number} is not JSON: {exc}") from None
         if not isinstance(value, dict):
             raise InvalidInputError(f"line {number} is not a JSON object")
@@ -114,8 +166,7 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
             if not isinstance(value[field], kind) or (kind is int and isinstance(value[field], bool)):
                 raise InvalidInputError(f"line {number}: {field!r} has the wrong type")
         try:
-            validate_conversation_id(value["conversation_id"])
-            validate_event_id(value["event_id"])
+            _check_line(value)
         except InvalidInputError as exc:
             raise InvalidInputError(f"line {number}: {exc}") from None
         row = RawRow(
@@ -143,21 +194,25 @@ def _order_parents_first(streams: dict[str, list[RawRow]]) -> list[str]:
         rows.sort(key=lambda row: row.version)
         first = msgspec.json.decode(rows[0].data) if rows[0].type == "conversation_started" else {}
         parent = first.get("parent") if isinstance(first, dict) else None
-        parents[cid] = parent.get("conversation_id") if isinstance(parent, dict) else None
+        parent_id = parent.get("conversation_id") if isinstance(parent, dict) else None
+        parents[cid] = parent_id if isinstance(parent_id, str) else None
     ordered: list[str] = []
-
-    def visit(cid: str, trail: tuple[str, ...]) -> None:
-        if cid in ordered:
-            return
-        if cid in trail:
-            raise IntegrityError(f"conversation {cid} is its own ancestor in the file")
-        parent = parents.get(cid)
-        if parent in streams:
-            visit(parent, (*trail, cid))
-        ordered.append(cid)
-
+    placed: set[str] = set()
     for cid in streams:
-        visit(cid, ())
+        # Walk up to the first ancestor already placed (or outside the file), then place
+        # the trail top-down. Iterative: a file may hold a fork chain of any depth.
+        trail: list[str] = []
+        on_trail: set[str] = set()
+        current: str | None = cid
+        while current is not None and current in streams and current not in placed:
+            if current in on_trail:
+                raise IntegrityError(f"conversation {current} is its own ancestor in the file")
+            trail.append(current)
+            on_trail.add(current)
+            current = parents.get(current)
+        for stream_id in reversed(trail):
+            ordered.append(stream_id)
+            placed.add(stream_id)
     return ordered
 
 
@@ -186,6 +241,7 @@ def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportRepor
             scratch.import_stream(parent_id, rows)
         scratch.import_stream(cid, streams[cid])
     scratch.verify().raise_for_problems()
+    _check_shapes(streams)
 
     present: list[str] = []
     for cid in ordered:
@@ -199,6 +255,7 @@ def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportRepor
             )
         if len(existing) >= len(incoming):
             present.append(cid)
+    _check_event_ids_are_free(store, [cid for cid in ordered if cid not in present], streams)
     written = 0
     for cid in ordered:
         if cid not in present:
@@ -210,6 +267,46 @@ def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportRepor
     )
 
 
+def _check_shapes(streams: dict[str, list[RawRow]]) -> None:
+    """Refuse events that verify but have a shape chatledger never writes (a file whose
+    chain was recomputed after editing): they would break the conversation's projections."""
+    for cid, rows in streams.items():
+        for row in rows:
+            problem = shape_problem(decode_data(row.type, row.schema_version, row.data))
+            if problem is not None:
+                raise IntegrityError(
+                    f"{cid} v{row.version} is not an event chatledger writes ({problem}); "
+                    "nothing was imported"
+                )
+
+
+def _check_event_ids_are_free(
+    store: EventStore, to_write: list[str], streams: dict[str, list[RawRow]]
+) -> None:
+    """Refuse, before anything is written, events whose ids the store (or the file) already
+    gives to another event: streams are written one transaction each, so a collision
+    found while writing would leave the streams before it imported."""
+    where: dict[str, tuple[str, int]] = {}
+    for cid in to_write:
+        for row in streams[cid]:
+            if row.event_id in where:
+                raise IntegrityError(
+                    f"event id {row.event_id!r} is used twice in the file "
+                    f"({where[row.event_id][0]} v{where[row.event_id][1]} and "
+                    f"{cid} v{row.version}); nothing was imported"
+                )
+            where[row.event_id] = (cid, row.version)
+    ids = list(where)
+    for start in range(0, len(ids), 500):
+        found = store._find_event_ids(ids[start : start + 500])
+        for event_id, (cid, version, _position) in found.items():
+            if (cid, version) != where[event_id]:
+                raise IntegrityError(
+                    f"event id {event_id!r} of {where[event_id][0]} v{where[event_id][1]} is "
+                    f"already used in {store.location} by {cid} v{version}; nothing was imported"
+                )
+
+
 def _parent_outside_file(rows: list[RawRow], streams: dict[str, list[RawRow]]) -> tuple[str, int] | None:
     if rows[0].type != "conversation_started":
         return None
@@ -219,5 +316,12 @@ def _parent_outside_file(rows: list[RawRow], streams: dict[str, list[RawRow]]) -
         return None
     parent_id, version = parent.get("conversation_id"), parent.get("version")
     if not isinstance(parent_id, str) or not isinstance(version, int) or parent_id in streams:
+        return None
+    # Not a usable reference (verify then refuses the stream): do not look it up.
+    if isinstance(version, bool) or version < 1:
+        return None
+    try:
+        validate_conversation_id(parent_id)
+    except InvalidInputError:
         return None
     return parent_id, version

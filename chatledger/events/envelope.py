@@ -13,6 +13,12 @@ first). The canonical encoding is exactly Python's::
 
 so a third party can verify an export with the standard library alone (see the README).
 ``position`` is not hashed: it is the store's order, and differs after an import.
+
+What the log stores is plain JSON that every encoder involved agrees on (see
+:func:`check_json`): objects with string keys, arrays, strings that are valid Unicode (no
+lone surrogates, which UTF-8 cannot carry although ``ensure_ascii`` would hash them), finite
+numbers, and at most :data:`MAX_NESTING` levels of arrays and objects, well within what
+msgspec, the ``json`` module and pydantic can encode without exhausting the stack.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
+import re
 import uuid
 from typing import Any
 
@@ -29,15 +37,23 @@ from ..errors import InvalidInputError
 from .kinds import EventData, data_to_builtins, event_schema_version, event_type
 
 __all__ = [
+    "MAX_NESTING",
     "NewEvent",
     "RecordedEvent",
     "canonical_json",
+    "check_json",
     "event_hash",
     "new_event_id",
+    "safe_text",
     "utc_now",
 ]
 
 MAX_CONVERSATION_ID = 200
+#: The deepest nesting of arrays and objects accepted in a message, a config, a model
+#: response or an imported event (Google's API front ends parse requests with protobuf's
+#: default recursion limit of 100; pydantic stops serializing at 255).
+MAX_NESTING = 128
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def new_event_id() -> str:
@@ -58,6 +74,62 @@ def canonical_json(value: Any) -> bytes:
         ).encode("ascii")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"event data is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInputError(
+            f"event data is nested more than {MAX_NESTING} levels deep"
+        ) from None
+
+
+def safe_text(text: str) -> str:
+    """``text`` with any lone surrogate written as its ``\\udXXX`` escape, so that a
+    message taken from an exception or a function can always be recorded."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_json(value: Any, what: str, *, max_nesting: int = MAX_NESTING) -> None:
+    """Raise InvalidInputError naming ``what`` unless ``value`` is JSON the log can store.
+
+    That is: dicts with str keys, lists (tuples too), str without lone surrogates, bool,
+    int, finite float and None, nested at most ``max_nesting`` levels. Iterative, so a
+    value nested a million levels deep is refused, not a RecursionError.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            found = None if item.isascii() else _SURROGATE.search(item)
+            if found is not None:
+                raise InvalidInputError(
+                    f"{what} holds a lone surrogate ({found.group()!r}), which is not valid "
+                    "Unicode text; pass binary data as bytes (inline_data) instead"
+                )
+        elif item is None or isinstance(item, (bool, int)):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidInputError(f"{what} holds {item!r}, which JSON cannot carry")
+        elif isinstance(item, (dict, list, tuple)):
+            if depth >= max_nesting:
+                raise InvalidInputError(
+                    f"{what} is nested more than {max_nesting} levels deep; flatten it"
+                )
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise InvalidInputError(
+                            f"{what} has a {type(key).__name__} key {key!r:.40}; JSON keys are strings"
+                        )
+                    stack.append((key, depth + 1))
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        else:
+            raise InvalidInputError(
+                f"{what} holds a {type(item).__name__}, which is not JSON "
+                "(use str, int, float, bool, None, lists and dicts)"
+            )
 
 
 def event_hash(

@@ -4,6 +4,11 @@ Each kind is stored with its ``type`` name and ``schema_version`` in the envelop
 fields as the event's JSON ``data``. Model content is kept in wire form (the camelCase JSON
 the Gemini API speaks), exactly as it was sent or received, so nothing is lost.
 
+Decoding checks types, not the shape of model content: a stored response is kept as the
+server sent it, however odd. :func:`shape_problem` says whether an event has a shape that
+chatledger itself never writes (an import refuses those: only a forged or hand-made file
+holds them).
+
 Schema evolution: every field added after a kind's first release has a default, so old
 events decode unchanged. A change that cannot be expressed that way bumps the kind's
 ``schema_version`` and registers an upcaster (old data -> new data), applied on read;
@@ -36,10 +41,56 @@ __all__ = [
     "UserMessageAdded",
     "decode_data",
     "register_upcaster",
+    "shape_problem",
 ]
 
 WireContent = dict[str, Any]
 """A Content in wire form: ``{"role": ..., "parts": [...]}`` with camelCase keys."""
+
+
+def _check_content(content: Any, where: str, *, history: bool = False) -> None:
+    """Raise ValueError unless ``content`` is an object whose ``parts`` (when set) are an
+    array; a history's contents must also have the role ``user`` or ``model``."""
+    if not isinstance(content, dict):
+        raise ValueError(f"{where} is not an object")
+    if history and content.get("role") not in ("user", "model"):
+        raise ValueError(
+            f"{where} has the role {content.get('role')!r:.40}: a history holds user and "
+            "model contents"
+        )
+    parts = content.get("parts")
+    if parts is not None and not isinstance(parts, list):
+        raise ValueError(f"{where}.parts is not an array")
+
+
+def _check_history(history: Any, where: str) -> None:
+    for index, content in enumerate(history):
+        _check_content(content, f"{where}[{index}]", history=True)
+
+
+def _check_response(response: Any, where: str) -> None:
+    """Raise ValueError unless the content a reader takes from ``response`` (the first
+    candidate's, when it has one) has the shape of a content. Other odd shapes are kept."""
+    candidates = response.get("candidates") if isinstance(response, dict) else None
+    if not candidates or not isinstance(candidates, list) or not isinstance(candidates[0], dict):
+        return
+    content = candidates[0].get("content")
+    if isinstance(content, dict) and content:
+        _check_content(content, f"{where}.candidates[0].content")
+
+
+def _check_config(config: Any, where: str) -> None:
+    """Raise ValueError unless ``config``'s tools (read for their declarations) are an
+    array, and each tool's ``functionDeclarations`` too."""
+    tools = config.get("tools") if isinstance(config, dict) else None
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise ValueError(f"{where}.tools is not an array")
+    for index, tool in enumerate(tools):
+        declarations = tool.get("functionDeclarations") if isinstance(tool, dict) else None
+        if declarations is not None and not isinstance(declarations, list):
+            raise ValueError(f"{where}.tools[{index}].functionDeclarations is not an array")
 
 
 class EventData(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -55,6 +106,14 @@ class ParentRef(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     conversation_id: str
     version: int
     hash: str
+
+    def __post_init__(self) -> None:
+        # Only a forged or hand-made log names no parent, or a version before the first.
+        cid = self.conversation_id
+        if not cid or len(cid) > 200 or not cid.isprintable():
+            raise ValueError("parent.conversation_id is not a conversation id")
+        if self.version < 1:
+            raise ValueError("parent.version must be 1 or more")
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -239,8 +298,17 @@ def register_upcaster(type_name: str, from_version: int, upcaster: Upcaster) -> 
 def decode_data(type_name: str, schema_version: int, data: bytes | str) -> EventData:
     """Decode stored JSON ``data`` of an event into its kind, upcasting old versions.
 
-    Raises msgspec.ValidationError / DecodeError when the data does not fit the kind.
+    Raises msgspec.ValidationError / DecodeError when the data does not fit the kind
+    (DecodeError too for data nested deeper than the stack allows, or text that is not
+    valid Unicode).
     """
+    try:
+        return _decode_data(type_name, schema_version, data)
+    except (RecursionError, UnicodeError) as exc:
+        raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode_data(type_name: str, schema_version: int, data: bytes | str) -> EventData:
     kind = KINDS.get(type_name)
     if kind is None:
         return UnknownEvent(type=type_name, data=msgspec.json.decode(data), version=schema_version)
@@ -254,7 +322,12 @@ def decode_data(type_name: str, schema_version: int, data: bytes | str) -> Event
     value = msgspec.json.decode(data)
     version = schema_version
     while version < kind.schema_version:
-        value = _UPCASTERS[(type_name, version)](value)
+        upcaster = _UPCASTERS.get((type_name, version))
+        if upcaster is None:
+            raise msgspec.ValidationError(
+                f"{type_name} events have no schema_version {schema_version}"
+            )
+        value = upcaster(value)
         version += 1
     return msgspec.convert(value, kind)
 
@@ -277,3 +350,26 @@ def data_to_builtins(data: EventData) -> Any:
     if isinstance(data, UnknownEvent):
         return data.data
     return msgspec.to_builtins(data)
+
+
+def shape_problem(data: EventData) -> str | None:
+    """Why ``data`` has a shape chatledger never writes, or None.
+
+    The projections rely on little: contents are objects whose ``parts`` are an array, a
+    history's contents have the role ``user`` or ``model``, a config's ``tools`` (and
+    their ``functionDeclarations``) are arrays. Every event chatledger writes passes.
+    """
+    try:
+        if isinstance(data, (ConversationStarted, HistoryReplaced)):
+            _check_history(data.history, "history")
+        if isinstance(data, (ConversationStarted, ModelCallStarted, ConfigChanged)):
+            _check_config(data.config, "config")
+        if isinstance(data, UserMessageAdded):
+            _check_content(data.content, "content")
+        elif isinstance(data, ModelResponded):
+            _check_response(data.response, "response")
+        elif isinstance(data, ModelCallFailed):
+            _check_response(data.partial, "partial")
+    except ValueError as exc:
+        return str(exc)
+    return None
