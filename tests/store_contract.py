@@ -283,6 +283,22 @@ class StoreContract:
             assert event.hash == stdlib_hash(event, prev_hash)
             prev_hash = event.hash
 
+    def test_metadata_that_reads_back_differently_is_stored_as_read_and_verifies(
+        self, store: EventStore
+    ) -> None:
+        # A tuple reads back as a list and integer keys as strings (sorted as strings,
+        # not as numbers): the chain must hash what a reader decodes, or verify fails.
+        cid = new_id()
+        metadata = {"pair": (1, "two"), "by_number": {10: "ten", 9: "nine"}, "text": "é\u2028\"'"}
+        start(store, cid, message(1, metadata=metadata))
+        events = store.read(cid)
+        assert events[1].metadata == {
+            "pair": [1, "two"], "by_number": {"10": "ten", "9": "nine"}, "text": "é\u2028\"'"
+        }
+        assert events[1].hash == stdlib_hash(events[1], events[0].hash)
+        report = store.verify(cid)
+        assert report.ok, report.problems
+
     def test_event_ids_default_to_uuids(self, store: EventStore) -> None:
         cid = new_id()
         start(store, cid, message())

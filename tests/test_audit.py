@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chatledger
 from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.events.audit import export_conversation, import_lines
+from chatledger.events.envelope import canonical_json, event_hash, spliced_event_hash
 
 VERIFIER = Path(__file__).resolve().parents[1] / "examples" / "verify_export.py"
 
@@ -180,3 +183,28 @@ def test_verify_names_the_first_bad_event_in_the_database(client: chatledger.Cli
     problems: list[Any] = report.problems
     assert [(p.conversation_id, p.version) for p in problems] == [(chat.id, 2)]
     assert "hash mismatch" in problems[0].reason
+
+
+TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(TEXT, children, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    conversation_id=TEXT, version=st.integers(1, 2**62), event_id=TEXT, type=TEXT,
+    schema_version=st.integers(1, 1000), data=JSON, metadata=st.dictionaries(TEXT, JSON, max_size=3),
+    recorded_at=TEXT, prev_hash=TEXT,
+)
+def test_the_spliced_hash_is_the_documented_hash(**envelope: Any) -> None:
+    """Appends hash from data and metadata encoded once (spliced_event_hash); a third
+    party hashes the whole envelope with json.dumps (event_hash): byte for byte equal."""
+    spliced = spliced_event_hash(
+        **{k: v for k, v in envelope.items() if k not in ("data", "metadata")},
+        canonical_data=canonical_json(envelope["data"]),
+        canonical_metadata=canonical_json(envelope["metadata"]),
+    )
+    assert spliced == event_hash(**envelope)

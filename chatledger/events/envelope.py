@@ -45,6 +45,7 @@ __all__ = [
     "event_hash",
     "new_event_id",
     "safe_text",
+    "spliced_event_hash",
     "utc_now",
 ]
 
@@ -54,6 +55,12 @@ MAX_CONVERSATION_ID = 200
 #: default recursion limit of 100; pydantic stops serializing at 255).
 MAX_NESTING = 128
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: json.dumps with these arguments, without building an encoder per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+#: How json.dumps(..., ensure_ascii=True) writes a string (the C function when available).
+_ascii_string = json.encoder.encode_basestring_ascii
 
 
 def new_event_id() -> str:
@@ -62,16 +69,14 @@ def new_event_id() -> str:
 
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with microseconds and a ``Z``."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is C and twice as fast as strftime; "+00:00" becomes "Z".
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def canonical_json(value: Any) -> bytes:
     """The canonical encoding hashed by the chain (see the module docstring)."""
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        ).encode("ascii")
+        return _CANONICAL.encode(value).encode("ascii")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"event data is not valid JSON: {exc}") from None
     except RecursionError:
@@ -156,6 +161,41 @@ def event_hash(
         "prev_hash": prev_hash,
     }
     return hashlib.sha256(canonical_json(envelope)).hexdigest()
+
+
+def spliced_event_hash(
+    *,
+    conversation_id: str,
+    version: int,
+    event_id: str,
+    type: str,
+    schema_version: int,
+    canonical_data: bytes,
+    canonical_metadata: bytes,
+    recorded_at: str,
+    prev_hash: str,
+) -> str:
+    """:func:`event_hash` from the canonical encodings of ``data`` and ``metadata``,
+    computed once by the caller: the object's keys in sorted order, each value encoded
+    as :func:`canonical_json` would (a test checks the two agree byte for byte)."""
+    def text(value: str) -> bytes:
+        return _ascii_string(value).encode("ascii")
+
+    encoded = b"".join(
+        (
+            b'{"conversation_id":', text(conversation_id),
+            b',"data":', canonical_data,
+            b',"event_id":', text(event_id),
+            b',"metadata":', canonical_metadata,
+            b',"prev_hash":', text(prev_hash),
+            b',"recorded_at":', text(recorded_at),
+            b',"schema_version":', b"%d" % schema_version,
+            b',"type":', text(type),
+            b',"version":', b"%d" % version,
+            b"}",
+        )
+    )
+    return hashlib.sha256(encoded).hexdigest()
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):

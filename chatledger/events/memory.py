@@ -6,8 +6,7 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
-from .envelope import NewEvent
-from .store import EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
 
 __all__ = ["MemoryStore"]
 
@@ -29,18 +28,18 @@ class MemoryStore(EventStore):
     def _append(
         self,
         conversation_id: str,
-        events: list[tuple[NewEvent, bytes, bytes]],
+        events: list[EncodedEvent],
         expected_version: int,
     ) -> list[int]:
         with self._lock:
             stream = self._streams.get(conversation_id, [])
             current = len(stream)
             if current != expected_version:
-                retried = self._retried_positions(conversation_id, [e.event_id for e, _, _ in events])
+                retried = self._retried_positions(conversation_id, [e.event.event_id for e in events])
                 if retried is not None:
                     return retried
                 raise ConcurrencyError(conversation_id, expected_version, current)
-            for new, _, _ in events:
+            for new, *_ in events:
                 if new.event_id in self._ids:
                     raise IntegrityError(
                         f"event id {new.event_id!r} is already used by another event"

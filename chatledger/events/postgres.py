@@ -109,8 +109,9 @@ from ..errors import (
     StoreUnavailableError,
     register_secret,
 )
-from .envelope import NewEvent, RecordedEvent
+from .envelope import RecordedEvent
 from .store import (
+    EncodedEvent,
     EventStore,
     PreparedEvent,
     RawRow,
@@ -525,10 +526,10 @@ class PostgresStore(EventStore):
     def _append(
         self,
         conversation_id: str,
-        events: list[tuple[NewEvent, bytes, bytes]],
+        events: list[EncodedEvent],
         expected_version: int,
     ) -> list[int]:
-        event_ids = [event.event_id for event, _, _ in events]
+        event_ids = [event.event_id for event, *_ in events]
         parent_id, parent_version = parent_of(events) if expected_version == 0 else (None, None)
         for _ in range(3):
             prev_hash = self._head_hash(conversation_id, expected_version)

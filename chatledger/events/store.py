@@ -13,7 +13,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
@@ -23,6 +23,7 @@ from .envelope import (
     RecordedEvent,
     canonical_json,
     event_hash,
+    spliced_event_hash,
     utc_now,
     validate_conversation_id,
     validate_event_id,
@@ -112,6 +113,17 @@ class VerificationReport(msgspec.Struct, kw_only=True):
             raise IntegrityError(f"log verification failed at {self.problems[0]}{more}")
 
 
+class EncodedEvent(NamedTuple):
+    """A new event encoded once, before anything is written: ``data`` and ``metadata``
+    as stored, and the canonical encodings of what a reader will decode from them."""
+
+    event: NewEvent
+    data: bytes
+    metadata: bytes
+    canonical_data: bytes
+    canonical_metadata: bytes
+
+
 class RawRow(msgspec.Struct, frozen=True):
     """A stored row, undecoded, as ``verify`` checks it."""
 
@@ -127,7 +139,7 @@ class RawRow(msgspec.Struct, frozen=True):
     hash: str
 
 
-def parent_of(events: Sequence[tuple[NewEvent, bytes, bytes]]) -> tuple[str | None, int | None]:
+def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
     """The parent stream and version named by a new stream's first event, if forked."""
     first = events[0][0].data
     if isinstance(first, ConversationStarted) and first.parent is not None:
@@ -439,7 +451,7 @@ class EventStore(abc.ABC):
 
     @abc.abstractmethod
     def _append(
-        self, conversation_id: str, events: list[tuple[NewEvent, bytes, bytes]], expected_version: int
+        self, conversation_id: str, events: list[EncodedEvent], expected_version: int
     ) -> list[int]:
         """Atomically check the head, chain, and write. Use :meth:`_prepare` for rows."""
 
@@ -474,12 +486,26 @@ class EventStore(abc.ABC):
     # ----------------------------------------------------------------- shared logic
 
     @staticmethod
-    def _encode(event: NewEvent) -> tuple[NewEvent, bytes, bytes]:
+    def _encode(event: NewEvent) -> EncodedEvent:
         """Encode data and metadata once, failing before anything is written."""
         if not isinstance(event.data, EventData):
             raise InvalidInputError(f"event data must be an event kind, got {type(event.data).__name__}")
         if not isinstance(event.metadata, dict):
             raise InvalidInputError(f"metadata must be a dict, got {type(event.metadata).__name__}")
+        try:
+            builtins = data_to_builtins(event.data)
+            data = _encode(builtins)
+            metadata = _encode(event.metadata)
+            decoded_data, decoded_metadata = _decode(data), _decode(metadata)
+            # The usual case: what a reader will decode equals what was given (no NaN,
+            # which msgspec writes as null; no tuple, set or non-string key), so the
+            # canonical encoding of the decoded values is the only one needed.
+            if decoded_data == builtins and decoded_metadata == event.metadata:
+                return EncodedEvent(
+                    event, data, metadata, canonical_json(decoded_data), canonical_json(decoded_metadata)
+                )
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+            pass  # the careful path below names the problem
         try:
             builtins = data_to_builtins(event.data)
             # msgspec would write NaN and infinity as null (which may not even read back),
@@ -492,16 +518,22 @@ class EventStore(abc.ABC):
                     raise ValueError(f"its {part} {str(exc).removeprefix('event data ')}") from None
             data = _encode(builtins)
             metadata = _encode(event.metadata)
-        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+            # Hash what a reader will decode, so verification is exact.
+            canonical_data = canonical_json(_decode(data))
+            canonical_metadata = canonical_json(_decode(metadata))
+        except (
+            TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError,
+            msgspec.DecodeError, InvalidInputError,
+        ) as exc:
             raise InvalidInputError(
                 f"{event.type} event cannot be stored as JSON: {exc}"
             ) from None
-        return event, data, metadata
+        return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata)
 
     @staticmethod
     def _prepare(
         conversation_id: str,
-        encoded: list[tuple[NewEvent, bytes, bytes]],
+        encoded: list[EncodedEvent],
         start_version: int,
         prev_hash: str,
         recorded_at: str | None = None,
@@ -509,17 +541,18 @@ class EventStore(abc.ABC):
         """Number and chain events after ``start_version`` / ``prev_hash``."""
         now = recorded_at or utc_now()
         prepared: list[PreparedEvent] = []
-        for offset, (event, data, metadata) in enumerate(encoded, start=1):
+        for offset, (event, data, metadata, canonical_data, canonical_metadata) in enumerate(
+            encoded, start=1
+        ):
             version = start_version + offset
-            digest = event_hash(
+            digest = spliced_event_hash(
                 conversation_id=conversation_id,
                 version=version,
                 event_id=event.event_id,
                 type=event.type,
                 schema_version=event.schema_version,
-                # Hash what a reader will decode, so verification is exact.
-                data=_decode(data),
-                metadata=_decode(metadata),
+                canonical_data=canonical_data,
+                canonical_metadata=canonical_metadata,
                 recorded_at=now,
                 prev_hash=prev_hash,
             )
