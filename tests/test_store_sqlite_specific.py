@@ -512,6 +512,30 @@ def test_undecodable_data_is_an_integrity_error_naming_the_event(store: SQLiteSt
         store.read(cid)
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "shown"),
+    [
+        ("hash", b"\xab", "bytes"),
+        ("version", "two", "str"),
+        ("recorded_at", b"2026", "bytes"),
+        ("schema_version", "one", "str"),
+    ],
+)
+def test_a_column_of_the_wrong_type_is_an_integrity_error_naming_it(
+    store: SQLiteStore, path: Path, column: str, value: object, shown: str
+) -> None:
+    # SQLite stores what it is given in a column of another type (a blob in a TEXT
+    # column, text in an INTEGER one): only a damaged file or a foreign writer does so.
+    cid = new_id()
+    start(store, cid, NewEvent(data=TurnRewound(turn=1)))
+    with raw(path) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute(f"UPDATE events SET {column} = ? WHERE conversation_id = ? AND version = 2", (value, cid))
+    with pytest.raises(IntegrityError, match=rf"its {column} is damaged \({shown} "):
+        store.read(cid)
+    assert not store.verify(cid).ok
+
+
 # ----------------------------------------------------------------------------- processes
 
 

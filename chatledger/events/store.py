@@ -181,9 +181,27 @@ _ENVELOPE_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
 )
 
 
+_TEXT_TYPES = (bytes, str)
+
+
 def _damaged_field(row: RawRow) -> str | None:
     """What is wrong with a stored row's envelope (a column holding NULL, or a number
     where text belongs: only a damaged file has such rows), or None."""
+    # The drivers return exactly these types for a sound row: check them in one go
+    # (a fifth of reading a conversation went into the loop below).
+    if (
+        type(row.conversation_id) is str
+        and type(row.version) is int
+        and type(row.position) is int
+        and type(row.event_id) is str
+        and type(row.type) is str
+        and type(row.schema_version) is int
+        and type(row.data) in _TEXT_TYPES
+        and type(row.metadata) in _TEXT_TYPES
+        and type(row.recorded_at) is str
+        and type(row.hash) is str
+    ):
+        return None
     for name, kind in _ENVELOPE_TYPES:
         value = getattr(row, name)
         if not isinstance(value, kind) or isinstance(value, bool):
