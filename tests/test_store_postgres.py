@@ -117,6 +117,7 @@ MIGRATION_NAMES = [
     "004_snapshots",
     "005_allocate_positions",
     "006_append",
+    "007_no_index_on_updated_at",
 ]
 
 C = "C"
@@ -159,7 +160,6 @@ EXPECTED_INDEXES = {
     ("events", "CREATE UNIQUE INDEX events_event_id ON {s}.events USING btree (event_id)"),
     ("snapshots", "CREATE UNIQUE INDEX snapshots_pkey ON {s}.snapshots USING btree (conversation_id, name)"),
     ("streams", "CREATE UNIQUE INDEX streams_pkey ON {s}.streams USING btree (conversation_id)"),
-    ("streams", "CREATE INDEX streams_updated ON {s}.streams USING btree (updated_at)"),
     ("streams", "CREATE INDEX streams_parent ON {s}.streams USING btree (parent_id)"),
 }
 

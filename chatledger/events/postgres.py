@@ -289,6 +289,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         $$;
         """,
     ),
+    (
+        "007_no_index_on_updated_at",
+        # Every append moves its stream's updated_at: with an index on it, no update of the
+        # head could be HOT, so each append also wrote an index entry (and its WAL).
+        # Listings order by (updated_at, conversation_id) and sort anyway.
+        """
+        DROP INDEX IF EXISTS {schema}.streams_updated;
+        """,
+    ),
 ]
 
 _COLUMNS = (
