@@ -23,6 +23,7 @@ import platformdirs
 
 from ._version import __version__
 from .client import Chat, Client
+from .client._conversation import check_snapshots
 from .client._replay import replay_conversation
 from .errors import ChatledgerError, InvalidInputError, NotFoundError
 from .events.audit import export_conversation, import_lines
@@ -585,9 +586,16 @@ def log(conversation_id: str, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("conversation_id", metavar="[ID]", required=False)
+@click.option(
+    "--rebuild-snapshots",
+    is_flag=True,
+    help="Write again, from the log, every snapshot that does not match it (instead of "
+    "reporting it).",
+)
 @click.pass_context
-def verify(ctx: click.Context, conversation_id: str | None) -> None:
-    """Check the hash chains of conversation ID, or of the whole log.
+def verify(ctx: click.Context, conversation_id: str | None, rebuild_snapshots: bool) -> None:
+    """Check the hash chains of conversation ID, or of the whole log, and that every
+    snapshot (kept for long conversations) holds what the events give.
 
     Prints what was checked and every problem found; exits with status 1 when there
     are problems.
@@ -596,9 +604,16 @@ def verify(ctx: click.Context, conversation_id: str | None) -> None:
     store = client.store
     target = resolve_conversation_id(store, conversation_id) if conversation_id else None
     report = store.verify(target)
+    ids = [target] if target else [info.conversation_id for info in store.conversations()]
+    report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
+    snapshots = (
+        f" and {report.snapshots_checked} snapshot{'s' if report.snapshots_checked != 1 else ''}"
+        if report.snapshots_checked
+        else ""
+    )
     click.echo(
         f"Checked {report.events_checked} events in {report.streams_checked} "
-        f"conversation{'s' if report.streams_checked != 1 else ''} of {store.location}."
+        f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {store.location}."
     )
     for problem in report.problems:
         click.echo(f"Problem: {problem}")

@@ -791,6 +791,15 @@ class StoreContract:
         # Snapshots are a cache, not part of the log.
         assert store.stream_info(cid).version == 12  # type: ignore[union-attr]
         assert store.verify(cid).ok
+        # Deleting one forgets that one only; then any version may be saved again.
+        assert store.delete_snapshot(cid, "history") is True
+        assert store.delete_snapshot(cid, "history") is False
+        assert store.load_snapshot(cid, "history") is None
+        assert store.load_snapshot(cid, "usage") == snap(3, b"usage", name="usage")
+        assert store.load_snapshot(other, "history") == snap(2, b"other", of=other)
+        store.save_snapshot(snap(4, b"four"))
+        assert store.load_snapshot(cid, "history") == snap(4, b"four")
+        assert store.stream_info(cid).version == 12  # type: ignore[union-attr]
 
     # ------------------------------------------------------------- verify
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -217,6 +218,81 @@ def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, 
     assert history.dump_state(state) == history.dump_state(plain)
     resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
     assert resumed.get_history() == chat.get_history()
+
+
+def _chat_with_snapshot(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[chatledger.Client, Any]:
+    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
+    transport = ScriptedTransport()
+    client = chatledger.Client(store=str(db_path), transport=transport)
+    chat = client.chats.create(model="m")
+    for index in range(6):
+        transport.enqueue(f"a{index}")
+        chat.send_message(f"q{index}")
+    return client, chat
+
+
+def _tamper_with_snapshot(client: chatledger.Client, db_path: Path, chat_id: str, part: str) -> None:
+    """Edit the snapshot's state, keeping its version and anchor hash: the edit a resume
+    cannot see (the anchor still matches the log)."""
+    snapshot = client.store.load_snapshot(chat_id, _conversation.SNAPSHOT_NAME)
+    assert snapshot is not None
+    state = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    if part == "contents":
+        state.contents[0] = {"role": "user", "parts": [{"text": "forged"}]}
+    else:
+        state.usage.turns_completed += 1000
+    with sqlite3.connect(db_path) as conn:  # as someone with the file would
+        conn.execute(
+            "UPDATE snapshots SET state = ? WHERE conversation_id = ?",
+            (_conversation._SNAPSHOT_ENCODER.encode(state), chat_id),
+        )
+    conn.close()
+
+
+def test_verify_compares_a_snapshot_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _client, chat = _chat_with_snapshot(db_path, monkeypatch)
+    report = chat.verify()
+    assert report.ok, report.problems
+    assert report.snapshots_checked == 1
+
+
+@pytest.mark.parametrize("part", ["contents", "usage"])
+def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, part: str
+) -> None:
+    from click.testing import CliRunner
+
+    from chatledger.cli import cli
+
+    client, chat = _chat_with_snapshot(db_path, monkeypatch)
+    original = chat.get_history()
+    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    assert snapshot is not None
+    _tamper_with_snapshot(client, db_path, chat.id, part)
+    if part == "contents":  # what is at stake: a resume starts from the snapshot
+        forged = chatledger.Client(store=str(db_path)).chats.get(chat.id).get_history()
+        assert forged[0].parts[0].text == "forged" and original[0].parts[0].text == "q0"
+
+    report = chat.verify()
+    assert [(p.conversation_id, p.version) for p in report.problems] == [(chat.id, snapshot.version)]
+    assert "its snapshot does not hold the histories the log gives" in report.problems[0].reason
+    assert client.store.verify(chat.id).ok  # the events themselves are sound
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--db", str(db_path), "verify"], catch_exceptions=False)
+    assert result.exit_code == 1
+    assert f"Problem: {chat.id} v{snapshot.version}: its snapshot does not hold" in result.stdout
+    assert "--rebuild-snapshots" in result.stdout
+
+    result = runner.invoke(cli, ["--db", str(db_path), "verify", "--rebuild-snapshots"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "and 1 snapshot of" in result.stdout
+    resumed = chatledger.Client(store=str(db_path)).chats.get(chat.id)
+    assert resumed.get_history() == original
+    assert resumed.verify().ok
+    rebuilt = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    assert rebuilt is not None and rebuilt.version == snapshot.version
 
 
 def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

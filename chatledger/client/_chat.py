@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ChatStateError
 from ..events.envelope import RecordedEvent
 from ..events.kinds import ParentRef
-from ..events.store import VerificationReport
+from ..events.store import EventStore, VerificationReport
 from ..projections.history import HistoryState, sendable
 from ..projections.usage import UsageState
 from ..types import Content, GenerateContentConfig, GenerateContentResponse
-from ._conversation import Conversation, Turn
+from ._conversation import Conversation, Turn, check_snapshots
 
 if TYPE_CHECKING:
     from ._client import ChatSummary
@@ -330,8 +330,9 @@ class Chat(_BaseChat):
         return self._conversation.store.read(self.id)
 
     def verify(self) -> VerificationReport:
-        """Check this conversation's hash chain and envelope invariants."""
-        return self._conversation.store.verify(self.id)
+        """Check this conversation's hash chain and envelope invariants, and that its
+        snapshot (if it has one) holds what its events give."""
+        return _verify(self._conversation.store, self.id)
 
 
 class AsyncChat(_BaseChat):
@@ -483,7 +484,13 @@ class AsyncChat(_BaseChat):
         return await asyncio.to_thread(self._conversation.store.read, self.id)
 
     async def verify(self) -> VerificationReport:
-        return await asyncio.to_thread(self._conversation.store.verify, self.id)
+        return await asyncio.to_thread(_verify, self._conversation.store, self.id)
+
+
+def _verify(store: EventStore, conversation_id: str) -> VerificationReport:
+    report = store.verify(conversation_id)
+    report.snapshots_checked = check_snapshots(store, [conversation_id], report)
+    return report
 
 
 async def _aclose_quietly(chunks: AsyncIterator[Any]) -> None:

@@ -160,6 +160,10 @@ class MemoryStore(EventStore):
             if old is None or snapshot.version > old.version:
                 self._snapshots[key] = snapshot
 
+    def delete_snapshot(self, conversation_id: str, name: str) -> bool:
+        with self._lock:
+            return self._snapshots.pop((conversation_id, name), None) is not None
+
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock:
             return self._snapshots.get((conversation_id, name))

@@ -468,6 +468,9 @@ class PostgresStore(EventStore):
             "SET version = excluded.version, state = excluded.state "
             "WHERE excluded.version > old.version"
         )
+        self._sql_delete_snapshot = q(
+            "DELETE FROM {schema}.snapshots WHERE conversation_id = %s AND name = %s"
+        )
         self._sql_load_snapshot = q(
             "SELECT version, state FROM {schema}.snapshots WHERE conversation_id = %s AND name = %s"
         )
@@ -782,6 +785,14 @@ class PostgresStore(EventStore):
             progress.answered = True
 
         self._run(save, writing=False)
+
+    def delete_snapshot(self, conversation_id: str, name: str) -> bool:
+        def delete(conn: Connection, progress: _Progress) -> bool:
+            cursor = conn.execute(self._sql_delete_snapshot, (conversation_id, name))
+            progress.answered = True
+            return cursor.rowcount > 0
+
+        return self._run(delete, writing=False)
 
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         rows = self._fetch(self._sql_load_snapshot, (conversation_id, name))

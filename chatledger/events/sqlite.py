@@ -480,6 +480,13 @@ class SQLiteStore(EventStore):
                 (snapshot.conversation_id, snapshot.name, snapshot.version, snapshot.state),
             )
 
+    def delete_snapshot(self, conversation_id: str, name: str) -> bool:
+        with self._lock, self._errors():
+            cursor = self._conn.execute(
+                "DELETE FROM snapshots WHERE conversation_id = ? AND name = ?", (conversation_id, name)
+            )
+        return cursor.rowcount > 0
+
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock, self._errors():
             row = self._conn.execute(

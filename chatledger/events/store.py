@@ -101,6 +101,8 @@ class VerificationReport(msgspec.Struct, kw_only=True):
     streams_checked: int = 0
     events_checked: int = 0
     problems: list[Problem] = msgspec.field(default_factory=list)
+    #: Snapshots compared with the log (by a client's verify; a store's own is 0).
+    snapshots_checked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -408,6 +410,11 @@ class EventStore(abc.ABC):
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep ``snapshot`` (replacing an older one of the same name). Snapshots are a
         cache derived from the log, not part of it."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, conversation_id: str, name: str) -> bool:
+        """Forget the snapshot of that name, if any (a snapshot found not to match the
+        log is deleted, then written again). Returns whether there was one."""
 
     @abc.abstractmethod
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
