@@ -470,3 +470,18 @@ def test_async_chat_calls_async_functions(db_path: Path) -> None:
         assert responded[0].response == {"result": 42}  # type: ignore[attr-defined]
     finally:
         driver.close(client)
+
+
+@pytest.mark.parametrize("model", ["../files", "models/../../v1/files", "gemini?alt=json", "a&b", "gemini#x"])
+def test_a_model_name_a_gemini_url_cannot_carry_is_refused_at_create(db_path: Path, model: str) -> None:
+    """Refused before conversation_started is written, not at the first send; the same
+    name is fine where it travels in the body (an OpenAI-compatible server)."""
+    from chatledger import legacy
+
+    with chatledger.Client(api_key="k", http_options={"base_url": "http://127.0.0.1:9"}, store=str(db_path)) as client:
+        with pytest.raises(InvalidInputError, match="a Gemini model name cannot hold"):
+            client.chats.create(model=model)
+        with pytest.raises(InvalidInputError, match="a Gemini model name cannot hold"):
+            legacy.GenerativeModel(model, client=client).start_chat()
+        assert client.store.conversations() == []
+        assert client.chats.create(model=f"openai/{model}").model == f"openai/{model}"

@@ -34,7 +34,7 @@ from ._functions import declare
 from ._retry import RetryPolicy
 from .transports._http import register_secret_headers
 from .transports.base import Transport
-from .transports.gemini import GeminiTransport
+from .transports.gemini import GeminiTransport, check_model_name
 
 __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
 
@@ -220,6 +220,8 @@ class Client:
 
     def _start(self, model: Any, config: Any, history: Any) -> Conversation:
         validate_model(model)
+        if self._transport_override is None and transport_kind(model, self.http_options) == "gemini":
+            check_model_name(model)  # refused now, not at the first send
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
         history_wire = history_to_wire(history)

@@ -66,6 +66,16 @@ def _raise_stream_error(chunk: dict[str, Any]) -> None:
         raise APIError.from_status(code if isinstance(code, int) else 500, chunk)
 
 
+def check_model_name(model: str) -> str:
+    """``model``, if the Gemini API's URL can carry it (it becomes part of the path)."""
+    if not model or any(bad in model for bad in ("..", "?", "&", "#")):
+        raise InvalidInputError(
+            f"invalid model name {model!r}: a Gemini model name cannot hold '..', '?', '&' "
+            "or '#' (for example gemini-2.5-flash or models/gemini-2.5-flash)"
+        )
+    return model
+
+
 class GeminiTransport(Transport):
     """Google's Gemini API (or any server speaking its REST protocol)."""
 
@@ -118,8 +128,7 @@ class GeminiTransport(Transport):
         return headers
 
     def url(self, model: str, method: str) -> str:
-        if not model or ".." in model or "?" in model or "&" in model or "#" in model:
-            raise InvalidInputError(f"invalid model name {model!r}")
+        check_model_name(model)
         path = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
         return f"{self.base_url}{self.api_version}/{quote(path, safe='/')}:{method}"
 
