@@ -23,7 +23,7 @@ import platformdirs
 
 from ._version import __version__
 from .client import Chat, Client
-from .client._conversation import check_snapshots
+from .client._conversation import verify_log
 from .client._replay import replay_conversation
 from .errors import ChatledgerError, InvalidInputError, NotFoundError
 from .events.audit import export_conversation, import_lines
@@ -603,9 +603,7 @@ def verify(ctx: click.Context, conversation_id: str | None, rebuild_snapshots: b
     client = _settings().client()
     store = client.store
     target = resolve_conversation_id(store, conversation_id) if conversation_id else None
-    report = store.verify(target)
-    ids = [target] if target else [info.conversation_id for info in store.conversations()]
-    report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
+    report = verify_log(store, target, rebuild_snapshots=rebuild_snapshots)
     snapshots = (
         f" and {report.snapshots_checked} snapshot{'s' if report.snapshots_checked != 1 else ''}"
         if report.snapshots_checked

@@ -220,16 +220,19 @@ def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, 
     assert resumed.get_history() == chat.get_history()
 
 
-def _chat_with_snapshot(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[chatledger.Client, Any]:
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
+def _chat_with_snapshot(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, *, every: int = 10, sends: int = 6
+) -> tuple[chatledger.Client, Any, ScriptedTransport]:
+    """A chat of ``sends`` turns, snapshotted every ``every`` events."""
+    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", every)
     monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m")
-    for index in range(6):
+    for index in range(sends):
         transport.enqueue(f"a{index}")
         chat.send_message(f"q{index}")
-    return client, chat
+    return client, chat, transport
 
 
 def _tamper_with_snapshot(client: chatledger.Client, db_path: Path, chat_id: str, part: str) -> None:
@@ -251,7 +254,7 @@ def _tamper_with_snapshot(client: chatledger.Client, db_path: Path, chat_id: str
 
 
 def test_verify_compares_a_snapshot_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _client, chat = _chat_with_snapshot(db_path, monkeypatch)
+    _client, chat, _ = _chat_with_snapshot(db_path, monkeypatch)
     report = chat.verify()
     assert report.ok, report.problems
     assert report.snapshots_checked == 1
@@ -265,7 +268,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
 
     from chatledger.cli import cli
 
-    client, chat = _chat_with_snapshot(db_path, monkeypatch)
+    client, chat, _ = _chat_with_snapshot(db_path, monkeypatch)
     original = chat.get_history()
     snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
     assert snapshot is not None
@@ -296,14 +299,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
 
 
 def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 5)
-    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
-    transport = ScriptedTransport()
-    client = chatledger.Client(store=str(db_path), transport=transport)
-    chat = client.chats.create(model="m")
-    for index in range(3):
-        transport.enqueue(f"a{index}")
-        chat.send_message(f"q{index}")
+    client, chat, transport = _chat_with_snapshot(db_path, monkeypatch, every=5, sends=3)
     snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
     assert snapshot is not None
     transport.enqueue("after")

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ChatStateError
 from ..events.envelope import RecordedEvent
 from ..events.kinds import ParentRef
-from ..events.store import EventStore, VerificationReport
+from ..events.store import VerificationReport
 from ..projections.history import HistoryState, sendable
 from ..projections.usage import UsageState
 from ..types import Content, GenerateContentConfig, GenerateContentResponse
-from ._conversation import Conversation, Turn, check_snapshots
+from ._conversation import Conversation, Turn, verify_log
 
 if TYPE_CHECKING:
     from ._client import ChatSummary
@@ -332,7 +332,7 @@ class Chat(_BaseChat):
     def verify(self) -> VerificationReport:
         """Check this conversation's hash chain and envelope invariants, and that its
         snapshot (if it has one) holds what its events give."""
-        return _verify(self._conversation.store, self.id)
+        return verify_log(self._conversation.store, self.id)
 
 
 class AsyncChat(_BaseChat):
@@ -484,13 +484,7 @@ class AsyncChat(_BaseChat):
         return await asyncio.to_thread(self._conversation.store.read, self.id)
 
     async def verify(self) -> VerificationReport:
-        return await asyncio.to_thread(_verify, self._conversation.store, self.id)
-
-
-def _verify(store: EventStore, conversation_id: str) -> VerificationReport:
-    report = store.verify(conversation_id)
-    report.snapshots_checked = check_snapshots(store, [conversation_id], report)
-    return report
+        return await asyncio.to_thread(verify_log, self._conversation.store, self.id)
 
 
 async def _aclose_quietly(chunks: AsyncIterator[Any]) -> None:

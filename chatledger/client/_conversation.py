@@ -204,6 +204,18 @@ def _dump_snapshot(history: HistoryState, usage: UsageState, anchor_hash: str) -
     )
 
 
+def _snapshot(
+    conversation_id: str, version: int, history: HistoryState, usage: UsageState, anchor_hash: str
+) -> Snapshot:
+    """The client's snapshot of a conversation at ``version`` (anchored to that event's hash)."""
+    return Snapshot(
+        conversation_id=conversation_id,
+        name=SNAPSHOT_NAME,
+        version=version,
+        state=_dump_snapshot(history, usage, anchor_hash),
+    )
+
+
 def _restore(snapshot: _Snapshot) -> HistoryState:
     contents = snapshot.contents
     history = snapshot.history
@@ -215,6 +227,17 @@ def _restore(snapshot: _Snapshot) -> HistoryState:
 
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def verify_log(
+    store: EventStore, conversation_id: str | None = None, *, rebuild_snapshots: bool = False
+) -> VerificationReport:
+    """``store.verify`` of one conversation (or the whole log), then :func:`check_snapshots`
+    of the same conversations: what ``chat.verify()`` and ``chatledger verify`` report."""
+    report = store.verify(conversation_id)
+    ids = [conversation_id] if conversation_id else [info.conversation_id for info in store.conversations()]
+    report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
+    return report
 
 
 def check_snapshots(
@@ -252,14 +275,7 @@ def check_snapshots(
             )
             # A snapshot never replaces one of the same version: forget it first.
             store.delete_snapshot(conversation_id, SNAPSHOT_NAME)
-            store.save_snapshot(
-                Snapshot(
-                    conversation_id=conversation_id,
-                    name=SNAPSHOT_NAME,
-                    version=snapshot.version,
-                    state=_dump_snapshot(history, usage, anchor[0].hash),
-                )
-            )
+            store.save_snapshot(_snapshot(conversation_id, snapshot.version, history, usage, anchor[0].hash))
             continue
         report.problems.append(
             Problem(
@@ -457,11 +473,9 @@ class Conversation:
         grown = last.version - self.snapshot_version
         if grown < SNAPSHOT_EVERY or grown * SNAPSHOT_GROWTH < self.snapshot_version:
             return
-        state = _dump_snapshot(self.history, self.usage, last.hash)
+        snapshot = _snapshot(self.id, last.version, self.history, self.usage, last.hash)
         try:
-            self.store.save_snapshot(
-                Snapshot(conversation_id=self.id, name=SNAPSHOT_NAME, version=last.version, state=state)
-            )
+            self.store.save_snapshot(snapshot)
             self.snapshot_version = last.version
         except StoreError as exc:  # a snapshot is a cache: failing to write one is not fatal
             logger.warning("could not save a snapshot of %s: %s", self.id, exc)
