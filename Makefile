@@ -33,7 +33,8 @@ test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed-dev
-	$(VENV)/bin/ruff check chatledger tests examples
+	$(VENV)/bin/ruff check chatledger tests examples benchmarks
+	$(VENV)/bin/ruff format --check chatledger tests examples benchmarks
 
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy

@@ -25,7 +25,12 @@ def _contenders() -> list[tuple[str, str, bool, Callable[[Path], Library]]]:
     """(library, variant, is the goal's subject or a peer counted for it, factory)."""
     contenders: list[tuple[str, str, bool, Callable[[Path], Library]]] = [
         ("chatledger", "user_message_added (defaults)", True, lambda path: ChatledgerStore(path)),
-        ("chatledger", "turn_rewound (defaults)", False, lambda path: ChatledgerStore(path, event="rewind")),
+        (
+            "chatledger",
+            "turn_rewound (defaults)",
+            False,
+            lambda path: ChatledgerStore(path, event="rewind"),
+        ),
         (
             "chatledger",
             "user_message_added, synchronous=FULL (as the peers)",
@@ -84,15 +89,22 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     if subject.get("per_second") and peers:
         best = max(peers, key=lambda row: row["per_second"])
         ratio = subject["per_second"] / best["per_second"]
-        goal.update(ratio=ratio, met=ratio >= 3.0, best_peer=best["library"], detail=(
-            f"chatledger {subject['per_second']:,.0f}/s vs {best['library']} "
-            f"{best['per_second']:,.0f}/s = {ratio:.2f}x"
-        ))
+        goal.update(
+            ratio=ratio,
+            met=ratio >= 3.0,
+            best_peer=best["library"],
+            detail=(
+                f"chatledger {subject['per_second']:,.0f}/s vs {best['library']} "
+                f"{best['per_second']:,.0f}/s = {ratio:.2f}x"
+            ),
+        )
         for row in rows:
             if row.get("per_second"):
                 row["vs_best_peer"] = row["per_second"] / best["per_second"]
     else:
-        goal.update(met=None, detail="not measured: " + (subject.get("error") or "no peer measured"))
+        goal.update(
+            met=None, detail="not measured: " + (subject.get("error") or "no peer measured")
+        )
     return {
         "name": NAME,
         "title": TITLE,

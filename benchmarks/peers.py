@@ -145,7 +145,9 @@ class ChatledgerStore(Library):
 
         if self._client is None:
             self._transport = ScriptedTransport()
-            self._client = chatledger.Client(store=self.store, transport=self._transport, actor="bench")
+            self._client = chatledger.Client(
+                store=self.store, transport=self._transport, actor="bench"
+            )
         if self._chat is None:
             if self.conversation_id:
                 self._chat = self._client.chats.get(self.conversation_id)
@@ -279,7 +281,10 @@ class EventsourcingRecorder(Library):
 
     def write_turn(self, turn: int) -> None:
         self.recorder.insert_events(
-            [self._stored("user", corpus.user_text(turn)), self._stored("model", corpus.model_text(turn))]
+            [
+                self._stored("user", corpus.user_text(turn)),
+                self._stored("model", corpus.model_text(turn)),
+            ]
         )
 
     def add_turns(self, first: int, count: int) -> None:
@@ -291,7 +296,9 @@ class EventsourcingRecorder(Library):
             self.recorder.insert_events(events)
 
     def _messages(self, recorder: Any) -> int:
-        return len([json.loads(event.state) for event in recorder.select_events(self.originator_id)])
+        return len(
+            [json.loads(event.state) for event in recorder.select_events(self.originator_id)]
+        )
 
     def read_fresh(self) -> int:
         datastore = self._datastore_class(str(self.path))
@@ -350,7 +357,14 @@ class AgentsSQLiteSession(Library):
             "type": "message",
             "role": "assistant",
             "status": "completed",
-            "content": [{"type": "output_text", "text": corpus.model_text(turn), "annotations": [], "logprobs": []}],
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": corpus.model_text(turn),
+                    "annotations": [],
+                    "logprobs": [],
+                }
+            ],
         }
 
     def append_message(self, turn: int) -> None:
@@ -373,7 +387,9 @@ class AgentsSQLiteSession(Library):
         return self.loop.run_until_complete(run())
 
     def write_turn(self, turn: int) -> None:
-        self.loop.run_until_complete(self.session.add_items([self._user(turn), self._assistant(turn)]))
+        self.loop.run_until_complete(
+            self.session.add_items([self._user(turn), self._assistant(turn)])
+        )
 
     def add_turns(self, first: int, count: int) -> None:
         for start in range(first, first + count, 2000):
@@ -498,7 +514,11 @@ def _langchain_messages(turn: int, *, reply: bool = True) -> list[Any]:
                 content=corpus.model_text(turn),
                 id=f"run-{turn:08d}",
                 response_metadata={"finish_reason": "STOP", "model_name": corpus.MODEL},
-                usage_metadata={"input_tokens": 20 + turn * 375, "output_tokens": 300, "total_tokens": 320 + turn * 375},
+                usage_metadata={
+                    "input_tokens": 20 + turn * 375,
+                    "output_tokens": 300,
+                    "total_tokens": 320 + turn * 375,
+                },
             )
         )
     return messages

@@ -47,8 +47,14 @@ def reply(n: int) -> dict[str, Any]:
     """A model reply of a typical size, as chatledger records it."""
     text = f"Answer {n}: " + "the quick brown fox jumps over the lazy dog " * 12
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
-        "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 96, "totalTokenCount": 216},
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+        ],
+        "usageMetadata": {
+            "promptTokenCount": 120,
+            "candidatesTokenCount": 96,
+            "totalTokenCount": 216,
+        },
         "modelVersion": "gemini-2.5-flash",
     }
 
@@ -66,7 +72,9 @@ def backend_cpu(pid: int) -> float | None:
         return None
 
 
-def span(began: float, cpu: float, server: float | None, backend: int) -> tuple[float, float, float, float | None]:
+def span(
+    began: float, cpu: float, server: float | None, backend: int
+) -> tuple[float, float, float, float | None]:
     """(start, end, client CPU s, server CPU s) of one writer's timed appends."""
     after = backend_cpu(backend)
     used = after - server if after is not None and server is not None else None
@@ -79,10 +87,16 @@ def chatledger_writer(url: str, appends: int, start: Any, results: Any) -> None:
 
     store = PostgresStore(url, schema="bench_chatledger", pool_min=1, pool_max=1)
     cid = f"bench-{uuid.uuid4()}"
-    store.append(cid, [NewEvent(data=ConversationStarted(model="gemini-2.5-flash"))], expected_version=0)
+    store.append(
+        cid, [NewEvent(data=ConversationStarted(model="gemini-2.5-flash"))], expected_version=0
+    )
     version = 1
     for n in range(WARMUP):
-        store.append(cid, [NewEvent(data=ModelResponded(turn=n, response=reply(n)))], expected_version=version)
+        store.append(
+            cid,
+            [NewEvent(data=ModelResponded(turn=n, response=reply(n)))],
+            expected_version=version,
+        )
         version += 1
     events = [NewEvent(data=ModelResponded(turn=n, response=reply(n))) for n in range(appends)]
     backend = store.run_in_transaction(lambda conn: conn.info.backend_pid)  # pool_max=1: the one
@@ -107,7 +121,12 @@ def eventsourcing_writer(url: str, appends: int, start: Any, results: Any) -> No
         state = msgspec.json.encode({"turn": n, "response": reply(n)})
         recorder.insert_events([StoredEvent(originator, n + 1, topic, state)])
     events = [
-        StoredEvent(originator, WARMUP + n + 1, topic, msgspec.json.encode({"turn": n, "response": reply(n)}))
+        StoredEvent(
+            originator,
+            WARMUP + n + 1,
+            topic,
+            msgspec.json.encode({"turn": n, "response": reply(n)}),
+        )
         for n in range(appends)
     ]
     with datastore.get_connection() as conn:  # pool_size=1: the one
@@ -143,7 +162,9 @@ def wal_syncs(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def run(library: str, url: str, writers: int, appends: int) -> tuple[float, float, float | None, float]:
+def run(
+    library: str, url: str, writers: int, appends: int
+) -> tuple[float, float, float | None, float]:
     """Appends per second of ``writers`` processes (from the first start to the last
     end), the client and server CPU milliseconds spent per append, and the WAL flushes
     per append (below 1 when commits share flushes)."""
@@ -151,7 +172,9 @@ def run(library: str, url: str, writers: int, appends: int) -> tuple[float, floa
     start = context.Barrier(writers + 1)
     results = context.Queue()
     target = chatledger_writer if library == "chatledger" else eventsourcing_writer
-    processes = [context.Process(target=target, args=(url, appends, start, results)) for _ in range(writers)]
+    processes = [
+        context.Process(target=target, args=(url, appends, start, results)) for _ in range(writers)
+    ]
     for process in processes:
         process.start()
     syncs = wal_syncs(url)
@@ -167,7 +190,9 @@ def run(library: str, url: str, writers: int, appends: int) -> tuple[float, floa
     total = writers * appends
     client = sum(span[2] for span in spans) * 1000 / total
     servers = [span[3] for span in spans]
-    server = sum(s for s in servers if s is not None) * 1000 / total if None not in servers else None
+    server = (
+        sum(s for s in servers if s is not None) * 1000 / total if None not in servers else None
+    )
     return total / (ended - began), client, server, syncs / total
 
 
@@ -186,17 +211,29 @@ def setup(url: str) -> None:
 def server_settings(url: str) -> dict[str, str]:
     names = ("server_version", "fsync", "synchronous_commit", "wal_sync_method", "commit_delay")
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(names),))
+        rows = conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(names),)
+        )
         return dict(rows.fetchall())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=DEFAULT_URL, help="an admin URL of the server (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=5, help="runs of each configuration (default: 5)")
-    parser.add_argument("--appends", type=int, default=300, help="appends per writer per run (default: 300)")
-    parser.add_argument("--quick", action="store_true", help="one run of 100 appends per writer (a smoke test)")
-    parser.add_argument("--json", metavar="PATH", help="also write the samples and medians as JSON to PATH")
+    parser.add_argument(
+        "--url", default=DEFAULT_URL, help="an admin URL of the server (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="runs of each configuration (default: 5)"
+    )
+    parser.add_argument(
+        "--appends", type=int, default=300, help="appends per writer per run (default: 300)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="one run of 100 appends per writer (a smoke test)"
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the samples and medians as JSON to PATH"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeat, args.appends = 1, 100
@@ -216,7 +253,9 @@ def main() -> None:
             flush=True,
         )
         setup(url)
-        samples: dict[tuple[str, int], list[float]] = {(lib, w): [] for lib in LIBRARIES for w in WRITERS}
+        samples: dict[tuple[str, int], list[float]] = {
+            (lib, w): [] for lib in LIBRARIES for w in WRITERS
+        }
         cpu: dict[tuple[str, int], list[tuple[float, float | None]]] = {key: [] for key in samples}
         flushes: dict[tuple[str, int], list[float]] = {key: [] for key in samples}
         for repetition in range(args.repeat):
@@ -228,7 +267,9 @@ def main() -> None:
                     samples[library, writers].append(rate)
                     cpu[library, writers].append((client, server))
                     flushes[library, writers].append(synced)
-                    used = f"CPU/append: client {client:.2f} ms" + (f", server {server:.2f} ms" if server is not None else "")
+                    used = f"CPU/append: client {client:.2f} ms" + (
+                        f", server {server:.2f} ms" if server is not None else ""
+                    )
                     print(
                         f"  run {repetition + 1}: {library:13} {writers} writer(s): {rate:8.0f} appends/s  "
                         f"({used}; WAL flushes/append {synced:.2f})",
@@ -247,7 +288,9 @@ def main() -> None:
             "| CPU ms/append (client + server): chatledger | eventsourcing "
             "| WAL flushes/append: chatledger | eventsourcing |"
         )
-        print("|--------:|-----------------------:|--------------------------:|------:|------:|------:|------:|------:|")
+        print(
+            "|--------:|-----------------------:|--------------------------:|------:|------:|------:|------:|------:|"
+        )
         for writers in WRITERS:
             ours = statistics.median(samples["chatledger", writers])
             theirs = statistics.median(samples["eventsourcing", writers])
@@ -266,7 +309,8 @@ def main() -> None:
                     "per_second": statistics.median(samples[library, writers]),
                     "samples": samples[library, writers],
                     "cpu_ms_per_append": [
-                        {"client": client, "server": server} for client, server in cpu[library, writers]
+                        {"client": client, "server": server}
+                        for client, server in cpu[library, writers]
                     ],
                     "wal_flushes_per_append": flushes[library, writers],
                 }

@@ -60,7 +60,11 @@ def _rows_of_markdown(text: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     header: list[str] | None = None
     for line in text.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.strip().startswith("|") else []
+        cells = (
+            [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if line.strip().startswith("|")
+            else []
+        )
         if not cells:
             header = None if rows else header
             continue
@@ -95,7 +99,9 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     }
     if not SCRIPT.exists():
         result["missing"] = f"{SCRIPT.name} does not exist in this checkout"
-        result["goals"].append({"text": GOAL, "met": None, "detail": "missing: no benchmarks/pg_appends.py"})
+        result["goals"].append(
+            {"text": GOAL, "met": None, "detail": "missing: no benchmarks/pg_appends.py"}
+        )
         return result
     with tempfile.NamedTemporaryFile(suffix=".json", dir=workdir, delete=False) as handle:
         out = Path(handle.name)
@@ -126,7 +132,9 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     result["returncode"] = completed.returncode
     result["stdout_tail"] = completed.stdout[-4000:]
     if completed.returncode != 0:
-        last = completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "no message"
+        last = (
+            completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "no message"
+        )
         result["error"] = f"{SCRIPT.name} exited {completed.returncode}: {last[:200]}"
         result["stderr_tail"] = completed.stderr[-4000:]
     data: Any = None
@@ -147,11 +155,25 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     ledger, eventsourcing = at_eight("chatledger"), at_eight("eventsourcing")
     if ledger and eventsourcing:
         ratio = ledger / eventsourcing
-        result["goals"].append({"text": GOAL, "ratio": ratio, "met": ratio >= 3.0, "detail": (
-            f"8 writers: chatledger {ledger:,.0f}/s vs eventsourcing {eventsourcing:,.0f}/s = {ratio:.2f}x"
-        )})
+        result["goals"].append(
+            {
+                "text": GOAL,
+                "ratio": ratio,
+                "met": ratio >= 3.0,
+                "detail": (
+                    f"8 writers: chatledger {ledger:,.0f}/s vs eventsourcing {eventsourcing:,.0f}/s = {ratio:.2f}x"
+                ),
+            }
+        )
     else:
-        result["goals"].append({"text": GOAL, "met": None, "detail": (
-            result.get("error") or "the script's output names no 8-writer rows for both; see its output"
-        )})
+        result["goals"].append(
+            {
+                "text": GOAL,
+                "met": None,
+                "detail": (
+                    result.get("error")
+                    or "the script's output names no 8-writer rows for both; see its output"
+                ),
+            }
+        )
     return result

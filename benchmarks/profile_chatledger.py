@@ -44,7 +44,10 @@ def resume(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
 
     path = workdir / "resume.db"
     built = _build_chatledger(path, args.events, Progress())
-    print(f"snapshot: {built['snapshot_bytes']:,} bytes at version {built['snapshot_version']}", file=sys.stderr)
+    print(
+        f"snapshot: {built['snapshot_bytes']:,} bytes at version {built['snapshot_version']}",
+        file=sys.stderr,
+    )
     return lambda: _open_chat(path, built["conversation_id"])
 
 
@@ -86,9 +89,15 @@ PROFILES: dict[str, Callable[[Path, argparse.Namespace], Callable[[], None]]] = 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("figure", choices=[*PROFILES, "send", "stream"])
-    parser.add_argument("--seconds", type=float, default=5.0, help="how long to profile (default 5)")
-    parser.add_argument("--events", type=int, default=100_000, help="resume: log length (default 100000)")
-    parser.add_argument("--turns", type=int, default=500, help="reads: conversation turns (default 500)")
+    parser.add_argument(
+        "--seconds", type=float, default=5.0, help="how long to profile (default 5)"
+    )
+    parser.add_argument(
+        "--events", type=int, default=100_000, help="resume: log length (default 100000)"
+    )
+    parser.add_argument(
+        "--turns", type=int, default=500, help="reads: conversation turns (default 500)"
+    )
     args = parser.parse_args()
     from pyinstrument import Profiler
 

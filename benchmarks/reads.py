@@ -35,7 +35,9 @@ def _genai_chat(turns: int) -> Any:
     history = []
     for turn in range(turns):
         history.append(types.Content(role="user", parts=[types.Part(text=corpus.user_text(turn))]))
-        history.append(types.Content(role="model", parts=[types.Part(text=corpus.model_text(turn))]))
+        history.append(
+            types.Content(role="model", parts=[types.Part(text=corpus.model_text(turn))])
+        )
     client = genai.Client(api_key="bench-key", http_options={"base_url": "http://127.0.0.1:9"})
     return client.chats.create(model=corpus.MODEL, history=history)
 
@@ -59,15 +61,48 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
         for turn in range(turns):
             ledger.write_turn(turn)
         chat = ledger.chat()
-        base = {"library": "chatledger", "version": ledger.version(), "durability": ledger.durability()}
-        add({**base, "variant": "fresh: Client(store=path).chats.get(id).get_history()", "mode": "fresh", "counted": True}, ledger.read_fresh)
-        add({**base, "variant": "open handle: store.read(id), every event", "mode": "warm", "counted": True}, ledger.read_warm)
+        base = {
+            "library": "chatledger",
+            "version": ledger.version(),
+            "durability": ledger.durability(),
+        }
         add(
-            {**base, "variant": "in memory: open chat.get_history()", "mode": "memory", "counted": False},
+            {
+                **base,
+                "variant": "fresh: Client(store=path).chats.get(id).get_history()",
+                "mode": "fresh",
+                "counted": True,
+            },
+            ledger.read_fresh,
+        )
+        add(
+            {
+                **base,
+                "variant": "open handle: store.read(id), every event",
+                "mode": "warm",
+                "counted": True,
+            },
+            ledger.read_warm,
+        )
+        add(
+            {
+                **base,
+                "variant": "in memory: open chat.get_history()",
+                "mode": "memory",
+                "counted": False,
+            },
             lambda: len(chat.get_history()),
         )
     except Exception as exc:
-        rows.append({"library": "chatledger", "variant": "fresh", "mode": "fresh", "counted": True, "error": failure(exc)})
+        rows.append(
+            {
+                "library": "chatledger",
+                "variant": "fresh",
+                "mode": "fresh",
+                "counted": True,
+                "error": failure(exc),
+            }
+        )
         progress(f"chatledger failed: {rows[-1]['error']}")
 
     for peer in PEERS:
@@ -77,11 +112,34 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
             libraries.append(library)
             library.new_conversation()
             library.add_turns(0, turns)
-            base = {"library": peer.key, "version": peer.version(), "durability": library.durability()}
-            add({**base, "variant": f"fresh: {peer.api.split(' / ')[-1]}", "mode": "fresh", "counted": True}, library.read_fresh)
-            add({**base, "variant": "open handle", "mode": "warm", "counted": True}, library.read_warm)
+            base = {
+                "library": peer.key,
+                "version": peer.version(),
+                "durability": library.durability(),
+            }
+            add(
+                {
+                    **base,
+                    "variant": f"fresh: {peer.api.split(' / ')[-1]}",
+                    "mode": "fresh",
+                    "counted": True,
+                },
+                library.read_fresh,
+            )
+            add(
+                {**base, "variant": "open handle", "mode": "warm", "counted": True},
+                library.read_warm,
+            )
         except Exception as exc:
-            rows.append({"library": peer.key, "variant": "fresh", "mode": "fresh", "counted": True, "error": failure(exc)})
+            rows.append(
+                {
+                    "library": peer.key,
+                    "variant": "fresh",
+                    "mode": "fresh",
+                    "counted": True,
+                    "error": failure(exc),
+                }
+            )
             progress(f"{peer.key} failed: {rows[-1]['error']}")
 
     try:
@@ -89,11 +147,25 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
 
         genai_chat = _genai_chat(turns)
         add(
-            {"library": "google-genai", "version": metadata.version("google-genai"), "variant": "in memory: chat.get_history()", "mode": "memory", "counted": False},
+            {
+                "library": "google-genai",
+                "version": metadata.version("google-genai"),
+                "variant": "in memory: chat.get_history()",
+                "mode": "memory",
+                "counted": False,
+            },
             lambda: len(genai_chat.get_history()),
         )
     except Exception as exc:
-        rows.append({"library": "google-genai", "variant": "in memory", "mode": "memory", "counted": False, "error": failure(exc)})
+        rows.append(
+            {
+                "library": "google-genai",
+                "variant": "in memory",
+                "mode": "memory",
+                "counted": False,
+                "error": failure(exc),
+            }
+        )
 
     samples: dict[int, list[float]] = {id(row): [] for row, _ in timed}
     for row, call in timed:  # warm-up, and check every call reads the whole conversation
@@ -120,16 +192,27 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
 
     goals = []
     for mode, label in (("fresh", "fresh open + read"), ("warm", "read on an open handle")):
-        subject = next((r for r in rows if r["library"] == "chatledger" and r.get("mode") == mode), None)
-        peers = [r for r in rows if r["library"] != "chatledger" and r.get("mode") == mode and r.get("median_s")]
+        subject = next(
+            (r for r in rows if r["library"] == "chatledger" and r.get("mode") == mode), None
+        )
+        peers = [
+            r
+            for r in rows
+            if r["library"] != "chatledger" and r.get("mode") == mode and r.get("median_s")
+        ]
         goal: dict[str, Any] = {"text": f"{GOAL} ({label})"}
         if subject and subject.get("median_s") and peers:
             best = min(peers, key=lambda r: r["median_s"])
             ratio = subject["median_s"] / best["median_s"]
-            goal.update(ratio=ratio, met=ratio <= 0.5, best_peer=best["library"], detail=(
-                f"chatledger {subject['median_s'] * 1e3:.2f} ms vs {best['library']} "
-                f"{best['median_s'] * 1e3:.2f} ms = {ratio:.2f}x"
-            ))
+            goal.update(
+                ratio=ratio,
+                met=ratio <= 0.5,
+                best_peer=best["library"],
+                detail=(
+                    f"chatledger {subject['median_s'] * 1e3:.2f} ms vs {best['library']} "
+                    f"{best['median_s'] * 1e3:.2f} ms = {ratio:.2f}x"
+                ),
+            )
             for row in rows:
                 if row.get("mode") == mode and row.get("median_s"):
                     row["vs_best_peer"] = row["median_s"] / best["median_s"]

@@ -6,7 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "format_table", "goal_lines", "markdown", "plot", "table_rows", "write_json", "write_markdown"]
+__all__ = [
+    "COLUMNS",
+    "format_table",
+    "goal_lines",
+    "markdown",
+    "plot",
+    "table_rows",
+    "write_json",
+    "write_markdown",
+]
 
 COLUMNS = ("Figure", "Library", "What", "Median", "Compared")
 
@@ -51,7 +60,9 @@ def _figure_rows(figure: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 compared += f" ({row['vs_best_peer']:.2f}x best peer)"
             out.append((label, library, what, _ms(row.get("median_s")), compared))
         elif name == "reads":
-            compared = f"{row['vs_best_peer']:.2f}x best peer" if "vs_best_peer" in row else "(reference)"
+            compared = (
+                f"{row['vs_best_peer']:.2f}x best peer" if "vs_best_peer" in row else "(reference)"
+            )
             what += f", {row.get('messages_read', '?')} items"
             out.append((label, library, what, _ms(row.get("median_s")), compared))
         elif name == "resume":
@@ -69,7 +80,15 @@ def _figure_rows(figure: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 compared = f"{points[-1]['vs_raw_json']:.2f}x raw JSON"
                 if "growth_last_two" in row:
                     compared += f"; {points[-1]['turns']}/{points[-2]['turns']} turns: {row['growth_last_two']:.2f}x"
-            out.append((label, library, f"{what} B/turn @ {per_turn}", f"{points[-1]['bytes_per_turn']:,.0f} B/turn" if points else "-", compared))
+            out.append(
+                (
+                    label,
+                    library,
+                    f"{what} B/turn @ {per_turn}",
+                    f"{points[-1]['bytes_per_turn']:,.0f} B/turn" if points else "-",
+                    compared,
+                )
+            )
         elif name == "send":
             compared = f"{row['vs_best_peer']:.2f}x google-genai" if "vs_best_peer" in row else ""
             out.append((label, library, what, _ms(row.get("median_s")), compared))
@@ -79,7 +98,9 @@ def _figure_rows(figure: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
         elif name == "postgres":
             rate = row.get("per_second")
             writers = row.get("writers", "?")
-            out.append((label, library, f"{writers} writer(s)", f"{rate:,.0f}/s" if rate else "-", ""))
+            out.append(
+                (label, library, f"{writers} writer(s)", f"{rate:,.0f}/s" if rate else "-", "")
+            )
     if name == "postgres" and not out:
         detail = figure.get("error") or "no rows in its output (see results.json)"
         out.append((label, "-", "pg_appends.py", "-", detail))
@@ -100,16 +121,31 @@ def goal_lines(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         for goal in figure.get("goals", []):
             met = goal.get("met")
             verdict = "MET" if met else ("MISSED" if met is False else "not measured")
-            lines.append((f"{figure['title'].split('.', 1)[0]}. {goal['text']}", verdict, goal.get("detail", "")))
+            lines.append(
+                (
+                    f"{figure['title'].split('.', 1)[0]}. {goal['text']}",
+                    verdict,
+                    goal.get("detail", ""),
+                )
+            )
     return lines
 
 
 def format_table(rows: list[tuple[str, ...]], columns: tuple[str, ...], limit: int = 100) -> str:
-    rows = [tuple(cell if len(cell) <= limit else cell[: limit - 3] + "..." for cell in row) for row in rows]
-    widths = [max(len(columns[i]), *(len(row[i]) for row in rows)) if rows else len(columns[i]) for i in range(len(columns))]
+    rows = [
+        tuple(cell if len(cell) <= limit else cell[: limit - 3] + "..." for cell in row)
+        for row in rows
+    ]
+    widths = [
+        max(len(columns[i]), *(len(row[i]) for row in rows)) if rows else len(columns[i])
+        for i in range(len(columns))
+    ]
     line = "  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True))
     lines = [line, "  ".join("-" * width for width in widths)]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -173,10 +209,14 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
         libraries: dict[str, list[tuple[int, float]]] = {}
         for row in resume["rows"]:
             if row.get("median_s"):
-                libraries.setdefault(row["library"], []).append((row["size_events"], row["median_s"] * 1e3))
+                libraries.setdefault(row["library"], []).append(
+                    (row["size_events"], row["median_s"] * 1e3)
+                )
         for library, points in libraries.items():
             xs, ys = zip(*sorted(points), strict=True)
-            axis.plot(xs, ys, marker="o", linewidth=2.5 if library == "chatledger" else 1.2, label=library)
+            axis.plot(
+                xs, ys, marker="o", linewidth=2.5 if library == "chatledger" else 1.2, label=library
+            )
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xlabel("conversation length (chatledger events; peers hold the same turns)")
@@ -200,7 +240,12 @@ def plot(results: dict[str, Any], path: Path) -> str | None:
             )
             raw = [(p["turns"], p["raw_json_bytes"]) for p in points]
         if raw:
-            axis.plot([t for t, _ in raw], [b / 1e6 for _, b in raw], "k--", label="raw JSON of the contents")
+            axis.plot(
+                [t for t, _ in raw],
+                [b / 1e6 for _, b in raw],
+                "k--",
+                label="raw JSON of the contents",
+            )
         axis.set_yscale("log")
         axis.set_xlabel("turns")
         axis.set_ylabel("database size after checkpoint (MB)")

@@ -76,7 +76,11 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     built: list[tuple[dict[str, Any], Path]] = []
     for events in event_sizes:
         path = workdir / f"resume-chatledger-{events}.db"
-        row: dict[str, Any] = {"library": "chatledger", "variant": "Client(store=path).chats.get(id)", "size_events": events}
+        row: dict[str, Any] = {
+            "library": "chatledger",
+            "variant": "Client(store=path).chats.get(id)",
+            "size_events": events,
+        }
         rows.append(row)
         try:
             row["version"] = ChatledgerStore.version()
@@ -101,7 +105,12 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     for peer in PEERS:
         for events in event_sizes:
             turns = (events - 1) // 3
-            row = {"library": peer.key, "variant": peer.api.split(" / ")[-1], "size_events": events, "turns": turns}
+            row = {
+                "library": peer.key,
+                "variant": peer.api.split(" / ")[-1],
+                "size_events": events,
+                "turns": turns,
+            }
             rows.append(row)
             path = workdir / f"resume-{peer.key}-{events}.db"
             try:
@@ -136,15 +145,21 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     if len(ledger_rows) == len(event_sizes) and len(ledger_rows) >= 2:
         small, large = ledger_rows[0], ledger_rows[-1]
         ratio = large["median_s"] / small["median_s"]
-        goal.update(ratio=ratio, met=ratio <= 3.0, detail=(
-            f"{large['size_events']:,} events {large['median_s'] * 1e3:.2f} ms / "
-            f"{small['size_events']:,} events {small['median_s'] * 1e3:.2f} ms = {ratio:.2f}x"
-        ))
+        goal.update(
+            ratio=ratio,
+            met=ratio <= 3.0,
+            detail=(
+                f"{large['size_events']:,} events {large['median_s'] * 1e3:.2f} ms / "
+                f"{small['size_events']:,} events {small['median_s'] * 1e3:.2f} ms = {ratio:.2f}x"
+            ),
+        )
     else:
         goal.update(met=None, detail="not every size was measured")
     for row in rows:
         if row.get("median_s"):
-            first = next((r for r in rows if r["library"] == row["library"] and r.get("median_s")), None)
+            first = next(
+                (r for r in rows if r["library"] == row["library"] and r.get("median_s")), None
+            )
             if first is not None:
                 row["vs_smallest"] = row["median_s"] / first["median_s"]
     return {

@@ -99,10 +99,17 @@ DISTRIBUTIONS = (
 def _git() -> str:
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "chatledger"], cwd=ROOT, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--", "chatledger"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return f"{commit}{' + uncommitted changes in chatledger/' if dirty else ''}"
     except (OSError, subprocess.CalledProcessError):
@@ -136,8 +143,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help=f"run only these figures (repeat or comma-separate): {', '.join(FIGURES)}",
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default: benchmarks/results)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the databases are written (default: a temporary folder)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results",
+        help="where results go (default: benchmarks/results)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the databases are written (default: a temporary folder)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the databases after the run")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     args = parser.parse_args(argv)
@@ -154,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     progress = Progress(quiet=args.quiet)
     started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     started = time.monotonic()
-    command = "python benchmarks/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = (
+        "python benchmarks/run.py"
+        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
     results: dict[str, Any] = {
         "command": command.strip(),
         "mode": "quick" if args.quick else "full",
@@ -173,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
                 figure = FIGURES[name](sizes, workdir, progress)
             except Exception as exc:  # a figure's own bug must not lose the others
                 traceback.print_exc()
-                figure = {"name": name, "title": name, "rows": [], "goals": [], "error": failure(exc)}
+                figure = {
+                    "name": name,
+                    "title": name,
+                    "rows": [],
+                    "goals": [],
+                    "error": failure(exc),
+                }
             figure["duration_s"] = time.monotonic() - figure_started
             results["figures"].append(figure)
             progress(f"done in {figure['duration_s']:.0f} s")
@@ -194,9 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     print(report.format_table(report.goal_lines(results), ("Goal", "Verdict", "Detail")))
     print()
     env = results["environment"]
-    print(f"{env['machine']}; Python {env['python']}; SQLite {env['sqlite']}; chatledger at {env['git']}")
+    print(
+        f"{env['machine']}; Python {env['python']}; SQLite {env['sqlite']}; chatledger at {env['git']}"
+    )
     print(f"chatledger defaults: {env['chatledger_defaults']}")
-    print(f"Wrote {args.out / 'results.json'}, {args.out / 'table.md'}" + (f", {args.out / 'growth.png'}" if not problem else f" (no plot: {problem})"))
+    print(
+        f"Wrote {args.out / 'results.json'}, {args.out / 'table.md'}"
+        + (f", {args.out / 'growth.png'}" if not problem else f" (no plot: {problem})")
+    )
     print(f"Total {results['duration_s']:.0f} s")
     return 0
 

@@ -31,19 +31,31 @@ API_KEY = "bench-key"
 def _genai_client(base_url: str) -> Any:
     from google import genai
 
-    return genai.Client(api_key=API_KEY, http_options={"base_url": base_url, "api_version": "v1beta"})
+    return genai.Client(
+        api_key=API_KEY, http_options={"base_url": base_url, "api_version": "v1beta"}
+    )
 
 
 def _ledger_client(base_url: str, path: Path) -> Any:
     import chatledger
 
-    return chatledger.Client(api_key=API_KEY, http_options={"base_url": base_url}, store=str(path), actor="bench")
+    return chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": base_url}, store=str(path), actor="bench"
+    )
 
 
 def run_send(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, Any]:
     rounds, turns = sizes["send_rounds"], sizes["send_turns"]
-    ledger_row: dict[str, Any] = {"library": "chatledger", "variant": "chat.send_message, SQLite file (defaults)", "counted": True}
-    genai_row: dict[str, Any] = {"library": "google-genai", "variant": "chat.send_message, in memory", "counted": True}
+    ledger_row: dict[str, Any] = {
+        "library": "chatledger",
+        "variant": "chat.send_message, SQLite file (defaults)",
+        "counted": True,
+    }
+    genai_row: dict[str, Any] = {
+        "library": "google-genai",
+        "variant": "chat.send_message, in memory",
+        "counted": True,
+    }
     rows = [ledger_row, genai_row]
     goal: dict[str, Any] = {"text": "chatledger <= 1.0x google-genai"}
     try:
@@ -87,12 +99,16 @@ def run_send(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[s
         ratio = ledger_row["median_s"] / genai_row["median_s"]
         ledger_row["vs_best_peer"] = ratio
         genai_row["vs_best_peer"] = 1.0
-        goal.update(ratio=ratio, met=ratio <= 1.0, detail=(
-            f"chatledger {ledger_row['median_s'] * 1e3:.3f} ms vs google-genai "
-            f"{genai_row['median_s'] * 1e3:.3f} ms per send = {ratio:.2f}x; first send of a chat: "
-            f"{ledger_row['median_by_history_turns_s'][0] * 1e3:.3f} vs "
-            f"{genai_row['median_by_history_turns_s'][0] * 1e3:.3f} ms"
-        ))
+        goal.update(
+            ratio=ratio,
+            met=ratio <= 1.0,
+            detail=(
+                f"chatledger {ledger_row['median_s'] * 1e3:.3f} ms vs google-genai "
+                f"{genai_row['median_s'] * 1e3:.3f} ms per send = {ratio:.2f}x; first send of a chat: "
+                f"{ledger_row['median_by_history_turns_s'][0] * 1e3:.3f} vs "
+                f"{genai_row['median_by_history_turns_s'][0] * 1e3:.3f} ms"
+            ),
+        )
     except Exception as exc:
         ledger_row.setdefault("error", failure(exc))
         goal.update(met=None, detail=f"not measured: {failure(exc)}")
@@ -137,9 +153,21 @@ def run_stream(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict
     import httpx
 
     rounds, turns = sizes["send_rounds"], sizes["send_turns"]
-    ledger_row: dict[str, Any] = {"library": "chatledger", "variant": "send_message_stream: first chunk", "counted": True}
-    raw_row: dict[str, Any] = {"library": "httpx (raw)", "variant": "stream read: first data line, decoded", "counted": True}
-    genai_row: dict[str, Any] = {"library": "google-genai", "variant": "send_message_stream: first chunk (reference)", "counted": False}
+    ledger_row: dict[str, Any] = {
+        "library": "chatledger",
+        "variant": "send_message_stream: first chunk",
+        "counted": True,
+    }
+    raw_row: dict[str, Any] = {
+        "library": "httpx (raw)",
+        "variant": "stream read: first data line, decoded",
+        "counted": True,
+    }
+    genai_row: dict[str, Any] = {
+        "library": "google-genai",
+        "variant": "send_message_stream: first chunk (reference)",
+        "counted": False,
+    }
     rows = [ledger_row, raw_row, genai_row]
     goal: dict[str, Any] = {"text": "< 1 ms added to a raw httpx SSE read (median)"}
     try:
@@ -151,9 +179,17 @@ def run_stream(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict
             genai_client = _genai_client(server.base_url)
             http = httpx.Client(timeout=httpx.Timeout(None, connect=30.0))
             url = f"{server.base_url}/v1beta/models/{corpus.MODEL}:streamGenerateContent?alt=sse"
-            streamed_reply = {"role": "model", "parts": [{"text": "".join(
-                chunk["candidates"][0]["content"]["parts"][0]["text"] for chunk in corpus.stream_chunks(3)
-            )}]}
+            streamed_reply = {
+                "role": "model",
+                "parts": [
+                    {
+                        "text": "".join(
+                            chunk["candidates"][0]["content"]["parts"][0]["text"]
+                            for chunk in corpus.stream_chunks(3)
+                        )
+                    }
+                ],
+            }
             samples: dict[str, list[float]] = {"chatledger": [], "raw": [], "google-genai": []}
             paired: list[float] = []
             for round_number in range(rounds + 1):
@@ -166,7 +202,11 @@ def run_stream(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict
                     message = corpus.user_text(turn)
                     body = msgspec.json.encode({"contents": [*contents, corpus.user_content(turn)]})
                     timings = {}
-                    for name in (("chatledger", "raw") if (round_number + turn) % 2 else ("raw", "chatledger")):
+                    for name in (
+                        ("chatledger", "raw")
+                        if (round_number + turn) % 2
+                        else ("raw", "chatledger")
+                    ):
                         if name == "raw":
                             timings["raw"] = _raw_first_chunk(http, url, body)
                         else:
@@ -197,11 +237,15 @@ def run_stream(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict
         ledger_row["added_s"] = added
         ledger_row["paired_added"] = summary(paired)
         genai_row["added_s"] = genai_row["median_s"] - raw_row["median_s"]
-        goal.update(ratio=added * 1e3, met=added < 0.001, detail=(
-            f"chatledger {ledger_row['median_s'] * 1e3:.3f} ms - raw httpx "
-            f"{raw_row['median_s'] * 1e3:.3f} ms = {added * 1e3:.3f} ms added "
-            f"(median of paired differences {ledger_row['paired_added']['median_s'] * 1e3:.3f} ms)"
-        ))
+        goal.update(
+            ratio=added * 1e3,
+            met=added < 0.001,
+            detail=(
+                f"chatledger {ledger_row['median_s'] * 1e3:.3f} ms - raw httpx "
+                f"{raw_row['median_s'] * 1e3:.3f} ms = {added * 1e3:.3f} ms added "
+                f"(median of paired differences {ledger_row['paired_added']['median_s'] * 1e3:.3f} ms)"
+            ),
+        )
         goal["ratio_unit"] = "ms"
     except Exception as exc:
         ledger_row.setdefault("error", failure(exc))

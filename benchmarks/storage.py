@@ -34,7 +34,9 @@ def _chatledger_breakdown(path: Path) -> dict[str, int]:
             "sum(length(event_id) + length(hash) + length(recorded_at) + length(type) + length(conversation_id)) "
             "FROM events"
         ).fetchone()
-        snapshots = conn.execute("SELECT count(*), coalesce(sum(length(state)), 0) FROM snapshots").fetchone()
+        snapshots = conn.execute(
+            "SELECT count(*), coalesce(sum(length(state)), 0) FROM snapshots"
+        ).fetchone()
     finally:
         conn.close()
     return {
@@ -47,7 +49,9 @@ def _chatledger_breakdown(path: Path) -> dict[str, int]:
     }
 
 
-def _measure(library: Library, path: Path, checkpoints: list[int], progress: Progress) -> list[dict[str, Any]]:
+def _measure(
+    library: Library, path: Path, checkpoints: list[int], progress: Progress
+) -> list[dict[str, Any]]:
     points = []
     written = 0
     started = time.perf_counter()
@@ -101,16 +105,24 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
     points = subject.get("points") or []
     if len(points) >= 2:
         growth = subject["growth_last_two"]
-        goals.append({
-            "text": GOALS[0], "ratio": growth, "met": growth <= 2.1,
-            "detail": f"{points[-1]['file_bytes']:,} B at {points[-1]['turns']} turns / "
-            f"{points[-2]['file_bytes']:,} B at {points[-2]['turns']} turns = {growth:.2f}x",
-        })
+        goals.append(
+            {
+                "text": GOALS[0],
+                "ratio": growth,
+                "met": growth <= 2.1,
+                "detail": f"{points[-1]['file_bytes']:,} B at {points[-1]['turns']} turns / "
+                f"{points[-2]['file_bytes']:,} B at {points[-2]['turns']} turns = {growth:.2f}x",
+            }
+        )
         versus = points[-1]["vs_raw_json"]
-        goals.append({
-            "text": GOALS[1], "ratio": versus, "met": versus <= 2.0,
-            "detail": f"{points[-1]['file_bytes']:,} B vs {points[-1]['raw_json_bytes']:,} B of JSON = {versus:.2f}x",
-        })
+        goals.append(
+            {
+                "text": GOALS[1],
+                "ratio": versus,
+                "met": versus <= 2.0,
+                "detail": f"{points[-1]['file_bytes']:,} B vs {points[-1]['raw_json_bytes']:,} B of JSON = {versus:.2f}x",
+            }
+        )
     else:
         goals += [{"text": text, "met": None, "detail": "not measured"} for text in GOALS]
     return {

@@ -1,11 +1,11 @@
 """chatledger: an event-sourced conversation store with Gemini's chat API on top.
 
-    import chatledger
-    client = chatledger.Client(store="chats.db")
-    chat = client.chats.create(model="gemini-2.5-flash")
-    print(chat.send_message("Hello").text)
-    for event in chat.events():
-        print(event.version, event.type)
+import chatledger
+client = chatledger.Client(store="chats.db")
+chat = client.chats.create(model="gemini-2.5-flash")
+print(chat.send_message("Hello").text)
+for event in chat.events():
+    print(event.version, event.type)
 """
 
 from . import errors, events, projections, types

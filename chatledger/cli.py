@@ -683,7 +683,9 @@ def _side_by_side(left: list[Content], right: list[Content], start: int, width: 
     for index in range(start, max(len(left), len(right))):
         cells = []
         for contents in (left, right):
-            cells.append(_shorten(render_content(contents[index]), column) if index < len(contents) else "")
+            cells.append(
+                _shorten(render_content(contents[index]), column) if index < len(contents) else ""
+            )
         click.echo(f"{cells[0]:<{column}} | {cells[1]}")
 
 
@@ -706,7 +708,9 @@ def diff(first: str, second: str, width: int) -> None:
     """Show where two conversations (say, two branches) diverge, then their turns side by
     side from there."""
     client = _settings().client()
-    chats = [client.chats.get(resolve_conversation_id(client.store, cid)) for cid in (first, second)]
+    chats = [
+        client.chats.get(resolve_conversation_id(client.store, cid)) for cid in (first, second)
+    ]
     left, right = (chat_.get_history() for chat_ in chats)
     common = _common_prefix(left, right)
     click.echo(f"{chats[0].id[:8]} and {chats[1].id[:8]} share their first {common} contents.")
@@ -726,14 +730,14 @@ def diff(first: str, second: str, width: int) -> None:
     help="Re-run the user messages against this model as a new fork (instead of an "
     "offline replay), and show both side by side.",
 )
-@click.option(
-    "--base-url", metavar="URL", help="With --model: the server of that model."
-)
+@click.option("--base-url", metavar="URL", help="With --model: the server of that model.")
 @click.option(
     "--width", type=click.IntRange(min=40), default=120, show_default=True, help="Line width."
 )
 @click.pass_context
-def replay(ctx: click.Context, conversation_id: str, model: str | None, base_url: str | None, width: int) -> None:
+def replay(
+    ctx: click.Context, conversation_id: str, model: str | None, base_url: str | None, width: int
+) -> None:
     """Replay conversation ID offline: serve every model reply from the log and check
     that the requests built now match the recorded ones (turn, field, recorded, now).
 
@@ -753,11 +757,15 @@ def replay(ctx: click.Context, conversation_id: str, model: str | None, base_url
         _side_by_side(left, right, start, width)
         return
     report = replay_conversation(client.store, target)
-    click.echo(f"Replayed {report.replayed} of {report.calls} model calls of {target} from the log.")
+    click.echo(
+        f"Replayed {report.replayed} of {report.calls} model calls of {target} from the log."
+    )
     for difference in report.differences:
         click.echo(f"Difference: {difference}")
     for call in report.digest_mismatches:
-        click.echo(f"Problem: model call {call} does not rebuild to the contents digest it recorded")
+        click.echo(
+            f"Problem: model call {call} does not rebuild to the contents digest it recorded"
+        )
     if not report.ok:
         ctx.exit(1)
     click.echo("No differences: every request matched the log.")

@@ -168,7 +168,9 @@ def _is_proto_message(value: Any) -> bool:
 def _proto_to_dict(value: Any) -> dict[str, Any]:
     to_dict = type(value).to_dict
     try:
-        result = to_dict(value, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
+        result = to_dict(
+            value, use_integers_for_enums=False, always_print_fields_with_no_presence=False
+        )
     except TypeError:  # an older proto-plus
         result = to_dict(value, use_integers_for_enums=False, including_default_value_fields=False)
     return dict(result)
@@ -221,12 +223,18 @@ def _safety_dict(settings: Any) -> dict[str, str]:
                 setting = _proto_to_dict(setting)
             elif hasattr(setting, "model_dump"):
                 setting = setting.model_dump(exclude_none=True)
-            if not isinstance(setting, Mapping) or "category" not in setting or "threshold" not in setting:
+            if (
+                not isinstance(setting, Mapping)
+                or "category" not in setting
+                or "threshold" not in setting
+            ):
                 raise InvalidInputError(
                     f"a safety setting needs a category and a threshold, got {setting!r}"
                 )
             category = _lookup(setting["category"], _CATEGORIES, _CATEGORY_NUMBERS, "harm category")
-            result[category] = _lookup(setting["threshold"], _THRESHOLDS, _THRESHOLD_NUMBERS, "safety threshold")
+            result[category] = _lookup(
+                setting["threshold"], _THRESHOLDS, _THRESHOLD_NUMBERS, "safety threshold"
+            )
         return result
     raise InvalidInputError(
         "safety_settings must be a threshold, a {category: threshold} dict or a list of "
@@ -266,7 +274,11 @@ def _generation_config(config: Any) -> dict[str, Any]:
 
 
 def _tools(tools: Any) -> list[Any]:
-    if isinstance(tools, (Mapping, str, bytes)) or callable(tools) or not isinstance(tools, Iterable):
+    if (
+        isinstance(tools, (Mapping, str, bytes))
+        or callable(tools)
+        or not isinstance(tools, Iterable)
+    ):
         tools = [tools]
     result: list[Any] = []
     for tool in tools:
@@ -351,7 +363,11 @@ def _message(content: Any) -> Any:
             raise InvalidInputError("a message content needs at least one part")
         role = content.get("role") or "user"
         if role == "model":
-            if len(converted) == 1 and isinstance(converted[0], Part) and converted[0].function_call:
+            if (
+                len(converted) == 1
+                and isinstance(converted[0], Part)
+                and converted[0].function_call
+            ):
                 return converted[0]  # a function call Part is sent as a model turn
             raise InvalidInputError(
                 "a message is the user's turn; a content with role 'model' can only hold one "
@@ -543,13 +559,19 @@ class GenerateContentResponse:
             elif part.executable_code is not None:
                 language = str(part.executable_code.language or "").lower()
                 language = "" if language in ("", "language_unspecified") else f" {language}"
-                texts.extend([f"```{language}", (part.executable_code.code or "").lstrip("\n"), "```"])
+                texts.extend(
+                    [f"```{language}", (part.executable_code.code or "").lstrip("\n"), "```"]
+                )
             elif part.code_execution_result is not None:
-                outcome = str(part.code_execution_result.outcome or "").lower().replace("outcome_", "")
+                outcome = (
+                    str(part.code_execution_result.outcome or "").lower().replace("outcome_", "")
+                )
                 outcome = "" if outcome in ("", "ok", "unspecified") else f" {outcome}"
                 texts.extend([f"```{outcome}", part.code_execution_result.output or "", "```"])
             else:
-                kind = next((name for name in Part.model_fields if getattr(part, name) is not None), "empty")
+                kind = next(
+                    (name for name in Part.model_fields if getattr(part, name) is not None), "empty"
+                )
                 raise ValueError(f"Could not convert `part.{kind}` to text.")
         return "\n".join(texts)
 
@@ -672,7 +694,9 @@ class GenerativeModel:
         self._tool_config = _tool_config(tool_config) if tool_config is not None else None
         self._system_instruction = _system_instruction(system_instruction)
         if client is not None and not isinstance(client, Client):
-            raise InvalidInputError(f"client must be a chatledger.Client, got {type(client).__name__}")
+            raise InvalidInputError(
+                f"client must be a chatledger.Client, got {type(client).__name__}"
+            )
         self._client = client if client is not None else Client()
         self._config(automatic_function_calling=False)  # refuse a bad setting now
 
@@ -737,8 +761,15 @@ class GenerativeModel:
         function calls are returned to the caller.
         """
         config = self._config(automatic_function_calling=bool(enable_automatic_function_calling))
-        chat = self._client.chats.create(model=self._model, config=config, history=_history(history))
-        return ChatSession(self, chat, config, enable_automatic_function_calling=bool(enable_automatic_function_calling))
+        chat = self._client.chats.create(
+            model=self._model, config=config, history=_history(history)
+        )
+        return ChatSession(
+            self,
+            chat,
+            config,
+            enable_automatic_function_calling=bool(enable_automatic_function_calling),
+        )
 
     def resume_chat(
         self, conversation_id: str, *, enable_automatic_function_calling: bool = False
@@ -747,11 +778,18 @@ class GenerativeModel:
         model's settings and tools (a change of settings is recorded)."""
         config = self._config(automatic_function_calling=bool(enable_automatic_function_calling))
         chat = self._client.chats.get(conversation_id, config=config)
-        return ChatSession(self, chat, config, enable_automatic_function_calling=bool(enable_automatic_function_calling))
+        return ChatSession(
+            self,
+            chat,
+            config,
+            enable_automatic_function_calling=bool(enable_automatic_function_calling),
+        )
 
 
 def _safety_list(settings: dict[str, str]) -> list[dict[str, str]]:
-    return [{"category": category, "threshold": threshold} for category, threshold in settings.items()]
+    return [
+        {"category": category, "threshold": threshold} for category, threshold in settings.items()
+    ]
 
 
 def _system_instruction(value: Any) -> Any:
@@ -803,7 +841,9 @@ class ChatSession:
 
     def __repr__(self) -> str:
         state = " (a stream is in progress)" if self._open is not None else ""
-        return f"<chatledger.legacy.ChatSession id={self.id!r} model={self.model.model_name!r}{state}>"
+        return (
+            f"<chatledger.legacy.ChatSession id={self.id!r} model={self.model.model_name!r}{state}>"
+        )
 
     @property
     def id(self) -> str:
@@ -904,7 +944,9 @@ class ChatSession:
         )
         achat = self._async_chat()
         if not stream:
-            response = AsyncGenerateContentResponse(await achat.send_message(message, config=config))
+            response = AsyncGenerateContentResponse(
+                await achat.send_message(message, config=config)
+            )
             self._last = response
             return response
         response = AsyncGenerateContentResponse(

@@ -512,7 +512,9 @@ class GenerateContentConfig(_BaseModel):
             raise ValueError("tools must be a list of Tool objects or Python functions")
         checked: list[Any] = []
         for tool in value:
-            if (callable(tool) and not isinstance(tool, pydantic.BaseModel | dict)) or isinstance(tool, Tool):
+            if (callable(tool) and not isinstance(tool, pydantic.BaseModel | dict)) or isinstance(
+                tool, Tool
+            ):
                 checked.append(tool)
             else:
                 checked.append(Tool.model_validate(tool))

@@ -28,7 +28,10 @@ def main() -> int:
     client = chatledger.Client(store=str(db), actor="demo")
     chat = client.chats.create(
         model="local",
-        config={"system_instruction": "You are a concise, friendly assistant.", "max_output_tokens": 64},
+        config={
+            "system_instruction": "You are a concise, friendly assistant.",
+            "max_output_tokens": 64,
+        },
     )
     print(f"conversation {chat.id} in {db}\n")
 

@@ -13,13 +13,22 @@ import hashlib
 import json
 import sys
 
-ENVELOPE = ("conversation_id", "version", "event_id", "type", "schema_version",
-            "data", "metadata", "recorded_at")
+ENVELOPE = (
+    "conversation_id",
+    "version",
+    "event_id",
+    "type",
+    "schema_version",
+    "data",
+    "metadata",
+    "recorded_at",
+)
 
 
 def canonical(value):
-    return json.dumps(value, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=True, allow_nan=False).encode("ascii")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
 
 
 def verify(lines):
@@ -43,9 +52,15 @@ def verify(lines):
                 problems.append(f"{where}: hash mismatch (modified, reordered or forged)")
                 break
             prev_hash = event["hash"]
-        parent = events[0]["data"].get("parent") if events[0]["type"] == "conversation_started" else None
+        parent = (
+            events[0]["data"].get("parent") if events[0]["type"] == "conversation_started" else None
+        )
         if parent:
-            found = [e for e in streams.get(parent["conversation_id"], []) if e["version"] == parent["version"]]
+            found = [
+                e
+                for e in streams.get(parent["conversation_id"], [])
+                if e["version"] == parent["version"]
+            ]
             if not found or found[0]["hash"] != parent["hash"]:
                 problems.append(f"{conversation_id} v1: its parent event is missing or differs")
     return len(streams), sum(len(events) for events in streams.values()), problems

@@ -98,10 +98,19 @@ def events_after(store: EventStore, position: int) -> list[RecordedEvent]:
 def stdlib_hash(event: RecordedEvent, prev_hash: str) -> str:
     """The chain hash as a third party computes it from an export, with the stdlib only."""
     export = event.to_export()
-    envelope = {name: export[name] for name in (
-        "conversation_id", "version", "event_id", "type", "schema_version",
-        "data", "metadata", "recorded_at",
-    )}
+    envelope = {
+        name: export[name]
+        for name in (
+            "conversation_id",
+            "version",
+            "event_id",
+            "type",
+            "schema_version",
+            "data",
+            "metadata",
+            "recorded_at",
+        )
+    }
     envelope["prev_hash"] = prev_hash
     canonical = json.dumps(
         envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
@@ -122,7 +131,9 @@ def wait_past(timestamp: str) -> None:
         time.sleep(0.0001)
 
 
-def assert_not_written(store: EventStore, marker: int, event_ids: Sequence[str], *conversation_ids: str) -> None:
+def assert_not_written(
+    store: EventStore, marker: int, event_ids: Sequence[str], *conversation_ids: str
+) -> None:
     """No event written after position ``marker`` carries one of these ids."""
     later = events_after(store, marker)
     assert not [e for e in later if e.event_id in event_ids]
@@ -134,26 +145,50 @@ EVERY_KIND: list[EventData] = [
     ConversationStarted(
         model="gemini-2.5-flash",
         config={"temperature": 0.5, "systemInstruction": {"parts": [{"text": "be brief"}]}},
-        history=[{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "yo"}]}],
+        history=[
+            {"role": "user", "parts": [{"text": "hi"}]},
+            {"role": "model", "parts": [{"text": "yo"}]},
+        ],
     ),
-    UserMessageAdded(turn=1, content={"role": "user", "parts": [{"text": "héllo ✓"}]}, lease_seconds=30.5),
+    UserMessageAdded(
+        turn=1, content={"role": "user", "parts": [{"text": "héllo ✓"}]}, lease_seconds=30.5
+    ),
     ModelCallStarted(
-        turn=1, model="gemini-2.5-flash", attempt=2, streamed=True, config={"topK": 3},
-        contents_count=3, contents_sha256="ab" * 32, transport="gemini",
+        turn=1,
+        model="gemini-2.5-flash",
+        attempt=2,
+        streamed=True,
+        config={"topK": 3},
+        contents_count=3,
+        contents_sha256="ab" * 32,
+        transport="gemini",
     ),
     ModelResponded(
         turn=1,
         response={"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}}]},
-        latency_ms=12.25, streamed=True, chunks=4, ends_turn=False,
+        latency_ms=12.25,
+        streamed=True,
+        chunks=4,
+        ends_turn=False,
     ),
     ModelCallFailed(
-        turn=1, error=ErrorInfo(kind="ServerError", message="boom", code=503, status="UNAVAILABLE"),
-        attempt=3, streamed=True, partial={"text": "par"}, latency_ms=1.5, ends_turn=False,
+        turn=1,
+        error=ErrorInfo(kind="ServerError", message="boom", code=503, status="UNAVAILABLE"),
+        attempt=3,
+        streamed=True,
+        partial={"text": "par"},
+        latency_ms=1.5,
+        ends_turn=False,
     ),
     FunctionCalled(turn=1, name="lookup", args={"q": [1, 2.5, None, True]}, call_id="c1", index=1),
     FunctionResponded(
-        turn=1, name="lookup", response={"result": {"n": 1}}, call_id="c1", index=1,
-        error="bad", duration_ms=3.0,
+        turn=1,
+        name="lookup",
+        response={"result": {"n": 1}},
+        call_id="c1",
+        index=1,
+        error="bad",
+        duration_ms=3.0,
     ),
     TurnRewound(turn=1),
     TurnAbandoned(turn=2, reason="lease expired"),
@@ -172,8 +207,9 @@ JSON_SCALARS = (
 )
 JSON_VALUES = st.recursive(
     JSON_SCALARS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=10,
 )
 METADATA = st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3)
@@ -199,7 +235,9 @@ def strategy_for(info: mi.Type) -> st.SearchStrategy[Any]:
     if isinstance(info, mi.ListType):
         return st.lists(strategy_for(info.item_type), max_size=3)
     if isinstance(info, mi.DictType):
-        return st.dictionaries(strategy_for(info.key_type), strategy_for(info.value_type), max_size=4)
+        return st.dictionaries(
+            strategy_for(info.key_type), strategy_for(info.value_type), max_size=4
+        )
     if isinstance(info, mi.StructType):
         return struct_strategy(info)
     raise TypeError(f"no strategy for {info!r}: teach strategy_for about it")
@@ -254,7 +292,10 @@ class StoreContract:
         datas = [EVERY_KIND[0], EVERY_KIND[1], EVERY_KIND[4]]
         positions = store.append(
             cid,
-            [NewEvent(data=d, event_id=i, metadata=m) for d, i, m in zip(datas, ids, metadata, strict=True)],
+            [
+                NewEvent(data=d, event_id=i, metadata=m)
+                for d, i, m in zip(datas, ids, metadata, strict=True)
+            ],
             expected_version=0,
         )
         events = store.read(cid)
@@ -265,7 +306,11 @@ class StoreContract:
         assert [e.conversation_id for e in events] == [cid] * 3
         assert [e.version for e in events] == [1, 2, 3]
         assert [e.event_id for e in events] == ids
-        assert [e.type for e in events] == ["conversation_started", "user_message_added", "model_call_failed"]
+        assert [e.type for e in events] == [
+            "conversation_started",
+            "user_message_added",
+            "model_call_failed",
+        ]
         assert [e.schema_version for e in events] == [type(d).schema_version for d in datas]
         assert [e.data for e in events] == datas
         assert [type(e.data) for e in events] == [type(d) for d in datas]
@@ -293,7 +338,9 @@ class StoreContract:
         start(store, cid, message(1, metadata=metadata))
         events = store.read(cid)
         assert events[1].metadata == {
-            "pair": [1, "two"], "by_number": {"10": "ten", "9": "nine"}, "text": "é\u2028\"'"
+            "pair": [1, "two"],
+            "by_number": {"10": "ten", "9": "nine"},
+            "text": "é\u2028\"'",
         }
         assert events[1].hash == stdlib_hash(events[1], events[0].hash)
         report = store.verify(cid)
@@ -316,7 +363,9 @@ class StoreContract:
         assert {e.type for e in events} == set(KINDS)
         assert store.verify(cid).ok
 
-    def test_versions_are_gapless_and_positions_increase_across_appends(self, store: EventStore) -> None:
+    def test_versions_are_gapless_and_positions_increase_across_appends(
+        self, store: EventStore
+    ) -> None:
         cid = new_id()
         positions = start(store, cid)
         positions += store.append(cid, [message(1), message(2)], expected_version=1)
@@ -373,7 +422,9 @@ class StoreContract:
         assert [e.event_id for e in store.read(cid)] == [first.event_id, later.event_id]
 
     @pytest.mark.parametrize("stale", [0, 1, 2, 4, 10])
-    def test_a_version_mismatch_raises_and_writes_nothing(self, store: EventStore, stale: int) -> None:
+    def test_a_version_mismatch_raises_and_writes_nothing(
+        self, store: EventStore, stale: int
+    ) -> None:
         cid = new_id()
         marker = start(store, cid, message(1), message(2))[-1]
         before = store.read(cid)
@@ -383,7 +434,11 @@ class StoreContract:
             store.append(cid, attempt, expected_version=stale)
         error = caught.value
         assert isinstance(error, StoreError)
-        assert (error.conversation_id, error.expected_version, error.actual_version) == (cid, stale, 3)
+        assert (error.conversation_id, error.expected_version, error.actual_version) == (
+            cid,
+            stale,
+            3,
+        )
         assert "3" in str(error)
         assert store.read(cid) == before
         assert store.stream_info(cid) == info
@@ -444,7 +499,9 @@ class StoreContract:
 
     # ------------------------------------------------------------- idempotent retries
 
-    def test_reappending_the_same_event_ids_returns_the_original_positions(self, store: EventStore) -> None:
+    def test_reappending_the_same_event_ids_returns_the_original_positions(
+        self, store: EventStore
+    ) -> None:
         cid = new_id()
         first = [started(), message(1)]
         first_positions = store.append(cid, first, expected_version=0)
@@ -465,7 +522,9 @@ class StoreContract:
         assert [e.position for e in mine] == first_positions + second_positions
         assert store.verify(cid).ok
 
-    def test_partially_overlapping_event_ids_raise_and_write_nothing(self, store: EventStore) -> None:
+    def test_partially_overlapping_event_ids_raise_and_write_nothing(
+        self, store: EventStore
+    ) -> None:
         cid = new_id()
         seen = message(1)
         positions = start(store, cid, seen)
@@ -556,7 +615,9 @@ class StoreContract:
         after_third = store.read_all(after_position=third)
         assert all(e.position > third for e in after_third)
         assert [e.position for e in after_third if e.conversation_id in (a, b)] == positions[3:]
-        assert not [e for e in store.read_all(after_position=positions[-1]) if e.conversation_id in (a, b)]
+        assert not [
+            e for e in store.read_all(after_position=positions[-1]) if e.conversation_id in (a, b)
+        ]
 
     # ------------------------------------------------------------- subscribe
 
@@ -730,7 +791,9 @@ class StoreContract:
         assert [i.conversation_id for i in store.conversations(parent_id=fork_one)] == [grandchild]
         assert store.conversations(parent_id=grandchild) == []
         assert store.conversations(parent_id=new_id()) == []
-        assert [i.conversation_id for i in store.conversations(parent_id=parent, limit=1)] == [fork_two]
+        assert [i.conversation_id for i in store.conversations(parent_id=parent, limit=1)] == [
+            fork_two
+        ]
         info = store.stream_info(fork_one)
         assert info is not None
         assert (info.parent_id, info.parent_version) == (parent, 2)
@@ -833,7 +896,11 @@ class StoreContract:
         report = store.verify(fork)
         assert not report.ok
         problem = report.problems[0]
-        assert (problem.conversation_id, problem.version, problem.position) == (fork, 1, positions[0])
+        assert (problem.conversation_id, problem.version, problem.position) == (
+            fork,
+            1,
+            positions[0],
+        )
         assert problem.event_id == store.read(fork)[0].event_id
         assert parent in problem.reason
         with pytest.raises(IntegrityError, match=f"{fork} v1"):
@@ -842,7 +909,9 @@ class StoreContract:
         assert store.verify(parent).ok
 
     @pytest.mark.parametrize("version", [3, 99])
-    def test_verify_names_a_fork_of_a_version_that_does_not_exist(self, store: EventStore, version: int) -> None:
+    def test_verify_names_a_fork_of_a_version_that_does_not_exist(
+        self, store: EventStore, version: int
+    ) -> None:
         parent, fork = new_id(), new_id()
         start(store, parent, message(1))
         ref = ParentRef(conversation_id=parent, version=version, hash="a" * 64)
@@ -855,9 +924,22 @@ class StoreContract:
 
     @pytest.mark.parametrize(
         "conversation_id",
-        ["", "x" * 201, "x" * 100_000, "line\nbreak", "tab\there", "nul\x00", "\x1b[31mred", None, 42, b"bytes"],
+        [
+            "",
+            "x" * 201,
+            "x" * 100_000,
+            "line\nbreak",
+            "tab\there",
+            "nul\x00",
+            "\x1b[31mred",
+            None,
+            42,
+            b"bytes",
+        ],
     )
-    def test_a_bad_conversation_id_is_refused(self, store: EventStore, conversation_id: Any) -> None:
+    def test_a_bad_conversation_id_is_refused(
+        self, store: EventStore, conversation_id: Any
+    ) -> None:
         marker = start(store, new_id())[-1]
         attempt = [started(), message(1)]
         with pytest.raises(InvalidInputError) as caught:
@@ -885,7 +967,9 @@ class StoreContract:
         assert store.read(cid) == before
 
     @pytest.mark.parametrize("expected_version", [-1, "0", 1.0, None, True, False])
-    def test_a_bad_expected_version_is_refused(self, store: EventStore, expected_version: Any) -> None:
+    def test_a_bad_expected_version_is_refused(
+        self, store: EventStore, expected_version: Any
+    ) -> None:
         cid = new_id()
         start(store, cid)
         before = store.read(cid)
@@ -900,23 +984,48 @@ class StoreContract:
     @pytest.mark.parametrize(
         "event",
         [
-            pytest.param(NewEvent(data=ModelResponded(turn=1, response={}, latency_ms=math.nan)), id="nan-field"),
-            pytest.param(NewEvent(data=ModelResponded(turn=1, response={}, latency_ms=math.inf)), id="inf-field"),
-            pytest.param(NewEvent(data=FunctionCalled(turn=1, name="f", args={"x": [math.nan]})), id="nan-in-args"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), metadata={"tags": {"a", "b"}}), id="set-metadata"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), metadata={"raw": b"\x00"}), id="bytes-metadata"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), metadata={"o": object()}), id="object-metadata"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), metadata={"x": -math.inf}), id="inf-metadata"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), metadata={"s": "\ud800"}), id="surrogate"),
+            pytest.param(
+                NewEvent(data=ModelResponded(turn=1, response={}, latency_ms=math.nan)),
+                id="nan-field",
+            ),
+            pytest.param(
+                NewEvent(data=ModelResponded(turn=1, response={}, latency_ms=math.inf)),
+                id="inf-field",
+            ),
+            pytest.param(
+                NewEvent(data=FunctionCalled(turn=1, name="f", args={"x": [math.nan]})),
+                id="nan-in-args",
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), metadata={"tags": {"a", "b"}}), id="set-metadata"
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), metadata={"raw": b"\x00"}), id="bytes-metadata"
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), metadata={"o": object()}), id="object-metadata"
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), metadata={"x": -math.inf}), id="inf-metadata"
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), metadata={"s": "\ud800"}), id="surrogate"
+            ),
             pytest.param(NewEvent(data=TurnRewound(turn=1), metadata=None), id="metadata-none"),  # type: ignore[arg-type]
             pytest.param(NewEvent(data={"turn": 1}), id="data-not-a-kind"),  # type: ignore[arg-type]
             pytest.param(NewEvent(data=TurnRewound(turn=1), event_id=""), id="empty-event-id"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), event_id="e" * 101), id="huge-event-id"),
-            pytest.param(NewEvent(data=TurnRewound(turn=1), event_id="a\nb"), id="nonprintable-event-id"),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), event_id="e" * 101), id="huge-event-id"
+            ),
+            pytest.param(
+                NewEvent(data=TurnRewound(turn=1), event_id="a\nb"), id="nonprintable-event-id"
+            ),
             pytest.param(TurnRewound(turn=1), id="not-a-new-event"),
         ],
     )
-    def test_unstorable_events_are_refused_and_nothing_is_written(self, store: EventStore, event: Any) -> None:
+    def test_unstorable_events_are_refused_and_nothing_is_written(
+        self, store: EventStore, event: Any
+    ) -> None:
         cid = new_id()
         marker = start(store, cid)[-1]
         before, info = store.read(cid), store.stream_info(cid)
@@ -938,7 +1047,8 @@ class StoreContract:
         assert store.read(cid) == []
 
     @pytest.mark.parametrize(
-        "kw", [{"after_version": -1}, {"to_version": -1}, {"after_version": "1"}, {"to_version": 2.5}]
+        "kw",
+        [{"after_version": -1}, {"to_version": -1}, {"after_version": "1"}, {"to_version": 2.5}],
     )
     def test_a_bad_read_range_is_refused(self, store: EventStore, kw: dict[str, Any]) -> None:
         cid = new_id()
@@ -946,7 +1056,9 @@ class StoreContract:
         with pytest.raises(InvalidInputError):
             store.read(cid, **kw)
 
-    @pytest.mark.parametrize("kw", [{"after_position": -1}, {"limit": 0}, {"limit": -5}, {"limit": "9"}])
+    @pytest.mark.parametrize(
+        "kw", [{"after_position": -1}, {"limit": 0}, {"limit": -5}, {"limit": "9"}]
+    )
     def test_a_bad_read_all_range_is_refused(self, store: EventStore, kw: dict[str, Any]) -> None:
         start(store, new_id())
         with pytest.raises(InvalidInputError):
@@ -958,7 +1070,9 @@ class StoreContract:
         with pytest.raises(InvalidInputError):
             store.conversations(limit=limit)  # type: ignore[arg-type]
 
-    def test_appending_an_unknown_event_keeps_its_type_and_schema_version(self, store: EventStore) -> None:
+    def test_appending_an_unknown_event_keeps_its_type_and_schema_version(
+        self, store: EventStore
+    ) -> None:
         """An event from a newer chatledger (say, in an import) is stored as it was."""
         cid = new_id()
         start(store, cid)

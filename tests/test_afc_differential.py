@@ -120,7 +120,9 @@ def assert_same_but_unanswered_calls(genai_run: Run, ledger_run: Run) -> None:
             and any("function_call" in part for part in content["parts"])
             and (
                 index + 1 == len(genai_run.context)
-                or not any("function_response" in part for part in genai_run.context[index + 1]["parts"])
+                or not any(
+                    "function_response" in part for part in genai_run.context[index + 1]["parts"]
+                )
             )
         )
     ]
@@ -239,7 +241,10 @@ def test_two_rounds_of_function_calls_then_text(diff: Differential) -> None:
     # The third request carried both steps, answers included.
     assert led.contents[2][1:] == [
         {"role": "model", "parts": [call_part("get_weather", city="Paris")]},
-        {"role": "user", "parts": [wire_fr("get_weather", {"result": {"city": "Paris", "temp_c": 21}})]},
+        {
+            "role": "user",
+            "parts": [wire_fr("get_weather", {"result": {"city": "Paris", "temp_c": 21}})],
+        },
         {"role": "model", "parts": [call_part("get_time", city="Paris")]},
         {"role": "user", "parts": [wire_fr("get_time", {"result": "12:00"})]},
     ]
@@ -311,10 +316,14 @@ def test_spent_budget_leaves_the_last_calls_unexecuted(diff: Differential, maxim
 
     last_city = "Paris" if maximum == 1 else "Oslo"
     expected_ran = [] if maximum == 1 else ["Paris"]
-    assert g.observed == led.observed == [
-        [["lookup"], [{"city": last_city}], expected_ran],
-        "Never mind then.",
-    ]
+    assert (
+        g.observed
+        == led.observed
+        == [
+            [["lookup"], [{"city": last_city}], expected_ran],
+            "Never mind then.",
+        ]
+    )
     assert ran == expected_ran  # (of chatledger's run; google-genai's ran the same, above)
     # The requests of the first turn and both full histories are identical.
     assert led.bodies[:maximum] == g.bodies[:maximum]
@@ -331,7 +340,9 @@ def test_spent_budget_leaves_the_last_calls_unexecuted(diff: Differential, maxim
     assert sent_by_ledger[-1] == user("Never mind")
     # The log shows only the calls that ran.
     called = led.event_data("function_called")
-    assert [(data.name, data.args) for data in called] == [("lookup", {"city": c}) for c in expected_ran]
+    assert [(data.name, data.args) for data in called] == [
+        ("lookup", {"city": c}) for c in expected_ran
+    ]
     assert len(led.event_data("function_responded")) == len(expected_ran)
     assert [data.ends_turn for data in led.event_data("model_responded")] == [
         *([False] * (maximum - 1)),
@@ -421,7 +432,9 @@ def test_arguments_that_do_not_fit_are_answered_like_google_genai(diff: Differen
     g, led = diff.run(replies, script, config={"tools": [get_weather, get_time, distance]})
 
     assert_same(g, led)
-    errors = [part["functionResponse"]["response"]["error"] for part in led.contents[1][-1]["parts"]]
+    errors = [
+        part["functionResponse"]["response"]["error"] for part in led.contents[1][-1]["parts"]
+    ]
     assert errors[0].startswith(
         "Failed to invoke function get_weather with converted arguments {} from model "
         "returned function call argument {} because of error get_weather() missing 1 "
@@ -569,9 +582,7 @@ def test_declaration_only_tools_are_returned_and_answered_by_the_caller(
         calls(call_part("lookup", q="x"), call_part("lookup", q="y")),
         text_response("x and y found."),
     ]
-    g, led = diff.run(
-        replies, script, config={"tools": [{"function_declarations": [declaration]}]}
-    )
+    g, led = diff.run(replies, script, config={"tools": [{"function_declarations": [declaration]}]})
 
     assert g.observed == led.observed == [["lookup", "lookup"], "x and y found."]
     assert_same(g, led)
@@ -769,7 +780,10 @@ def test_stream_with_a_call_split_over_chunks(diff: Differential) -> None:
         {"role": "model", "parts": [step[1]]},
         answer,
     ]
-    assert led.full[1] == {"role": "model", "parts": [{"text": "Let me look. "}, fc("lookup", q="q")]}
+    assert led.full[1] == {
+        "role": "model",
+        "parts": [{"text": "Let me look. "}, fc("lookup", q="q")],
+    }
 
 
 def test_stream_runs_functions_after_the_step_ends(diff: Differential) -> None:
@@ -855,16 +869,25 @@ async def test_async_functions_of_one_response_run_concurrently(adiff: Different
     g, led = await adiff.arun(replies, script, config={"tools": [first, second]})
 
     def results(run: Run) -> list[str]:
-        return [part["functionResponse"]["response"]["result"] for part in run.contents[1][-1]["parts"]]
+        return [
+            part["functionResponse"]["response"]["result"] for part in run.contents[1][-1]["parts"]
+        ]
 
     assert results(g) == ["ran alone", "ran alongside the other"]
     assert results(led) == ["ran alongside the other", "ran alongside the other"]
     assert led.bodies[0] == g.bodies[0]
     # The async chat records all calls of the response, then all responses.
-    assert led.events[4:8] == ["function_called", "function_called", "function_responded", "function_responded"]
+    assert led.events[4:8] == [
+        "function_called",
+        "function_called",
+        "function_responded",
+        "function_responded",
+    ]
 
 
-async def test_async_functions_that_wait_for_each_other_complete(db_path: Path, gemini_server: GeminiServer) -> None:
+async def test_async_functions_that_wait_for_each_other_complete(
+    db_path: Path, gemini_server: GeminiServer
+) -> None:
     """The strong proof of concurrency: each function waits for an event only the other
     sets. Run one after another, the first would wait for ever (bounded here by WAIT)."""
     a_started, b_started = asyncio.Event(), asyncio.Event()
@@ -1167,7 +1190,9 @@ async def test_async_declarations_are_sent_as_google_genai_sends_them(adiff: Dif
     async def script(chat: Any, t: Any) -> Any:
         return (await chat.send_message("Hi")).text
 
-    g, led = await adiff.arun([text_response("Hello")], script, config={"tools": [d_async, d_model]})
+    g, led = await adiff.arun(
+        [text_response("Hello")], script, config={"tools": [d_async, d_model]}
+    )
 
     assert_same(g, led)
 
@@ -1214,7 +1239,9 @@ def take_float(x: float) -> str:
 
 def take_nested(a: Address, more: list[Point], table: dict[str, Point]) -> str:
     """Pydantic models, in lists and dicts too."""
-    return f"{type(a.where).__name__} {[type(p).__name__ for p in more]} {type(table['k']).__name__}"
+    return (
+        f"{type(a.where).__name__} {[type(p).__name__ for p in more]} {type(table['k']).__name__}"
+    )
 
 
 def test_arguments_are_converted_as_google_genai_converts_them(diff: Differential) -> None:
@@ -1244,10 +1271,14 @@ def test_arguments_are_converted_as_google_genai_converts_them(diff: Differentia
     # parameter at all (its isinstance check raises) - see the next test.
     genai_answers = g.contents[1][-1]["parts"]
     ledger_answers = led.contents[1][-1]["parts"]
-    assert ledger_answers[:2] == genai_answers[:2] == [
-        wire_fr("take_nested", {"result": "Point ['Point'] Point"}),
-        wire_fr("take_float", {"result": "int"}),
-    ]
+    assert (
+        ledger_answers[:2]
+        == genai_answers[:2]
+        == [
+            wire_fr("take_nested", {"result": "Point ['Point'] Point"}),
+            wire_fr("take_float", {"result": "int"}),
+        ]
+    )
     assert ledger_answers[2] == wire_fr("take_any", {"result": {"n": 2, "list": [1, 1.5]}})
 
 
@@ -1353,7 +1384,9 @@ def test_results_are_sent_as_google_genai_sends_them(diff: Differential) -> None
 
     def many_results(kind: str) -> Any:
         """Several kinds."""
-        return {"list": [1, "a", None], "none": None, "float": 2.5, "nested": {"a": {"b": []}}}[kind]
+        return {"list": [1, "a", None], "none": None, "float": 2.5, "nested": {"a": {"b": []}}}[
+            kind
+        ]
 
     def script(chat: Any, t: Any) -> Any:
         return chat.send_message("go").text
@@ -1368,7 +1401,9 @@ def test_results_are_sent_as_google_genai_sends_them(diff: Differential) -> None
     g, led = diff.run(replies, script, config={"tools": [model_result, many_results]})
 
     assert_same(g, led)
-    assert led.contents[1][-1]["parts"][0] == wire_fr("model_result", {"result": {"x": 1, "y": 2.5}})
+    assert led.contents[1][-1]["parts"][0] == wire_fr(
+        "model_result", {"result": {"x": 1, "y": 2.5}}
+    )
 
 
 # =========================================================================== sync chat, async tool
@@ -1427,7 +1462,10 @@ async def test_google_genais_async_chat_runs_a_call_without_args(adiff: Differen
 
     g = await adiff.arun_genai(NO_ARGS_REPLIES, script, config={"tools": [current_time]})
     assert g.observed == "Noon."
-    assert g.contents[1][-1] == {"role": "user", "parts": [wire_fr("current_time", {"result": "12:00"})]}
+    assert g.contents[1][-1] == {
+        "role": "user",
+        "parts": [wire_fr("current_time", {"result": "12:00"})],
+    }
 
 
 async def test_async_a_call_without_args_is_run_as_google_genai(adiff: Differential) -> None:

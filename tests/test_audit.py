@@ -47,7 +47,9 @@ def family(client: chatledger.Client) -> dict[str, chatledger.Chat]:
 def run_verifier(path: Path) -> subprocess.CompletedProcess[str]:
     # -I: isolated mode, so the script runs with the standard library only (no site-packages
     # and not this checkout): a third party does not need chatledger installed.
-    return subprocess.run([sys.executable, "-I", str(VERIFIER), str(path)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-I", str(VERIFIER), str(path)], capture_output=True, text=True
+    )
 
 
 def write(path: Path, lines: list[str]) -> Path:
@@ -55,7 +57,9 @@ def write(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_an_export_verifies_without_chatledger(client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path) -> None:
+def test_an_export_verifies_without_chatledger(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path
+) -> None:
     lines = list(export_conversation(client.store, family["deeper"].id))
     # A fork's export carries its ancestors up to the fork points, so it stands alone.
     conversations = {json.loads(line)["conversation_id"] for line in lines}
@@ -67,9 +71,20 @@ def test_an_export_verifies_without_chatledger(client: chatledger.Client, family
 
 @pytest.mark.parametrize(
     "tamper",
-    ["edit_text", "edit_actor", "edit_time", "drop_middle", "drop_first", "swap_data", "insert_forged", "edit_parent_hash"],
+    [
+        "edit_text",
+        "edit_actor",
+        "edit_time",
+        "drop_middle",
+        "drop_first",
+        "swap_data",
+        "insert_forged",
+        "edit_parent_hash",
+    ],
 )
-def test_a_tampered_export_does_not_verify(client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path, tamper: str) -> None:
+def test_a_tampered_export_does_not_verify(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path, tamper: str
+) -> None:
     lines = list(export_conversation(client.store, family["root"].id, include_forks=True))
     events = [json.loads(line) for line in lines]
     root_id = family["root"].id
@@ -105,7 +120,9 @@ def test_a_tampered_export_does_not_verify(client: chatledger.Client, family: di
         assert target_store.conversations() == []
 
 
-def test_import_round_trip_preserves_everything(client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path) -> None:
+def test_import_round_trip_preserves_everything(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path
+) -> None:
     lines = list(export_conversation(client.store, family["root"].id, include_forks=True))
     with chatledger.SQLiteStore(tmp_path / "copy.db") as copy:
         report = import_lines(copy, lines)
@@ -113,8 +130,12 @@ def test_import_round_trip_preserves_everything(client: chatledger.Client, famil
         assert report.events == len(lines)
         assert copy.verify().ok
         for chat in family.values():
-            original = [(e.event_id, e.version, e.hash, e.recorded_at, e.actor) for e in chat.events()]
-            assert [(e.event_id, e.version, e.hash, e.recorded_at, e.actor) for e in copy.read(chat.id)] == original
+            original = [
+                (e.event_id, e.version, e.hash, e.recorded_at, e.actor) for e in chat.events()
+            ]
+            assert [
+                (e.event_id, e.version, e.hash, e.recorded_at, e.actor) for e in copy.read(chat.id)
+            ] == original
         # Importing again changes nothing.
         again = import_lines(copy, lines)
         assert again.events == 0 and sorted(again.already_present) == sorted(report.conversations)
@@ -127,7 +148,9 @@ def test_import_round_trip_preserves_everything(client: chatledger.Client, famil
         assert other.store.verify().ok
 
 
-def test_a_forks_export_then_the_full_parent_import_extends_the_prefix(client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path) -> None:
+def test_a_forks_export_then_the_full_parent_import_extends_the_prefix(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path
+) -> None:
     with chatledger.SQLiteStore(tmp_path / "copy.db") as copy:
         import_lines(copy, list(export_conversation(client.store, family["fork"].id)))
         root_id = family["root"].id
@@ -138,7 +161,9 @@ def test_a_forks_export_then_the_full_parent_import_extends_the_prefix(client: c
         assert copy.verify().ok
 
 
-def test_an_import_that_conflicts_with_the_store_writes_nothing(client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path) -> None:
+def test_an_import_that_conflicts_with_the_store_writes_nothing(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], tmp_path: Path
+) -> None:
     lines = list(export_conversation(client.store, family["root"].id))
     with chatledger.SQLiteStore(tmp_path / "copy.db") as copy:
         import_lines(copy, lines)
@@ -169,7 +194,9 @@ def test_malformed_imports_are_clear_errors(tmp_path: Path, content: bytes, mess
         assert copy.conversations() == []
 
 
-def test_verify_names_the_first_bad_event_in_the_database(client: chatledger.Client, family: dict[str, chatledger.Chat], db_path: Path) -> None:
+def test_verify_names_the_first_bad_event_in_the_database(
+    client: chatledger.Client, family: dict[str, chatledger.Chat], db_path: Path
+) -> None:
     import sqlite3
 
     chat = family["fork"]
@@ -187,7 +214,11 @@ def test_verify_names_the_first_bad_event_in_the_database(client: chatledger.Cli
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXT,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(TEXT, children, max_size=3),
     max_leaves=8,
 )
@@ -195,9 +226,15 @@ JSON = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    conversation_id=TEXT, version=st.integers(1, 2**62), event_id=TEXT, type=TEXT,
-    schema_version=st.integers(1, 1000), data=JSON, metadata=st.dictionaries(TEXT, JSON, max_size=3),
-    recorded_at=TEXT, prev_hash=TEXT,
+    conversation_id=TEXT,
+    version=st.integers(1, 2**62),
+    event_id=TEXT,
+    type=TEXT,
+    schema_version=st.integers(1, 1000),
+    data=JSON,
+    metadata=st.dictionaries(TEXT, JSON, max_size=3),
+    recorded_at=TEXT,
+    prev_hash=TEXT,
 )
 def test_the_spliced_hash_is_the_documented_hash(**envelope: Any) -> None:
     """Appends hash from data and metadata encoded once (spliced_event_hash); a third

@@ -36,14 +36,19 @@ def converse(chat: chatledger.Chat, transport: ScriptedTransport, *questions: st
         chat.send_message(question)
 
 
-def test_a_fork_shares_the_prefix_and_goes_its_own_way(client: chatledger.Client, transport: ScriptedTransport) -> None:
+def test_a_fork_shares_the_prefix_and_goes_its_own_way(
+    client: chatledger.Client, transport: ScriptedTransport
+) -> None:
     chat = client.chats.create(model="m", config={"system_instruction": "be kind"})
     converse(chat, transport, "one", "two", "three")
     fork = chat.fork(turn=2)
     assert texts(fork.get_history()) == ["one", "re:one", "two", "re:two"]
     assert fork.parent is not None and fork.parent.conversation_id == chat.id
     converse(fork, transport, "alternative")
-    assert transport.requests[-1].contents[-1] == {"role": "user", "parts": [{"text": "alternative"}]}
+    assert transport.requests[-1].contents[-1] == {
+        "role": "user",
+        "parts": [{"text": "alternative"}],
+    }
     assert transport.requests[-1].config["systemInstruction"]["parts"] == [{"text": "be kind"}]
     assert texts(chat.get_history()) == ["one", "re:one", "two", "re:two", "three", "re:three"]
     assert texts(fork.get_history())[-2:] == ["alternative", "re:alternative"]
@@ -62,12 +67,21 @@ def test_fork_points(client: chatledger.Client, transport: ScriptedTransport) ->
     assert texts(chat.fork(at=1).get_history()) == ["seed"]
     assert texts(chat.fork(at=4).get_history()) == ["seed", "a", "re:a"]
     assert texts(chat.fork(at=3).get_history()) == ["seed"]  # inside turn 2: not in history yet
-    for bad in ({"at": 0}, {"at": 99}, {"turn": 5}, {"turn": -1}, {"at": 2, "turn": 1}, {"at": "3"}):
+    for bad in (
+        {"at": 0},
+        {"at": 99},
+        {"turn": 5},
+        {"turn": -1},
+        {"at": 2, "turn": 1},
+        {"at": "3"},
+    ):
         with pytest.raises(InvalidInputError):
             chat.fork(**bad)  # type: ignore[arg-type]
 
 
-def test_forks_of_forks_tree_and_branches(client: chatledger.Client, transport: ScriptedTransport) -> None:
+def test_forks_of_forks_tree_and_branches(
+    client: chatledger.Client, transport: ScriptedTransport
+) -> None:
     root = client.chats.create(model="m")
     converse(root, transport, "start here")
     left = root.fork()
@@ -77,7 +91,12 @@ def test_forks_of_forks_tree_and_branches(client: chatledger.Client, transport: 
     deeper = left.fork()
     converse(deeper, transport, "even deeper")
     assert texts(deeper.get_history()) == [
-        "start here", "re:start here", "go left now", "re:go left now", "even deeper", "re:even deeper",
+        "start here",
+        "re:start here",
+        "go left now",
+        "re:go left now",
+        "even deeper",
+        "re:even deeper",
     ]
     assert {summary.conversation_id for summary in root.branches()} == {left.id, right.id}
     assert [summary.conversation_id for summary in left.branches()] == [deeper.id]
@@ -89,7 +108,9 @@ def test_forks_of_forks_tree_and_branches(client: chatledger.Client, transport: 
     assert nodes[left.id][1].summary.turns == 2
 
 
-def test_a_fork_costs_a_constant_number_of_rows(client: chatledger.Client, transport: ScriptedTransport, db_path: Path) -> None:
+def test_a_fork_costs_a_constant_number_of_rows(
+    client: chatledger.Client, transport: ScriptedTransport, db_path: Path
+) -> None:
     def rows() -> tuple[int, int]:
         with sqlite3.connect(db_path) as conn:
             return (
@@ -128,20 +149,40 @@ def test_time_travel(client: chatledger.Client, transport: ScriptedTransport) ->
     assert len(transport.requests) == 3
 
 
-def test_rerun_resends_the_messages_to_another_model_as_a_fork(client: chatledger.Client, transport: ScriptedTransport) -> None:
-    chat = client.chats.create(model="first-model", history=[{"role": "user", "parts": [{"text": "seed"}]}, {"role": "model", "parts": [{"text": "ok"}]}])
+def test_rerun_resends_the_messages_to_another_model_as_a_fork(
+    client: chatledger.Client, transport: ScriptedTransport
+) -> None:
+    chat = client.chats.create(
+        model="first-model",
+        history=[
+            {"role": "user", "parts": [{"text": "seed"}]},
+            {"role": "model", "parts": [{"text": "ok"}]},
+        ],
+    )
     converse(chat, transport, "question one", "question two")
     transport.enqueue("other one")
     transport.enqueue("other two")
     rerun = chat.rerun(model="second-model", config={"temperature": 0.0})
     assert rerun.model == "second-model"
-    assert texts(rerun.get_history()) == ["seed", "ok", "question one", "other one", "question two", "other two"]
-    assert [request.model for request in transport.requests[-2:]] == ["second-model", "second-model"]
+    assert texts(rerun.get_history()) == [
+        "seed",
+        "ok",
+        "question one",
+        "other one",
+        "question two",
+        "other two",
+    ]
+    assert [request.model for request in transport.requests[-2:]] == [
+        "second-model",
+        "second-model",
+    ]
     assert transport.requests[-1].config == {"generationConfig": {"temperature": 0.0}}
     assert rerun.parent is not None and rerun.parent.version == 1
 
 
-def test_acting_as_sets_the_actor_per_call(client: chatledger.Client, transport: ScriptedTransport) -> None:
+def test_acting_as_sets_the_actor_per_call(
+    client: chatledger.Client, transport: ScriptedTransport
+) -> None:
     chat = client.chats.create(model="m")
     converse(chat, transport, "default actor")
     with chatledger.acting_as("alice@example.com"):
@@ -171,7 +212,9 @@ def test_async_fork_and_rerun(transport: ScriptedTransport, db_path: Path) -> No
     asyncio.run(scenario())
 
 
-def test_a_fork_resumes_in_a_new_process_state(client: chatledger.Client, transport: ScriptedTransport, db_path: Path) -> None:
+def test_a_fork_resumes_in_a_new_process_state(
+    client: chatledger.Client, transport: ScriptedTransport, db_path: Path
+) -> None:
     chat = client.chats.create(model="m")
     converse(chat, transport, "a", "b")
     fork = chat.fork(turn=1)

@@ -96,7 +96,9 @@ class BranchingMachine(RuleBasedStateMachine):
         self.directory = tempfile.TemporaryDirectory()
         self.path = Path(self.directory.name) / "log.db"
         self.transport = ScriptedTransport()
-        self.client = chatledger.Client(store=str(self.path), transport=self.transport, busy_timeout=0)
+        self.client = chatledger.Client(
+            store=str(self.path), transport=self.transport, busy_timeout=0
+        )
         self.references: dict[str, Reference] = {}
         self.chats: dict[str, chatledger.Chat] = {}
         # (conversation id, version) -> the three histories at that version.
@@ -130,7 +132,13 @@ class BranchingMachine(RuleBasedStateMachine):
             self.transport.enqueue(f"re:{text}")
             model = {"role": "model", "parts": [{"text": f"re:{text}"}]}
         elif kind == "empty":
-            self.transport.enqueue({"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP"}]})
+            self.transport.enqueue(
+                {
+                    "candidates": [
+                        {"content": {"role": "model", "parts": []}, "finishReason": "STOP"}
+                    ]
+                }
+            )
             model = EMPTY_MODEL
         else:
             self.transport.enqueue({"candidates": []})
@@ -156,7 +164,11 @@ class BranchingMachine(RuleBasedStateMachine):
     def fail(self, branch: str, text: str) -> None:
         chat = self.chats[branch]
         before = chat.version
-        self.transport.enqueue(error=ServerError(503, {"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}}))
+        self.transport.enqueue(
+            error=ServerError(
+                503, {"error": {"code": 503, "message": "busy", "status": "UNAVAILABLE"}}
+            )
+        )
         try:
             chat.send_message(text)
         except ServerError:
@@ -198,7 +210,9 @@ class BranchingMachine(RuleBasedStateMachine):
         expected = self.expected[(chat.id, at)]
         assert _wire(child.get_history()) == expected[0]
         # Rebuild the reference from the expected views at that version.
-        turns = [Turn(u, m, False) for u, m in zip(expected[0][::2], expected[0][1::2], strict=True)]
+        turns = [
+            Turn(u, m, False) for u, m in zip(expected[0][::2], expected[0][1::2], strict=True)
+        ]
         context = expected[1]
         valid_pairs = list(zip(context[::2], context[1::2], strict=True))
         cursor = 0
@@ -228,7 +242,9 @@ class BranchingMachine(RuleBasedStateMachine):
             keys = [f"{cid}@{version}" for cid, version in self.expected]
             assert self.client.store.verify().ok
             # Time travel in this process, on a sample, and in a fresh process, for all.
-            for (cid, version), views in list(self.expected.items())[:: max(1, len(self.expected) // 10)]:
+            for (cid, version), views in list(self.expected.items())[
+                :: max(1, len(self.expected) // 10)
+            ]:
                 chat = self.chats[cid]
                 assert _wire(chat.get_history(as_of=version)) == views[0]
                 assert _wire(chat.get_context(as_of=version)) == views[1]

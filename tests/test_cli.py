@@ -497,8 +497,18 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
         assert shown.exit_code == 0
         assert "Usage:" in shown.stdout
     assert sorted(seen) == [
-        "chat", "chatledger", "diff", "export", "fork", "import", "log", "ls", "replay",
-        "show", "tree", "verify",
+        "chat",
+        "chatledger",
+        "diff",
+        "export",
+        "fork",
+        "import",
+        "log",
+        "ls",
+        "replay",
+        "show",
+        "tree",
+        "verify",
     ]
 
 

@@ -44,7 +44,9 @@ def write_conversation(url: str) -> str:
     transport.enqueue(text_response("Hello from PostgreSQL ✓", usage={"totalTokenCount": 12}))
     transport.enqueue("Second answer.")
     with chatledger.Client(store=url, transport=transport, actor="writer") as client:
-        chat = client.chats.create(model="gemini-2.5-flash", config={"system_instruction": "Be brief."})
+        chat = client.chats.create(
+            model="gemini-2.5-flash", config={"system_instruction": "Be brief."}
+        )
         chat.send_message("Hi, model")
         chat.send_message("Again")
         return chat.id
@@ -61,7 +63,9 @@ def test_ls_show_log_verify_on_postgres(url: str) -> None:
     header, row = listed.stdout.splitlines()
     assert header.split() == ["ID", "MODEL", "TURNS", "UPDATED"]
     assert row.split()[:3] == [cid, "gemini-2.5-flash", "2"]
-    assert [c["conversation_id"] for c in json.loads(run("--db", url, "ls", "--json").stdout)] == [cid]
+    assert [c["conversation_id"] for c in json.loads(run("--db", url, "ls", "--json").stdout)] == [
+        cid
+    ]
 
     shown = run("--db", url, "show", cid[:8])
     assert shown.exit_code == 0, shown.output
@@ -75,7 +79,9 @@ def test_ls_show_log_verify_on_postgres(url: str) -> None:
     assert [int(line.split()[0]) for line in lines] == [e.version for e in events]
     assert [line.split()[3] for line in lines] == [e.type for e in events]
     assert {line.split()[2] for line in lines} == {"writer"}
-    exported = [json.loads(line) for line in run("--db", url, "log", cid, "--json").stdout.splitlines()]
+    exported = [
+        json.loads(line) for line in run("--db", url, "log", cid, "--json").stdout.splitlines()
+    ]
     assert exported == [e.to_export() for e in events]
 
     verified = run("--db", url, "verify")
@@ -106,9 +112,13 @@ def test_verify_finds_an_event_changed_behind_the_library(url: str) -> None:
 
 
 def test_an_unreachable_server_is_an_error_message_not_a_traceback() -> None:
-    result = CliRunner().invoke(cli, ["--db", "postgresql://postgres:pw-never-shown@127.0.0.1:1/chats", "ls"])
+    result = CliRunner().invoke(
+        cli, ["--db", "postgresql://postgres:pw-never-shown@127.0.0.1:1/chats", "ls"]
+    )
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/chats")
+    assert result.stderr.startswith(
+        "Error: cannot connect to PostgreSQL at postgresql://postgres@127.0.0.1:1/chats"
+    )
     assert "Traceback" not in result.output
     assert "pw-never-shown" not in result.output
 
@@ -118,7 +128,10 @@ def test_chatledger_db_names_the_postgres_store_for_a_real_process(url: str) -> 
     env = {**os.environ, "CHATLEDGER_DB": url}
     result = subprocess.run(
         [sys.executable, "-m", "chatledger.cli", "ls", "--json"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert [c["conversation_id"] for c in json.loads(result.stdout)] == [cid]

@@ -115,7 +115,9 @@ class WeatherService:
         return get_weather
 
 
-def _send(chat: chatledger.Chat, message: str, mode: str, config: Any = None) -> chatledger.types.GenerateContentResponse:
+def _send(
+    chat: chatledger.Chat, message: str, mode: str, config: Any = None
+) -> chatledger.types.GenerateContentResponse:
     if mode == "send":
         return chat.send_message(message, config=config)
     chunks = list(chat.send_message_stream(message, config=config))
@@ -126,10 +128,14 @@ def _send(chat: chatledger.Chat, message: str, mode: str, config: Any = None) ->
 
 
 @pytest.mark.parametrize("mode", ["send", "stream"])
-def test_a_forced_tool_choice_gives_a_parseable_call(tool_server: str, tmp_path: Path, mode: str) -> None:
+def test_a_forced_tool_choice_gives_a_parseable_call(
+    tool_server: str, tmp_path: Path, mode: str
+) -> None:
     """AFC off: the call is returned. The grammar of the chat format makes it parse."""
     service = WeatherService()
-    with chatledger.Client(http_options={"base_url": tool_server}, store=str(tmp_path / "log.db")) as client:
+    with chatledger.Client(
+        http_options={"base_url": tool_server}, store=str(tmp_path / "log.db")
+    ) as client:
         chat = client.chats.create(
             model="smollm2",
             config={
@@ -156,17 +162,26 @@ def test_a_forced_tool_choice_gives_a_parseable_call(tool_server: str, tmp_path:
 
 
 def test_a_non_streamed_forced_call_comes_back_once(tool_server: str, tmp_path: Path) -> None:
-    with chatledger.Client(http_options={"base_url": tool_server}, store=str(tmp_path / "log.db")) as client:
+    with chatledger.Client(
+        http_options={"base_url": tool_server}, store=str(tmp_path / "log.db")
+    ) as client:
         chat = client.chats.create(
             model="smollm2",
-            config={"tools": [WeatherService().tool()], "tool_config": FORCED, "automatic_function_calling": {"disable": True}, **DETERMINISTIC},
+            config={
+                "tools": [WeatherService().tool()],
+                "tool_config": FORCED,
+                "automatic_function_calling": {"disable": True},
+                **DETERMINISTIC,
+            },
         )
         response = chat.send_message("What is the weather like in Paris?")
         assert response.function_calls is not None and len(response.function_calls) == 1
 
 
 @pytest.mark.parametrize("mode", ["send", "stream"])
-def test_a_forced_call_is_run_and_recorded_end_to_end(tool_server: str, tmp_path: Path, mode: str) -> None:
+def test_a_forced_call_is_run_and_recorded_end_to_end(
+    tool_server: str, tmp_path: Path, mode: str
+) -> None:
     """Turn 1: the forced call is run by automatic function calling and recorded with
     the arguments the model produced; the tool choice stays forced for the turn, so the
     model calls again and the budget (2 model calls) ends the turn on that unexecuted
@@ -209,7 +224,9 @@ def test_a_forced_call_is_run_and_recorded_end_to_end(tool_server: str, tmp_path
         assert service.calls == [called.args]
         assert called.call_id == produced.get("id")
         assert responded.error is None and responded.duration_ms >= 0
-        assert responded.response == {"result": {"city": called.args["city"], "temperature_c": 21, "sky": "sunny"}}
+        assert responded.response == {
+            "result": {"city": called.args["city"], "temperature_c": 21, "sky": "sunny"}
+        }
 
         history = [content.to_wire() for content in chat.get_history()]
         assert [content["role"] for content in history] == ["user", "model", "user", "model"]
@@ -217,10 +234,18 @@ def test_a_forced_call_is_run_and_recorded_end_to_end(tool_server: str, tmp_path
         assert history[2]["parts"][0]["functionResponse"]["response"] == responded.response
         assert "functionCall" in history[3]["parts"][0]  # left unexecuted by the budget
 
-        final = _send(chat, "Say in one sentence what the weather is.", mode, config={"tool_config": {"function_calling_config": {"mode": "NONE"}}})
+        final = _send(
+            chat,
+            "Say in one sentence what the weather is.",
+            mode,
+            config={"tool_config": {"function_calling_config": {"mode": "NONE"}}},
+        )
         assert final.text and final.text.strip()
         assert not final.function_calls
-        assert [content["role"] for content in (c.to_wire() for c in chat.get_history())][-2:] == ["user", "model"]
+        assert [content["role"] for content in (c.to_wire() for c in chat.get_history())][-2:] == [
+            "user",
+            "model",
+        ]
         context = [content.to_wire() for content in chat.get_context()]
         assert context[:3] == history[:3] and all(
             "functionCall" not in part for content in context[3:] for part in content["parts"]

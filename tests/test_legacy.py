@@ -136,7 +136,9 @@ def get_weather(city: str) -> str:
 # =========================================================================== behaviour
 
 
-def test_one_send_makes_a_history_of_two(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_one_send_makes_a_history_of_two(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """The seed's example: ``len(chat.history) == 2`` after one send."""
     gemini_server.reply_text("Hello! How can I assist you today?")
     session = GenerativeModel(MODEL, client=ledger).start_chat()
@@ -160,7 +162,10 @@ def test_one_send_makes_a_history_of_two(ledger: chatledger.Client, gemini_serve
 def test_model_name_model_and_id(ledger: chatledger.Client) -> None:
     generative = GenerativeModel("gemini-1.5-flash", client=ledger)
     assert generative.model_name == "models/gemini-1.5-flash"
-    assert GenerativeModel("models/gemini-1.5-flash", client=ledger).model_name == "models/gemini-1.5-flash"
+    assert (
+        GenerativeModel("models/gemini-1.5-flash", client=ledger).model_name
+        == "models/gemini-1.5-flash"
+    )
     session = generative.start_chat()
     assert session.model is generative
     assert session.id == session.chat.id
@@ -195,17 +200,23 @@ def test_a_stream_ends_in_the_same_state_as_a_plain_send(
     assert response.usage_metadata == plain_response.usage_metadata
     assert response.usage_metadata.total_token_count == 7
     assert [c.finish_reason for c in response.candidates] == ["STOP"]
-    assert wire(streamed.history) == wire(plain.history) == [
-        user("Tell me a story"),
-        model("Once upon a time."),
-    ]
+    assert (
+        wire(streamed.history)
+        == wire(plain.history)
+        == [
+            user("Tell me a story"),
+            model("Once upon a time."),
+        ]
+    )
     assert streamed.last is response
     # Iterating again gives the same chunks (nothing is re-sent).
     assert [piece.text for piece in response] == ["Once ", "upon ", "a time."]
     assert len(gemini_server.requests) == 2
 
 
-def test_chunks_reach_the_caller_as_they_arrive(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_chunks_reach_the_caller_as_they_arrive(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """send_message(stream=True) returns with the first chunk while the server still holds
     the second (as google.generativeai, the request is made and its first chunk read at
     once; unlike it, chatledger does not read one chunk ahead before yielding one)."""
@@ -230,7 +241,9 @@ def test_history_is_refused_while_a_stream_is_unfinished(
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     response = session.send_message("Tell me a story", stream=True)
 
-    with pytest.raises(IncompleteIterationError, match=r"streamed response is not finished.*history"):
+    with pytest.raises(
+        IncompleteIterationError, match=r"streamed response is not finished.*history"
+    ):
         _ = session.history
     with pytest.raises(IncompleteIterationError, match=r"not finished.*rewinding"):
         session.rewind()
@@ -278,7 +291,9 @@ def test_an_abandoned_stream_leaves_the_history_and_is_recorded(
     assert failed[0].partial["candidates"][0]["content"]["parts"] == [{"text": "Once "}]  # type: ignore[attr-defined]
 
 
-def test_a_stream_that_fails_leaves_the_history(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_a_stream_that_fails_leaves_the_history(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """google.generativeai then raises BrokenResponseError on ``history`` until rewind;
     chatledger keeps the failed attempt in the log only (SEMANTICS §3.4)."""
     error = {"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}
@@ -330,7 +345,12 @@ def test_setting_the_history_is_an_event_seen_from_another_process(
 def test_setting_an_invalid_history_records_nothing(ledger: chatledger.Client) -> None:
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     before = types_of(session)
-    for bad in ([{"role": "system", "parts": ["x"]}], [{"role": "user"}], "not a list", [{"role": "user", "parts": [{"nonsense": 1}]}]):
+    for bad in (
+        [{"role": "system", "parts": ["x"]}],
+        [{"role": "user"}],
+        "not a list",
+        [{"role": "user", "parts": [{"nonsense": 1}]}],
+    ):
         with pytest.raises(InvalidInputError):
             session.history = bad
     assert types_of(session) == before
@@ -342,7 +362,11 @@ def test_start_chat_with_a_history(ledger: chatledger.Client, gemini_server: Gem
     session = GenerativeModel(MODEL, client=ledger).start_chat(history=history)
     assert wire(session.history) == [user("Hi"), model("Hello", "there")]
     session.send_message("Still there?")
-    assert gemini_server.requests[0].body["contents"] == [user("Hi"), model("Hello", "there"), user("Still there?")]
+    assert gemini_server.requests[0].body["contents"] == [
+        user("Hi"),
+        model("Hello", "there"),
+        user("Still there?"),
+    ]
 
 
 def test_rewind(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
@@ -360,14 +384,20 @@ def test_rewind(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
     assert types_of(session)[-1] == "turn_rewound"
     # The log keeps the rewound turn; the next request does not carry it.
     session.send_message("Second, again")
-    assert gemini_server.requests[-1].body["contents"] == [user("First"), model("One."), user("Second, again")]
+    assert gemini_server.requests[-1].body["contents"] == [
+        user("First"),
+        model("One."),
+        user("Second, again"),
+    ]
 
 
 def test_rewind_on_an_empty_history_is_a_clear_error(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
     session = GenerativeModel(MODEL, client=ledger).start_chat()
-    with pytest.raises(ChatStateError, match=r"rewind\(\): the history of conversation .* is empty"):
+    with pytest.raises(
+        ChatStateError, match=r"rewind\(\): the history of conversation .* is empty"
+    ):
         session.rewind()
     gemini_server.reply_text("One.")
     session.send_message("First")
@@ -413,7 +443,9 @@ async def test_send_message_async(aledger: chatledger.Client, gemini_server: Gem
     assert types_of(session).count("user_message_added") == 3
 
 
-async def test_async_stream_resolve_and_close(aledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+async def test_async_stream_resolve_and_close(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     ledger = aledger
     gemini_server.reply_sse(STREAM_CHUNKS)
     gemini_server.reply_sse(STREAM_CHUNKS)
@@ -427,8 +459,12 @@ async def test_async_stream_resolve_and_close(aledger: chatledger.Client, gemini
     assert types_of(session)[-1] == "model_call_failed"
 
 
-def test_automatic_function_calling_on(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
-    gemini_server.reply_json(text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]))
+def test_automatic_function_calling_on(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_json(
+        text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}])
+    )
     gemini_server.reply_text("It is sunny in Paris.")
     generative = GenerativeModel(MODEL, tools=[get_weather], client=ledger)
     session = generative.start_chat(enable_automatic_function_calling=True)
@@ -440,8 +476,21 @@ def test_automatic_function_calling_on(ledger: chatledger.Client, gemini_server:
     history = wire(session.history)
     assert history == [
         user("Weather in Paris?"),
-        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]},
-        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny in Paris"}}}]},
+        {
+            "role": "model",
+            "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}],
+        },
+        {
+            "role": "user",
+            "parts": [
+                {
+                    "functionResponse": {
+                        "name": "get_weather",
+                        "response": {"result": "sunny in Paris"},
+                    }
+                }
+            ],
+        },
         model("It is sunny in Paris."),
     ]
     declaration = gemini_server.requests[0].body["tools"][0]["functionDeclarations"][0]
@@ -453,11 +502,15 @@ def test_automatic_function_calling_on(ledger: chatledger.Client, gemini_server:
     assert [r.response for r in responded] == [{"result": "sunny in Paris"}]  # type: ignore[attr-defined]
     # rewind takes back the whole turn, function steps included.
     sent, received = session.rewind()
-    assert sent.to_wire() == user("Weather in Paris?") and received.to_wire() == model("It is sunny in Paris.")
+    assert sent.to_wire() == user("Weather in Paris?") and received.to_wire() == model(
+        "It is sunny in Paris."
+    )
     assert session.history == []
 
 
-async def test_automatic_function_calling_async(aledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+async def test_automatic_function_calling_async(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """send_message_async runs async functions (the async chat's AFC)."""
 
     async def fetch_weather(city: str) -> str:
@@ -465,7 +518,11 @@ async def test_automatic_function_calling_async(aledger: chatledger.Client, gemi
         await asyncio.sleep(0)
         return f"rainy in {city}"
 
-    gemini_server.reply_json(text_response(parts=[{"functionCall": {"name": "fetch_weather", "args": {"city": "Bergen"}}}]))
+    gemini_server.reply_json(
+        text_response(
+            parts=[{"functionCall": {"name": "fetch_weather", "args": {"city": "Bergen"}}}]
+        )
+    )
     gemini_server.reply_text("Rainy in Bergen.")
     session = GenerativeModel(MODEL, tools=[fetch_weather], client=aledger).start_chat(
         enable_automatic_function_calling=True
@@ -474,15 +531,26 @@ async def test_automatic_function_calling_async(aledger: chatledger.Client, gemi
     assert response.text == "Rainy in Bergen."
     assert wire(session.history)[2] == {
         "role": "user",
-        "parts": [{"functionResponse": {"name": "fetch_weather", "response": {"result": "rainy in Bergen"}}}],
+        "parts": [
+            {
+                "functionResponse": {
+                    "name": "fetch_weather",
+                    "response": {"result": "rainy in Bergen"},
+                }
+            }
+        ],
     }
     assert types_of(session).count("function_called") == 1
 
 
-def test_automatic_function_calling_with_a_stream(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_automatic_function_calling_with_a_stream(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """google.generativeai raises NotImplementedError for stream=True with AFC; chatledger
     streams every step."""
-    gemini_server.reply_sse([text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}])])
+    gemini_server.reply_sse(
+        [text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}])]
+    )
     gemini_server.reply_sse([chunk("Sunny ", None), chunk("in Oslo.", "STOP")])
     session = GenerativeModel(MODEL, tools=[get_weather], client=ledger).start_chat(
         enable_automatic_function_calling=True
@@ -496,7 +564,9 @@ def test_automatic_function_calling_with_a_stream(ledger: chatledger.Client, gem
 def test_automatic_function_calling_off_returns_the_call(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    gemini_server.reply_json(text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}]))
+    gemini_server.reply_json(
+        text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}])
+    )
     gemini_server.reply_text("Thanks, sunny in Rome.")
     ran: list[str] = []
 
@@ -555,12 +625,20 @@ def test_per_message_settings_merge_over_the_models(
         {"category": "HARM_CATEGORY_HATE_SPEECH", "threshold": "BLOCK_NONE"},
     ]
     assert second["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
-    assert first["systemInstruction"]["parts"] == second["systemInstruction"]["parts"] == [{"text": "Be brief."}]
+    assert (
+        first["systemInstruction"]["parts"]
+        == second["systemInstruction"]["parts"]
+        == [{"text": "Be brief."}]
+    )
 
 
-def test_a_single_threshold_applies_to_every_category(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_a_single_threshold_applies_to_every_category(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     gemini_server.reply_text("ok")
-    GenerativeModel(MODEL, safety_settings="block_none", client=ledger).start_chat().send_message("hi")
+    GenerativeModel(MODEL, safety_settings="block_none", client=ledger).start_chat().send_message(
+        "hi"
+    )
     settings = gemini_server.requests[0].body["safetySettings"]
     assert {s["threshold"] for s in settings} == {"BLOCK_NONE"}
     assert len(settings) == 4
@@ -571,16 +649,30 @@ def test_a_single_threshold_applies_to_every_category(ledger: chatledger.Client,
     [
         ("Hello", [{"text": "Hello"}]),
         (["Hello", "world"], [{"text": "Hello"}, {"text": "world"}]),
-        ({"role": "user", "parts": ["Hello", {"text": "world"}]}, [{"text": "Hello"}, {"text": "world"}]),
+        (
+            {"role": "user", "parts": ["Hello", {"text": "world"}]},
+            [{"text": "Hello"}, {"text": "world"}],
+        ),
         ({"parts": "Hello"}, [{"text": "Hello"}]),
         ({"text": "Hello"}, [{"text": "Hello"}]),
         (Part(text="Hello"), [{"text": "Hello"}]),
-        (genai_types.Content(role="user", parts=[genai_types.Part(text="Hello")]), [{"text": "Hello"}]),
-        ({"mime_type": "image/png", "data": b"\x89PNG"}, [{"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}}]),
-        ([{"text": "Look:"}, {"inline_data": {"mime_type": "image/png", "data": b"\x89PNG"}}], [{"text": "Look:"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}}]),
+        (
+            genai_types.Content(role="user", parts=[genai_types.Part(text="Hello")]),
+            [{"text": "Hello"}],
+        ),
+        (
+            {"mime_type": "image/png", "data": b"\x89PNG"},
+            [{"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}}],
+        ),
+        (
+            [{"text": "Look:"}, {"inline_data": {"mime_type": "image/png", "data": b"\x89PNG"}}],
+            [{"text": "Look:"}, {"inlineData": {"mimeType": "image/png", "data": "iVBORw=="}}],
+        ),
     ],
 )
-def test_content_forms(ledger: chatledger.Client, gemini_server: GeminiServer, content: Any, parts: list[Any]) -> None:
+def test_content_forms(
+    ledger: chatledger.Client, gemini_server: GeminiServer, content: Any, parts: list[Any]
+) -> None:
     gemini_server.reply_text("ok")
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     session.send_message(content)
@@ -622,12 +714,16 @@ def test_bad_settings_are_refused(ledger: chatledger.Client) -> None:
         session.send_message("hi", request_options={"timeout": 10})
 
 
-def test_resume_chat_in_a_new_client(ledger: chatledger.Client, gemini_server: GeminiServer, db_path: Path) -> None:
+def test_resume_chat_in_a_new_client(
+    ledger: chatledger.Client, gemini_server: GeminiServer, db_path: Path
+) -> None:
     gemini_server.reply_text("One.")
     gemini_server.reply_text("Two.")
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     session.send_message("First")
-    with chatledger.Client(api_key=API_KEY, http_options={"base_url": gemini_server.base_url}, store=str(db_path)) as other:
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": gemini_server.base_url}, store=str(db_path)
+    ) as other:
         resumed = GenerativeModel(MODEL, client=other).resume_chat(session.id)
         assert wire(resumed.history) == [user("First"), model("One.")]
         assert resumed.last is not None and resumed.last.text == "One."
@@ -660,7 +756,10 @@ def ledger_history(session: ChatSession) -> list[dict[str, Any]]:
 
 def contents_sent(server: GeminiServer, start: int = 0) -> list[list[dict[str, Any]]]:
     """The contents of each request since ``start``, keys in one order (camelCase)."""
-    return [json.loads(json.dumps(request.body["contents"], sort_keys=True)) for request in server.requests[start:]]
+    return [
+        json.loads(json.dumps(request.body["contents"], sort_keys=True))
+        for request in server.requests[start:]
+    ]
 
 
 def stream_reply(server: GeminiServer, chunks: list[dict[str, Any]], *, library: str) -> None:
@@ -698,15 +797,23 @@ def test_differential_plain_turns(ledger: chatledger.Client, gemini_server: Gemi
     gg_requests, ledger_requests = gemini_server.requests[:start], gemini_server.requests[start:]
     assert contents_sent(gemini_server, start) == contents_sent(gemini_server)[:start]
     assert [r.path for r in ledger_requests] == [r.path for r in gg_requests]
-    assert [r.body["generationConfig"] for r in ledger_requests] == [r.body["generationConfig"] for r in gg_requests]
+    assert [r.body["generationConfig"] for r in ledger_requests] == [
+        r.body["generationConfig"] for r in gg_requests
+    ]
     # The system instruction: the same parts; chatledger gives it the "user" role (as
     # google-genai), google.generativeai none.
-    assert [r.body["systemInstruction"] for r in gg_requests] == [{"parts": [{"text": "Be brief."}]}] * 2
-    assert [r.body["systemInstruction"] for r in ledger_requests] == [{"role": "user", "parts": [{"text": "Be brief."}]}] * 2
+    assert [r.body["systemInstruction"] for r in gg_requests] == [
+        {"parts": [{"text": "Be brief."}]}
+    ] * 2
+    assert [r.body["systemInstruction"] for r in ledger_requests] == [
+        {"role": "user", "parts": [{"text": "Be brief."}]}
+    ] * 2
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_differential_safety_settings(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_differential_safety_settings(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """The same settings; google.generativeai's REST transport sends enums as numbers
     (``$alt=json;enum-encoding=int``), chatledger as names."""
     safety = {"harassment": "block_none", "danger": "low"}
@@ -715,7 +822,10 @@ def test_differential_safety_settings(ledger: chatledger.Client, gemini_server: 
     gg.GenerativeModel(MODEL, safety_settings=safety).start_chat().send_message("hi")
     GenerativeModel(MODEL, safety_settings=safety, client=ledger).start_chat().send_message("hi")
     gg_body, ledger_body = (request.body for request in gemini_server.requests)
-    assert gg_body["safetySettings"] == [{"category": 7, "threshold": 4}, {"category": 10, "threshold": 1}]
+    assert gg_body["safetySettings"] == [
+        {"category": 7, "threshold": 4},
+        {"category": 10, "threshold": 1},
+    ]
     assert ledger_body["safetySettings"] == [
         {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"},
         {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_LOW_AND_ABOVE"},
@@ -741,7 +851,11 @@ def test_differential_stream(ledger: chatledger.Client, gemini_server: GeminiSer
 
     assert ledger_texts == gg_texts == ["Once ", "upon ", "a time."]
     assert l_response.text == response.text == "Once upon a time."
-    assert l_response.usage_metadata.total_token_count == response.usage_metadata.total_token_count == 7
+    assert (
+        l_response.usage_metadata.total_token_count
+        == response.usage_metadata.total_token_count
+        == 7
+    )
     assert ledger_history(session) == gg_history(chat)
     paths = [request.path for request in gemini_server.requests]
     assert paths == [f"/v1beta/models/{MODEL}:streamGenerateContent"] * 2
@@ -750,8 +864,13 @@ def test_differential_stream(ledger: chatledger.Client, gemini_server: GeminiSer
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_differential_history_setter_and_rewind(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
-    history = [{"role": "user", "parts": ["Favourite colour?"]}, {"role": "model", "parts": ["Green."]}]
+def test_differential_history_setter_and_rewind(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    history = [
+        {"role": "user", "parts": ["Favourite colour?"]},
+        {"role": "model", "parts": ["Green."]},
+    ]
     outcomes: dict[str, Any] = {}
     for library in ("gg", "ledger"):
         gemini_server.reply_text("One.")
@@ -771,14 +890,22 @@ def test_differential_history_setter_and_rewind(ledger: chatledger.Client, gemin
             "history": gg_history(session) if library == "gg" else ledger_history(session),
             "last": session.last,
         }
-    assert outcomes["ledger"]["rewound"] == outcomes["gg"]["rewound"] == (
-        {"parts": [{"text": "Why?"}], "role": "user"},
-        {"parts": [{"text": "Two."}], "role": "model"},
+    assert (
+        outcomes["ledger"]["rewound"]
+        == outcomes["gg"]["rewound"]
+        == (
+            {"parts": [{"text": "Why?"}], "role": "user"},
+            {"parts": [{"text": "Two."}], "role": "model"},
+        )
     )
-    assert outcomes["ledger"]["history"] == outcomes["gg"]["history"] == [
-        {"parts": [{"text": "Favourite colour?"}], "role": "user"},
-        {"parts": [{"text": "Green."}], "role": "model"},
-    ]
+    assert (
+        outcomes["ledger"]["history"]
+        == outcomes["gg"]["history"]
+        == [
+            {"parts": [{"text": "Favourite colour?"}], "role": "user"},
+            {"parts": [{"text": "Green."}], "role": "model"},
+        ]
+    )
     assert outcomes["gg"]["last"] is None and outcomes["ledger"]["last"] is None
     sent = contents_sent(gemini_server)
     assert sent[2:4] == sent[:2]
@@ -794,7 +921,9 @@ def test_differential_rewind_on_an_empty_history(ledger: chatledger.Client) -> N
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_differential_automatic_function_calling(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_differential_automatic_function_calling(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """With a str argument and a str result the two send the same contents; the
     declarations differ (google.generativeai: an OpenAPI ``parameters`` schema with
     enum numbers; chatledger: google-genai's ``parametersJsonSchema``)."""
@@ -804,7 +933,9 @@ def test_differential_automatic_function_calling(ledger: chatledger.Client, gemi
     ]
     for reply in replies:
         gemini_server.reply_json(reply)
-    chat = gg.GenerativeModel(MODEL, tools=[get_weather]).start_chat(enable_automatic_function_calling=True)
+    chat = gg.GenerativeModel(MODEL, tools=[get_weather]).start_chat(
+        enable_automatic_function_calling=True
+    )
     assert chat.send_message("Weather in Paris?").text == "Sunny in Paris."
     for reply in replies:
         gemini_server.reply_json(reply)
@@ -827,13 +958,19 @@ def test_differential_automatic_function_calling(ledger: chatledger.Client, gemi
     assert ledger_tool == {
         "name": "get_weather",
         "description": "The weather in a city.",
-        "parametersJsonSchema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        "parametersJsonSchema": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
         "responseJsonSchema": {"type": "string"},
     }
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_differential_function_results_and_numbers(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_differential_function_results_and_numbers(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     """google.generativeai sends a dict result as the response itself and passes every
     number as a float (protobuf Struct); chatledger, as google-genai, wraps every result
     as ``{"result": ...}`` and passes integers as integers."""
@@ -845,25 +982,36 @@ def test_differential_function_results_and_numbers(ledger: chatledger.Client, ge
         return {"city": city, "days": days}
 
     replies = [
-        text_response(parts=[{"functionCall": {"name": "forecast", "args": {"city": "Oslo", "days": 2}}}]),
+        text_response(
+            parts=[{"functionCall": {"name": "forecast", "args": {"city": "Oslo", "days": 2}}}]
+        ),
         text_response("Done."),
     ]
     for reply in replies:
         gemini_server.reply_json(reply)
-    gg.GenerativeModel(MODEL, tools=[forecast]).start_chat(enable_automatic_function_calling=True).send_message("go")
+    gg.GenerativeModel(MODEL, tools=[forecast]).start_chat(
+        enable_automatic_function_calling=True
+    ).send_message("go")
     for reply in replies:
         gemini_server.reply_json(reply)
-    GenerativeModel(MODEL, tools=[forecast], client=ledger).start_chat(enable_automatic_function_calling=True).send_message("go")
+    GenerativeModel(MODEL, tools=[forecast], client=ledger).start_chat(
+        enable_automatic_function_calling=True
+    ).send_message("go")
 
     assert seen == [2.0, 2] and [type(days) for days in seen] == [float, int]
     gg_answer = gemini_server.requests[1].body["contents"][-1]["parts"][0]["functionResponse"]
     ledger_answer = gemini_server.requests[3].body["contents"][-1]["parts"][0]["functionResponse"]
     assert gg_answer == {"name": "forecast", "response": {"city": "Oslo", "days": 2.0}}
-    assert ledger_answer == {"name": "forecast", "response": {"result": {"city": "Oslo", "days": 2}}}
+    assert ledger_answer == {
+        "name": "forecast",
+        "response": {"result": {"city": "Oslo", "days": 2}},
+    }
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_differential_afc_off_and_a_manual_answer(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
+def test_differential_afc_off_and_a_manual_answer(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
     replies = [
         text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}]),
         text_response("Thanks."),
@@ -887,7 +1035,9 @@ def test_differential_afc_off_and_a_manual_answer(ledger: chatledger.Client, gem
 
 
 @pytest.mark.usefixtures("gg_configured")
-def test_google_generativeai_async_cannot_use_the_rest_loopback(gemini_server: GeminiServer) -> None:
+def test_google_generativeai_async_cannot_use_the_rest_loopback(
+    gemini_server: GeminiServer,
+) -> None:
     """Why the async legacy methods have no differential test (see the module docstring)."""
     gemini_server.reply_text("never awaited")
     chat = gg.GenerativeModel(MODEL).start_chat()

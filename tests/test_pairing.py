@@ -75,14 +75,20 @@ def unpaired_calls(contents: Contents, *, trailing_call_allowed: bool = False) -
     last = len(contents) - 1
     for index, content in enumerate(contents):
         parts = content.get("parts") or []
-        calls = [p["functionCall"] for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
+        calls = [
+            p["functionCall"]
+            for p in parts
+            if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)
+        ]
         if content.get("role") != "model" or not calls:
             continue
         if index == last and trailing_call_allowed:
             continue
         following = contents[index + 1] if index < last else None
         if following is None or following.get("role") != "user":
-            problems.extend(f"contents[{index}] {call.get('name')}: nothing answers it" for call in calls)
+            problems.extend(
+                f"contents[{index}] {call.get('name')}: nothing answers it" for call in calls
+            )
             continue
         responses = [
             p["functionResponse"]
@@ -103,16 +109,24 @@ def unpaired_calls(contents: Contents, *, trailing_call_allowed: bool = False) -
             if names[call.get("name")] > 0:
                 names[call.get("name")] -= 1
             else:
-                problems.append(f"contents[{index}] {call.get('name')} (id {call.get('id')}): unanswered")
+                problems.append(
+                    f"contents[{index}] {call.get('name')} (id {call.get('id')}): unanswered"
+                )
     return problems
 
 
 def test_the_checker_itself() -> None:
     call = {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}
     call_id = {"role": "model", "parts": [{"functionCall": {"id": "a", "name": "f", "args": {}}}]}
-    two = {"role": "model", "parts": [{"functionCall": {"name": "f"}}, {"functionCall": {"name": "f"}}]}
+    two = {
+        "role": "model",
+        "parts": [{"functionCall": {"name": "f"}}, {"functionCall": {"name": "f"}}],
+    }
     answer = {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]}
-    answer_b = {"role": "user", "parts": [{"functionResponse": {"id": "b", "name": "g", "response": {}}}]}
+    answer_b = {
+        "role": "user",
+        "parts": [{"functionResponse": {"id": "b", "name": "g", "response": {}}}],
+    }
     text = {"role": "user", "parts": [{"text": "hi"}]}
     assert unpaired_calls([text, call, answer]) == []
     assert unpaired_calls([text, call_id, answer]) == []  # answered by name
@@ -124,7 +138,9 @@ def test_the_checker_itself() -> None:
 
 
 @pytest.mark.parametrize("second_id", [None, "call-2"])
-def test_a_partial_answer_by_id_sends_only_the_answered_call(db_path: Path, second_id: str | None) -> None:
+def test_a_partial_answer_by_id_sends_only_the_answered_call(
+    db_path: Path, second_id: str | None
+) -> None:
     """The model calls one function twice; the caller answers only the first, by id.
     The next request must carry the first call and its answer, not the second call."""
     transport = PairingTransport()
@@ -134,14 +150,26 @@ def test_a_partial_answer_by_id_sends_only_the_answered_call(db_path: Path, seco
         second = {"id": second_id, **second}
     transport.plan.extend(
         [
-            {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": first}, {"functionCall": second}]}, "finishReason": "STOP"}]},
+            {
+                "candidates": [
+                    {
+                        "content": {
+                            "role": "model",
+                            "parts": [{"functionCall": first}, {"functionCall": second}],
+                        },
+                        "finishReason": "STOP",
+                    }
+                ]
+            },
             text_response("Thanks."),
         ]
     )
     with chatledger.Client(store=str(db_path), transport=transport) as client:
         chat = client.chats.create(model="gemini-test", config={"tools": [DECLARATION_TOOL]})
         chat.send_message("Look up a and b")
-        chat.send_message(types.Part.from_function_response(name="lookup", response={"found": "a"}, id="call-1"))
+        chat.send_message(
+            types.Part.from_function_response(name="lookup", response={"found": "a"}, id="call-1")
+        )
         sent = transport.requests[-1].contents
         assert sent[-2] == {"role": "model", "parts": [{"functionCall": first}]}
         assert transport.violations == []
@@ -162,7 +190,9 @@ class PairingTransport(ScriptedTransport):
 
     def _take(self, request: ModelRequest) -> dict[str, Any] | BaseException:
         self.requests.append(request)
-        problems = unpaired_calls(request.contents, trailing_call_allowed=self.trailing_call_allowed_once)
+        problems = unpaired_calls(
+            request.contents, trailing_call_allowed=self.trailing_call_allowed_once
+        )
         self.trailing_call_allowed_once = False
         if problems:
             self.violations.append((problems, request.contents))
@@ -194,7 +224,11 @@ def raising_tool(x: int = 0) -> int:
     raise RuntimeError(f"raising_tool failed on {x}")
 
 
-DECLARED = {"name": "declared_tool", "description": "Answered by the caller.", "parameters": {"type": "OBJECT", "properties": {"x": {"type": "INTEGER"}}}}
+DECLARED = {
+    "name": "declared_tool",
+    "description": "Answered by the caller.",
+    "parameters": {"type": "OBJECT", "properties": {"x": {"type": "INTEGER"}}},
+}
 DECLARATION_TOOL = {"function_declarations": [DECLARED]}
 CHAT_CONFIG: dict[str, Any] = {"tools": [ok_tool, raising_tool]}
 CALLABLE_NAMES = ["ok_tool", "raising_tool", "declared_tool", "unknown_tool"]
@@ -207,7 +241,9 @@ PER_MESSAGE_CONFIGS: dict[str, dict[str, Any] | None] = {
     "declarations only": {"tools": [DECLARATION_TOOL]},
     "mixed (afc off)": {"tools": [ok_tool, DECLARATION_TOOL]},
 }
-SERVER_ERROR = ServerError(503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}})
+SERVER_ERROR = ServerError(
+    503, {"error": {"code": 503, "message": "overloaded", "status": "UNAVAILABLE"}}
+)
 
 
 def _dead_pid() -> int:
@@ -219,7 +255,9 @@ def _dead_pid() -> int:
 DEAD_PID = _dead_pid()
 
 # A reply: ("text",) | ("empty",) | ("error",) | ("calls", [(name, with_id), ...], with_text)
-call_specs = st.lists(st.tuples(st.sampled_from(CALLABLE_NAMES), st.booleans()), min_size=1, max_size=3)
+call_specs = st.lists(
+    st.tuples(st.sampled_from(CALLABLE_NAMES), st.booleans()), min_size=1, max_size=3
+)
 replies = st.one_of(
     st.just(("text",)),
     st.just(("empty",)),
@@ -266,7 +304,9 @@ class PairingMachine(RuleBasedStateMachine):
                 self.ids += 1
                 call = {"id": f"call-{self.ids}", **call}
             parts.append({"functionCall": call})
-        return {"candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]}
+        return {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": "STOP"}]
+        }
 
     def _plan(self, plan: list[tuple[Any, ...]]) -> None:
         self.transport.plan.clear()
@@ -292,7 +332,9 @@ class PairingMachine(RuleBasedStateMachine):
         mode=st.sampled_from(["send", "stream", "abandoned stream"]),
         data=st.data(),
     )
-    def send(self, plan: list[tuple[Any, ...]], config: str, mode: str, data: st.DataObject) -> None:
+    def send(
+        self, plan: list[tuple[Any, ...]], config: str, mode: str, data: st.DataObject
+    ) -> None:
         """A send; the caller then often answers the calls returned to it at once."""
         self.steps.append(f"send {mode} {config} {plan}")
         self._plan(plan)
@@ -321,7 +363,12 @@ class PairingMachine(RuleBasedStateMachine):
         calls = self._returned_calls()
         if not calls:
             return
-        chosen = data.draw(st.lists(st.sampled_from(range(len(calls))), min_size=1, max_size=len(calls), unique=True), label="answered")
+        chosen = data.draw(
+            st.lists(
+                st.sampled_from(range(len(calls))), min_size=1, max_size=len(calls), unique=True
+            ),
+            label="answered",
+        )
         keep_ids = data.draw(st.booleans(), label="with ids")
         self.steps.append(f"answer {chosen} of {calls} ids={keep_ids}")
         answers = [
@@ -341,7 +388,9 @@ class PairingMachine(RuleBasedStateMachine):
         """A function response nothing asked for (the model's call was rewound, say)."""
         self.steps.append(f"stale answer {name}")
         self._plan([("text",)])
-        self.chat.send_message(types.Part.from_function_response(name=name, response={"late": True}))
+        self.chat.send_message(
+            types.Part.from_function_response(name=name, response={"late": True})
+        )
 
     @rule(plan=plans)
     def send_own_call(self, plan: list[tuple[Any, ...]]) -> None:
@@ -366,7 +415,13 @@ class PairingMachine(RuleBasedStateMachine):
 
     @rule(
         stop=st.sampled_from(
-            ["waiting for the model", "after the model's calls", "after function_called", "between responses", "after the next call started"]
+            [
+                "waiting for the model",
+                "after the model's calls",
+                "after function_called",
+                "between responses",
+                "after the next call started",
+            ]
         ),
         spec=call_specs,
     )
@@ -376,7 +431,14 @@ class PairingMachine(RuleBasedStateMachine):
         self.steps.append(f"crash {stop} {spec}")
         events = self.store.read(self.chat.id)
         turn = _last_turn_turn_number(events) + 1
-        response = self._reply(("calls", [(n, i) for n, i in spec if n in ("ok_tool", "raising_tool")] or [("ok_tool", True)], False))
+        response = self._reply(
+            (
+                "calls",
+                [(n, i) for n, i in spec if n in ("ok_tool", "raising_tool")]
+                or [("ok_tool", True)],
+                False,
+            )
+        )
         assert isinstance(response, dict)
         calls = [p["functionCall"] for p in response["candidates"][0]["content"]["parts"]]
         datas: list[EventData] = [
@@ -386,16 +448,34 @@ class PairingMachine(RuleBasedStateMachine):
         if stop != "waiting for the model":
             datas.append(ModelResponded(turn=turn, response=response, ends_turn=False))
         if stop in ("after function_called", "between responses", "after the next call started"):
-            datas += [FunctionCalled(turn=turn, name=c["name"], args=c["args"], call_id=c.get("id"), index=i) for i, c in enumerate(calls)]
-        answered = calls[:1] if stop == "between responses" else calls if stop == "after the next call started" else []
+            datas += [
+                FunctionCalled(
+                    turn=turn, name=c["name"], args=c["args"], call_id=c.get("id"), index=i
+                )
+                for i, c in enumerate(calls)
+            ]
+        answered = (
+            calls[:1]
+            if stop == "between responses"
+            else calls
+            if stop == "after the next call started"
+            else []
+        )
         datas += [
-            FunctionResponded(turn=turn, name=c["name"], response={"result": 0}, call_id=c.get("id"), index=i)
+            FunctionResponded(
+                turn=turn, name=c["name"], response={"result": 0}, call_id=c.get("id"), index=i
+            )
             for i, c in enumerate(answered)
         ]
         if stop == "after the next call started":
-            datas.append(ModelCallStarted(turn=turn, model="gemini-test", attempt=1, contents_count=3))
+            datas.append(
+                ModelCallStarted(turn=turn, model="gemini-test", attempt=1, contents_count=3)
+            )
         owner = {"actor": "crashed-writer", "host": HOST, "pid": DEAD_PID}
-        new_events = [NewEvent(data=data, metadata=owner if i == 0 else {"actor": "crashed-writer"}) for i, data in enumerate(datas)]
+        new_events = [
+            NewEvent(data=data, metadata=owner if i == 0 else {"actor": "crashed-writer"})
+            for i, data in enumerate(datas)
+        ]
         self.store.append(self.chat.id, new_events, expected_version=events[-1].version)
         self.chat = self._client().chats.get(self.chat.id, config=CHAT_CONFIG)
 
@@ -421,7 +501,9 @@ class PairingMachine(RuleBasedStateMachine):
             rebuilt = fresh.chats.get(self.chat.id)
             assert _wire(rebuilt.get_history()) == _wire(self.chat.get_history())
             assert _wire(rebuilt.get_context()) == context
-            assert _wire(rebuilt.get_history(curated=True)) == _wire(self.chat.get_history(curated=True))
+            assert _wire(rebuilt.get_history(curated=True)) == _wire(
+                self.chat.get_history(curated=True)
+            )
         finally:
             fresh.close()
 
@@ -452,7 +534,14 @@ def _open_turn_with_a_call(store: chatledger.EventStore, conversation_id: str) -
     events = store.read(conversation_id)
     turn = _last_turn_turn_number(events) + 1
     call = {"id": "call-9", "name": "ok_tool", "args": {"x": 4}}
-    response = {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": call}]}, "finishReason": "STOP"}]}
+    response = {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": [{"functionCall": call}]},
+                "finishReason": "STOP",
+            }
+        ]
+    }
     datas: list[EventData] = [
         UserMessageAdded(turn=turn, content={"role": "user", "parts": [{"text": "Double 4"}]}),
         ModelCallStarted(turn=turn, model="gemini-test", contents_count=1),
@@ -462,7 +551,10 @@ def _open_turn_with_a_call(store: chatledger.EventStore, conversation_id: str) -
     owner = {"actor": "crashed-writer", "host": HOST, "pid": DEAD_PID}
     store.append(
         conversation_id,
-        [NewEvent(data=d, metadata=owner if i == 0 else {"actor": "crashed-writer"}) for i, d in enumerate(datas)],
+        [
+            NewEvent(data=d, metadata=owner if i == 0 else {"actor": "crashed-writer"})
+            for i, d in enumerate(datas)
+        ],
         expected_version=events[-1].version,
     )
     return call
@@ -511,11 +603,24 @@ def test_a_resumed_chat_whose_turn_stopped_between_call_and_response_carries_on(
         ]
         abandoned = events[-4].data
         assert f"process {DEAD_PID}" in abandoned.reason  # type: ignore[attr-defined]
-        assert _wire(resumed.get_history()) == [*sent, {"role": "model", "parts": [{"text": "Still here."}]}]
+        assert _wire(resumed.get_history()) == [
+            *sent,
+            {"role": "model", "parts": [{"text": "Still here."}]},
+        ]
         # And function calling works again in the resumed chat.
         transport.plan.extend(
             [
-                {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "ok_tool", "args": {"x": 5}}}]}, "finishReason": "STOP"}]},
+                {
+                    "candidates": [
+                        {
+                            "content": {
+                                "role": "model",
+                                "parts": [{"functionCall": {"name": "ok_tool", "args": {"x": 5}}}],
+                            },
+                            "finishReason": "STOP",
+                        }
+                    ]
+                },
                 text_response("10."),
             ]
         )
@@ -524,7 +629,11 @@ def test_a_resumed_chat_whose_turn_stopped_between_call_and_response_carries_on(
         else:
             assert asyncio.run(resumed.send_message("Double 5")).text == "10."
         assert transport.violations == []
-        responded = [e.data for e in second.store.read(conversation_id) if isinstance(e.data, FunctionResponded)]
+        responded = [
+            e.data
+            for e in second.store.read(conversation_id)
+            if isinstance(e.data, FunctionResponded)
+        ]
         assert responded[-1].response == {"result": {"doubled": 10}}
 
 
@@ -581,8 +690,15 @@ def test_a_process_killed_inside_a_called_function(db_path: Path) -> None:
         resumed = resumer.chats.get(conversation_id, config={"tools": [ok_tool]})
         assert resumed.get_history() == []  # the crashed turn never completed
         assert resumed.send_message("Hello again").text == "Welcome back."
-        assert transport.requests[-1].contents == [{"role": "user", "parts": [{"text": "Hello again"}]}]
+        assert transport.requests[-1].contents == [
+            {"role": "user", "parts": [{"text": "Hello again"}]}
+        ]
         assert transport.violations == []
         kinds = [event.type for event in resumer.store.read(conversation_id)]
-        assert kinds[-4:] == ["turn_abandoned", "user_message_added", "model_call_started", "model_responded"]
+        assert kinds[-4:] == [
+            "turn_abandoned",
+            "user_message_added",
+            "model_call_started",
+            "model_responded",
+        ]
         assert resumed.verify().ok

@@ -73,9 +73,14 @@ def store(backend: Backend) -> Iterator[EventStore]:
 
 
 def usage(prompt: int, candidates: int, model_version: str | None = None) -> dict[str, Any]:
-    response = text_response(f"{prompt}/{candidates}", usage={
-        "promptTokenCount": prompt, "candidatesTokenCount": candidates, "totalTokenCount": prompt + candidates,
-    })
+    response = text_response(
+        f"{prompt}/{candidates}",
+        usage={
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": candidates,
+            "totalTokenCount": prompt + candidates,
+        },
+    )
     if model_version:
         response["modelVersion"] = model_version
     return response
@@ -91,9 +96,13 @@ def fill(store: EventStore, conversations: int = 4, responses: int = 40) -> dict
         for r in range(responses):
             events.append(NewEvent(data=ModelCallStarted(turn=r + 1, model=model)))
             version = "pinned-1" if r % 5 == 0 else None
-            events.append(NewEvent(data=ModelResponded(turn=r + 1, response=usage(r, 2 * r + 1, version))))
+            events.append(
+                NewEvent(data=ModelResponded(turn=r + 1, response=usage(r, 2 * r + 1, version)))
+            )
             key = version or model
-            expected[key] = expected.get(key, ModelTokens()) + ModelTokens(1, r, 2 * r + 1, 3 * r + 1)
+            expected[key] = expected.get(key, ModelTokens()) + ModelTokens(
+                1, r, 2 * r + 1, 3 * r + 1
+            )
         for offset in range(0, len(events), 7):  # several appends per conversation
             store.append(cid, events[offset : offset + 7], expected_version=offset)
     return expected
@@ -125,7 +134,11 @@ def test_token_usage_per_model_after_conversations(store: EventStore) -> None:
         b = client.chats.create(model="gemini-b")
         transport.enqueue(chunks=[text_response("str", finish_reason=None), usage(1, 2)])
         list(b.send_message_stream("streamed"))
-        transport.enqueue(error=ServerError(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "busy"}}))
+        transport.enqueue(
+            error=ServerError(
+                503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "busy"}}
+            )
+        )
         with pytest.raises(ServerError):
             b.send_message("fails")
         fork = a.fork(turn=1)
@@ -144,7 +157,9 @@ def test_token_usage_per_model_after_conversations(store: EventStore) -> None:
     assert runner.run_once() == 0
 
 
-def test_batches_and_a_restart_neither_skip_nor_double_count(store: EventStore, backend: Backend) -> None:
+def test_batches_and_a_restart_neither_skip_nor_double_count(
+    store: EventStore, backend: Backend
+) -> None:
     first = fill(store)
     runner = ProjectionRunner(store, TokenUsageByModel(), batch=25)
     runner.run_once()
@@ -155,7 +170,9 @@ def test_batches_and_a_restart_neither_skip_nor_double_count(store: EventStore, 
         assert TokenUsageByModel.totals(again) == add(first, second)
 
 
-def test_a_live_runner_follows_and_resumes_after_a_stop(store: EventStore, backend: Backend) -> None:
+def test_a_live_runner_follows_and_resumes_after_a_stop(
+    store: EventStore, backend: Backend
+) -> None:
     runner = ProjectionRunner(store, TokenUsageByModel(), batch=10)
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -215,11 +232,15 @@ def test_a_failure_between_handling_and_commit_rolls_the_batch_back(store: Event
     assert TokenUsageByModel.totals(store) == expected
 
 
-def test_a_process_killed_mid_transaction_loses_nothing(store: EventStore, backend: Backend) -> None:
+def test_a_process_killed_mid_transaction_loses_nothing(
+    store: EventStore, backend: Backend
+) -> None:
     expected = fill(store, conversations=3, responses=30)
     # The child dies (os._exit) while its third batch of 50 is written but not committed.
     context = multiprocessing.get_context("spawn")
-    child = context.Process(target=run_projection_until_crash, args=(backend.location, 120, backend.schema))
+    child = context.Process(
+        target=run_projection_until_crash, args=(backend.location, 120, backend.schema)
+    )
     child.start()
     child.join(120)
     assert child.exitcode == 17
@@ -260,15 +281,25 @@ def test_usage_deltas_is_a_fold() -> None:
 
     def recorded(cid: str, version: int, data: Any) -> RecordedEvent:
         return RecordedEvent(
-            conversation_id=cid, version=version, position=version, event_id=str(uuid.uuid4()),
-            type=type(data).type_name, schema_version=1, data=data, metadata={}, recorded_at="t", hash="h",
+            conversation_id=cid,
+            version=version,
+            position=version,
+            event_id=str(uuid.uuid4()),
+            type=type(data).type_name,
+            schema_version=1,
+            data=data,
+            metadata={},
+            recorded_at="t",
+            hash="h",
         )
 
     models = {"known": "remembered"}
     events = [
         recorded("known", 5, ModelResponded(turn=1, response=usage(1, 1))),
         recorded("new", 1, ConversationStarted(model="m")),
-        recorded("new", 2, ModelResponded(turn=1, response={"usageMetadata": {"totalTokenCount": True}})),
+        recorded(
+            "new", 2, ModelResponded(turn=1, response={"usageMetadata": {"totalTokenCount": True}})
+        ),
         recorded("new", 3, ModelCallStarted(turn=2, model="other")),
         recorded("new", 4, ModelResponded(turn=2, response=usage(2, 3, "v"))),
         recorded("lost", 9, ModelResponded(turn=1, response={})),

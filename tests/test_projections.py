@@ -65,7 +65,9 @@ empty_part: st.SearchStrategy[dict[str, Any]] = st.just({})
 unknown_part = st.just({"text": "x", "futureField": {"a": 1}})
 
 
-def contents(role: str, parts: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+def contents(
+    role: str, parts: st.SearchStrategy[dict[str, Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
     return st.builds(lambda ps: {"role": role, "parts": ps}, st.lists(parts, max_size=3))
 
 
@@ -82,7 +84,9 @@ def _to_genai(content: dict[str, Any]) -> genai_types.Content:
 def _from_genai(content: genai_types.Content) -> dict[str, Any]:
     return {
         "role": content.role,
-        "parts": [part.model_dump(by_alias=True, exclude_none=True) for part in content.parts or []],
+        "parts": [
+            part.model_dump(by_alias=True, exclude_none=True) for part in content.parts or []
+        ],
     }
 
 
@@ -93,7 +97,9 @@ def _from_genai(content: genai_types.Content) -> dict[str, Any]:
 def test_context_algorithm_equals_google_genai(full: list[dict[str, Any]]) -> None:
     """extract_context on wire contents == google-genai's _extract_curated_history."""
     ours = extract_context(full)
-    theirs = [_from_genai(c) for c in genai_chats._extract_curated_history([_to_genai(c) for c in full])]
+    theirs = [
+        _from_genai(c) for c in genai_chats._extract_curated_history([_to_genai(c) for c in full])
+    ]
     assert ours == theirs
 
 
@@ -113,7 +119,9 @@ def test_sendable_never_leaves_an_unanswered_call(full: list[dict[str, Any]]) ->
             continue
         assert index + 1 < len(result), "a call at the end of the request has no response"
         following = result[index + 1]
-        answered = [p["functionResponse"]["name"] for p in following["parts"] if "functionResponse" in p]
+        answered = [
+            p["functionResponse"]["name"] for p in following["parts"] if "functionResponse" in p
+        ]
         assert following["role"] == "user"
         for name in set(calls):
             assert calls.count(name) <= answered.count(name)
@@ -136,12 +144,21 @@ def _multiset_difference(a: list[Any], b: list[Any]) -> list[Any]:
 
 def test_sendable_keeps_answered_calls_and_matches_ids() -> None:
     call = {"role": "model", "parts": [{"functionCall": {"id": "a", "name": "f", "args": {}}}]}
-    answered = {"role": "user", "parts": [{"functionResponse": {"id": "a", "name": "f", "response": {}}}]}
-    wrong_id = {"role": "user", "parts": [{"functionResponse": {"id": "b", "name": "g", "response": {}}}]}
+    answered = {
+        "role": "user",
+        "parts": [{"functionResponse": {"id": "a", "name": "f", "response": {}}}],
+    }
+    wrong_id = {
+        "role": "user",
+        "parts": [{"functionResponse": {"id": "b", "name": "g", "response": {}}}],
+    }
     assert sendable([call, answered]) == [call, answered]
     assert sendable([call, wrong_id]) == [wrong_id]
     assert sendable([call]) == []
-    mixed = {"role": "model", "parts": [{"text": "let me check"}, {"functionCall": {"name": "f", "args": {}}}]}
+    mixed = {
+        "role": "model",
+        "parts": [{"text": "let me check"}, {"functionCall": {"name": "f", "args": {}}}],
+    }
     assert sendable([mixed]) == [{"role": "model", "parts": [{"text": "let me check"}]}]
 
 
@@ -150,7 +167,10 @@ def test_curated_removes_function_steps_only() -> None:
         {"role": "user", "parts": [{"text": "weather?"}]},
         {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": 1}}}]},
-        {"role": "model", "parts": [{"text": "sunny"}, {"functionCall": {"name": "g", "args": {}}}]},
+        {
+            "role": "model",
+            "parts": [{"text": "sunny"}, {"functionCall": {"name": "g", "args": {}}}],
+        },
     ]
     assert curate_contents(full) == [
         {"role": "user", "parts": [{"text": "weather?"}]},
@@ -180,7 +200,9 @@ def turn_events(draw: st.DrawFn, turn: int) -> list[EventData]:
         ModelCallStarted(turn=turn, model="m", streamed=kind == "stream"),
     ]
     if kind == "failed":
-        events.append(ModelCallFailed(turn=turn, error=ErrorInfo(kind="ServerError", message="503", code=503)))
+        events.append(
+            ModelCallFailed(turn=turn, error=ErrorInfo(kind="ServerError", message="503", code=503))
+        )
         return events
     if kind == "abandoned":
         events.append(TurnAbandoned(turn=turn, reason="test"))
@@ -223,7 +245,9 @@ def conversations(draw: st.DrawFn) -> list[EventData]:
     return events
 
 
-def _append_all(store: Any, conversation_id: str, datas: list[EventData]) -> tuple[HistoryState, usage.UsageState]:
+def _append_all(
+    store: Any, conversation_id: str, datas: list[EventData]
+) -> tuple[HistoryState, usage.UsageState]:
     """Append one event at a time, advancing the projections as each is recorded."""
     state, totals = HistoryState(), usage.UsageState()
     for data in datas:

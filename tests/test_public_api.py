@@ -14,7 +14,13 @@ import chatledger
 from chatledger import errors
 
 # Module-level helpers other chatledger modules import; not part of the promised surface.
-INTERNAL_HELPERS = {"is_python_function_tool", "is_async_function_tool", "data_to_builtins", "decode_data", "register_upcaster"}
+INTERNAL_HELPERS = {
+    "is_python_function_tool",
+    "is_async_function_tool",
+    "data_to_builtins",
+    "decode_data",
+    "register_upcaster",
+}
 
 PUBLIC_MODULES = [
     "chatledger",
@@ -59,14 +65,20 @@ def test_api_error_format_and_class_choice() -> None:
     body = {"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}}
     error = errors.APIError.from_status(429, body)
     assert isinstance(error, errors.ClientError)
-    assert (error.code, error.status, error.error_message) == (429, "RESOURCE_EXHAUSTED", "slow down")
+    assert (error.code, error.status, error.error_message) == (
+        429,
+        "RESOURCE_EXHAUSTED",
+        "slow down",
+    )
     assert str(error) == f"429 RESOURCE_EXHAUSTED. {body}"
     assert isinstance(errors.APIError.from_status(503, {}), errors.ServerError)
 
 
 def test_importing_chatledger_is_light() -> None:
     code = "import chatledger, sys; print(sorted(m for m in ('llama_cpp', 'psycopg', 'google.genai') if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 

@@ -32,12 +32,32 @@ changed_lookup.__name__ = "lookup"
 
 # Python functions only: google-genai (and chatledger, as it) turns automatic function
 # calling off when declaration-only tools sit beside them.
-CONFIG: dict[str, Any] = {"system_instruction": "You are a travel guide.", "temperature": 0.2, "tools": [lookup]}
-DECLARED = [Tool(function_declarations=[FunctionDeclaration(name="weather", description="The weather in a city.")])]
+CONFIG: dict[str, Any] = {
+    "system_instruction": "You are a travel guide.",
+    "temperature": 0.2,
+    "tools": [lookup],
+}
+DECLARED = [
+    Tool(
+        function_declarations=[
+            FunctionDeclaration(name="weather", description="The weather in a city.")
+        ]
+    )
+]
 
 
 def call(name: str, **args: Any) -> dict[str, Any]:
-    return {"candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": name, "args": args}}]}, "finishReason": "STOP"}]}
+    return {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"functionCall": {"name": name, "args": args}}],
+                },
+                "finishReason": "STOP",
+            }
+        ]
+    }
 
 
 @pytest.fixture
@@ -50,7 +70,9 @@ def recorded(db_path: Path) -> Iterator[tuple[chatledger.Client, str]]:
         chat.send_message("Where should I go?")
         transport.enqueue(chunks=["Try ", "the Louvre."])
         list(chat.send_message_stream("What to see?"))
-        transport.enqueue(error=ServerError(500, {"error": {"code": 500, "message": "x", "status": "INTERNAL"}}))
+        transport.enqueue(
+            error=ServerError(500, {"error": {"code": 500, "message": "x", "status": "INTERNAL"}})
+        )
         with pytest.raises(ServerError):
             chat.send_message("And food?")
         transport.enqueue("Croissants.")
@@ -64,7 +86,9 @@ def recorded(db_path: Path) -> Iterator[tuple[chatledger.Client, str]]:
         yield client, chat.id
 
 
-def test_a_recorded_conversation_replays_with_no_difference(recorded: tuple[chatledger.Client, str]) -> None:
+def test_a_recorded_conversation_replays_with_no_difference(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     report = replay_conversation(client.store, conversation_id)
     assert report.calls == 7
@@ -73,7 +97,9 @@ def test_a_recorded_conversation_replays_with_no_difference(recorded: tuple[chat
     assert report.ok
 
 
-def test_every_recorded_request_rebuilds_to_its_recorded_digest(recorded: tuple[chatledger.Client, str]) -> None:
+def test_every_recorded_request_rebuilds_to_its_recorded_digest(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     calls = recorded_calls(client.store, conversation_id)
     assert all(call.digest_matches for call in calls)
@@ -83,7 +109,9 @@ def test_every_recorded_request_rebuilds_to_its_recorded_digest(recorded: tuple[
 
 
 def _replay_client(client: chatledger.Client, conversation_id: str) -> chatledger.Client:
-    return chatledger.Client(store=":memory:", transport=ReplayTransport.from_log(client.store, conversation_id))
+    return chatledger.Client(
+        store=":memory:", transport=ReplayTransport.from_log(client.store, conversation_id)
+    )
 
 
 def _run(chat: chatledger.Chat, message: str = "Where should I go?") -> None:
@@ -91,20 +119,29 @@ def _run(chat: chatledger.Chat, message: str = "Where should I go?") -> None:
     list(chat.send_message_stream("What to see?"))
 
 
-def test_the_same_code_replays_offline_and_gets_the_recorded_replies(recorded: tuple[chatledger.Client, str]) -> None:
+def test_the_same_code_replays_offline_and_gets_the_recorded_replies(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     with _replay_client(client, conversation_id) as debug:
         chat = debug.chats.create(model="gemini-x", config=CONFIG)
         assert chat.send_message("Where should I go?").text == "Paris is nice."
-        assert "".join(c.text or "" for c in chat.send_message_stream("What to see?")) == "Try the Louvre."
+        assert (
+            "".join(c.text or "" for c in chat.send_message_stream("What to see?"))
+            == "Try the Louvre."
+        )
         with pytest.raises(ServerError, match="500 INTERNAL"):
             chat.send_message("And food?")  # the recorded failure, replayed
 
 
-def test_a_changed_system_instruction_is_reported_at_turn_one(recorded: tuple[chatledger.Client, str]) -> None:
+def test_a_changed_system_instruction_is_reported_at_turn_one(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     with _replay_client(client, conversation_id) as debug:
-        chat = debug.chats.create(model="gemini-x", config={**CONFIG, "system_instruction": "You are a pirate."})
+        chat = debug.chats.create(
+            model="gemini-x", config={**CONFIG, "system_instruction": "You are a pirate."}
+        )
         with pytest.raises(ReplayMismatchError) as raised:
             _run(chat)
     difference = raised.value.difference
@@ -122,7 +159,10 @@ def test_a_changed_tool_is_reported(recorded: tuple[chatledger.Client, str]) -> 
     difference = raised.value.difference
     assert difference.turn == 1
     assert difference.field == "config.tools[0].functionDeclarations[0].description"
-    assert (difference.old, difference.new) == ("Look a city up.", "Look a city up, in more detail.")
+    assert (difference.old, difference.new) == (
+        "Look a city up.",
+        "Look a city up, in more detail.",
+    )
 
 
 def test_declaration_only_tools_replay_too(db_path: Path) -> None:
@@ -148,7 +188,9 @@ def test_a_changed_message_is_reported_at_its_turn(recorded: tuple[chatledger.Cl
     assert (difference.old, difference.new) == ("What to see?", "What should I see?")
 
 
-def test_non_strict_replay_collects_every_difference(recorded: tuple[chatledger.Client, str]) -> None:
+def test_non_strict_replay_collects_every_difference(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     transport = ReplayTransport.from_log(client.store, conversation_id, strict=False)
     with chatledger.Client(store=":memory:", transport=transport) as debug:
@@ -158,7 +200,9 @@ def test_non_strict_replay_collects_every_difference(recorded: tuple[chatledger.
     assert transport.remaining == 5
 
 
-def test_replay_of_a_fork_includes_the_parent_calls(recorded: tuple[chatledger.Client, str]) -> None:
+def test_replay_of_a_fork_includes_the_parent_calls(
+    recorded: tuple[chatledger.Client, str],
+) -> None:
     client, conversation_id = recorded
     transport = ScriptedTransport().enqueue("A fork reply.")
     with chatledger.Client(store=client.store, transport=transport) as other:

@@ -37,7 +37,9 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return asked
 
 
-def make_client(server: GeminiServer, path: Path, retry: dict[str, Any] | None) -> chatledger.Client:
+def make_client(
+    server: GeminiServer, path: Path, retry: dict[str, Any] | None
+) -> chatledger.Client:
     options: dict[str, Any] = {"base_url": server.base_url}
     if retry is not None:
         options["retry_options"] = retry
@@ -54,7 +56,9 @@ def kinds(chat: Any) -> list[str]:
     return [event.type for event in chat.events()][1:]
 
 
-def test_retries_are_off_by_default(gemini_server: GeminiServer, db_path: Path, sleeps: list[float]) -> None:
+def test_retries_are_off_by_default(
+    gemini_server: GeminiServer, db_path: Path, sleeps: list[float]
+) -> None:
     gemini_server.reply_error(503, "UNAVAILABLE", "busy")
     with make_client(gemini_server, db_path, None) as client:
         chat = client.chats.create(model="m")
@@ -63,7 +67,9 @@ def test_retries_are_off_by_default(gemini_server: GeminiServer, db_path: Path, 
         assert len(gemini_server.requests) == 1 and sleeps == []
 
 
-def test_a_retried_call_succeeds_and_every_attempt_is_an_event(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_a_retried_call_succeeds_and_every_attempt_is_an_event(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     gemini_server.reply_error(503, "UNAVAILABLE", "busy")
     gemini_server.reply_error(429, "RESOURCE_EXHAUSTED", "slow down")
     gemini_server.reply_text("finally")
@@ -71,9 +77,12 @@ def test_a_retried_call_succeeds_and_every_attempt_is_an_event(client: chatledge
     assert chat.send_message("hi").text == "finally"
     assert kinds(chat) == [
         "user_message_added",
-        "model_call_started", "model_call_failed",
-        "model_call_started", "model_call_failed",
-        "model_call_started", "model_responded",
+        "model_call_started",
+        "model_call_failed",
+        "model_call_started",
+        "model_call_failed",
+        "model_call_started",
+        "model_responded",
     ]
     events = chat.events()
     assert [e.data.attempt for e in events if e.type == "model_call_started"] == [1, 2, 3]  # type: ignore[attr-defined]
@@ -86,7 +95,9 @@ def test_a_retried_call_succeeds_and_every_attempt_is_an_event(client: chatledge
     assert bodies[0] == bodies[1] == bodies[2]
 
 
-def test_giving_up_ends_the_turn_and_raises(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_giving_up_ends_the_turn_and_raises(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     for _ in range(3):
         gemini_server.reply_error(500, "INTERNAL", "down")
     chat = client.chats.create(model="m")
@@ -99,7 +110,9 @@ def test_giving_up_ends_the_turn_and_raises(client: chatledger.Client, gemini_se
     assert chat.send_message("again").text == "later"
 
 
-def test_client_errors_are_not_retried(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_client_errors_are_not_retried(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     gemini_server.reply_error(400, "INVALID_ARGUMENT", "bad")
     chat = client.chats.create(model="m")
     with pytest.raises(chatledger.ClientError):
@@ -107,7 +120,9 @@ def test_client_errors_are_not_retried(client: chatledger.Client, gemini_server:
     assert len(gemini_server.requests) == 1 and sleeps == []
 
 
-def test_retry_after_is_honoured(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_retry_after_is_honoured(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     gemini_server.enqueue(
         Reply(
             "raw",
@@ -123,7 +138,9 @@ def test_retry_after_is_honoured(client: chatledger.Client, gemini_server: Gemin
     assert sleeps == [7.0]
 
 
-def test_a_dropped_connection_is_retried(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_a_dropped_connection_is_retried(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     gemini_server.reply_sse([text_response("never")], drop_after=0)
     gemini_server.reply_sse([text_response("second try")])
     chat = client.chats.create(model="m")
@@ -133,8 +150,12 @@ def test_a_dropped_connection_is_retried(client: chatledger.Client, gemini_serve
     assert failed.data.error.kind == "ModelConnectionError"  # type: ignore[attr-defined]
 
 
-def test_a_stream_is_not_retried_once_chunks_reached_the_caller(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
-    gemini_server.reply_sse([text_response("half ", finish_reason=None), text_response("never")], drop_after=1)
+def test_a_stream_is_not_retried_once_chunks_reached_the_caller(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
+    gemini_server.reply_sse(
+        [text_response("half ", finish_reason=None), text_response("never")], drop_after=1
+    )
     chat = client.chats.create(model="m")
     received = []
     with pytest.raises(ModelConnectionError):
@@ -161,7 +182,9 @@ def test_async_retries(gemini_server: GeminiServer, db_path: Path, sleeps: list[
     assert sleeps == [0.25]
 
 
-def test_a_conversation_with_retries_replays_cleanly(client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]) -> None:
+def test_a_conversation_with_retries_replays_cleanly(
+    client: chatledger.Client, gemini_server: GeminiServer, sleeps: list[float]
+) -> None:
     gemini_server.reply_error(503, "UNAVAILABLE", "busy")
     gemini_server.reply_text("ok")
     chat = client.chats.create(model="m")
@@ -171,7 +194,9 @@ def test_a_conversation_with_retries_replays_cleanly(client: chatledger.Client, 
 
 
 def test_policy_formula_and_retry_after_parsing() -> None:
-    policy = RetryPolicy(HttpRetryOptions(attempts=4, initial_delay=1, max_delay=5, exp_base=3, jitter=0))
+    policy = RetryPolicy(
+        HttpRetryOptions(attempts=4, initial_delay=1, max_delay=5, exp_base=3, jitter=0)
+    )
     error = ServerError(503, {"error": {"code": 503}})
     assert [policy.delay(error, attempt) for attempt in (1, 2, 3, 4)] == [1.0, 3.0, 5.0, None]
     assert RetryPolicy(HttpRetryOptions()).attempts == 5

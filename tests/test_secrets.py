@@ -18,19 +18,27 @@ from tests.support.gemini_server import GeminiServer, Reply, text_response
 SECRET_HEADER = "Bearer proxy-token-SECRET-77aa99"
 
 
-def test_secrets_never_leak(gemini_server: GeminiServer, db_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_secrets_never_leak(
+    gemini_server: GeminiServer, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     options = {"base_url": gemini_server.base_url, "headers": {"Authorization": SECRET_HEADER}}
     seen: list[str] = []
     with chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path)) as client:
-        seen += [repr(client), str(client.http_options), repr(client.transport_for("gemini-2.5-flash"))]
+        seen += [
+            repr(client),
+            str(client.http_options),
+            repr(client.transport_for("gemini-2.5-flash")),
+        ]
         chat = client.chats.create(model="gemini-2.5-flash", config={"system_instruction": "hi"})
         gemini_server.reply_text("fine")
         chat.send_message("hello")
         gemini_server.reply_sse([text_response("a", finish_reason=None), text_response("b")])
         list(chat.send_message_stream("stream"))
         # A hostile or careless server echoes the key and the header back in its error.
-        gemini_server.reply_error(400, "INVALID_ARGUMENT", f"bad key {API_KEY} with {SECRET_HEADER}")
+        gemini_server.reply_error(
+            400, "INVALID_ARGUMENT", f"bad key {API_KEY} with {SECRET_HEADER}"
+        )
         with pytest.raises(chatledger.ClientError) as raised:
             chat.send_message("again")
         error = raised.value
@@ -55,7 +63,9 @@ def test_secrets_never_leak(gemini_server: GeminiServer, db_path: Path, caplog: 
         for text in seen:
             assert secret not in text, text
     # The failure events were recorded, with the redacted message.
-    failures = [e for e in chatledger.SQLiteStore(db_path).read(chat.id) if e.type == "model_call_failed"]
+    failures = [
+        e for e in chatledger.SQLiteStore(db_path).read(chat.id) if e.type == "model_call_failed"
+    ]
     assert len(failures) == 2
     assert "***" in failures[0].data.error.message  # type: ignore[attr-defined]
 
@@ -94,11 +104,18 @@ def test_which_header_values_are_secret(name: str, secret: bool) -> None:
 
 
 def test_any_value_can_be_marked_secret_and_cookie_values_are_each_secret() -> None:
-    register_secret_headers({"Cookie": "sid=cookie-one-4411; theme=cookie-two-4412", "Authorization": "Basic dXNlcjpwdw-4413"})
+    register_secret_headers(
+        {
+            "Cookie": "sid=cookie-one-4411; theme=cookie-two-4412",
+            "Authorization": "Basic dXNlcjpwdw-4413",
+        }
+    )
     register_secret("plain-header-value-4414")  # the documented way for any other header
     text = redact("cookie-one-4411 cookie-two-4412 dXNlcjpwdw-4413 plain-header-value-4414")
     assert text == "*** *** *** ***"
-    assert "register_secret" in (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "register_secret" in (Path(__file__).resolve().parents[1] / "README.md").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_echoed_response_headers_are_masked_in_errors_and_http_logs(
@@ -108,10 +125,17 @@ def test_echoed_response_headers_are_masked_in_errors_and_http_logs(
     httpcore's DEBUG log (which logs response headers)."""
     caplog.set_level(logging.DEBUG)
     gemini_server.enqueue(
-        Reply("json", status=400, body={"error": {"code": 400, "message": "no", "status": "INVALID_ARGUMENT"}}, headers={"X-Echo": API_KEY})
+        Reply(
+            "json",
+            status=400,
+            body={"error": {"code": 400, "message": "no", "status": "INVALID_ARGUMENT"}},
+            headers={"X-Echo": API_KEY},
+        )
     )
     with (
-        chatledger.Client(api_key=API_KEY, http_options={"base_url": gemini_server.base_url}) as client,
+        chatledger.Client(
+            api_key=API_KEY, http_options={"base_url": gemini_server.base_url}
+        ) as client,
         pytest.raises(chatledger.ClientError) as raised,
     ):
         client.chats.create(model="gemini-2.5-flash").send_message("hi")

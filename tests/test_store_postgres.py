@@ -90,21 +90,34 @@ def readable_end(store: EventStore) -> int:
     return events[-1].position if events else 0
 
 
-def document(store: PostgresStore, conversation_id: str, events: list[NewEvent], after: int = 0, prev_hash: str = "") -> str:
+def document(
+    store: PostgresStore,
+    conversation_id: str,
+    events: list[NewEvent],
+    after: int = 0,
+    prev_hash: str = "",
+) -> str:
     """The JSON argument of chatledger_append for ``events``, hashed as the store would."""
     prepared = store._prepare(conversation_id, [store._encode(e) for e in events], after, prev_hash)
     return pg._encode_events(
         [
             pg._EventRow(
-                event_id=e.event_id, type=e.type, schema_version=e.schema_version,
-                data=e.data.decode(), metadata=e.metadata.decode(), recorded_at=e.recorded_at, hash=e.hash,
+                event_id=e.event_id,
+                type=e.type,
+                schema_version=e.schema_version,
+                data=e.data.decode(),
+                metadata=e.metadata.decode(),
+                recorded_at=e.recorded_at,
+                hash=e.hash,
             )
             for e in prepared
         ]
     ).decode()
 
 
-APPEND_SQL = "SELECT positions, version, head_hash FROM public.chatledger_append(%s, %s, %s, %s, NULL, NULL)"
+APPEND_SQL = (
+    "SELECT positions, version, head_hash FROM public.chatledger_append(%s, %s, %s, %s, NULL, NULL)"
+)
 
 
 # ----------------------------------------------------------------------------- schema
@@ -122,7 +135,10 @@ MIGRATION_NAMES = [
 
 C = "C"
 EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare byte by byte)
-    "chatledger_migrations": [("name", "text", "NO", None), ("applied_at", "timestamp with time zone", "NO", None)],
+    "chatledger_migrations": [
+        ("name", "text", "NO", None),
+        ("applied_at", "timestamp with time zone", "NO", None),
+    ],
     "events": [
         ("position", "bigint", "NO", None),
         ("conversation_id", "text", "NO", C),
@@ -154,11 +170,20 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
 }
 
 EXPECTED_INDEXES = {
-    ("chatledger_migrations", "CREATE UNIQUE INDEX chatledger_migrations_pkey ON {s}.chatledger_migrations USING btree (name)"),
-    ("events", "CREATE UNIQUE INDEX events_pkey ON {s}.events USING btree (\"position\")"),
-    ("events", "CREATE UNIQUE INDEX events_stream ON {s}.events USING btree (conversation_id, version)"),
+    (
+        "chatledger_migrations",
+        "CREATE UNIQUE INDEX chatledger_migrations_pkey ON {s}.chatledger_migrations USING btree (name)",
+    ),
+    ("events", 'CREATE UNIQUE INDEX events_pkey ON {s}.events USING btree ("position")'),
+    (
+        "events",
+        "CREATE UNIQUE INDEX events_stream ON {s}.events USING btree (conversation_id, version)",
+    ),
     ("events", "CREATE UNIQUE INDEX events_event_id ON {s}.events USING btree (event_id)"),
-    ("snapshots", "CREATE UNIQUE INDEX snapshots_pkey ON {s}.snapshots USING btree (conversation_id, name)"),
+    (
+        "snapshots",
+        "CREATE UNIQUE INDEX snapshots_pkey ON {s}.snapshots USING btree (conversation_id, name)",
+    ),
     ("streams", "CREATE UNIQUE INDEX streams_pkey ON {s}.streams USING btree (conversation_id)"),
     ("streams", "CREATE INDEX streams_parent ON {s}.streams USING btree (parent_id)"),
 }
@@ -172,7 +197,11 @@ def schema_of(conn: psycopg.Connection[tuple[Any, ...]], schema: str) -> dict[st
         (schema,),
     ):
         columns.setdefault(table, []).append((column, kind, nullable, collation))
-    indexes = set(conn.execute("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)).fetchall())
+    indexes = set(
+        conn.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)
+        ).fetchall()
+    )
     triggers = sorted(
         conn.execute(
             "SELECT t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
@@ -190,7 +219,13 @@ def schema_of(conn: psycopg.Connection[tuple[Any, ...]], schema: str) -> dict[st
     sequences = conn.execute(
         "SELECT sequencename, cache_size FROM pg_sequences WHERE schemaname = %s", (schema,)
     ).fetchall()
-    return {"columns": columns, "indexes": indexes, "triggers": triggers, "functions": functions, "sequences": sequences}
+    return {
+        "columns": columns,
+        "indexes": indexes,
+        "triggers": triggers,
+        "functions": functions,
+        "sequences": sequences,
+    }
 
 
 @pytest.mark.parametrize("schema", ["public", "chatledger_app"])
@@ -203,7 +238,9 @@ def test_migrations_create_exactly_this_schema(schema: str) -> None:
         assert found["columns"] == EXPECTED_COLUMNS
         s = "public" if schema == "public" else schema
         assert found["indexes"] == {(table, sql.format(s=s)) for table, sql in EXPECTED_INDEXES}
-        refuse = "chatledger_refuse_change()" if s == "public" else f"{s}.chatledger_refuse_change()"
+        refuse = (
+            "chatledger_refuse_change()" if s == "public" else f"{s}.chatledger_refuse_change()"
+        )
         assert found["triggers"] == [
             (
                 "events_no_truncate",
@@ -216,7 +253,11 @@ def test_migrations_create_exactly_this_schema(schema: str) -> None:
                 f"FOR EACH ROW EXECUTE FUNCTION {refuse}",
             ),
         ]
-        assert found["functions"] == ["chatledger_allocate_positions", "chatledger_append", "chatledger_refuse_change"]
+        assert found["functions"] == [
+            "chatledger_allocate_positions",
+            "chatledger_append",
+            "chatledger_refuse_change",
+        ]
         # CACHE 1: nextval hands out increasing values across sessions (see the docstring).
         assert found["sequences"] == [("events_position_seq", 1)]
         # Reopening applies nothing new.
@@ -241,11 +282,15 @@ def test_processes_opening_a_fresh_schema_at_once_migrate_it_once(database_url: 
     results = run_processes(open_and_append, [(database_url, schema, gate)] * 6)
     assert results == [MIGRATION_NAMES] * 6
     with connect(database_url) as conn:
-        assert conn.execute(f"SELECT count(*) FROM {schema}.chatledger_migrations").fetchone() == (len(MIGRATION_NAMES),)
+        assert conn.execute(f"SELECT count(*) FROM {schema}.chatledger_migrations").fetchone() == (
+            len(MIGRATION_NAMES),
+        )
         assert conn.execute(f"SELECT count(*) FROM {schema}.events").fetchone() == (6,)
 
 
-def test_events_cannot_be_updated_deleted_or_truncated(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_events_cannot_be_updated_deleted_or_truncated(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     cid = new_id()
     start(store, cid, message(1))
     for statement in (
@@ -259,10 +304,14 @@ def test_events_cannot_be_updated_deleted_or_truncated(store: PostgresStore, raw
     assert store.verify(cid).ok
 
 
-def test_data_is_stored_as_the_json_text_that_was_hashed(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_data_is_stored_as_the_json_text_that_was_hashed(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     cid = new_id()
     start(store, cid, message(1, text='quotes " \\ and ✓ and \x00 and \n'))
-    stored = raw.execute("SELECT data FROM events WHERE conversation_id = %s ORDER BY version", (cid,)).fetchall()
+    stored = raw.execute(
+        "SELECT data FROM events WHERE conversation_id = %s ORDER BY version", (cid,)
+    ).fetchall()
     assert stored[1][0].startswith('{"turn":1,"content":')
     assert "\\u0000" in stored[1][0]
     assert store.verify(cid).ok
@@ -333,7 +382,9 @@ def test_a_closed_store_refuses_work(database_url: str) -> None:
         store.read(new_id())
 
 
-def test_run_in_transaction_commits_or_rolls_back(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_run_in_transaction_commits_or_rolls_back(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     table = f"t_{uuid.uuid4().hex[:8]}"
     store.run_in_transaction(lambda c: c.execute(f"CREATE TABLE {table} (x int NOT NULL)"))
     store.run_in_transaction(lambda c: c.execute(f"INSERT INTO {table} VALUES (1)"))
@@ -354,7 +405,9 @@ def test_run_in_transaction_commits_or_rolls_back(store: PostgresStore, raw: psy
 # ----------------------------------------------------------------------------- ordering
 
 
-def test_a_reader_stops_before_an_append_still_in_flight(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_a_reader_stops_before_an_append_still_in_flight(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     """The skip scenario, step by step: A takes a lower position and stays open while B
     commits a higher one. B is committed, yet a reader following positions must not
     return it until A has ended; then it returns both, in position order."""
@@ -385,7 +438,9 @@ def test_a_reader_stops_before_an_append_still_in_flight(store: PostgresStore, r
     assert subscriber.error is None
 
 
-def test_an_aborted_append_releases_what_came_after_it(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_an_aborted_append_releases_what_came_after_it(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     """A rolls back: B becomes readable, with no notification for it (the subscriber
     finds it by polling), and A's position is a gap."""
     a, b = new_id(), new_id()
@@ -409,7 +464,9 @@ def test_an_aborted_append_releases_what_came_after_it(store: PostgresStore, raw
     assert store.read(a) == []
 
 
-def test_a_writer_waiting_for_its_conversation_holds_no_reader_back(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_a_writer_waiting_for_its_conversation_holds_no_reader_back(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     """The conversation lock takes no transaction id: while one append waits for
     another writer of its conversation, appends elsewhere stay readable."""
     a, b = new_id(), new_id()
@@ -417,7 +474,9 @@ def test_a_writer_waiting_for_its_conversation_holds_no_reader_back(store: Postg
     before = readable_end(store)
     raw.execute("BEGIN")
     raw.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (a,))
-    waiting = threading.Thread(target=store.append, args=(a, [message(1)]), kwargs={"expected_version": 1})
+    waiting = threading.Thread(
+        target=store.append, args=(a, [message(1)]), kwargs={"expected_version": 1}
+    )
     waiting.start()
     time.sleep(0.2)
     positions_b = start(store, b)
@@ -427,7 +486,9 @@ def test_a_writer_waiting_for_its_conversation_holds_no_reader_back(store: Postg
     assert [e.version for e in store.read(a)] == [1, 2]
 
 
-def test_the_head_is_read_after_the_lock_is_taken(store: PostgresStore, database_url: str, raw: psycopg.Connection[Any]) -> None:
+def test_the_head_is_read_after_the_lock_is_taken(
+    store: PostgresStore, database_url: str, raw: psycopg.Connection[Any]
+) -> None:
     """A writer that waited for the conversation lock sees what its holder committed
     (the head is read by a statement that starts after the lock is granted)."""
     cid = new_id()
@@ -439,7 +500,12 @@ def test_the_head_is_read_after_the_lock_is_taken(store: PostgresStore, database
 
     def second() -> None:
         with connect(database_url) as other:
-            outcome.append(other.execute(APPEND_SQL, (cid, 1, head.hash, document(store, cid, [message(2)], 1, head.hash))).fetchone())
+            outcome.append(
+                other.execute(
+                    APPEND_SQL,
+                    (cid, 1, head.hash, document(store, cid, [message(2)], 1, head.hash)),
+                ).fetchone()
+            )
 
     thread = threading.Thread(target=second)
     thread.start()
@@ -451,7 +517,9 @@ def test_the_head_is_read_after_the_lock_is_taken(store: PostgresStore, database
     assert version == 2
 
 
-def test_positions_are_allocated_by_the_first_write_only(raw: psycopg.Connection[Any], store: PostgresStore) -> None:
+def test_positions_are_allocated_by_the_first_write_only(
+    raw: psycopg.Connection[Any], store: PostgresStore
+) -> None:
     raw.execute("BEGIN")
     raw.execute("CREATE TEMP TABLE scratch (x int)")
     raw.execute("INSERT INTO scratch VALUES (1)")
@@ -496,7 +564,10 @@ def test_a_subscriber_sees_every_event_of_eight_writers_once_in_order(database_u
             subscriber = Collector(store, before)
             subscriber.start()
             gate = barrier(8)
-            written = run_processes(append_to_own, [(database_url, cid, 60, round_ * 8 + n, gate) for n, cid in enumerate(cids)])
+            written = run_processes(
+                append_to_own,
+                [(database_url, cid, 60, round_ * 8 + n, gate) for n, cid in enumerate(cids)],
+            )
             expected = {event_id for ids in written for event_id in ids}
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -546,7 +617,9 @@ def test_a_notification_wakes_a_subscriber_long_before_its_poll(store: PostgresS
     assert [e.conversation_id for e in seen] == [cid]
 
 
-def test_a_notification_names_the_last_position_of_its_append(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_a_notification_names_the_last_position_of_its_append(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
     cid = new_id()
     positions = start(store, cid, message(1), message(2))
@@ -556,7 +629,9 @@ def test_a_notification_names_the_last_position_of_its_append(store: PostgresSto
     assert [n.payload for n in notes] == [str(positions[-1])]
 
 
-def test_a_subscription_survives_losing_its_listening_connection(store: PostgresStore, raw: psycopg.Connection[Any]) -> None:
+def test_a_subscription_survives_losing_its_listening_connection(
+    store: PostgresStore, raw: psycopg.Connection[Any]
+) -> None:
     before = readable_end(store)
     subscriber = Collector(store, before)
     subscriber.start()
@@ -605,7 +680,9 @@ def test_a_connection_killed_mid_append(database_url: str, raw: psycopg.Connecti
             raw.execute("SELECT pg_terminate_backend(%s)", (pid,))
             thread.join(30)
         finally:
-            raw.execute("SELECT pg_advisory_unlock(%s, hashtext('public'))", (pg.POSITIONS_LOCK_CLASS,))
+            raw.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext('public'))", (pg.POSITIONS_LOCK_CLASS,)
+            )
         assert len(errors) == 1 and isinstance(errors[0], StoreUnavailableError), errors
         assert "nothing was written" in str(errors[0])
         assert store.read(cid) == []
@@ -626,11 +703,16 @@ class CommitThenWait(PostgresStore):
     def _statements(self) -> None:
         super()._statements()
         self._sql_append = sql.Composed(
-            [self._sql_append, sql.SQL("; SELECT pg_advisory_lock({})").format(sql.Literal(self.hold))]
+            [
+                self._sql_append,
+                sql.SQL("; SELECT pg_advisory_lock({})").format(sql.Literal(self.hold)),
+            ]
         )
 
 
-def test_a_connection_lost_after_commit_is_settled_as_written(database_url: str, raw: psycopg.Connection[Any]) -> None:
+def test_a_connection_lost_after_commit_is_settled_as_written(
+    database_url: str, raw: psycopg.Connection[Any]
+) -> None:
     name = f"late-{uuid.uuid4().hex[:8]}"
     CommitThenWait.hold = 424242
     raw.execute("SELECT pg_advisory_lock(424242)")
@@ -638,7 +720,9 @@ def test_a_connection_lost_after_commit_is_settled_as_written(database_url: str,
         cid = new_id()
         events = [started(), message(1)]
         outcome: list[Any] = []
-        thread = threading.Thread(target=lambda: outcome.append(store.append(cid, events, expected_version=0)))
+        thread = threading.Thread(
+            target=lambda: outcome.append(store.append(cid, events, expected_version=0))
+        )
         thread.start()
         try:
             raw.execute("SELECT pg_terminate_backend(%s)", (backend_waiting(raw, name),))
@@ -733,11 +817,16 @@ def test_the_server_restarted_under_a_chat(database_url: str, raw: psycopg.Conne
         logged = store.read(chat.id)
         assert [e.version for e in logged] == list(range(1, len(logged) + 1))
         assert len({e.event_id for e in logged}) == len(logged)
-        texts = [e.data.content["parts"][0]["text"] for e in logged if e.type == "user_message_added"]  # type: ignore[attr-defined]
+        texts = [
+            e.data.content["parts"][0]["text"] for e in logged if e.type == "user_message_added"
+        ]  # type: ignore[attr-defined]
         assert texts == ["hello", "still there?"]
         assert store.verify(chat.id).ok
         assert [c.parts[0].text for c in chat.get_history()] == [  # type: ignore[index]
-            "hello", "before the restart", "still there?", "after the restart",
+            "hello",
+            "before the restart",
+            "still there?",
+            "after the restart",
         ]
     finally:
         client.close()
@@ -748,7 +837,9 @@ def test_the_server_restarted_under_a_chat(database_url: str, raw: psycopg.Conne
 # ----------------------------------------------------------------------------- configuration
 
 
-def test_client_and_environment_open_the_postgres_store(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_client_and_environment_open_the_postgres_store(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     transport = ScriptedTransport().enqueue("hi from postgres")
     with chatledger.Client(store=database_url, transport=transport) as client:
         assert isinstance(client.store, PostgresStore)

@@ -62,7 +62,12 @@ EXPECTED_SCHEMA = [
     ("index", "sqlite_autoindex__chatledger_migrations_1", "_chatledger_migrations", None),
     ("index", "sqlite_autoindex_snapshots_1", "snapshots", None),
     ("index", "sqlite_autoindex_streams_1", "streams", None),
-    ("index", "streams_parent", "streams", 'CREATE INDEX "streams_parent"\n    ON "streams" ("parent_id")'),
+    (
+        "index",
+        "streams_parent",
+        "streams",
+        'CREATE INDEX "streams_parent"\n    ON "streams" ("parent_id")',
+    ),
     (
         "table",
         "_chatledger_migrations",
@@ -269,13 +274,18 @@ def test_synchronous_can_be_chosen_and_is_checked(path: Path) -> None:
         "DELETE FROM events",
     ],
 )
-def test_update_and_delete_are_refused_by_triggers(store: SQLiteStore, path: Path, statement: str) -> None:
+def test_update_and_delete_are_refused_by_triggers(
+    store: SQLiteStore, path: Path, statement: str
+) -> None:
     """Another connection (not the library) gets sqlite3.IntegrityError from the triggers'
     RAISE(ABORT, ...); the library itself never issues UPDATE or DELETE on events."""
     cid = new_id()
     start(store, cid, message(1))
     before = store.read(cid)
-    with raw(path) as conn, pytest.raises(sqlite3.IntegrityError, match="chatledger events are immutable"):
+    with (
+        raw(path) as conn,
+        pytest.raises(sqlite3.IntegrityError, match="chatledger events are immutable"),
+    ):
         conn.execute(statement)
     assert store.read(cid) == before
     assert store.verify().ok
@@ -306,7 +316,9 @@ def test_replace_over_an_event_is_caught_by_verify(store: SQLiteStore, path: Pat
             (*row[:6], '{"turn":7}', *row[7:]),
         )
     problems = store.verify(cid).problems
-    assert [(p.conversation_id, p.version, p.event_id) for p in problems] == [(cid, 2, event.event_id)]
+    assert [(p.conversation_id, p.version, p.event_id) for p in problems] == [
+        (cid, 2, event.event_id)
+    ]
 
 
 # ----------------------------------------------------------------------------- tampering
@@ -331,8 +343,14 @@ def _forge(conn: sqlite3.Connection, cid: str, events: list[RecordedEvent], *, r
     data = {"turn": 9, "content": {"role": "user", "parts": [{"text": "forged"}]}}
     digest = (
         event_hash(
-            conversation_id=cid, version=6, event_id="forged-event", type="user_message_added",
-            schema_version=1, data=data, metadata={}, recorded_at=head.recorded_at,
+            conversation_id=cid,
+            version=6,
+            event_id="forged-event",
+            type="user_message_added",
+            schema_version=1,
+            data=data,
+            metadata={},
+            recorded_at=head.recorded_at,
             prev_hash=head.hash,
         )
         if rehash
@@ -365,41 +383,70 @@ Tamper = Callable[[sqlite3.Connection, str, list[RecordedEvent]], object]
 TAMPERINGS: dict[str, tuple[Tamper, int, int | None, str]] = {
     "edit-data": (
         lambda conn, cid, _: _set(
-            conn, cid, 3, "data",
+            conn,
+            cid,
+            3,
+            "data",
             '{"turn":2,"content":{"role":"user","parts":[{"text":"I never said that"}]}}',
         ),
-        3, 2, "hash mismatch",
+        3,
+        2,
+        "hash mismatch",
     ),
     "edit-metadata": (
-        lambda conn, cid, _: _set(conn, cid, 3, "metadata", '{"actor":"mallory"}'), 3, 2, "hash mismatch"
+        lambda conn, cid, _: _set(conn, cid, 3, "metadata", '{"actor":"mallory"}'),
+        3,
+        2,
+        "hash mismatch",
     ),
     "edit-recorded-at": (
         lambda conn, cid, _: _set(conn, cid, 3, "recorded_at", "2001-01-01T00:00:00.000000Z"),
-        3, 2, "hash mismatch",
+        3,
+        2,
+        "hash mismatch",
     ),
     "delete-middle": (
         lambda conn, cid, _: conn.execute(
             "DELETE FROM events WHERE conversation_id = ? AND version = 3", (cid,)
         ),
-        4, 3, "expected version 3",
+        4,
+        3,
+        "expected version 3",
     ),
     "delete-last": (
         lambda conn, cid, _: conn.execute(
             "DELETE FROM events WHERE conversation_id = ? AND version = 5", (cid,)
         ),
-        4, 3, "version 5",
+        4,
+        3,
+        "version 5",
     ),
     "swap-data": (lambda conn, cid, _: _swap(conn, cid, "data", 2, 3), 2, 1, "hash mismatch"),
-    "swap-versions": (lambda conn, cid, _: _swap(conn, cid, "version", 2, 3), 2, 2, "hash mismatch"),
-    "forged-row": (lambda conn, cid, events: _forge(conn, cid, events, rehash=False), 6, None, "hash mismatch"),
+    "swap-versions": (
+        lambda conn, cid, _: _swap(conn, cid, "version", 2, 3),
+        2,
+        2,
+        "hash mismatch",
+    ),
+    "forged-row": (
+        lambda conn, cid, events: _forge(conn, cid, events, rehash=False),
+        6,
+        None,
+        "hash mismatch",
+    ),
     "forged-row-rehashed": (
-        lambda conn, cid, events: _forge(conn, cid, events, rehash=True), 6, None, "stream head says version 5"
+        lambda conn, cid, events: _forge(conn, cid, events, rehash=True),
+        6,
+        None,
+        "stream head says version 5",
     ),
 }
 
 
 @pytest.mark.parametrize("tampering", list(TAMPERINGS))
-def test_tampering_with_the_file_is_named_by_verify(store: SQLiteStore, path: Path, tampering: str) -> None:
+def test_tampering_with_the_file_is_named_by_verify(
+    store: SQLiteStore, path: Path, tampering: str
+) -> None:
     tamper, version, index, reason = TAMPERINGS[tampering]
     cid, other = new_id(), new_id()
     # Interleaved, so that the tampered stream's events are neither first nor last in the file.
@@ -447,15 +494,30 @@ def write_as_newer_version(
         ).fetchone()
         recorded_at = "2031-05-06T07:08:09.123456Z"
         digest = event_hash(
-            conversation_id=cid, version=version + 1, event_id="from-the-future", type=type_name,
-            schema_version=schema_version, data=data, metadata=metadata,
-            recorded_at=recorded_at, prev_hash=head_hash,
+            conversation_id=cid,
+            version=version + 1,
+            event_id="from-the-future",
+            type=type_name,
+            schema_version=schema_version,
+            data=data,
+            metadata=metadata,
+            recorded_at=recorded_at,
+            prev_hash=head_hash,
         )
         conn.execute(
             "INSERT INTO events (conversation_id, version, event_id, type, schema_version, "
             "data, metadata, recorded_at, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (cid, version + 1, "from-the-future", type_name, schema_version, json.dumps(data),
-             json.dumps(metadata), recorded_at, digest),
+            (
+                cid,
+                version + 1,
+                "from-the-future",
+                type_name,
+                schema_version,
+                json.dumps(data),
+                json.dumps(metadata),
+                recorded_at,
+                digest,
+            ),
         )
         conn.execute(
             "UPDATE streams SET version = ?, head_hash = ?, updated_at = ? WHERE conversation_id = ?",
@@ -481,7 +543,9 @@ def test_an_event_type_from_a_newer_version_reads_back_as_unknown_and_verifies(
     assert event.metadata == {"library": "chatledger/9.0"}
     assert event.to_export()["data"] == data
     assert store.verify(cid).ok
-    assert [e.event_id for e in store.read_all(after_position=event.position - 1)] == ["from-the-future"]
+    assert [e.event_id for e in store.read_all(after_position=event.position - 1)] == [
+        "from-the-future"
+    ]
 
     # This version goes on writing after it, and the chain holds.
     store.append(cid, [message(2)], expected_version=3)
@@ -496,18 +560,26 @@ def test_a_known_kind_at_a_newer_schema_version_asks_for_an_upgrade(
     cid = new_id()
     start(store, cid)
     write_as_newer_version(path, cid, "turn_rewound", 2, {"turn": "three"}, {})
-    with pytest.raises(ChatledgerError, match=rf"{cid} v2: turn_rewound events at schema_version 2 .* upgrade chatledger"):
+    with pytest.raises(
+        ChatledgerError,
+        match=rf"{cid} v2: turn_rewound events at schema_version 2 .* upgrade chatledger",
+    ):
         store.read(cid)
     report = store.verify(cid)
     assert [problem.version for problem in report.problems] == [2]
 
 
-def test_undecodable_data_is_an_integrity_error_naming_the_event(store: SQLiteStore, path: Path) -> None:
+def test_undecodable_data_is_an_integrity_error_naming_the_event(
+    store: SQLiteStore, path: Path
+) -> None:
     cid = new_id()
     start(store, cid, NewEvent(data=TurnRewound(turn=1)))
     with raw(path) as conn:
         conn.execute("DROP TRIGGER events_no_update")
-        conn.execute("UPDATE events SET data = '{\"turn\": \"x\"}' WHERE conversation_id = ? AND version = 2", (cid,))
+        conn.execute(
+            'UPDATE events SET data = \'{"turn": "x"}\' WHERE conversation_id = ? AND version = 2',
+            (cid,),
+        )
     with pytest.raises(IntegrityError, match=rf"{cid} v2 .* is not a valid turn_rewound event"):
         store.read(cid)
 
@@ -530,7 +602,10 @@ def test_a_column_of_the_wrong_type_is_an_integrity_error_naming_it(
     start(store, cid, NewEvent(data=TurnRewound(turn=1)))
     with raw(path) as conn:
         conn.execute("DROP TRIGGER events_no_update")
-        conn.execute(f"UPDATE events SET {column} = ? WHERE conversation_id = ? AND version = 2", (value, cid))
+        conn.execute(
+            f"UPDATE events SET {column} = ? WHERE conversation_id = ? AND version = 2",
+            (value, cid),
+        )
     with pytest.raises(IntegrityError, match=rf"its {column} is damaged \({shown} "):
         store.read(cid)
     assert not store.verify(cid).ok
@@ -575,7 +650,9 @@ def test_processes_appending_to_one_conversation_with_retries(path: Path) -> Non
     barrier = context.Barrier(writers)
     results = context.Queue()
     processes = [
-        context.Process(target=append_from_process, args=(str(path), cid, w, each, barrier, results))
+        context.Process(
+            target=append_from_process, args=(str(path), cid, w, each, barrier, results)
+        )
         for w in range(writers)
     ]
     for process in processes:
@@ -671,7 +748,9 @@ def test_a_locked_file_gives_store_unavailable_and_nothing_is_written(path: Path
         assert store.verify().ok
 
 
-def test_opening_a_new_file_another_connection_holds_locked_gives_store_unavailable(path: Path) -> None:
+def test_opening_a_new_file_another_connection_holds_locked_gives_store_unavailable(
+    path: Path,
+) -> None:
     with raw(path) as locker:
         locker.execute("PRAGMA journal_mode = WAL")
         locker.execute("BEGIN EXCLUSIVE")
@@ -726,8 +805,12 @@ def test_a_bad_event_never_reaches_the_file(store: SQLiteStore, path: Path) -> N
         count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
     with pytest.raises(InvalidInputError):
         store.append(
-            cid, [message(1), NewEvent(data=TurnRewound(turn=1), metadata={"s": {1}})], expected_version=1
+            cid,
+            [message(1), NewEvent(data=TurnRewound(turn=1), metadata={"s": {1}})],
+            expected_version=1,
         )
     with raw(path) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == count
-        assert conn.execute("SELECT version FROM streams WHERE conversation_id = ?", (cid,)).fetchone() == (1,)
+        assert conn.execute(
+            "SELECT version FROM streams WHERE conversation_id = ?", (cid,)
+        ).fetchone() == (1,)

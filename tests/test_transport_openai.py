@@ -56,7 +56,9 @@ def model(text: str) -> dict[str, Any]:
     return {"role": "model", "parts": [{"text": text}]}
 
 
-def request(*contents: dict[str, Any], model_name: str = "openai/scripted-model", **config: Any) -> ModelRequest:
+def request(
+    *contents: dict[str, Any], model_name: str = "openai/scripted-model", **config: Any
+) -> ModelRequest:
     return ModelRequest(model=model_name, contents=list(contents) or [user("Hi")], config=config)
 
 
@@ -88,7 +90,11 @@ class ScriptedServerHarness(HttpHarness):
         self.transport = OpenAITransport(None, HttpOptions(base_url=server.base_url))
 
     def _request(self, max_output_tokens: int | None = None) -> ModelRequest:
-        config = {"generationConfig": {"maxOutputTokens": max_output_tokens}} if max_output_tokens else {}
+        config = (
+            {"generationConfig": {"maxOutputTokens": max_output_tokens}}
+            if max_output_tokens
+            else {}
+        )
         return request(user("Say hello"), **config)
 
     def prepare(self, *, stream: bool, max_output_tokens: int | None = None) -> Prepared:
@@ -98,7 +104,11 @@ class ScriptedServerHarness(HttpHarness):
         else:
             pieces = ["Hel", "lo, ", "world", "!"]
             finish = "stop"
-        usage = {"prompt_tokens": 9, "completion_tokens": len(pieces), "total_tokens": 9 + len(pieces)}
+        usage = {
+            "prompt_tokens": 9,
+            "completion_tokens": len(pieces),
+            "total_tokens": 9 + len(pieces),
+        }
         if stream:
             self.server.reply_sse(text_events(pieces, finish_reason=finish, usage=usage))
         else:
@@ -206,13 +216,20 @@ def test_generation_config_maps_to_openai_fields() -> None:
 
 def test_json_response_format() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    body = chat_request(request(generationConfig={"responseMimeType": "application/json"}), stream=False)
+    body = chat_request(
+        request(generationConfig={"responseMimeType": "application/json"}), stream=False
+    )
     assert body["response_format"] == {"type": "json_object"}
     body = chat_request(
-        request(generationConfig={"responseMimeType": "application/json", "responseJsonSchema": schema}),
+        request(
+            generationConfig={"responseMimeType": "application/json", "responseJsonSchema": schema}
+        ),
         stream=False,
     )
-    assert body["response_format"] == {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema},
+    }
     with pytest.raises(InvalidInputError):
         chat_request(request(generationConfig={"responseMimeType": "text/x.enum"}), stream=False)
 
@@ -247,7 +264,10 @@ def test_model_thoughts_are_not_sent_back_and_images_are() -> None:
                     {"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo_-A"}},
                 ],
             },
-            {"role": "model", "parts": [{"text": "Hmm", "thought": True}, {"text": "A "}, {"text": "logo."}]},
+            {
+                "role": "model",
+                "parts": [{"text": "Hmm", "thought": True}, {"text": "A "}, {"text": "logo."}],
+            },
         ]
     )
     assert messages == [
@@ -255,7 +275,10 @@ def test_model_thoughts_are_not_sent_back_and_images_are() -> None:
             "role": "user",
             "content": [
                 {"type": "text", "text": "What is this?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo/+A=="}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64,iVBORw0KGgo/+A=="},
+                },
             ],
         },
         {"role": "assistant", "content": "A logo."},
@@ -266,7 +289,9 @@ def test_parts_the_protocol_cannot_carry_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="executableCode"):
         chat_messages([{"role": "user", "parts": [{"executableCode": {"code": "1+1"}}]}])
     with pytest.raises(InvalidInputError, match="inlineData"):
-        chat_messages([{"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": "AA"}}]}])
+        chat_messages(
+            [{"role": "user", "parts": [{"inlineData": {"mimeType": "audio/wav", "data": "AA"}}]}]
+        )
     with pytest.raises(InvalidInputError, match="googleSearch"):
         chat_request(request(tools=[{"googleSearch": {}}]), stream=False)
 
@@ -348,10 +373,16 @@ def test_json_schema_from_gemini_handles_any_of_and_examples() -> None:
             {"type": "function", "function": {"name": "get_time"}},
             ["get_weather", "get_time"],
         ),
-        ({"mode": "any", "allowedFunctionNames": ["get_time", "get_weather"]}, "required", ["get_weather", "get_time"]),
+        (
+            {"mode": "any", "allowedFunctionNames": ["get_time", "get_weather"]},
+            "required",
+            ["get_weather", "get_time"],
+        ),
     ],
 )
-def test_tool_config_maps_to_tool_choice(calling: dict[str, Any], choice: Any, names: list[str]) -> None:
+def test_tool_config_maps_to_tool_choice(
+    calling: dict[str, Any], choice: Any, names: list[str]
+) -> None:
     body = chat_request(
         request(
             tools=[{"functionDeclarations": [WEATHER, TIME]}],
@@ -368,7 +399,12 @@ def test_any_with_some_allowed_names_sends_only_those_tools() -> None:
     body = chat_request(
         request(
             tools=[{"functionDeclarations": [WEATHER, TIME, third]}],
-            toolConfig={"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_date", "get_time"]}},
+            toolConfig={
+                "functionCallingConfig": {
+                    "mode": "ANY",
+                    "allowedFunctionNames": ["get_date", "get_time"],
+                }
+            },
         ),
         stream=False,
     )
@@ -385,7 +421,13 @@ def test_function_calls_and_responses_round_trip_as_tool_messages() -> None:
                 "role": "model",
                 "parts": [
                     {"text": "Let me check."},
-                    {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_a"}},
+                    {
+                        "functionCall": {
+                            "name": "get_weather",
+                            "args": {"city": "Paris"},
+                            "id": "call_a",
+                        }
+                    },
                     {"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}},
                     {"functionCall": {"name": "get_time", "args": {}}},
                 ],
@@ -393,7 +435,13 @@ def test_function_calls_and_responses_round_trip_as_tool_messages() -> None:
             {
                 "role": "user",
                 "parts": [
-                    {"functionResponse": {"name": "get_weather", "response": {"result": "sunny"}, "id": "call_a"}},
+                    {
+                        "functionResponse": {
+                            "name": "get_weather",
+                            "response": {"result": "sunny"},
+                            "id": "call_a",
+                        }
+                    },
                     {"functionResponse": {"name": "get_weather", "response": {"result": "rain"}}},
                     {"functionResponse": {"name": "get_time", "response": {"result": "noon"}}},
                 ],
@@ -407,9 +455,21 @@ def test_function_calls_and_responses_round_trip_as_tool_messages() -> None:
             "role": "assistant",
             "content": "Let me check.",
             "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-                {"id": "call_1_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}},
-                {"id": "call_1_3", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "call_1_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
+                {
+                    "id": "call_1_3",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": "{}"},
+                },
             ],
         },
         {"role": "tool", "tool_call_id": "call_a", "content": '{"result":"sunny"}'},
@@ -418,21 +478,31 @@ def test_function_calls_and_responses_round_trip_as_tool_messages() -> None:
         {"role": "assistant", "content": "Sunny in Paris, rain in Rome, noon."},
     ]
     # The generated ids depend only on the contents: the same history maps the same way.
-    assert chat_messages([user("x"), {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}])[1][
-        "tool_calls"
-    ][0]["id"] == "call_1_0"
+    assert (
+        chat_messages(
+            [user("x"), {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]}]
+        )[1]["tool_calls"][0]["id"]
+        == "call_1_0"
+    )
 
 
 def test_a_function_call_alone_has_empty_content() -> None:
     # Not null: llama.cpp's server answers HTTP 500 to content null beside tool_calls.
-    messages = chat_messages([user("x"), {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}])
+    messages = chat_messages(
+        [user("x"), {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {"a": 1}}}]}]
+    )
     assert messages[1]["content"] == ""
     assert json.loads(messages[1]["tool_calls"][0]["function"]["arguments"]) == {"a": 1}
 
 
 def test_a_function_response_that_answers_no_call_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="answers no functionCall"):
-        chat_messages([user("x"), {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]}])
+        chat_messages(
+            [
+                user("x"),
+                {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {}}}]},
+            ]
+        )
 
 
 # --------------------------------------------------------------------------- responses
@@ -445,7 +515,10 @@ def test_tool_calls_in_a_response_become_function_calls(
         completion(
             None,
             finish_reason="tool_calls",
-            tool_calls=[tool_call("get_weather", {"city": "Paris"}, "call_x"), tool_call("get_time", "", None)],
+            tool_calls=[
+                tool_call("get_weather", {"city": "Paris"}, "call_x"),
+                tool_call("get_time", "", None),
+            ],
         )
     )
     response = transport.generate(request(tools=[{"functionDeclarations": [WEATHER]}]))
@@ -455,17 +528,25 @@ def test_tool_calls_in_a_response_become_function_calls(
         {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_x"}},
         {"functionCall": {"name": "get_time", "args": {}}},
     ]
-    assert response["usageMetadata"] == {"promptTokenCount": 7, "candidatesTokenCount": 5, "totalTokenCount": 12}
+    assert response["usageMetadata"] == {
+        "promptTokenCount": 7,
+        "candidatesTokenCount": 5,
+        "totalTokenCount": 12,
+    }
     assert response["modelVersion"] == "scripted-model"
 
 
 def test_invalid_tool_call_arguments_are_an_invalid_response(
     openai_server: OpenAIServer, transport: OpenAITransport
 ) -> None:
-    openai_server.reply_json(completion(None, finish_reason="tool_calls", tool_calls=[tool_call("f", "{oops")]))
+    openai_server.reply_json(
+        completion(None, finish_reason="tool_calls", tool_calls=[tool_call("f", "{oops")])
+    )
     with pytest.raises(InvalidResponseError, match="not valid JSON"):
         transport.generate(request())
-    openai_server.reply_json(completion(None, finish_reason="tool_calls", tool_calls=[tool_call("f", "[1, 2]")]))
+    openai_server.reply_json(
+        completion(None, finish_reason="tool_calls", tool_calls=[tool_call("f", "[1, 2]")])
+    )
     with pytest.raises(InvalidResponseError, match="not a JSON object"):
         transport.generate(request())
 
@@ -474,13 +555,25 @@ def test_streamed_tool_call_deltas_are_accumulated_and_emitted_whole(
     openai_server: OpenAIServer, transport: OpenAITransport
 ) -> None:
     deltas = [
-        {"index": 0, "id": "call_p", "type": "function", "function": {"name": "get_weather", "arguments": ""}},
+        {
+            "index": 0,
+            "id": "call_p",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": ""},
+        },
         {"index": 0, "function": {"arguments": '{"ci'}},
-        {"index": 1, "id": "call_r", "type": "function", "function": {"name": "get_weather", "arguments": '{"city"'}},
+        {
+            "index": 1,
+            "id": "call_r",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city"'},
+        },
         {"index": 0, "function": {"arguments": 'ty": "Paris"}'}},
         {"index": 1, "function": {"arguments": ': "Rome"}'}},
     ]
-    openai_server.reply_sse(text_events(["Checking"], finish_reason="tool_calls", tool_call_deltas=deltas))
+    openai_server.reply_sse(
+        text_events(["Checking"], finish_reason="tool_calls", tool_call_deltas=deltas)
+    )
     chunks = list(transport.stream(request(tools=[{"functionDeclarations": [WEATHER]}])))
     assert [response_text(chunk) for chunk in chunks[:-1]] == ["Checking"]
     last = chunks[-1]
@@ -505,7 +598,13 @@ def test_invalid_streamed_tool_call_arguments_are_an_invalid_response(
 
 @pytest.mark.parametrize(
     ("reason", "expected"),
-    [("stop", "STOP"), ("length", "MAX_TOKENS"), ("content_filter", "SAFETY"), ("tool_calls", "STOP"), ("weird", "OTHER")],
+    [
+        ("stop", "STOP"),
+        ("length", "MAX_TOKENS"),
+        ("content_filter", "SAFETY"),
+        ("tool_calls", "STOP"),
+        ("weird", "OTHER"),
+    ],
 )
 def test_finish_reasons(
     openai_server: OpenAIServer, transport: OpenAITransport, reason: str, expected: str
@@ -532,7 +631,10 @@ def test_reasoning_comes_back_as_thoughts_and_usage_counts_them(
     body["choices"][0]["message"]["reasoning_content"] = "Six times seven."
     openai_server.reply_json(body)
     response = transport.generate(request())
-    assert candidate(response)["content"]["parts"] == [{"text": "Six times seven.", "thought": True}, {"text": "42"}]
+    assert candidate(response)["content"]["parts"] == [
+        {"text": "Six times seven.", "thought": True},
+        {"text": "42"},
+    ]
     assert response_text(response) == "42"
     assert response["usageMetadata"] == {
         "promptTokenCount": 10,
@@ -549,13 +651,23 @@ def test_several_choices_become_several_candidates(
     openai_server.reply_json(
         completion(
             choices=[
-                {"index": 0, "message": {"role": "assistant", "content": "A"}, "finish_reason": "stop"},
-                {"index": 1, "message": {"role": "assistant", "content": "B"}, "finish_reason": "length"},
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "A"},
+                    "finish_reason": "stop",
+                },
+                {
+                    "index": 1,
+                    "message": {"role": "assistant", "content": "B"},
+                    "finish_reason": "length",
+                },
             ]
         )
     )
     response = transport.generate(request(generationConfig={"candidateCount": 2}))
-    assert [(c["index"], c["content"]["parts"], c["finishReason"]) for c in response["candidates"]] == [
+    assert [
+        (c["index"], c["content"]["parts"], c["finishReason"]) for c in response["candidates"]
+    ] == [
         (0, [{"text": "A"}], "STOP"),
         (1, [{"text": "B"}], "MAX_TOKENS"),
     ]
@@ -625,14 +737,38 @@ def test_an_error_event_mid_stream_raises_by_its_code(
     [
         (
             400,
-            {"object": "error", "message": "too long", "type": "BadRequestError", "param": None, "code": 400},
+            {
+                "object": "error",
+                "message": "too long",
+                "type": "BadRequestError",
+                "param": None,
+                "code": 400,
+            },
             ClientError,
             "BadRequestError",
             "too long",
         ),  # vLLM
-        (404, {"error": "model 'llama9' not found"}, ClientError, "NOT_FOUND", "model 'llama9' not found"),  # Ollama
-        (422, {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]}, ClientError, "INVALID_ARGUMENT", None),
-        (503, {"error": {"message": "busy", "code": "overloaded"}}, ServerError, "UNAVAILABLE", "busy"),
+        (
+            404,
+            {"error": "model 'llama9' not found"},
+            ClientError,
+            "NOT_FOUND",
+            "model 'llama9' not found",
+        ),  # Ollama
+        (
+            422,
+            {"detail": [{"loc": ["body", "messages"], "msg": "field required"}]},
+            ClientError,
+            "INVALID_ARGUMENT",
+            None,
+        ),
+        (
+            503,
+            {"error": {"message": "busy", "code": "overloaded"}},
+            ServerError,
+            "UNAVAILABLE",
+            "busy",
+        ),
     ],
 )
 def test_error_bodies_of_other_servers(
@@ -656,7 +792,9 @@ def test_error_bodies_of_other_servers(
         assert "field required" in error.error_message  # type: ignore[attr-defined]
 
 
-def test_an_html_error_page_is_a_server_error(openai_server: OpenAIServer, transport: OpenAITransport) -> None:
+def test_an_html_error_page_is_a_server_error(
+    openai_server: OpenAIServer, transport: OpenAITransport
+) -> None:
     openai_server.reply_raw(b"<html>Bad Gateway</html>", status=502)
     with pytest.raises(ServerError) as caught:
         transport.generate(request())
@@ -721,13 +859,19 @@ def test_a_client_sends_its_own_key_never_the_gemini_key_from_the_environment(
     assert openai_server.requests[-1].headers["authorization"] == f"Bearer {API_KEY}"
 
 
-def test_a_chat_with_automatic_function_calling(openai_server: OpenAIServer, tmp_path: Path) -> None:
+def test_a_chat_with_automatic_function_calling(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
     def get_weather(city: str) -> str:
         """The weather in a city."""
         return f"sunny in {city}"
 
     openai_server.reply_json(
-        completion(None, finish_reason="tool_calls", tool_calls=[tool_call("get_weather", {"city": "Paris"}, "call_w")])
+        completion(
+            None,
+            finish_reason="tool_calls",
+            tool_calls=[tool_call("get_weather", {"city": "Paris"}, "call_w")],
+        )
     )
     openai_server.reply_text("It is sunny in Paris.")
     with chatledger.Client(
@@ -747,7 +891,9 @@ def test_a_chat_with_automatic_function_calling(openai_server: OpenAIServer, tmp
     }
     types = [event.type for event in events]
     assert types.count("function_called") == 1 and types.count("function_responded") == 1
-    assert {event.data.transport for event in events if event.type == "model_call_started"} == {"openai"}  # type: ignore[attr-defined]
+    assert {event.data.transport for event in events if event.type == "model_call_started"} == {
+        "openai"
+    }  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- a real llama.cpp server
@@ -808,7 +954,10 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def real_model_request(model_name: str, max_output_tokens: int | None = None) -> ModelRequest:
     """A request a real model answers with text: deterministic sampling, a few tokens."""
     if max_output_tokens:
-        prompt, limit = "Write a long story about a brave dragon and a small village.", max_output_tokens
+        prompt, limit = (
+            "Write a long story about a brave dragon and a small village.",
+            max_output_tokens,
+        )
     else:
         prompt, limit = "Write two sentences about the sea.", 24
     return ModelRequest(
@@ -835,7 +984,9 @@ class TestLlamaServerContract(TransportContract):
 
 
 def test_a_chat_through_the_llama_server(llama_server: str, tmp_path: Path) -> None:
-    with chatledger.Client(http_options={"base_url": llama_server}, store=str(tmp_path / "chat.db")) as client:
+    with chatledger.Client(
+        http_options={"base_url": llama_server}, store=str(tmp_path / "chat.db")
+    ) as client:
         chat = client.chats.create(
             model="smollm2", config={"max_output_tokens": 24, "temperature": 0, "seed": 7}
         )
@@ -849,8 +1000,14 @@ def test_a_chat_through_the_llama_server(llama_server: str, tmp_path: Path) -> N
         history = chat.get_history()
         assert [content.role for content in history] == ["user", "model", "user", "model"]
         assert history[0].parts is not None and history[0].parts[0].text == "Say hello to me."
-        assert history[1].parts is not None and "".join(p.text or "" for p in history[1].parts) == reply.text
-        assert history[3].parts is not None and "".join(p.text or "" for p in history[3].parts) == streamed_text
+        assert (
+            history[1].parts is not None
+            and "".join(p.text or "" for p in history[1].parts) == reply.text
+        )
+        assert (
+            history[3].parts is not None
+            and "".join(p.text or "" for p in history[3].parts) == streamed_text
+        )
 
         events = chat.events()
         assert [event.type for event in events] == [

@@ -44,14 +44,26 @@ def _client(server: GeminiServer, path: Path, **kwargs: Any) -> chatledger.Clien
     )
 
 
-def test_two_processes_sending_on_one_conversation_never_interleave(gemini_server: GeminiServer, db_path: Path) -> None:
+def test_two_processes_sending_on_one_conversation_never_interleave(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
     per_process = 15
     gemini_server.reply_echo(count=2 * per_process, delay=0.01)
     client = _client(gemini_server, db_path)
     chat = client.chats.create(model="gemini-2.5-flash")
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _SENDER, str(db_path), gemini_server.base_url, chat.id, name, str(per_process), API_KEY],
+            [
+                sys.executable,
+                "-c",
+                _SENDER,
+                str(db_path),
+                gemini_server.base_url,
+                chat.id,
+                name,
+                str(per_process),
+                API_KEY,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -96,7 +108,9 @@ chat.send_message("will be killed")
 """
 
 
-def test_a_killed_writer_does_not_block_the_conversation(gemini_server: GeminiServer, db_path: Path) -> None:
+def test_a_killed_writer_does_not_block_the_conversation(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
     # The first request hangs (the server waits for the gate) until the writer is killed.
     gate = threading.Event()
     gemini_server.enqueue(Reply("sse", chunks=[text_response("never")], gates={0: gate}))
@@ -105,7 +119,15 @@ def test_a_killed_writer_does_not_block_the_conversation(gemini_server: GeminiSe
     client = _client(gemini_server, db_path, busy_timeout=30)
     chat = client.chats.create(model="m")
     writer = subprocess.Popen(
-        [sys.executable, "-c", _HANGING_SENDER, str(db_path), gemini_server.base_url, chat.id, API_KEY],
+        [
+            sys.executable,
+            "-c",
+            _HANGING_SENDER,
+            str(db_path),
+            gemini_server.base_url,
+            chat.id,
+            API_KEY,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -130,12 +152,19 @@ def test_a_killed_writer_does_not_block_the_conversation(gemini_server: GeminiSe
     kinds = [event.type for event in chat.events()]
     assert kinds == [
         "conversation_started",
-        "user_message_added", "model_call_started", "turn_abandoned",
-        "user_message_added", "model_call_started", "model_responded",
+        "user_message_added",
+        "model_call_started",
+        "turn_abandoned",
+        "user_message_added",
+        "model_call_started",
+        "model_responded",
     ]
     abandoned = chat.events()[3]
     assert f"process {writer.pid}" in abandoned.data.reason  # type: ignore[attr-defined]
-    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == ["still there?", "after the crash"]
+    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == [
+        "still there?",
+        "after the crash",
+    ]
     assert client.store.verify().ok
     client.close()
 
@@ -146,7 +175,11 @@ def _open_foreign_turn(client: chatledger.Client, conversation_id: str, *, lease
         conversation_id,
         [
             NewEvent(
-                data=UserMessageAdded(turn=1, content={"role": "user", "parts": [{"text": "elsewhere"}]}, lease_seconds=lease),
+                data=UserMessageAdded(
+                    turn=1,
+                    content={"role": "user", "parts": [{"text": "elsewhere"}]},
+                    lease_seconds=lease,
+                ),
                 metadata={"actor": "remote", "host": "another-host/0000", "pid": 1},
             )
         ],
@@ -154,7 +187,9 @@ def _open_foreign_turn(client: chatledger.Client, conversation_id: str, *, lease
     )
 
 
-def test_an_open_turn_on_another_host_makes_the_next_writer_wait_then_give_up(db_path: Path) -> None:
+def test_an_open_turn_on_another_host_makes_the_next_writer_wait_then_give_up(
+    db_path: Path,
+) -> None:
     transport = ScriptedTransport().enqueue("unused")
     client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0.3)
     chat = client.chats.create(model="m")
@@ -176,7 +211,10 @@ def test_an_expired_lease_lets_the_next_writer_close_the_turn(db_path: Path) -> 
     abandoned = [event for event in chat.events() if event.type == "turn_abandoned"]
     assert len(abandoned) == 1 and "lease" in abandoned[0].data.reason  # type: ignore[attr-defined]
     # The abandoned turn is not in any history, and the new turn got the next number.
-    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == ["mine", "hello"]
+    assert [content.to_wire()["parts"][0]["text"] for content in chat.get_history()] == [
+        "mine",
+        "hello",
+    ]
     assert chat.events()[-3].data.turn == 2  # type: ignore[attr-defined]
 
 
@@ -189,7 +227,9 @@ def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> No
         chat.id,
         [
             NewEvent(
-                data=UserMessageAdded(turn=1, content={"role": "user", "parts": [{"text": "lost"}]}),
+                data=UserMessageAdded(
+                    turn=1, content={"role": "user", "parts": [{"text": "lost"}]}
+                ),
                 metadata={"host": _conversation.HOST, "pid": os.getpid()},
             )
         ],
@@ -200,7 +240,9 @@ def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> No
     assert reasons == ["left open by this process, which is no longer running it"]
 
 
-def test_snapshots_make_resume_start_late_and_agree_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshots_make_resume_start_late_and_agree_with_the_log(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
     monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
@@ -235,7 +277,9 @@ def _chat_with_snapshot(
     return client, chat, transport
 
 
-def _tamper_with_snapshot(client: chatledger.Client, db_path: Path, chat_id: str, part: str) -> None:
+def _tamper_with_snapshot(
+    client: chatledger.Client, db_path: Path, chat_id: str, part: str
+) -> None:
     """Edit the snapshot's state, keeping its version and anchor hash: the edit a resume
     cannot see (the anchor still matches the log)."""
     snapshot = client.store.load_snapshot(chat_id, _conversation.SNAPSHOT_NAME)
@@ -253,7 +297,9 @@ def _tamper_with_snapshot(client: chatledger.Client, db_path: Path, chat_id: str
     conn.close()
 
 
-def test_verify_compares_a_snapshot_with_the_log(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verify_compares_a_snapshot_with_the_log(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _client, chat, _ = _chat_with_snapshot(db_path, monkeypatch)
     report = chat.verify()
     assert report.ok, report.problems
@@ -278,7 +324,9 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
         assert forged[0].parts[0].text == "forged" and original[0].parts[0].text == "q0"
 
     report = chat.verify()
-    assert [(p.conversation_id, p.version) for p in report.problems] == [(chat.id, snapshot.version)]
+    assert [(p.conversation_id, p.version) for p in report.problems] == [
+        (chat.id, snapshot.version)
+    ]
     assert "its snapshot does not hold the histories the log gives" in report.problems[0].reason
     assert client.store.verify(chat.id).ok  # the events themselves are sound
 
@@ -288,7 +336,9 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     assert f"Problem: {chat.id} v{snapshot.version}: its snapshot does not hold" in result.stdout
     assert "--rebuild-snapshots" in result.stdout
 
-    result = runner.invoke(cli, ["--db", str(db_path), "verify", "--rebuild-snapshots"], catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["--db", str(db_path), "verify", "--rebuild-snapshots"], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert "and 1 snapshot of" in result.stdout
     resumed = chatledger.Client(store=str(db_path)).chats.get(chat.id)
@@ -298,7 +348,9 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     assert rebuilt is not None and rebuilt.version == snapshot.version
 
 
-def test_a_snapshot_that_does_not_match_the_log_is_ignored(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_snapshot_that_does_not_match_the_log_is_ignored(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, chat, transport = _chat_with_snapshot(db_path, monkeypatch, every=5, sends=3)
     snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
     assert snapshot is not None

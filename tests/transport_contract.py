@@ -103,7 +103,10 @@ def _chunk_text(chunk: dict[str, Any]) -> str:
 
 def _finish_reasons(chunks: list[dict[str, Any]]) -> list[Any]:
     return [
-        c.get("finishReason") for chunk in chunks for c in chunk.get("candidates") or [] if c.get("finishReason")
+        c.get("finishReason")
+        for chunk in chunks
+        for c in chunk.get("candidates") or []
+        if c.get("finishReason")
     ]
 
 
@@ -112,9 +115,9 @@ def _assert_usage(usage: Any, *, limit: int | None = None) -> None:
     for name in ("promptTokenCount", "candidatesTokenCount", "totalTokenCount"):
         assert isinstance(usage.get(name), int) and usage[name] >= 0, usage
     assert usage["promptTokenCount"] > 0
-    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage.get(
-        "thoughtsTokenCount", 0
-    )
+    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage[
+        "candidatesTokenCount"
+    ] + usage.get("thoughtsTokenCount", 0)
     if limit is not None:
         assert usage["candidatesTokenCount"] <= limit
 
@@ -168,7 +171,9 @@ class TransportContract:
         chunks = list(harness.transport.stream(prepared.request))
         _assert_stream(chunks, prepared)
 
-    def test_stream_closed_after_first_chunk_leaves_the_transport_usable(self, harness: Harness) -> None:
+    def test_stream_closed_after_first_chunk_leaves_the_transport_usable(
+        self, harness: Harness
+    ) -> None:
         prepared = harness.prepare(stream=True)
         chunks = harness.transport.stream(prepared.request)
         first = next(iter(chunks))

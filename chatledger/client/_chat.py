@@ -162,7 +162,8 @@ class _BaseChat:
         override = parse_config(config)
         override_wire = config_to_wire(override, declare) if override is not None else None
         function_map(
-            override if override is not None and override.tools is not None
+            override
+            if override is not None and override.tools is not None
             else self._conversation.live_config,
             is_async=is_async,
         )
@@ -191,7 +192,9 @@ class Chat(_BaseChat):
         content, override, override_wire = self._prepare(message, config, is_async=False)
         self._close_open_stream()
         conversation = self._conversation
-        turn = conversation.begin_turn(content, override, override_wire, streamed=False, is_async=False)
+        turn = conversation.begin_turn(
+            content, override, override_wire, streamed=False, is_async=False
+        )
         try:
             while True:
                 assert turn.request is not None
@@ -214,7 +217,9 @@ class Chat(_BaseChat):
         finally:
             conversation.end_turn(turn)
 
-    def send_message_stream(self, message: Any, config: Any = None) -> Iterator[GenerateContentResponse]:
+    def send_message_stream(
+        self, message: Any, config: Any = None
+    ) -> Iterator[GenerateContentResponse]:
         """Send ``message``; yield the response chunks as they arrive.
 
         The history changes once the stream completes. Leaving the loop early (or
@@ -233,14 +238,18 @@ class Chat(_BaseChat):
         override_wire: dict[str, Any] | None,
     ) -> Iterator[GenerateContentResponse]:
         conversation = self._conversation
-        turn = conversation.begin_turn(content, override, override_wire, streamed=True, is_async=False)
+        turn = conversation.begin_turn(
+            content, override, override_wire, streamed=True, is_async=False
+        )
         try:
             while True:
                 assert turn.request is not None
                 merger = StreamMerger()
                 started = time.perf_counter()
                 try:
-                    with contextlib.closing(conversation.transport().stream(turn.request)) as chunks:  # type: ignore[type-var]
+                    with contextlib.closing(
+                        conversation.transport().stream(turn.request)
+                    ) as chunks:  # type: ignore[type-var]
                         for raw in chunks:
                             chunk = response_from_wire(raw)
                             merger.add(raw)
@@ -283,7 +292,9 @@ class Chat(_BaseChat):
         for index, call in enumerate(calls):
             conversation.record_function_calls(turn, [(index, call)])
             func = turn.functions.get(str(call.get("name")))
-            outcome = run_function(func, call["args"]) if func else unknown_function(call.get("name"))
+            outcome = (
+                run_function(func, call["args"]) if func else unknown_function(call.get("name"))
+            )
             conversation.record_function_results(turn, [(index, call, outcome)])
 
     def rewind(self) -> tuple[Content, Content]:

@@ -134,7 +134,9 @@ class Client:
         busy_timeout: float = 10.0,
         turn_lease: float = 600.0,
     ) -> None:
-        self._api_key = api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        self._api_key = (
+            api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
+        )
         register_secret(self._api_key)
         # An OpenAI-compatible server gets the key given here, or OPENAI_API_KEY: never a
         # Gemini key from the environment, which must not travel to another server.
@@ -220,7 +222,10 @@ class Client:
 
     def _start(self, model: Any, config: Any, history: Any) -> Conversation:
         validate_model(model)
-        if self._transport_override is None and transport_kind(model, self.http_options) == "gemini":
+        if (
+            self._transport_override is None
+            and transport_kind(model, self.http_options) == "gemini"
+        ):
             check_model_name(model)  # refused now, not at the first send
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
@@ -276,7 +281,11 @@ class Client:
 
         def node(stream: StreamInfo) -> BranchNode:
             first = next(
-                (e.data for e in self.store.read(stream.conversation_id) if isinstance(e.data, UserMessageAdded)),
+                (
+                    e.data
+                    for e in self.store.read(stream.conversation_id)
+                    if isinstance(e.data, UserMessageAdded)
+                ),
                 None,
             )
             return BranchNode(

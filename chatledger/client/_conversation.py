@@ -111,12 +111,16 @@ _IN_FLIGHT: set[tuple[str, str, int]] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 
 
-_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("chatledger_actor", default=None)
+_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "chatledger_actor", default=None
+)
 
 
 def validate_actor(actor: object) -> str:
     if not isinstance(actor, str) or not actor or len(actor) > 200 or not actor.isprintable():
-        raise InvalidInputError("an actor must be a non-empty printable string of at most 200 characters")
+        raise InvalidInputError(
+            "an actor must be a non-empty printable string of at most 200 characters"
+        )
     return actor
 
 
@@ -235,13 +239,21 @@ def verify_log(
     """``store.verify`` of one conversation (or the whole log), then :func:`check_snapshots`
     of the same conversations: what ``chat.verify()`` and ``chatledger verify`` report."""
     report = store.verify(conversation_id)
-    ids = [conversation_id] if conversation_id else [info.conversation_id for info in store.conversations()]
+    ids = (
+        [conversation_id]
+        if conversation_id
+        else [info.conversation_id for info in store.conversations()]
+    )
     report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
     return report
 
 
 def check_snapshots(
-    store: EventStore, conversation_ids: Iterable[str], report: VerificationReport, *, rebuild: bool = False
+    store: EventStore,
+    conversation_ids: Iterable[str],
+    report: VerificationReport,
+    *,
+    rebuild: bool = False,
 ) -> int:
     """Compare each conversation's snapshot, if a resume would use it, with the log folded
     without it up to the same version; add a problem to ``report`` for each that differs
@@ -275,7 +287,9 @@ def check_snapshots(
             )
             # A snapshot never replaces one of the same version: forget it first.
             store.delete_snapshot(conversation_id, SNAPSHOT_NAME)
-            store.save_snapshot(_snapshot(conversation_id, snapshot.version, history, usage, anchor[0].hash))
+            store.save_snapshot(
+                _snapshot(conversation_id, snapshot.version, history, usage, anchor[0].hash)
+            )
             continue
         report.problems.append(
             Problem(
@@ -384,12 +398,16 @@ def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState,
         snapshot.conversation_id, after_version=snapshot.version - 1, to_version=snapshot.version
     )
     if not anchor or anchor[0].hash != decoded.hash:
-        logger.warning("ignoring a snapshot of %s that does not match its log", snapshot.conversation_id)
+        logger.warning(
+            "ignoring a snapshot of %s that does not match its log", snapshot.conversation_id
+        )
         return None
     return history, decoded.usage
 
 
-def load_conversation(client: Client, conversation_id: str, live_config: Any = None) -> Conversation:
+def load_conversation(
+    client: Client, conversation_id: str, live_config: Any = None
+) -> Conversation:
     history, usage, snapshot_version = fold_events(client.store, conversation_id)
     conversation = Conversation(client, conversation_id, history, usage, live_config)
     conversation.snapshot_version = snapshot_version
@@ -597,7 +615,11 @@ class Conversation:
         """Open a turn for ``content`` and record the first model call."""
         live = override if override is not None and override.tools is not None else self.live_config
         functions = function_map(live, is_async=is_async)
-        afc_source = override if override is not None and override.automatic_function_calling else self.live_config
+        afc_source = (
+            override
+            if override is not None and override.automatic_function_calling
+            else self.live_config
+        )
         budget = afc_budget(afc_source) if functions else None
         with self._lock:
             while True:
@@ -794,7 +816,9 @@ class Conversation:
         except ChatledgerError as exc:
             # The original error matters more to the caller; the turn stays open and is
             # closed by the next writer (it is no longer in flight).
-            logger.warning("could not record the failure of turn %s of %s: %s", turn.number, self.id, exc)
+            logger.warning(
+                "could not record the failure of turn %s of %s: %s", turn.number, self.id, exc
+            )
 
     def failed(
         self,
@@ -809,7 +833,9 @@ class Conversation:
         (the turn stays open), or None when the turn ends here (the caller re-raises)."""
         policy = self.client.retry_policy
         delay = policy.delay(error, turn.attempt) if policy is not None and retry else None
-        self.record_failure(turn, error, latency_ms=latency_ms, partial=partial, ends_turn=delay is None)
+        self.record_failure(
+            turn, error, latency_ms=latency_ms, partial=partial, ends_turn=delay is None
+        )
         return delay
 
     def retry(self, turn: Turn) -> None:

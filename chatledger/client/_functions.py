@@ -128,7 +128,12 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
             if annotation is inspect.Parameter.empty:
                 raise TypeError("it has no type hint")
             schema = _type_schema(annotation)
-        except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError, NameError) as exc:
+        except (
+            pydantic.PydanticUserError,
+            pydantic.PydanticSchemaGenerationError,
+            TypeError,
+            NameError,
+        ) as exc:
             raise _unsupported(param, name, exc) from None
         defs.update(schema.pop("$defs", {}))
         defs.update(schema.pop("definitions", {}))
@@ -154,7 +159,12 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
         returns = hints.get("return", returns)
     try:
         declaration["responseJsonSchema"] = _type_schema(returns)
-    except (pydantic.PydanticUserError, pydantic.PydanticSchemaGenerationError, TypeError, NameError) as exc:
+    except (
+        pydantic.PydanticUserError,
+        pydantic.PydanticSchemaGenerationError,
+        TypeError,
+        NameError,
+    ) as exc:
         raise FunctionCallingError(
             f"cannot declare the return type {returns!r} of function {name} to the model "
             f"({exc}); annotate it with a type pydantic can describe, or leave it out"
@@ -171,7 +181,9 @@ def _declares_functions(tool: Any) -> bool:
     return bool(getattr(tool, "function_declarations", None))
 
 
-def function_map(config: GenerateContentConfig | None, *, is_async: bool) -> dict[str, Callable[..., Any]]:
+def function_map(
+    config: GenerateContentConfig | None, *, is_async: bool
+) -> dict[str, Callable[..., Any]]:
     """Name -> Python function for the callable tools of ``config``, which AFC calls.
 
     Empty when a tool holds ``function_declarations`` next to the Python functions: as
@@ -368,7 +380,9 @@ def prepare_call(
     return kwargs, None
 
 
-def _failed(func: Callable[..., Any], kwargs: dict[str, Any], args: dict[str, Any], exc: Exception) -> str:
+def _failed(
+    func: Callable[..., Any], kwargs: dict[str, Any], args: dict[str, Any], exc: Exception
+) -> str:
     # google-genai's wording, so that the model sees the same error text from both.
     return safe_text(
         f"Failed to invoke function {func.__name__} with converted arguments {kwargs} "

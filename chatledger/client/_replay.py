@@ -232,7 +232,9 @@ class ReplayTransport(Transport):
         self._lock = threading.Lock()
 
     @classmethod
-    def from_log(cls, store: EventStore, conversation_id: str, *, strict: bool = True) -> ReplayTransport:
+    def from_log(
+        cls, store: EventStore, conversation_id: str, *, strict: bool = True
+    ) -> ReplayTransport:
         return cls(recorded_calls(store, conversation_id), strict=strict)
 
     @property
@@ -302,8 +304,14 @@ def replay_conversation(store: EventStore, conversation_id: str) -> ReplayReport
     root = events[0].data
     assert isinstance(root, ConversationStarted)
     # Recorded retries are replayed as retries: the same number of attempts, no waiting.
-    attempts = max((e.data.attempt for e in events if isinstance(e.data, ModelCallStarted)), default=1)
-    retry = {"attempts": attempts, "initial_delay": 0, "max_delay": 0, "jitter": 0} if attempts > 1 else None
+    attempts = max(
+        (e.data.attempt for e in events if isinstance(e.data, ModelCallStarted)), default=1
+    )
+    retry = (
+        {"attempts": attempts, "initial_delay": 0, "max_delay": 0, "jitter": 0}
+        if attempts > 1
+        else None
+    )
     with Client(
         store=":memory:",
         transport=transport,
@@ -366,10 +374,14 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
             ]
             if not answers:
                 break
-            _send(chat, answers, config, calls[index].streamed, abandoned and index == len(calls) - 1)
+            _send(
+                chat, answers, config, calls[index].streamed, abandoned and index == len(calls) - 1
+            )
 
 
-def _send(chat: Any, message: Any, config: dict[str, Any] | None, streamed: bool, abandon: bool) -> None:
+def _send(
+    chat: Any, message: Any, config: dict[str, Any] | None, streamed: bool, abandon: bool
+) -> None:
     try:
         if streamed:
             stream = chat.send_message_stream(message, config=config)

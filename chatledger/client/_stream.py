@@ -16,7 +16,9 @@ _PLAIN_KEYS = frozenset({"text", "thought"})
 
 
 def _is_plain_text(part: Any) -> bool:
-    return isinstance(part, dict) and isinstance(part.get("text"), str) and part.keys() <= _PLAIN_KEYS
+    return (
+        isinstance(part, dict) and isinstance(part.get("text"), str) and part.keys() <= _PLAIN_KEYS
+    )
 
 
 class _CandidateMerger:
@@ -61,7 +63,9 @@ class _CandidateMerger:
         return "".join(
             part["text"]
             for part in self.parts
-            if isinstance(part, dict) and isinstance(part.get("text"), str) and not part.get("thought")
+            if isinstance(part, dict)
+            and isinstance(part.get("text"), str)
+            and not part.get("thought")
         )
 
 
@@ -91,7 +95,9 @@ class StreamMerger:
     def merged(self) -> dict[str, Any]:
         response = dict(self._fields)
         if self._candidates:
-            response["candidates"] = [self._candidates[key].merged() for key in sorted(self._candidates)]
+            response["candidates"] = [
+                self._candidates[key].merged() for key in sorted(self._candidates)
+            ]
         return response
 
     def partial_text(self) -> str:

@@ -84,8 +84,7 @@ def open_store(store: Any = None, **options: Any) -> EventStore:
             from .postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise InvalidInputError(
-                "a PostgreSQL store needs the 'postgres' extra: "
-                "pip install 'chatledger[postgres]'"
+                "a PostgreSQL store needs the 'postgres' extra: pip install 'chatledger[postgres]'"
             ) from exc
         postgres_store: EventStore = PostgresStore(store, **options)
         return postgres_store

@@ -163,7 +163,9 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
         for field, kind in _FIELDS.items():
             if field not in value:
                 raise InvalidInputError(f"line {number} has no {field!r}")
-            if not isinstance(value[field], kind) or (kind is int and isinstance(value[field], bool)):
+            if not isinstance(value[field], kind) or (
+                kind is int and isinstance(value[field], bool)
+            ):
                 raise InvalidInputError(f"line {number}: {field!r} has the wrong type")
         try:
             _check_line(value)
@@ -307,7 +309,9 @@ def _check_event_ids_are_free(
                 )
 
 
-def _parent_outside_file(rows: list[RawRow], streams: dict[str, list[RawRow]]) -> tuple[str, int] | None:
+def _parent_outside_file(
+    rows: list[RawRow], streams: dict[str, list[RawRow]]
+) -> tuple[str, int] | None:
     if rows[0].type != "conversation_started":
         return None
     data = msgspec.json.decode(rows[0].data)

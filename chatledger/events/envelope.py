@@ -178,20 +178,30 @@ def spliced_event_hash(
     """:func:`event_hash` from the canonical encodings of ``data`` and ``metadata``,
     computed once by the caller: the object's keys in sorted order, each value encoded
     as :func:`canonical_json` would (a test checks the two agree byte for byte)."""
+
     def text(value: str) -> bytes:
         return _ascii_string(value).encode("ascii")
 
     encoded = b"".join(
         (
-            b'{"conversation_id":', text(conversation_id),
-            b',"data":', canonical_data,
-            b',"event_id":', text(event_id),
-            b',"metadata":', canonical_metadata,
-            b',"prev_hash":', text(prev_hash),
-            b',"recorded_at":', text(recorded_at),
-            b',"schema_version":', b"%d" % schema_version,
-            b',"type":', text(type),
-            b',"version":', b"%d" % version,
+            b'{"conversation_id":',
+            text(conversation_id),
+            b',"data":',
+            canonical_data,
+            b',"event_id":',
+            text(event_id),
+            b',"metadata":',
+            canonical_metadata,
+            b',"prev_hash":',
+            text(prev_hash),
+            b',"recorded_at":',
+            text(recorded_at),
+            b',"schema_version":',
+            b"%d" % schema_version,
+            b',"type":',
+            text(type),
+            b',"version":',
+            b"%d" % version,
             b"}",
         )
     )

@@ -35,7 +35,9 @@ class MemoryStore(EventStore):
             stream = self._streams.get(conversation_id, [])
             current = len(stream)
             if current != expected_version:
-                retried = self._retried_positions(conversation_id, [e.event.event_id for e in events])
+                retried = self._retried_positions(
+                    conversation_id, [e.event.event_id for e in events]
+                )
                 if retried is not None:
                     return retried
                 raise ConcurrencyError(conversation_id, expected_version, current)
@@ -81,7 +83,9 @@ class MemoryStore(EventStore):
             self._lock.notify_all()
             return positions
 
-    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+    def _import_rows(
+        self, conversation_id: str, rows: list[RawRow], after_version: int
+    ) -> list[int]:
         with self._lock:
             stream = self._streams.get(conversation_id, [])
             if len(stream) != after_version:
@@ -92,8 +96,16 @@ class MemoryStore(EventStore):
             positions: list[int] = []
             for row in rows:
                 stored = RawRow(
-                    row.conversation_id, row.version, len(self._rows) + 1, row.event_id, row.type,
-                    row.schema_version, row.data, row.metadata, row.recorded_at, row.hash,
+                    row.conversation_id,
+                    row.version,
+                    len(self._rows) + 1,
+                    row.event_id,
+                    row.type,
+                    row.schema_version,
+                    row.data,
+                    row.metadata,
+                    row.recorded_at,
+                    row.hash,
                 )
                 self._rows.append(stored)
                 stream.append(stored)
@@ -112,7 +124,9 @@ class MemoryStore(EventStore):
             self._lock.notify_all()
             return positions
 
-    def _read(self, conversation_id: str, after_version: int, to_version: int | None) -> list[RawRow]:
+    def _read(
+        self, conversation_id: str, after_version: int, to_version: int | None
+    ) -> list[RawRow]:
         with self._lock:
             stream = self._streams.get(conversation_id, [])
             return stream[after_version:to_version]
@@ -133,7 +147,9 @@ class MemoryStore(EventStore):
                 if (row := self._ids.get(eid)) is not None
             }
 
-    def _wait_for_new(self, position: int, poll_interval: float, stop: threading.Event | None) -> None:
+    def _wait_for_new(
+        self, position: int, poll_interval: float, stop: threading.Event | None
+    ) -> None:
         with self._lock:
             if len(self._rows) <= position:
                 self._lock.wait(poll_interval)
@@ -167,4 +183,3 @@ class MemoryStore(EventStore):
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock:
             return self._snapshots.get((conversation_id, name))
-

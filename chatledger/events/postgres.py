@@ -373,7 +373,12 @@ class PostgresStore(EventStore):
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidInputError("a PostgreSQL store needs a postgresql:// URL")
-        if not (isinstance(pool_min, int) and isinstance(pool_max, int) and 0 <= pool_min <= pool_max and pool_max >= 1):
+        if not (
+            isinstance(pool_min, int)
+            and isinstance(pool_max, int)
+            and 0 <= pool_min <= pool_max
+            and pool_max >= 1
+        ):
             raise InvalidInputError("pool sizes need 0 <= pool_min <= pool_max and pool_max >= 1")
         if connect_timeout <= 0:
             raise InvalidInputError("connect_timeout must be positive")
@@ -445,8 +450,12 @@ class PostgresStore(EventStore):
             "pg_notify({channel}, current_setting('chatledger.notify_position', true)) "
             "WHERE current_setting('chatledger.notify_position', true) <> ''"
         ).format(schema=s, channel=sql.Literal(self.channel))
-        self._sql_head = q("SELECT version, head_hash FROM {schema}.streams WHERE conversation_id = %s")
-        self._sql_read = q(f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE conversation_id = %s AND version > %s")
+        self._sql_head = q(
+            "SELECT version, head_hash FROM {schema}.streams WHERE conversation_id = %s"
+        )
+        self._sql_read = q(
+            f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE conversation_id = %s AND version > %s"
+        )
         # The reader's bound: see the module docstring.
         self._sql_read_all = q(
             f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE position > %s "
@@ -460,7 +469,9 @@ class PostgresStore(EventStore):
             "SELECT event_id, conversation_id, version, position FROM {schema}.events "
             "WHERE event_id = ANY(%s)"
         )
-        self._sql_stream_info = q(f"SELECT {_INFO_COLUMNS} FROM {{schema}}.streams WHERE conversation_id = %s")
+        self._sql_stream_info = q(
+            f"SELECT {_INFO_COLUMNS} FROM {{schema}}.streams WHERE conversation_id = %s"
+        )
         self._sql_conversations = q(f"SELECT {_INFO_COLUMNS} FROM {{schema}}.streams")
         self._sql_save_snapshot = q(
             "INSERT INTO {schema}.snapshots AS old (conversation_id, name, version, state) "
@@ -499,7 +510,8 @@ class PostgresStore(EventStore):
         with conn.transaction():
             # Serialise migrators (two processes opening a fresh database at once).
             conn.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATIONS_LOCK_CLASS, self.schema)
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (MIGRATIONS_LOCK_CLASS, self.schema),
             )
             if self.schema != "public":
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
@@ -511,9 +523,7 @@ class PostgresStore(EventStore):
             )
             for name in self._pending_migrations(conn, table) or []:
                 body = dict(MIGRATIONS)[name]
-                conn.execute(
-                    sql.SQL(body).format(schema=s, schema_name=sql.Literal(self.schema))
-                )
+                conn.execute(sql.SQL(body).format(schema=s, schema_name=sql.Literal(self.schema)))
                 conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), (name,))
 
     def _pending_migrations(self, conn: Connection, table: sql.Composable) -> list[str] | None:
@@ -529,7 +539,10 @@ class PostgresStore(EventStore):
     def applied_migrations(self) -> list[str]:
         table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(self.schema))
         return self._run(
-            lambda conn, _: [row[0] for row in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(table))],
+            lambda conn, _: [
+                row[0]
+                for row in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY name").format(table))
+            ],
             writing=False,
         )
 
@@ -550,7 +563,12 @@ class PostgresStore(EventStore):
             prepared = self._prepare(conversation_id, events, expected_version, prev_hash)
             try:
                 positions, version = self._write(
-                    conversation_id, expected_version, prev_hash, prepared, parent_id, parent_version
+                    conversation_id,
+                    expected_version,
+                    prev_hash,
+                    prepared,
+                    parent_id,
+                    parent_version,
                 )
             except _OutcomeUnknown as unknown:
                 return self._settle(unknown, conversation_id, event_ids)
@@ -561,7 +579,9 @@ class PostgresStore(EventStore):
             # Same version, another head hash than the one remembered: hash again.
         raise StoreError(f"{self.location}: the head of {conversation_id} keeps changing; retry")
 
-    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+    def _import_rows(
+        self, conversation_id: str, rows: list[RawRow], after_version: int
+    ) -> list[int]:
         prev_hash = self._head_hash(conversation_id, after_version)
         if isinstance(prev_hash, int):
             raise ConcurrencyError(conversation_id, after_version, prev_hash)
@@ -613,7 +633,9 @@ class PostgresStore(EventStore):
                 self._heads.clear()
             self._heads[conversation_id] = (version, head_hash)
 
-    def _mismatch(self, conversation_id: str, event_ids: list[str], expected_version: int, actual: int) -> list[int]:
+    def _mismatch(
+        self, conversation_id: str, event_ids: list[str], expected_version: int, actual: int
+    ) -> list[int]:
         retried = self._retried_positions(conversation_id, event_ids)
         if retried is not None:
             return retried
@@ -670,10 +692,14 @@ class PostgresStore(EventStore):
                     raise
                 # Out of the transaction: COMMIT failed, or it succeeded and the NOTIFY after
                 # it did not. Only the events can tell.
-                found = {row[0]: int(row[3]) for row in conn.execute(self._sql_find_ids, (event_ids,))}
+                found = {
+                    row[0]: int(row[3]) for row in conn.execute(self._sql_find_ids, (event_ids,))
+                }
                 if len(found) < len(event_ids):
                     raise
-                return [found[event_id] for event_id in event_ids], expected_version + len(event_ids)
+                return [found[event_id] for event_id in event_ids], expected_version + len(
+                    event_ids
+                )
             progress.answered = True
             cursor.nextset()
             row = cursor.fetchone()
@@ -687,7 +713,9 @@ class PostgresStore(EventStore):
             write, writing=True, conversation_id=conversation_id, expected_version=expected_version
         )
 
-    def _settle(self, unknown: _OutcomeUnknown, conversation_id: str, event_ids: list[str]) -> list[int]:
+    def _settle(
+        self, unknown: _OutcomeUnknown, conversation_id: str, event_ids: list[str]
+    ) -> list[int]:
         """The connection died while an append was committing: find out what happened.
 
         Once the server no longer lists the session, its transaction is over (a backend
@@ -726,7 +754,9 @@ class PostgresStore(EventStore):
 
     # ----------------------------------------------------------------- reads
 
-    def _read(self, conversation_id: str, after_version: int, to_version: int | None) -> list[RawRow]:
+    def _read(
+        self, conversation_id: str, after_version: int, to_version: int | None
+    ) -> list[RawRow]:
         query: sql.Composed = self._sql_read
         params: tuple[object, ...] = (conversation_id, after_version)
         if to_version is not None:
@@ -799,7 +829,10 @@ class PostgresStore(EventStore):
         if not rows:
             return None
         return Snapshot(
-            conversation_id=conversation_id, name=name, version=int(rows[0][0]), state=bytes(rows[0][1])
+            conversation_id=conversation_id,
+            name=name,
+            version=int(rows[0][0]),
+            state=bytes(rows[0][1]),
         )
 
     # ----------------------------------------------------------------- subscriptions
@@ -948,7 +981,9 @@ class PostgresStore(EventStore):
         except psycopg.Error as exc:
             raise self._translate(exc, _Progress(writing=True), None, None) from None
 
-    def _unreachable(self, exc: BaseException, progress: _Progress | None = None) -> StoreUnavailableError:
+    def _unreachable(
+        self, exc: BaseException, progress: _Progress | None = None
+    ) -> StoreUnavailableError:
         """No connection: say why (asking the server directly, if the pool only timed out)."""
         reason = _first_line(exc)
         if isinstance(exc, psycopg_pool.PoolTimeout):
@@ -1005,7 +1040,9 @@ class PostgresStore(EventStore):
         if state == "23505":
             constraint = getattr(exc.diag, "constraint_name", None) or ""
             if constraint in {"events_stream", "streams_pkey"} and conversation_id is not None:
-                return ConcurrencyError(conversation_id, expected_version or 0, self._head_version(conversation_id))
+                return ConcurrencyError(
+                    conversation_id, expected_version or 0, self._head_version(conversation_id)
+                )
             if constraint == "events_event_id":
                 return IntegrityError(
                     f"an event id of this append is already used by another event in {where}; "
@@ -1013,12 +1050,16 @@ class PostgresStore(EventStore):
                 )
             return IntegrityError(f"{where}: {detail}")
         if state == "40001" and conversation_id is not None and "moved from version" in detail:
-            return ConcurrencyError(conversation_id, expected_version or 0, self._head_version(conversation_id))
+            return ConcurrencyError(
+                conversation_id, expected_version or 0, self._head_version(conversation_id)
+            )
         if state.startswith("23"):
             return IntegrityError(f"{where}: {detail}")
         written = "; nothing was written" if progress.writing and not progress.commit_sent else ""
         if state in {"40001", "40P01"}:
-            return StoreUnavailableError(f"{where} rolled the transaction back ({detail}){written}. Retry")
+            return StoreUnavailableError(
+                f"{where} rolled the transaction back ({detail}){written}. Retry"
+            )
         if state == "57014":
             return StoreUnavailableError(
                 f"{where} cancelled the statement ({detail}: statement_timeout, or "
@@ -1036,7 +1077,9 @@ class PostgresStore(EventStore):
                 "intact. Free some space and retry"
             )
         if state.startswith("53"):
-            return StoreUnavailableError(f"{where} is out of resources ({detail}){written}. Retry later")
+            return StoreUnavailableError(
+                f"{where} is out of resources ({detail}){written}. Retry later"
+            )
         if state == "42501":
             return StoreUnavailableError(
                 f"{where}: permission denied ({detail}); grant the user access to the "
@@ -1102,7 +1145,9 @@ def _wait_for_notification(conn: Connection, timeout: float, stop: threading.Eve
     announced = 0
     try:
         while True:
-            notes = list(conn.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1))
+            notes = list(
+                conn.notifies(timeout=min(0.1, max(0.0, deadline - time.monotonic())), stop_after=1)
+            )
             if notes:
                 break
             if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
@@ -1144,7 +1189,9 @@ def _location(params: dict[str, Any], schema: str) -> str:
     if "/" in str(host):
         location += "?host=" + urllib.parse.quote(str(host), safe="/")
     if schema != "public":
-        location += ("&" if "?" in location else "?") + "schema=" + urllib.parse.quote(schema, safe="")
+        location += (
+            ("&" if "?" in location else "?") + "schema=" + urllib.parse.quote(schema, safe="")
+        )
     return location
 
 

@@ -371,7 +371,9 @@ class SQLiteStore(EventStore):
         value = rows[0][0] if rows else None
         return value if isinstance(value, str) else repr(value)
 
-    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+    def _import_rows(
+        self, conversation_id: str, rows: list[RawRow], after_version: int
+    ) -> list[int]:
         conn = self._conn
         with self._lock, self._errors(), self._transaction():
             head = conn.execute(
@@ -386,8 +388,15 @@ class SQLiteStore(EventStore):
                     "schema_version, data, metadata, recorded_at, hash) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        conversation_id, row.version, row.event_id, row.type, row.schema_version,
-                        _text(row.data), _text(row.metadata), row.recorded_at, row.hash,
+                        conversation_id,
+                        row.version,
+                        row.event_id,
+                        row.type,
+                        row.schema_version,
+                        _text(row.data),
+                        _text(row.metadata),
+                        row.recorded_at,
+                        row.hash,
                     ),
                 )
                 positions.append(int(cursor.lastrowid or 0))
@@ -403,13 +412,20 @@ class SQLiteStore(EventStore):
                     "INSERT INTO streams (conversation_id, version, head_hash, created_at, "
                     "updated_at, parent_id, parent_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        conversation_id, rows[-1].version, rows[-1].hash, rows[0].recorded_at,
-                        rows[-1].recorded_at, parent_id, parent_version,
+                        conversation_id,
+                        rows[-1].version,
+                        rows[-1].hash,
+                        rows[0].recorded_at,
+                        rows[-1].recorded_at,
+                        parent_id,
+                        parent_version,
                     ),
                 )
             return positions
 
-    def _read(self, conversation_id: str, after_version: int, to_version: int | None) -> list[RawRow]:
+    def _read(
+        self, conversation_id: str, after_version: int, to_version: int | None
+    ) -> list[RawRow]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE conversation_id = ? AND version > ?"
         params: tuple[object, ...] = (conversation_id, after_version)
         if to_version is not None:
@@ -483,7 +499,8 @@ class SQLiteStore(EventStore):
     def delete_snapshot(self, conversation_id: str, name: str) -> bool:
         with self._lock, self._errors():
             cursor = self._conn.execute(
-                "DELETE FROM snapshots WHERE conversation_id = ? AND name = ?", (conversation_id, name)
+                "DELETE FROM snapshots WHERE conversation_id = ? AND name = ?",
+                (conversation_id, name),
             )
         return cursor.rowcount > 0
 
@@ -590,7 +607,11 @@ class SQLiteStore(EventStore):
         lowered = text.lower()
         # The result code's name (Python 3.11+) is exact; older Pythons match the text.
         code = getattr(exc, "sqlite_errorname", "") or ""
-        if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in lowered or "busy" in lowered:
+        if (
+            code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            or "locked" in lowered
+            or "busy" in lowered
+        ):
             return (
                 f"{self.path} is locked by another connection for longer than the busy "
                 f"timeout ({self.busy_timeout:g} s); nothing was written. Retry, or open "

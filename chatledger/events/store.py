@@ -225,7 +225,13 @@ def _row_to_event(row: RawRow) -> RecordedEvent:
             raise msgspec.ValidationError("its metadata is not a JSON object")
     except NewerSchemaError as exc:
         raise StoreError(f"{row.conversation_id} v{row.version}: {exc}") from None
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, RecursionError, UnicodeError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        KeyError,
+        RecursionError,
+        UnicodeError,
+    ) as exc:
         raise IntegrityError(
             f"{row.conversation_id} v{row.version} (position {row.position}) is not a valid "
             f"{row.type} event ({exc}); run verify to find every damaged event"
@@ -279,7 +285,9 @@ class EventStore(abc.ABC):
             raise InvalidInputError("expected_version must be an integer >= 0")
         for event in events:
             if not isinstance(event, NewEvent):
-                raise InvalidInputError(f"events must be NewEvent objects, got {type(event).__name__}")
+                raise InvalidInputError(
+                    f"events must be NewEvent objects, got {type(event).__name__}"
+                )
         ids = [validate_event_id(event.event_id) for event in events]
         if len(set(ids)) != len(ids):
             raise InvalidInputError("the events of one append must have distinct event_ids")
@@ -307,7 +315,9 @@ class EventStore(abc.ABC):
         validate_conversation_id(conversation_id)
         if not _is_count(after_version) or not (to_version is None or _is_count(to_version)):
             raise InvalidInputError("after_version and to_version must be integers >= 0")
-        return [_row_to_event(row) for row in self._read(conversation_id, after_version, to_version)]
+        return [
+            _row_to_event(row) for row in self._read(conversation_id, after_version, to_version)
+        ]
 
     def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of every stream with ``position > after_position``, in
@@ -344,7 +354,9 @@ class EventStore(abc.ABC):
         Resume after a restart by passing the position of the last event handled.
         """
         with contextlib.closing(
-            self.subscribe_batches(after_position, poll_interval=poll_interval, stop=stop, batch=batch)
+            self.subscribe_batches(
+                after_position, poll_interval=poll_interval, stop=stop, batch=batch
+            )
         ) as batches:
             for events in batches:
                 yield from events
@@ -449,7 +461,9 @@ class EventStore(abc.ABC):
         if any(row.conversation_id != conversation_id for row in rows):
             raise IntegrityError(f"{conversation_id}: rows of another conversation in its import")
         stored = self._read(conversation_id, 0, None)
-        if [(r.event_id, r.hash) for r in stored] != [(r.event_id, r.hash) for r in rows[: len(stored)]]:
+        if [(r.event_id, r.hash) for r in stored] != [
+            (r.event_id, r.hash) for r in rows[: len(stored)]
+        ]:
             raise IntegrityError(
                 f"conversation {conversation_id} is already in {self.location} with different "
                 "events; nothing was imported"
@@ -458,7 +472,9 @@ class EventStore(abc.ABC):
             return []
         return self._import_rows(conversation_id, rows[len(stored) :], len(stored))
 
-    def _import_rows(self, conversation_id: str, rows: list[RawRow], after_version: int) -> list[int]:
+    def _import_rows(
+        self, conversation_id: str, rows: list[RawRow], after_version: int
+    ) -> list[int]:
         """Insert pre-hashed ``rows`` (versions after ``after_version``) atomically; fail
         with ConcurrencyError if the stream is no longer at ``after_version``."""
         raise StoreError(f"{type(self).__name__} cannot import streams yet")
@@ -514,7 +530,9 @@ class EventStore(abc.ABC):
     def _encode(event: NewEvent) -> EncodedEvent:
         """Encode data and metadata once, failing before anything is written."""
         if not isinstance(event.data, EventData):
-            raise InvalidInputError(f"event data must be an event kind, got {type(event.data).__name__}")
+            raise InvalidInputError(
+                f"event data must be an event kind, got {type(event.data).__name__}"
+            )
         if not isinstance(event.metadata, dict):
             raise InvalidInputError(f"metadata must be a dict, got {type(event.metadata).__name__}")
         try:
@@ -527,7 +545,11 @@ class EventStore(abc.ABC):
             # canonical encoding of the decoded values is the only one needed.
             if decoded_data == builtins and decoded_metadata == event.metadata:
                 return EncodedEvent(
-                    event, data, metadata, canonical_json(decoded_data), canonical_json(decoded_metadata)
+                    event,
+                    data,
+                    metadata,
+                    canonical_json(decoded_data),
+                    canonical_json(decoded_metadata),
                 )
         except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
             pass  # the careful path below names the problem
@@ -547,12 +569,15 @@ class EventStore(abc.ABC):
             canonical_data = canonical_json(_decode(data))
             canonical_metadata = canonical_json(_decode(metadata))
         except (
-            TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError,
-            msgspec.DecodeError, InvalidInputError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            RecursionError,
+            msgspec.EncodeError,
+            msgspec.DecodeError,
+            InvalidInputError,
         ) as exc:
-            raise InvalidInputError(
-                f"{event.type} event cannot be stored as JSON: {exc}"
-            ) from None
+            raise InvalidInputError(f"{event.type} event cannot be stored as JSON: {exc}") from None
         return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata)
 
     @staticmethod
@@ -677,8 +702,13 @@ class EventStore(abc.ABC):
                     prev_hash=prev_hash,
                 )
             except (
-                msgspec.DecodeError, msgspec.ValidationError, KeyError, NewerSchemaError,
-                RecursionError, UnicodeError, InvalidInputError,
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                KeyError,
+                NewerSchemaError,
+                RecursionError,
+                UnicodeError,
+                InvalidInputError,
             ) as exc:
                 bad(row, f"data is not a valid {row.type} event: {exc}")
                 return
@@ -725,10 +755,7 @@ class EventStore(abc.ABC):
         assert parent is not None
         rows = self._read(parent.conversation_id, parent.version - 1, parent.version)
         if not rows:
-            return (
-                f"forked from {parent.conversation_id} v{parent.version}, "
-                "which does not exist"
-            )
+            return f"forked from {parent.conversation_id} v{parent.version}, which does not exist"
         if rows[0].hash != parent.hash:
             return f"parent event {parent.conversation_id} v{parent.version} hash differs"
         return None

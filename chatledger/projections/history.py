@@ -142,7 +142,9 @@ def curate_contents(contents: list[WireContent]) -> list[WireContent]:
         parts = [
             part
             for part in content.get("parts") or []
-            if not (isinstance(part, dict) and ("functionCall" in part or "functionResponse" in part))
+            if not (
+                isinstance(part, dict) and ("functionCall" in part or "functionResponse" in part)
+            )
         ]
         if not parts:
             continue
@@ -188,7 +190,9 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
     last = len(contents) - 1
     for index, content in enumerate(contents):
         parts = content.get("parts") or []
-        calls = [p for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
+        calls = [
+            p for p in parts if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)
+        ]
         if content.get("role") != "model" or not calls or (keep_last and index == last):
             result.append(content)
             continue
@@ -203,11 +207,15 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
         # Responses answer calls by id first; only those left over answer by name.
         call_ids = {c["functionCall"].get("id") for c in calls} - {None}
         by_id = {r.get("id") for r in responses if r.get("id") in call_ids}
-        by_name: Counter[Any] = Counter(r.get("name") for r in responses if r.get("id") not in by_id)
+        by_name: Counter[Any] = Counter(
+            r.get("name") for r in responses if r.get("id") not in by_id
+        )
         kept: list[Any] = []
         for part in parts:
             call = part.get("functionCall") if isinstance(part, dict) else None
-            if not isinstance(call, dict) or (call.get("id") is not None and call.get("id") in by_id):
+            if not isinstance(call, dict) or (
+                call.get("id") is not None and call.get("id") in by_id
+            ):
                 kept.append(part)
             elif by_name[call.get("name")] > 0:
                 by_name[call.get("name")] -= 1
@@ -319,7 +327,9 @@ def _load_history(state: HistoryState, history: list[WireContent], version: int)
         state.full.extend(turn)
         state.context.extend(context)
         state.curated.extend(curated)
-        state.turns.append(TurnSpan(state.next_turn, len(turn), len(context), len(curated), version))
+        state.turns.append(
+            TurnSpan(state.next_turn, len(turn), len(context), len(curated), version)
+        )
         state.next_turn += 1
 
 
@@ -381,7 +391,11 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
             content = response_content(data.response)
             outputs = [content] if content is not None else []
             pending.steps.append(
-                (pending.user_input, outputs, response_is_valid(data.response, streamed=data.streamed))
+                (
+                    pending.user_input,
+                    outputs,
+                    response_is_valid(data.response, streamed=data.streamed),
+                )
             )
             if data.ends_turn:
                 state.last_response = data.response

@@ -165,9 +165,14 @@ class ProjectionRunner:
             self.setup()
 
         def work(connection: Any) -> int:
-            row = Transaction(connection).execute(
-                f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?", (self.read_model.name,)
-            ).fetchone()
+            row = (
+                Transaction(connection)
+                .execute(
+                    f"SELECT position FROM {POSITIONS_TABLE} WHERE name = ?",
+                    (self.read_model.name,),
+                )
+                .fetchone()
+            )
             return int(row[0]) if row else 0
 
         return self.store.run_in_transaction(work)
@@ -268,7 +273,11 @@ def usage_deltas(
         elif isinstance(data, ModelResponded):
             usage = data.response.get("usageMetadata")
             version = data.response.get("modelVersion")
-            name = version if isinstance(version, str) and version else models.get(event.conversation_id, "unknown")
+            name = (
+                version
+                if isinstance(version, str) and version
+                else models.get(event.conversation_id, "unknown")
+            )
             delta = ModelTokens(
                 1,
                 _count(usage, "promptTokenCount"),
@@ -321,7 +330,13 @@ class TokenUsageByModel(ReadModel):
                 "prompt_tokens = token_usage_by_model.prompt_tokens + excluded.prompt_tokens, "
                 "candidate_tokens = token_usage_by_model.candidate_tokens + excluded.candidate_tokens, "
                 "total_tokens = token_usage_by_model.total_tokens + excluded.total_tokens",
-                (model, delta.calls, delta.prompt_tokens, delta.candidate_tokens, delta.total_tokens),
+                (
+                    model,
+                    delta.calls,
+                    delta.prompt_tokens,
+                    delta.candidate_tokens,
+                    delta.total_tokens,
+                ),
             )
         for conversation_id, model in sorted(changed.items()):
             tx.execute(
@@ -335,10 +350,16 @@ class TokenUsageByModel(ReadModel):
         """The table as it is now: model -> totals."""
 
         def work(connection: Any) -> dict[str, ModelTokens]:
-            rows = Transaction(connection).execute(
-                "SELECT model, calls, prompt_tokens, candidate_tokens, total_tokens "
-                "FROM token_usage_by_model ORDER BY model"
-            ).fetchall()
-            return {str(r[0]): ModelTokens(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows}
+            rows = (
+                Transaction(connection)
+                .execute(
+                    "SELECT model, calls, prompt_tokens, candidate_tokens, total_tokens "
+                    "FROM token_usage_by_model ORDER BY model"
+                )
+                .fetchall()
+            )
+            return {
+                str(r[0]): ModelTokens(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows
+            }
 
         return store.run_in_transaction(work)

@@ -123,7 +123,9 @@ def _as_chunks(reply: dict[str, Any]) -> list[dict[str, Any]]:
     chunks = []
     for index, word in enumerate(words):
         text = word if index == 0 else " " + word
-        chunk: dict[str, Any] = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]}
+        chunk: dict[str, Any] = {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]
+        }
         if index == len(words) - 1:
             chunk["candidates"][0]["finishReason"] = "STOP"
             chunk["usageMetadata"] = reply["usageMetadata"]
@@ -228,7 +230,10 @@ class _Killer:
 def child_main(job: ChildJob) -> None:
     """Run one operation in this (forked) process, killing itself at ``job.kill_at``."""
     client = chatledger.Client(
-        api_key=API_KEY, http_options={"base_url": job.base_url}, store=job.store, actor="crash-child"
+        api_key=API_KEY,
+        http_options={"base_url": job.base_url},
+        store=job.store,
+        actor="crash-child",
     )
     config = {"tools": [lookup]} if job.operation == "function_calling" else None
     chat = client.chats.get(job.conversation_id, config=config)
@@ -312,7 +317,9 @@ def _seed_conversation(client: chatledger.Client, label: str) -> chatledger.Chat
 
 
 def _stream_ids(client: chatledger.Client, conversation_id: str) -> list[str]:
-    return [conversation_id] + [s.conversation_id for s in client.chats.list(parent_id=conversation_id)]
+    return [conversation_id] + [
+        s.conversation_id for s in client.chats.list(parent_id=conversation_id)
+    ]
 
 
 def check_request(body: dict[str, Any]) -> list[str]:
@@ -326,7 +333,9 @@ def check_request(body: dict[str, Any]) -> list[str]:
             following = contents[index + 1] if index + 1 < len(contents) else None
             answers = [p for p in (following or {}).get("parts") or [] if "functionResponse" in p]
             if len(answers) != len(calls):
-                problems.append(f"content {index}: {len(calls)} function call(s), {len(answers)} response(s)")
+                problems.append(
+                    f"content {index}: {len(calls)} function call(s), {len(answers)} response(s)"
+                )
         if content.get("role") == "user":
             for part in content.get("parts") or []:
                 if "functionResponse" in part and (
@@ -354,7 +363,10 @@ def _check_after_kill(
     label: str,
 ) -> None:
     with chatledger.Client(
-        api_key=API_KEY, http_options={"base_url": server.base_url}, store=store, actor="crash-check"
+        api_key=API_KEY,
+        http_options={"base_url": server.base_url},
+        store=store,
+        actor="crash-check",
     ) as client:
         # nothing committed before the operation is lost or changed
         for stream_id, events in before.items():
@@ -391,14 +403,22 @@ def _check_after_kill(
                     report.fail(f"{label}: resumed request on {stream_id}: {problem}")
             verification = client.store.verify(stream_id)
             if not verification.ok:
-                report.fail(f"{label}: verify after resuming {stream_id}: {verification.problems[0]}")
+                report.fail(
+                    f"{label}: verify after resuming {stream_id}: {verification.problems[0]}"
+                )
 
 
-def count_steps(context: Any, store: str, server: ModelServer, operation: str, workdir: Path) -> int:
-    with chatledger.Client(api_key=API_KEY, http_options={"base_url": server.base_url}, store=store) as client:
+def count_steps(
+    context: Any, store: str, server: ModelServer, operation: str, workdir: Path
+) -> int:
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": server.base_url}, store=store
+    ) as client:
         chat = _seed_conversation(client, f"count-{operation}")
     steps_file = workdir / f"steps-{operation}"
-    job = ChildJob(store, server.base_url, chat.id, operation, f"count {operation}", None, str(steps_file))
+    job = ChildJob(
+        store, server.base_url, chat.id, operation, f"count {operation}", None, str(steps_file)
+    )
     code = _run_child(context, job)
     if code != 0:
         raise RuntimeError(f"counting the steps of {operation} failed (exit code {code})")
@@ -435,14 +455,18 @@ def crash_operation(
                     for sid in _stream_ids(client, chat.id)
                 }
             message = f"k{kill_at}-{operation} the message"
-            job = ChildJob(store, server.base_url, chat.id, operation, message, kill_at, str(workdir / "steps"))
+            job = ChildJob(
+                store, server.base_url, chat.id, operation, message, kill_at, str(workdir / "steps")
+            )
             code = _run_child(context, job)
             if code == 0:
                 report.completed += 1
             elif code == -signal.SIGKILL:
                 report.kill_points += 1
             else:
-                report.fail(f"{label}: the child exited with {code} instead of dying at its kill point")
+                report.fail(
+                    f"{label}: the child exited with {code} instead of dying at its kill point"
+                )
             try:
                 _check_after_kill(report, store, server, chat.id, before, label)
             except Exception:

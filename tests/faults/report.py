@@ -1,6 +1,6 @@
 """Print the fault suite's table from the JSON lines :mod:`tests.faults.ledger` wrote.
 
-    python -m tests.faults.report FILE [--json OUT]
+python -m tests.faults.report FILE [--json OUT]
 """
 
 from __future__ import annotations
@@ -11,7 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 
 COLUMNS = ("kill_points", "faults", "inputs", "events_lost", "invariants_broken")
-HEADERS = ("area", "operation", "kill points", "faults injected", "inputs tried", "events lost", "invariants broken")
+HEADERS = (
+    "area",
+    "operation",
+    "kill points",
+    "faults injected",
+    "inputs tried",
+    "events lost",
+    "invariants broken",
+)
 
 
 def summarise(lines: list[str]) -> list[dict[str, object]]:
@@ -23,7 +31,9 @@ def summarise(lines: list[str]) -> list[dict[str, object]]:
         key = (row["area"], row["operation"])
         for column in COLUMNS:
             totals[key][column] += int(row[column])
-    return [{"area": area, "operation": op, **counts} for (area, op), counts in sorted(totals.items())]
+    return [
+        {"area": area, "operation": op, **counts} for (area, op), counts in sorted(totals.items())
+    ]
 
 
 def render(rows: list[dict[str, object]]) -> str:
@@ -35,7 +45,9 @@ def render(rows: list[dict[str, object]]) -> str:
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
     out = []
     for index, r in enumerate(table):
-        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)]
+        cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])] + [
+            c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)
+        ]
         out.append("| " + " | ".join(cells) + " |")
         if index == 0:
             out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")

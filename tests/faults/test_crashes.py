@@ -80,7 +80,9 @@ def test_request_check_finds_unpaired_calls_and_repeats() -> None:
 def test_after_kill_check_counts_lost_and_tampered_events(tmp_path: Path) -> None:
     store = str(tmp_path / "check.db")
     with ModelServer() as server:
-        with chatledger.Client(api_key=API_KEY, http_options={"base_url": server.base_url}, store=store) as client:
+        with chatledger.Client(
+            api_key=API_KEY, http_options={"base_url": server.base_url}, store=store
+        ) as client:
             chat = client.chats.create(model=MODEL)
             chat.send_message("one")
             before = {chat.id: [(e.event_id, e.hash) for e in chat.events()]}

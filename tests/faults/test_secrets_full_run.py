@@ -56,21 +56,41 @@ HEADERS = {
 }
 SECRETS = [API_KEY, BEARER, BEARER.split(" ", 1)[1], PROXY_TOKEN, SESSION, TENANT]
 # What the server echoes: each header as sent, then every secret on its own.
-ECHO = " ".join([*(f"{name}: {value}" for name, value in HEADERS.items()), f"key={API_KEY}", *SECRETS])
+ECHO = " ".join(
+    [*(f"{name}: {value}" for name, value in HEADERS.items()), f"key={API_KEY}", *SECRETS]
+)
 RETRIES = {"attempts": 3, "initial_delay": 0, "max_delay": 0, "jitter": 0}
 
 
 def echo_error(server: GeminiServer, code: int, status: str) -> None:
     """An error that echoes every credential: in its JSON body and its headers."""
-    body = {"error": {"code": code, "message": f"rejected request with {ECHO}", "status": status, "details": [{"echo": ECHO}]}}
+    body = {
+        "error": {
+            "code": code,
+            "message": f"rejected request with {ECHO}",
+            "status": status,
+            "details": [{"echo": ECHO}],
+        }
+    }
     server.enqueue(
-        Reply("json", status=code, body=body, headers={"X-Echo-Key": API_KEY, "X-Echo-Auth": BEARER, "Retry-After": "0"})
+        Reply(
+            "json",
+            status=code,
+            body=body,
+            headers={"X-Echo-Key": API_KEY, "X-Echo-Auth": BEARER, "Retry-After": "0"},
+        )
     )
 
 
 def echo_html(server: GeminiServer, code: int) -> None:
     server.enqueue(
-        Reply("raw", status=code, raw=f"<html><body>bad: {ECHO}</body></html>".encode(), content_type="text/html", headers={"X-Echo": TENANT})
+        Reply(
+            "raw",
+            status=code,
+            raw=f"<html><body>bad: {ECHO}</body></html>".encode(),
+            content_type="text/html",
+            headers={"X-Echo": TENANT},
+        )
     )
 
 
@@ -136,7 +156,11 @@ def call(name: str) -> dict[str, Any]:
 
 
 def test_a_full_run_leaks_no_secret(
-    gemini_server: GeminiServer, db_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, secret_env: None
+    gemini_server: GeminiServer,
+    db_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    secret_env: None,
 ) -> None:
     for name in ("", "httpx", "httpcore", "chatledger", "asyncio"):
         caplog.set_level(logging.DEBUG, logger=name or None)
@@ -149,7 +173,9 @@ def test_a_full_run_leaks_no_secret(
     # files are still there to look into at the end (the last connection to close
     # checkpoints and deletes them).
     watcher = chatledger.SQLiteStore(db_path)
-    with chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path), actor="auditor") as client:
+    with chatledger.Client(
+        api_key=API_KEY, http_options=options, store=str(db_path), actor="auditor"
+    ) as client:
         for where, value in (
             ("client", client),
             ("client.http_options", client.http_options),
@@ -161,7 +187,11 @@ def test_a_full_run_leaks_no_secret(
             seen.add(where, value)
         chat = client.chats.create(
             model=MODEL,
-            config={"system_instruction": "be brief", "tools": [lookup], "http_options": {"headers": {"X-Api-Key": PROXY_TOKEN}}},
+            config={
+                "system_instruction": "be brief",
+                "tools": [lookup],
+                "http_options": {"headers": {"X-Api-Key": PROXY_TOKEN}},
+            },
         )
         # Retries: a 429 then a 500, both echoing every secret, then an answer.
         echo_error(server, 429, "RESOURCE_EXHAUSTED")
@@ -183,12 +213,21 @@ def test_a_full_run_leaks_no_secret(
         echo_error(server, 400, "INVALID_ARGUMENT")
         seen.expect("400", chatledger.ClientError, lambda: chat.send_message("bad"))
         echo_error(server, 403, "PERMISSION_DENIED")
-        seen.expect("403 stream", chatledger.ClientError, lambda: list(chat.send_message_stream("bad")))
+        seen.expect(
+            "403 stream", chatledger.ClientError, lambda: list(chat.send_message_stream("bad"))
+        )
         for _ in range(3):
             echo_html(server, 502)
         seen.expect("html 502", chatledger.ServerError, lambda: chat.send_message("html"))
-        server.reply_sse([text_response("partial", finish_reason=None), {"error": {"code": 500, "message": f"died: {ECHO}", "status": "INTERNAL"}}])
-        seen.expect("mid-stream", chatledger.APIError, lambda: list(chat.send_message_stream("mid")))
+        server.reply_sse(
+            [
+                text_response("partial", finish_reason=None),
+                {"error": {"code": 500, "message": f"died: {ECHO}", "status": "INTERNAL"}},
+            ]
+        )
+        seen.expect(
+            "mid-stream", chatledger.APIError, lambda: list(chat.send_message_stream("mid"))
+        )
         # A fork, which goes on.
         fork = chat.fork(turn=1)
         server.reply_text("forked")
@@ -211,7 +250,9 @@ def test_a_full_run_leaks_no_secret(
 
     # The async side, on the same log.
     async def async_run() -> None:
-        aclient = chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path), actor="async")
+        aclient = chatledger.Client(
+            api_key=API_KEY, http_options=options, store=str(db_path), actor="async"
+        )
         try:
             achat = aclient.aio.chats.create(model=MODEL, config={"tools": [alookup]})
             echo_error(server, 429, "RESOURCE_EXHAUSTED")
@@ -219,7 +260,10 @@ def test_a_full_run_leaks_no_secret(
             seen.add("async response", await achat.send_message("hello async"))
             echo_error(server, 500, "INTERNAL")
             server.reply_sse([text_response("a", finish_reason=None), text_response("sync")])
-            seen.add("async chunks", [chunk async for chunk in await achat.send_message_stream("stream async")])
+            seen.add(
+                "async chunks",
+                [chunk async for chunk in await achat.send_message_stream("stream async")],
+            )
             server.reply_json(call("alookup"))
             server.reply_text("rainy")
             seen.add("async afc", await achat.send_message("weather?"))
@@ -248,7 +292,15 @@ def test_a_full_run_leaks_no_secret(
 
     # Exports: the library's, and the CLI's to a file; then the CLI's views.
     export_path = tmp_path / "export.jsonl"
-    export_path.write_text("".join(line + "\n" for line in export_conversation(chatledger.SQLiteStore(db_path), chat_id, include_forks=True)), encoding="utf-8")
+    export_path.write_text(
+        "".join(
+            line + "\n"
+            for line in export_conversation(
+                chatledger.SQLiteStore(db_path), chat_id, include_forks=True
+            )
+        ),
+        encoding="utf-8",
+    )
     cli_export = tmp_path / "cli-export.jsonl"
     runner = CliRunner()
     outputs: list[tuple[str, Any]] = []
@@ -271,7 +323,25 @@ def test_a_full_run_leaks_no_secret(
         outputs.append((" ".join(args), runner.invoke(cli, ["--db", str(db_path), *args])))
     # The CLI talking to the echoing server: its error message is shown to the user.
     echo_error(server, 400, "INVALID_ARGUMENT")
-    outputs.append(("chat", runner.invoke(cli, ["--db", str(db_path), "chat", "-m", MODEL, "--base-url", server.base_url, "--no-stream", "hi"])))
+    outputs.append(
+        (
+            "chat",
+            runner.invoke(
+                cli,
+                [
+                    "--db",
+                    str(db_path),
+                    "chat",
+                    "-m",
+                    MODEL,
+                    "--base-url",
+                    server.base_url,
+                    "--no-stream",
+                    "hi",
+                ],
+            ),
+        )
+    )
     for where, result in outputs:
         seen.add(f"cli {where}: stdout", result.stdout)
         seen.add(f"cli {where}: stderr", result.stderr)
@@ -288,28 +358,45 @@ def test_a_full_run_leaks_no_secret(
         seen.add("events", events)
         failures = [e for e in events if e.type == "model_call_failed"]
     assert len(failures) >= 12, "the failed attempts are recorded"
-    assert all("***" in e.data.error.message for e in failures if e.data.error.code), "the echoed key is masked"  # type: ignore[attr-defined]
+    assert all("***" in e.data.error.message for e in failures if e.data.error.code), (
+        "the echoed key is masked"
+    )  # type: ignore[attr-defined]
 
     # The secrets did travel where they belong: to the server, in headers only.
     *by_clients, by_cli = server.requests
     assert all(request.headers["x-goog-api-key"] == API_KEY for request in server.requests)
-    assert all(request.headers["authorization"] == BEARER and request.headers["x-tenant"] == TENANT for request in by_clients)
+    assert all(
+        request.headers["authorization"] == BEARER and request.headers["x-tenant"] == TENANT
+        for request in by_clients
+    )
     assert "authorization" not in by_cli.headers
     assert all(API_KEY not in request.path for request in server.requests)
 
     # Now look everywhere: the files while open (with their -wal and -shm), and after.
     files = [*sorted(db_path.parent.glob(db_path.name + "*")), export_path, cli_export]
-    assert {path.name for path in files} >= {db_path.name, db_path.name + "-wal", db_path.name + "-shm"}
+    assert {path.name for path in files} >= {
+        db_path.name,
+        db_path.name + "-wal",
+        db_path.name + "-shm",
+    }
     blobs = [(f"file {path.name} (open)", path.read_bytes()) for path in files]
     watcher.close()
-    blobs += [(f"file {path.name} (closed)", path.read_bytes()) for path in db_path.parent.glob(db_path.name + "*")]
+    blobs += [
+        (f"file {path.name} (closed)", path.read_bytes())
+        for path in db_path.parent.glob(db_path.name + "*")
+    ]
     records = caplog.records
     assert any(record.name.startswith("httpx") for record in records), "httpx's log was captured"
-    assert any(record.name.startswith("httpcore") for record in records), "httpcore's log was captured"
+    assert any(record.name.startswith("httpcore") for record in records), (
+        "httpcore's log was captured"
+    )
     for record in records:
         seen.add(f"log {record.name}: message", record.getMessage())
         seen.add(f"log {record.name}: args", repr(record.args))
-        seen.add(f"log {record.name}: formatted", logging.Formatter("%(message)s %(exc_info)s").format(record))
+        seen.add(
+            f"log {record.name}: formatted",
+            logging.Formatter("%(message)s %(exc_info)s").format(record),
+        )
     seen.add("log text", caplog.text)
 
     leaks: list[str] = []
@@ -323,4 +410,9 @@ def test_a_full_run_leaks_no_secret(
     places = len(blobs) + len(seen.texts)
     assert not leaks, "\n".join(leaks[:40])
     assert len(seen.errors) == 7 and places > 200
-    ledger.record("secrets", "full run: files, logs, errors, reprs, CLI", inputs=places, invariants_broken=len(leaks))
+    ledger.record(
+        "secrets",
+        "full run: files, logs, errors, reprs, CLI",
+        inputs=places,
+        invariants_broken=len(leaks),
+    )

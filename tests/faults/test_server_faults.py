@@ -53,7 +53,9 @@ ENORMOUS = 20 * 1024 * 1024
 
 
 def _text_of(parts: Any) -> str:
-    return "".join(p.get("text", "") for p in parts or [] if isinstance(p, dict) and not p.get("thought"))
+    return "".join(
+        p.get("text", "") for p in parts or [] if isinstance(p, dict) and not p.get("thought")
+    )
 
 
 class Gemini:
@@ -66,15 +68,26 @@ class Gemini:
     def body(self, text: str) -> dict[str, Any]:
         return {
             "candidates": [
-                {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}
+                {
+                    "content": {"role": "model", "parts": [{"text": text}]},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
             ],
-            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 2,
+                "totalTokenCount": 5,
+            },
         }
 
     def events(self, pieces: list[str], *, finish: bool = True, done: bool = True) -> list[str]:
         events = []
         for index, piece in enumerate(pieces):
-            candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": 0}
+            candidate: dict[str, Any] = {
+                "content": {"role": "model", "parts": [{"text": piece}]},
+                "index": 0,
+            }
             if finish and index == len(pieces) - 1:
                 candidate["finishReason"] = "STOP"
             events.append(json.dumps({"candidates": [candidate]}))
@@ -96,7 +109,9 @@ class OpenAI:
 
     def _event(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return json.dumps({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]})
+        return json.dumps(
+            {"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [choice]}
+        )
 
     def events(self, pieces: list[str], *, finish: bool = True, done: bool = True) -> list[str]:
         events = [self._event({"role": "assistant", "content": ""})]
@@ -215,7 +230,9 @@ class Rig:
     db_path: Path
     extra_clients: list[chatledger.Client] = field(default_factory=list)
 
-    def impatient(self, chat: Any, timeout_ms: int, base_url: str | None = None, **options: Any) -> Any:
+    def impatient(
+        self, chat: Any, timeout_ms: int, base_url: str | None = None, **options: Any
+    ) -> Any:
         """``chat`` opened by another client on the same log, with a short timeout (and
         maybe another server): the faulty call goes through it, the recovery not."""
         http_options = {
@@ -223,7 +240,9 @@ class Rig:
             "timeout": timeout_ms,
             **options,
         }
-        client = chatledger.Client(api_key=API_KEY, http_options=http_options, store=str(self.db_path))
+        client = chatledger.Client(
+            api_key=API_KEY, http_options=http_options, store=str(self.db_path)
+        )
         self.extra_clients.append(client)
         return self.mode.reopen(client, chat.id)
 
@@ -289,7 +308,9 @@ class Rig:
         # What the caller saw of a stream is kept for the audit, and only there.
         partial = failed.data.partial  # type: ignore[attr-defined]
         seen = "".join(outcome.received)
-        kept = _text_of(((partial or {}).get("candidates") or [{}])[0].get("content", {}).get("parts"))
+        kept = _text_of(
+            ((partial or {}).get("candidates") or [{}])[0].get("content", {}).get("parts")
+        )
         assert kept == seen, (kept[:80], seen[:80])
 
         assert self.client.store.verify(chat.id).ok
@@ -311,7 +332,10 @@ class Rig:
         assert self.protocol.sent(request) == [*texts(before.context), ("user", message)]
         added = [("user", message), ("model", "all better now")]
         assert texts([c.to_wire() for c in chat.get_history()]) == [*texts(before.full), *added]
-        assert texts([c.to_wire() for c in chat.get_history(curated=True)]) == [*texts(before.curated), *added]
+        assert texts([c.to_wire() for c in chat.get_history(curated=True)]) == [
+            *texts(before.curated),
+            *added,
+        ]
         assert self.client.store.verify(chat.id).ok
         return self.before(chat)
 
@@ -336,7 +360,10 @@ def rig(protocol: Protocol, mode_name: str, tmp_path: Path) -> Iterator[Rig]:
     with FaultServer() as server:
         client = chatledger.Client(
             api_key=API_KEY,
-            http_options={"base_url": protocol.base_url(server.address), "timeout": SAFE_TIMEOUT_MS},
+            http_options={
+                "base_url": protocol.base_url(server.address),
+                "timeout": SAFE_TIMEOUT_MS,
+            },
             store=str(db_path),
         )
         rig = Rig(protocol, mode, server, client, db_path)
@@ -428,11 +455,20 @@ def test_a_connection_closed_mid_answer(rig: Rig, stream: bool) -> None:
         rig.server.enqueue(script)
         outcome = rig.attempt(chat, "Tell me a story", stream=stream)
         rig.expect_failure(
-            chat, before, outcome, ModelConnectionError, "broke before the answer was complete", "send the message again"
+            chat,
+            before,
+            outcome,
+            ModelConnectionError,
+            "broke before the answer was complete",
+            "send the message again",
         )
         assert "Once upon a time".startswith("".join(outcome.received))
         before = rig.expect_recovery(chat, before, "Tell me a story", stream=stream)
-    ledger.record(AREA, operation("closed-" + ("mid-stream" if stream else "mid-body"), rig), faults=len(scripts))
+    ledger.record(
+        AREA,
+        operation("closed-" + ("mid-stream" if stream else "mid-body"), rig),
+        faults=len(scripts),
+    )
 
 
 def test_a_stream_in_arbitrary_pieces(rig: Rig) -> None:
@@ -442,7 +478,10 @@ def test_a_stream_in_arbitrary_pieces(rig: Rig) -> None:
     raw, is not taken for a line end (httpx's ``iter_lines`` would cut the event there)."""
     words = ["Line\u2028separated, ", "para\u2029separated, ", "next\x85line, ", "done"]
     # As vLLM or llama.cpp's server write it: UTF-8, non-ASCII not escaped.
-    events = [e if e == "[DONE]" else json.dumps(json.loads(e), ensure_ascii=False) for e in rig.protocol.events(words)]
+    events = [
+        e if e == "[DONE]" else json.dumps(json.loads(e), ensure_ascii=False)
+        for e in rig.protocol.events(words)
+    ]
     chat = rig.chat()
     variants = ledger.scale(3, 30)
     rng = random.Random(rig.protocol.name)
@@ -483,10 +522,15 @@ def test_an_invalid_json_body(rig: Rig) -> None:
     wrong_shape = {"candidates": "none"} if rig.protocol.name == "gemini" else {"choices": "none"}
     variants: list[tuple[Script, tuple[str, ...]]] = [
         (lambda wire: wire.body(b"{not json at all"), ("not valid JSON", "send the message again")),
-        (lambda wire: wire.body(valid[: len(valid) // 2]), ("not valid JSON", "send the message again")),
+        (
+            lambda wire: wire.body(valid[: len(valid) // 2]),
+            ("not valid JSON", "send the message again"),
+        ),
         (lambda wire: wire.body(b""), ("not valid JSON", "send the message again")),
         (
-            lambda wire: wire.body(b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"),
+            lambda wire: wire.body(
+                b"<html><body>502 Bad Gateway</body></html>", content_type="text/html"
+            ),
             ("not valid JSON", "<html>", "check that base_url"),
         ),
         (lambda wire: wire.body(b"[1, 2, 3]"), ("not a JSON object", "send the message again")),
@@ -518,9 +562,15 @@ def test_invalid_json_in_a_stream(rig: Rig) -> None:
         wire.end()
 
     variants: list[tuple[Script, tuple[str, ...]]] = [
-        (lambda wire: wire.sse([*first, "{not json", *rest]), ("not valid JSON", "send the message again")),
+        (
+            lambda wire: wire.sse([*first, "{not json", *rest]),
+            ("not valid JSON", "send the message again"),
+        ),
         (lambda wire: wire.sse([*first, truncated]), ("not valid JSON", "send the message again")),
-        (lambda wire: wire.sse([*first, "42", *rest]), ("not a JSON object", "send the message again")),
+        (
+            lambda wire: wire.sse([*first, "42", *rest]),
+            ("not a JSON object", "send the message again"),
+        ),
         (gzip_stream, ("could not be decoded", "send the message again")),
     ]
     chat = rig.chat()
@@ -552,9 +602,13 @@ def test_an_enormous_answer_is_handled_with_bounded_memory(rig: Rig, stream: boo
     finally:
         tracemalloc.stop()
     assert outcome.error is None, repr(outcome.error)
-    assert outcome.text is not None and len(outcome.text) == ENORMOUS and outcome.text.endswith("all")
+    assert (
+        outcome.text is not None and len(outcome.text) == ENORMOUS and outcome.text.endswith("all")
+    )
     # Measured about 5x (the raw bytes, the text, the event, its JSON in the log...).
-    assert peak < 12 * ENORMOUS, f"peak {peak / 2**20:.0f} MiB for a {ENORMOUS / 2**20:.0f} MiB answer"
+    assert peak < 12 * ENORMOUS, (
+        f"peak {peak / 2**20:.0f} MiB for a {ENORMOUS / 2**20:.0f} MiB answer"
+    )
     curated = [c.to_wire() for c in chat.get_history(curated=True)]
     assert len(_text_of(curated[-1]["parts"])) == ENORMOUS
     assert rig.client.store.verify(chat.id).ok
@@ -605,7 +659,10 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
         ]
     else:
         body = json.dumps(protocol.body(big)).encode()
-        frames = [f"{len(body[i : i + 65536]):x}\r\n".encode() + body[i : i + 65536] + b"\r\n" for i in range(0, len(body), 65536)]
+        frames = [
+            f"{len(body[i : i + 65536]):x}\r\n".encode() + body[i : i + 65536] + b"\r\n"
+            for i in range(0, len(body), 65536)
+        ]
 
         def chunked_body(wire: Wire) -> None:
             wire.head(200, chunked=True)
@@ -627,10 +684,16 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        rig.expect_failure(chat, before, outcome, InvalidResponseError, phrase, "send the message again")
+        rig.expect_failure(
+            chat, before, outcome, InvalidResponseError, phrase, "send the message again"
+        )
         assert peak < 8 * small_limit, f"peak {peak / 2**20:.1f} MiB with a 1 MiB limit"
         before = rig.expect_recovery(chat, before, "Say too much", stream=stream)
-    ledger.record(AREA, operation("over-the-limit-" + ("stream" if stream else "body"), rig), faults=len(variants))
+    ledger.record(
+        AREA,
+        operation("over-the-limit-" + ("stream" if stream else "body"), rig),
+        faults=len(variants),
+    )
 
 
 # =========================================================================== 4. no finish reason
@@ -646,7 +709,9 @@ def test_a_stream_that_ends_without_a_finish_reason(rig: Rig) -> None:
     protocol = rig.protocol
     chat = rig.chat()
     faults = 0
-    cases: list[tuple[list[str], str]] = [(protocol.events(["Half an ", "answer"], finish=False), "Half an answer")]
+    cases: list[tuple[list[str], str]] = [
+        (protocol.events(["Half an ", "answer"], finish=False), "Half an answer")
+    ]
     if protocol.name == "gemini":
         cases.append(([], ""))  # an empty stream: no chunk at all
     for events, partial in cases:
@@ -655,7 +720,11 @@ def test_a_stream_that_ends_without_a_finish_reason(rig: Rig) -> None:
         outcome = rig.attempt(chat, "Finish this", stream=True)
         assert outcome.error is None and outcome.text == partial
         turn = rig.mode.events(chat)[before.version :]
-        assert [e.type for e in turn] == ["user_message_added", "model_call_started", "model_responded"]
+        assert [e.type for e in turn] == [
+            "user_message_added",
+            "model_call_started",
+            "model_responded",
+        ]
         full = [c.to_wire() for c in chat.get_history()]
         assert texts(full) == [*texts(before.full), ("user", "Finish this"), ("model", partial)]
         assert [c.to_wire() for c in chat.get_history(curated=True)] == before.curated
@@ -668,7 +737,11 @@ def test_a_stream_that_ends_without_a_finish_reason(rig: Rig) -> None:
         faults += 1
     if protocol.name == "openai":
         for events, error_class, phrase in [
-            (protocol.events(["Half an ", "answer"], finish=False, done=False), ModelConnectionError, "ended before"),
+            (
+                protocol.events(["Half an ", "answer"], finish=False, done=False),
+                ModelConnectionError,
+                "ended before",
+            ),
             (["[DONE]"], InvalidResponseError, "without any answer"),
         ]:
             before = rig.before(chat)
@@ -684,7 +757,9 @@ def _without_last_turn(rig: Rig, chat: Any, before: Before) -> Before:
     """The state to recover from after an invalid turn: its full history holds the turn;
     curated and context are as before it."""
     now = rig.before(chat)
-    return Before(version=now.version, full=now.full, curated=before.curated, context=before.context)
+    return Before(
+        version=now.version, full=now.full, curated=before.curated, context=before.context
+    )
 
 
 # =========================================================================== 5. timeouts
@@ -709,7 +784,12 @@ def test_a_connect_timeout(rig: Rig, black_hole: str, stream: bool) -> None:
     outcome = rig.attempt(stuck, "Are you there?", stream=stream)
     assert outcome.seconds < SHORT_TIMEOUT_MS / 1000 + 1.0
     rig.expect_failure(
-        stuck, before, outcome, ModelTimeoutError, "check the base URL", "http_options.timeout",
+        stuck,
+        before,
+        outcome,
+        ModelTimeoutError,
+        "check the base URL",
+        "http_options.timeout",
         "send the message again",
     )
     rig.expect_recovery(chat, before, "Are you there?", stream=stream)
@@ -724,9 +804,13 @@ def test_a_refused_connection(rig: Rig, stream: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    refused = rig.impatient(chat, SHORT_TIMEOUT_MS, base_url=rig.protocol.base_url(f"http://127.0.0.1:{port}"))
+    refused = rig.impatient(
+        chat, SHORT_TIMEOUT_MS, base_url=rig.protocol.base_url(f"http://127.0.0.1:{port}")
+    )
     outcome = rig.attempt(refused, "Are you there?", stream=stream)
-    rig.expect_failure(refused, before, outcome, ModelConnectionError, "cannot reach", "check the base URL")
+    rig.expect_failure(
+        refused, before, outcome, ModelConnectionError, "cannot reach", "check the base URL"
+    )
     rig.expect_recovery(chat, before, "Are you there?", stream=stream)
     ledger.record(AREA, operation("connection-refused", rig), faults=1)
 
@@ -760,7 +844,14 @@ def test_a_read_timeout(rig: Rig, stream: bool) -> None:
         rig.server.enqueue(script)
         outcome = rig.attempt(impatient, "Hello?", stream=stream)
         assert outcome.seconds < SHORT_TIMEOUT_MS / 1000 + 1.0
-        rig.expect_failure(impatient, before, outcome, ModelTimeoutError, "http_options.timeout", "send the message again")
+        rig.expect_failure(
+            impatient,
+            before,
+            outcome,
+            ModelTimeoutError,
+            "http_options.timeout",
+            "send the message again",
+        )
         before = rig.expect_recovery(chat, before, "Hello?", stream=stream)
     ledger.record(AREA, operation("read-timeout", rig), faults=len(scripts))
 
@@ -807,10 +898,17 @@ def test_the_timeout_bounds_the_whole_request(rig: Rig, stream: bool) -> None:
     for script in scripts:
         rig.server.enqueue(script)
         outcome = rig.attempt(impatient, "Go on", stream=stream)
-        assert DEADLINE_MS / 1000 - 0.05 <= outcome.seconds < DEADLINE_MS / 1000 + 0.6, outcome.seconds
+        assert DEADLINE_MS / 1000 - 0.05 <= outcome.seconds < DEADLINE_MS / 1000 + 0.6, (
+            outcome.seconds
+        )
         rig.expect_failure(
-            impatient, before, outcome, ModelTimeoutError, f"within http_options.timeout ({DEADLINE_MS} ms)",
-            "whole request", "send the message again",
+            impatient,
+            before,
+            outcome,
+            ModelTimeoutError,
+            f"within http_options.timeout ({DEADLINE_MS} ms)",
+            "whole request",
+            "send the message again",
         )
         before = rig.expect_recovery(chat, before, "Go on", stream=stream)
     ledger.record(AREA, operation("whole-request-deadline", rig), faults=len(scripts))
@@ -848,7 +946,9 @@ def test_a_request_over_its_deadline_is_retried(rig: Rig, stream: bool) -> None:
     chat = rig.chat()
     before = rig.before(chat)
     retrying = rig.impatient(
-        chat, DEADLINE_MS, retry_options={"attempts": 2, "initial_delay": 0, "max_delay": 0, "jitter": 0}
+        chat,
+        DEADLINE_MS,
+        retry_options={"attempts": 2, "initial_delay": 0, "max_delay": 0, "jitter": 0},
     )
     rig.server.enqueue(_trickle_comments if stream else _trickle_spaces)
     rig.server.enqueue(rig.good_reply("second time lucky", stream=stream))
@@ -857,14 +957,20 @@ def test_a_request_over_its_deadline_is_retried(rig: Rig, stream: bool) -> None:
     turn = rig.mode.events(chat)[before.version :]
     assert [e.type for e in turn] == [
         "user_message_added",
-        "model_call_started", "model_call_failed",
-        "model_call_started", "model_responded",
+        "model_call_started",
+        "model_call_failed",
+        "model_call_started",
+        "model_responded",
     ]
     failed = turn[2].data
     assert failed.error.kind == "ModelTimeoutError" and not failed.ends_turn  # type: ignore[attr-defined]
-    assert rig.protocol.sent(rig.server.requests[-1].body) == rig.protocol.sent(rig.server.requests[-2].body)
+    assert rig.protocol.sent(rig.server.requests[-1].body) == rig.protocol.sent(
+        rig.server.requests[-2].body
+    )
     assert texts([c.to_wire() for c in retrying.get_history(curated=True)]) == [
-        *texts(before.curated), ("user", "Try hard"), ("model", "second time lucky"),
+        *texts(before.curated),
+        ("user", "Try hard"),
+        ("model", "second time lucky"),
     ]
     assert rig.client.store.verify(chat.id).ok
     ledger.record(AREA, operation("deadline-retried", rig), faults=1)

@@ -339,7 +339,9 @@ def _retry_options(action: Action) -> dict[str, Any]:
     return {"retry_options": {"attempts": 2, "initial_delay": 0, "jitter": 0}}
 
 
-def _start(server: GeminiServer, path: Path, action: Action) -> tuple[ObservedStore, chatledger.Client, chatledger.Chat]:
+def _start(
+    server: GeminiServer, path: Path, action: Action
+) -> tuple[ObservedStore, chatledger.Client, chatledger.Chat]:
     store = ObservedStore(path, busy_timeout=BUSY_TIMEOUT)
     client = make_client(server, store, **_retry_options(action))
     chat = client.chats.create(model="gemini-test", config={"tools": [lookup]})
@@ -384,7 +386,9 @@ def _locked_case(
         action.script(server)
         tally.faults += 1
         expected: type[Exception] = (
-            action.own_error if at in action.swallowed and action.own_error else StoreUnavailableError
+            action.own_error
+            if at in action.swallowed and action.own_error
+            else StoreUnavailableError
         )
         raised: Exception | None = None
         try:
@@ -392,7 +396,9 @@ def _locked_case(
         except ChatledgerError as exc:
             raised = exc
         where = f"{action.name} locked ({mode}) at append {at}"
-        tally.check(isinstance(raised, expected), f"{where}: raised {raised!r}, not {expected.__name__}")
+        tally.check(
+            isinstance(raised, expected), f"{where}: raised {raised!r}, not {expected.__name__}"
+        )
         if isinstance(raised, StoreUnavailableError):
             text = str(raised)
             tally.check(
@@ -504,7 +510,9 @@ def test_a_lock_released_within_the_busy_timeout_is_waited_for(tmp_path: Path) -
                         releaser.join()
                 tally.events_lost += count_lost(before, store.committed, log_of(store))
                 tally.check(store.verify().ok, "the log does not verify")
-                tally.check(user_texts(chat) == ["waited 0", "waited 1"], f"history {user_texts(chat)}")
+                tally.check(
+                    user_texts(chat) == ["waited 0", "waited 1"], f"history {user_texts(chat)}"
+                )
         finally:
             store.close()
     tally.record("locked")
@@ -546,7 +554,9 @@ def test_a_process_holding_the_file_in_exclusive_locking_mode_shuts_out_readers(
             tally.events_lost += count_lost(before, set(), log_of(store))
             tally.check(store.verify().ok, "the log does not verify")
             server.reply_echo()
-            tally.check(client.chats.get(chat.id).send_message("after").text == "echo: after", "no go")
+            tally.check(
+                client.chats.get(chat.id).send_message("after").text == "echo: after", "no go"
+            )
     tally.record("locked")
     tally.assert_clean()
 
@@ -593,7 +603,9 @@ def fill_until_full(
             text = f"message {number} " + "x" * (300 + 97 * (number % 13))
             try:
                 if number % 3 == 2:
-                    server.reply_sse([text_response(f"echo: {text[:40]}", finish_reason=None), text_response("")])
+                    server.reply_sse(
+                        [text_response(f"echo: {text[:40]}", finish_reason=None), text_response("")]
+                    )
                     _stream(chat, text)
                 else:
                     server.reply_echo()
@@ -629,7 +641,9 @@ def fill_until_full(
             reply = chat.send_message("after freeing space").text
         except ChatledgerError as exc:
             reply = f"failed: {exc!r}"
-        tally.check(reply == "echo: after freeing space", f"{where}: the chat did not go on ({reply})")
+        tally.check(
+            reply == "echo: after freeing space", f"{where}: the chat did not go on ({reply})"
+        )
         tally.check(
             user_texts(chat) == [*sent, "after freeing space"],
             f"{where}: history {[t[:12] for t in user_texts(chat)]} vs {[t[:12] for t in sent]}",
@@ -891,7 +905,9 @@ def read_only_folder(folder: Path) -> Iterator[str]:
         return
     if shutil.which("mount") is None:
         pytest.skip("no mount(8) for a read-only bind mount")
-    bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True)
+    bind = subprocess.run(
+        ["mount", "--bind", str(folder), str(folder)], capture_output=True, text=True
+    )
     if bind.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {bind.stderr.strip()}")
     try:
@@ -1019,7 +1035,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
             )
             for turn in range(3):
                 server.reply_echo()
-                chat.send_message(f"conversation {number} turn {turn}: " + "words " * (5 + 20 * turn))
+                chat.send_message(
+                    f"conversation {number} turn {turn}: " + "words " * (5 + 20 * turn)
+                )
             chats.append(chat)
         server.reply_json(function_call("lookup", city="Oslo"))
         server.reply_text("It is clear in Oslo.")
@@ -1030,7 +1048,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         server.reply_echo()
         fork.send_message("a different third turn")
         store = client.store
-        events = {info.conversation_id: store.read(info.conversation_id) for info in store.conversations()}
+        events = {
+            info.conversation_id: store.read(info.conversation_id) for info in store.conversations()
+        }
         assert store.verify().ok
     for suffix in ("-wal", "-shm"):  # closed cleanly: everything is in the file itself
         assert not Path(f"{path}{suffix}").exists()
@@ -1077,7 +1097,9 @@ def inspect_damaged(
             ]
             if differing:
                 tally.events_lost += sum(
-                    len(template.events[cid]) for cid in differing if not isinstance(reads[cid], list)
+                    len(template.events[cid])
+                    for cid in differing
+                    if not isinstance(reads[cid], list)
                     or len(reads[cid]) < len(template.events[cid])
                 )
                 tally.check(False, f"{where}: verify passed {differing}, which read differently")
@@ -1099,7 +1121,8 @@ def inspect_damaged(
     except StoreError as exc:
         text = str(exc)
         tally.check(
-            any(word in text for word in CORRUPT_WORDS) and (mentions_path(text, path) or " v" in text),
+            any(word in text for word in CORRUPT_WORDS)
+            and (mentions_path(text, path) or " v" in text),
             f"{where}: unclear {stage} error {text!r}",
         )
         return "refused"
@@ -1120,7 +1143,21 @@ def test_truncated_files_are_refused_or_named_never_silently_wrong(
     size = len(template.content)
     page = 4096
     rng = random.Random(81)
-    offsets = {0, 1, 15, 16, 50, 99, 100, page - 1, page, page + 1, size // 2, size - page, size - 1}
+    offsets = {
+        0,
+        1,
+        15,
+        16,
+        50,
+        99,
+        100,
+        page - 1,
+        page,
+        page + 1,
+        size // 2,
+        size - page,
+        size - 1,
+    }
     if ledger.full_scale():
         offsets |= set(range(0, size, page)) | {rng.randrange(size) for _ in range(200)}
     else:
@@ -1194,7 +1231,9 @@ def _stored_fields(template: Template) -> list[tuple[RecordedEvent, str, int, in
     """(event, column, start, end) of each stored text of an event found exactly once in
     the file, so a byte flipped there damages that event and nothing else."""
     with sqlite3.connect(template.path) as conn:
-        rows = conn.execute("SELECT event_id, data, metadata, hash, recorded_at FROM events").fetchall()
+        rows = conn.execute(
+            "SELECT event_id, data, metadata, hash, recorded_at FROM events"
+        ).fetchall()
     by_id = {event.event_id: event for events in template.events.values() for event in events}
     found = []
     for event_id, *values in rows:
@@ -1206,7 +1245,9 @@ def _stored_fields(template: Template) -> list[tuple[RecordedEvent, str, int, in
     return found
 
 
-def test_a_flipped_byte_inside_an_event_is_named_by_verify(tmp_path: Path, template: Template) -> None:
+def test_a_flipped_byte_inside_an_event_is_named_by_verify(
+    tmp_path: Path, template: Template
+) -> None:
     """The hash chain catches a change to an event's data, metadata, hash or time: verify
     names that very event, and every other event still reads exactly as committed."""
     rng = random.Random(83)
@@ -1244,7 +1285,9 @@ def test_a_flipped_byte_inside_an_event_is_named_by_verify(tmp_path: Path, templ
                     tally.events_lost += sum(1 for e in events if e not in survived)
                 # The damaged event is refused or reads as changed; it never reads as it was.
                 try:
-                    damaged = store.read(cid, after_version=event.version - 1, to_version=event.version)
+                    damaged = store.read(
+                        cid, after_version=event.version - 1, to_version=event.version
+                    )
                     tally.check(damaged != [event], f"{where}: reads as if undamaged")
                 except IntegrityError as exc:
                     tally.check(f"v{event.version}" in str(exc), f"{where}: {exc}")
@@ -1269,7 +1312,9 @@ def _positions_go_back(path: Path) -> bool:
     a position that is not above the one before (only a damaged b-tree gives that)."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         try:
-            positions = [row[0] for row in conn.execute("SELECT position FROM events ORDER BY position")]
+            positions = [
+                row[0] for row in conn.execute("SELECT position FROM events ORDER BY position")
+            ]
         except sqlite3.Error:
             return False
     return any(
@@ -1287,7 +1332,9 @@ def test_a_damaged_table_whose_positions_go_back_is_reported_not_read_forever(
     would have. Both must stop and say the file is damaged."""
     last = max(log_of_intact(template), key=lambda event: event.position)
     with sqlite3.connect(template.path) as conn:
-        (data,) = conn.execute("SELECT data FROM events WHERE position = ?", (last.position,)).fetchone()
+        (data,) = conn.execute(
+            "SELECT data FROM events WHERE position = ?", (last.position,)
+        ).fetchone()
     page = template.content.index(data.encode("utf-8")) // 4096 * 4096
     path = tmp_path / "backwards.db"
     # Bytes 3-4 of a b-tree page header count its cells; a larger count reads past them.
@@ -1392,9 +1439,14 @@ def test_a_damaged_wal_keeps_every_commit_before_the_damage(tmp_path: Path) -> N
                     found = log_of(reopened)
                     tally.events_lost += len(survive - found.keys())
                     whole = [set(ids) <= found.keys() for _, ids in commits]
-                    partial = [bool(set(ids) & found.keys()) != ok for (_, ids), ok in zip(commits, whole, strict=True)]
+                    partial = [
+                        bool(set(ids) & found.keys()) != ok
+                        for (_, ids), ok in zip(commits, whole, strict=True)
+                    ]
                     tally.check(not any(partial), f"{where}: a commit survived in part")
-                    tally.check(whole == sorted(whole, reverse=True), f"{where}: not a prefix of commits")
+                    tally.check(
+                        whole == sorted(whole, reverse=True), f"{where}: not a prefix of commits"
+                    )
                     dropped += sum(1 for ok in whole if not ok)
                     tally.check(reopened.verify().ok, f"{where}: does not verify")
                 with make_client(server, str(path)) as client:
@@ -1431,7 +1483,9 @@ def test_the_cli_on_a_damaged_file_exits_with_one_line(tmp_path: Path, template:
             tally.faults += 1
             result = CliRunner().invoke(cli, ["--db", str(path), *command])
             tally.check(
-                result.exit_code == 1 and one_line_error(result.output) and mentions_path(result.output, path),
+                result.exit_code == 1
+                and one_line_error(result.output)
+                and mentions_path(result.output, path),
                 f"{name} {command}: exit {result.exit_code}: {result.output!r}",
             )
         tally.check(path.read_bytes() == content, f"{name}: the CLI changed the damaged file")
@@ -1496,12 +1550,17 @@ def test_a_file_that_is_not_a_chatledger_database_is_refused_untouched(
         tally.check(False, f"{kind}: raised {exc!r}")
     tally.faults += 1
     result = CliRunner().invoke(cli, ["--db", str(path), "ls"])
-    tally.check(result.exit_code == 1 and one_line_error(result.output), f"{kind}: {result.output!r}")
+    tally.check(
+        result.exit_code == 1 and one_line_error(result.output), f"{kind}: {result.output!r}"
+    )
     if content is not None:
         tally.check(path.read_bytes() == content, f"{kind}: the file was changed")
         if kind == "another-programs-database":
             with contextlib.closing(sqlite3.connect(path)) as conn:
-                tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                tables = [
+                    row[0]
+                    for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                ]
             tally.check(tables == ["events"], f"{kind}: tables added: {tables}")
     else:
         tally.check(path.is_dir() and not any(path.iterdir()), f"{kind}: the folder changed")

@@ -18,14 +18,18 @@ class SyncDriver:
     def create(self, client: chatledger.Client, **kwargs: Any) -> chatledger.Chat:
         return client.chats.create(**kwargs)
 
-    def get(self, client: chatledger.Client, conversation_id: str, **kwargs: Any) -> chatledger.Chat:
+    def get(
+        self, client: chatledger.Client, conversation_id: str, **kwargs: Any
+    ) -> chatledger.Chat:
         return client.chats.get(conversation_id, **kwargs)
 
     def send(self, chat: Any, message: Any, config: Any = None) -> GenerateContentResponse:
         response: GenerateContentResponse = chat.send_message(message, config=config)
         return response
 
-    def stream(self, chat: Any, message: Any, config: Any = None, stop_after: int | None = None) -> list[GenerateContentResponse]:
+    def stream(
+        self, chat: Any, message: Any, config: Any = None, stop_after: int | None = None
+    ) -> list[GenerateContentResponse]:
         chunks: list[GenerateContentResponse] = []
         stream = chat.send_message_stream(message, config=config)
         try:
@@ -61,13 +65,17 @@ class AsyncDriver:
     def create(self, client: chatledger.Client, **kwargs: Any) -> chatledger.AsyncChat:
         return client.aio.chats.create(**kwargs)
 
-    def get(self, client: chatledger.Client, conversation_id: str, **kwargs: Any) -> chatledger.AsyncChat:
+    def get(
+        self, client: chatledger.Client, conversation_id: str, **kwargs: Any
+    ) -> chatledger.AsyncChat:
         return client.aio.chats.get(conversation_id, **kwargs)
 
     def send(self, chat: Any, message: Any, config: Any = None) -> GenerateContentResponse:
         return self.run(chat.send_message(message, config=config))  # type: ignore[no-any-return]
 
-    def stream(self, chat: Any, message: Any, config: Any = None, stop_after: int | None = None) -> list[GenerateContentResponse]:
+    def stream(
+        self, chat: Any, message: Any, config: Any = None, stop_after: int | None = None
+    ) -> list[GenerateContentResponse]:
         async def consume() -> list[GenerateContentResponse]:
             chunks: list[GenerateContentResponse] = []
             stream = await chat.send_message_stream(message, config=config)

@@ -115,7 +115,10 @@ class Wire:
         chunked: bool = False,
         headers: dict[str, str] | None = None,
     ) -> None:
-        lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"Content-Type: {content_type}"]
+        lines = [
+            f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
+            f"Content-Type: {content_type}",
+        ]
         lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
         if length is not None:
             lines.append(f"Content-Length: {length}")
@@ -237,7 +240,16 @@ class FaultServer:
                     script = self._scripts.popleft() if self._scripts else None
                 wire = Wire(conn, self._stopping)
                 if script is None:
-                    wire.json({"error": {"code": 500, "message": "no reply scripted", "status": "INTERNAL"}}, 500)
+                    wire.json(
+                        {
+                            "error": {
+                                "code": 500,
+                                "message": "no reply scripted",
+                                "status": "INTERNAL",
+                            }
+                        },
+                        500,
+                    )
                     continue
                 script(wire)
                 if wire.closed:

@@ -37,7 +37,10 @@ def text_response(
     """A wire GenerateContentResponse with one candidate."""
     candidate: dict[str, Any] = {}
     if parts is not None or text is not None:
-        candidate["content"] = {"role": "model", "parts": parts if parts is not None else [{"text": text}]}
+        candidate["content"] = {
+            "role": "model",
+            "parts": parts if parts is not None else [{"text": text}],
+        }
     if finish_reason:
         candidate["finishReason"] = finish_reason
     body: dict[str, Any] = {"candidates": [candidate]}
@@ -128,7 +131,9 @@ class _Handler(BaseHTTPRequestHandler):
             owner.requests.append(request)
             reply = owner._replies.popleft() if owner._replies else None
         if reply is None:
-            self._send_json(500, {"error": {"code": 500, "message": "no reply scripted", "status": "INTERNAL"}})
+            self._send_json(
+                500, {"error": {"code": 500, "message": "no reply scripted", "status": "INTERNAL"}}
+            )
             return
         if reply.delay:
             time.sleep(reply.delay)
@@ -237,9 +242,13 @@ class GeminiServer:
         return self.reply_json(text_response(text, **kwargs))
 
     def reply_error(self, code: int, status: str, message: str) -> GeminiServer:
-        return self.reply_json({"error": {"code": code, "message": message, "status": status}}, status=code)
+        return self.reply_json(
+            {"error": {"code": code, "message": message, "status": status}}, status=code
+        )
 
-    def reply_raw(self, raw: bytes, status: int = 200, content_type: str = "text/html") -> GeminiServer:
+    def reply_raw(
+        self, raw: bytes, status: int = 200, content_type: str = "text/html"
+    ) -> GeminiServer:
         return self.enqueue(Reply("raw", status=status, raw=raw, content_type=content_type))
 
     def reply_echo(self, count: int = 1, delay: float = 0.0) -> GeminiServer:

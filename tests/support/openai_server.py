@@ -39,7 +39,10 @@ def tool_call(name: str, arguments: Any, call_id: str | None = "call_1") -> dict
     """A tool call as a ``chat.completion`` message carries it (arguments as a JSON string)."""
     call: dict[str, Any] = {
         "type": "function",
-        "function": {"name": name, "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+        "function": {
+            "name": name,
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+        },
     }
     if call_id is not None:
         call["id"] = call_id
@@ -67,11 +70,17 @@ def completion(
         "model": MODEL,
         "choices": choices,
     }
-    body["usage"] = usage if usage is not None else {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+    body["usage"] = (
+        usage
+        if usage is not None
+        else {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+    )
     return body
 
 
-def _event(delta: dict[str, Any], finish_reason: str | None = None, index: int = 0) -> dict[str, Any]:
+def _event(
+    delta: dict[str, Any], finish_reason: str | None = None, index: int = 0
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion.chunk",
@@ -98,7 +107,11 @@ def text_events(
     events.extend(_event({"tool_calls": [delta]}) for delta in tool_call_deltas or [])
     events.append(_event({}, finish_reason))
     if include_usage:
-        usage = usage or {"prompt_tokens": 7, "completion_tokens": len(pieces), "total_tokens": 7 + len(pieces)}
+        usage = usage or {
+            "prompt_tokens": 7,
+            "completion_tokens": len(pieces),
+            "total_tokens": 7 + len(pieces),
+        }
         events.append(
             {
                 "id": "chatcmpl-scripted",
@@ -180,7 +193,9 @@ class _Handler(BaseHTTPRequestHandler):
             owner.requests.append(request)
             reply = owner._replies.popleft() if owner._replies else None
         if reply is None:
-            self._send_json(500, {"error": {"message": "no reply scripted", "type": "server_error"}})
+            self._send_json(
+                500, {"error": {"message": "no reply scripted", "type": "server_error"}}
+            )
             return
         if reply.delay:
             time.sleep(reply.delay)
@@ -291,14 +306,21 @@ class OpenAIServer:
         return self.reply_json(completion(text, **kwargs))
 
     def reply_error(
-        self, status: int, message: str, code: str | None = None, kind: str = "invalid_request_error"
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
     ) -> OpenAIServer:
         """An error as OpenAI sends it: ``{"error": {"message", "type", "param", "code"}}``."""
         return self.reply_json(
-            {"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status
+            {"error": {"message": message, "type": kind, "param": None, "code": code}},
+            status=status,
         )
 
-    def reply_raw(self, raw: bytes, status: int = 200, content_type: str = "text/html") -> OpenAIServer:
+    def reply_raw(
+        self, raw: bytes, status: int = 200, content_type: str = "text/html"
+    ) -> OpenAIServer:
         return self.enqueue(Reply("raw", status=status, raw=raw, content_type=content_type))
 
     def reply_sse(self, events: list[Any], **kwargs: Any) -> OpenAIServer:

@@ -25,7 +25,9 @@ from chatledger.errors import ConcurrencyError
 from chatledger.events import NewEvent, UserMessageAdded
 from chatledger.events.postgres import PostgresStore
 
-ADMIN_URL = os.environ.get("CHATLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "CHATLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def connect(url: str = ADMIN_URL) -> psycopg.Connection[tuple[Any, ...]]:
@@ -50,7 +52,7 @@ def scratch_database(prefix: str = "chatledger_test") -> Iterator[str]:
     """A new, empty database for the duration of the block; yields its URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with connect() as admin:
-        admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\' TEMPLATE template0')
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0")
     try:
         yield url_of(name)
     finally:
@@ -105,7 +107,9 @@ def ensure_server_running(timeout: float = 60) -> None:
 # ----------------------------------------------------------------------------- activity
 
 
-def backend_waiting(conn: psycopg.Connection[tuple[Any, ...]], application_name: str, timeout: float = 30) -> int:
+def backend_waiting(
+    conn: psycopg.Connection[tuple[Any, ...]], application_name: str, timeout: float = 30
+) -> int:
     """The pid of the backend of ``application_name`` once it waits for a lock."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -133,7 +137,9 @@ def append_to_shared(url: str, conversation_id: str, writer: int, count: int, st
         version = info.version if info else 0
         for n in range(count):
             event = NewEvent(
-                data=UserMessageAdded(turn=n + 1, content={"role": "user", "parts": [{"text": f"{writer}/{n}"}]}),
+                data=UserMessageAdded(
+                    turn=n + 1, content={"role": "user", "parts": [{"text": f"{writer}/{n}"}]}
+                ),
                 metadata={"writer": writer, "n": n},
             )
             while True:
@@ -160,7 +166,12 @@ def append_to_own(url: str, conversation_id: str, appends: int, seed: int, start
         start.wait()
         for n in range(appends):
             events = [
-                NewEvent(data=UserMessageAdded(turn=n + 1, content={"role": "user", "parts": [{"text": "x" * rng.randrange(1, 200)}]}))
+                NewEvent(
+                    data=UserMessageAdded(
+                        turn=n + 1,
+                        content={"role": "user", "parts": [{"text": "x" * rng.randrange(1, 200)}]},
+                    )
+                )
                 for _ in range(rng.randint(1, 3))
             ]
             store.append(conversation_id, events, expected_version=version)
@@ -203,7 +214,9 @@ class Collector(threading.Thread):
 
     def run(self) -> None:
         try:
-            for event in self.store.subscribe(self.after_position, stop=self.stop, poll_interval=0.02):
+            for event in self.store.subscribe(
+                self.after_position, stop=self.stop, poll_interval=0.02
+            ):
                 self.events.append(event)
         except BaseException as exc:
             self.error = exc
@@ -218,7 +231,9 @@ def _call(results: Any, index: int, target: Any, args: tuple[Any, ...]) -> None:
         results.put((index, "error", traceback.format_exc()))
 
 
-def run_processes(target: Any, argument_lists: list[tuple[Any, ...]], timeout: float = 600) -> list[Any]:
+def run_processes(
+    target: Any, argument_lists: list[tuple[Any, ...]], timeout: float = 600
+) -> list[Any]:
     """Run ``target(*args)`` in one spawned OS process per argument list (a
     ``multiprocessing`` Barrier may be among the args); return their results in order,
     failing the test with a child's traceback if one failed."""

@@ -69,7 +69,16 @@ MAX_EVENT_BYTES = 64 * 1024 * 1024
 #: is then redacted from every error, log line and event. ``auth`` covers Authorization,
 #: Proxy-Authorization and X-Auth-Token; ``key`` covers x-goog-api-key and api-key. Mark
 #: the value of any other header secret with :func:`chatledger.errors.register_secret`.
-SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password", "credential", "session")
+SECRET_HEADER_WORDS = (
+    "auth",
+    "key",
+    "token",
+    "secret",
+    "cookie",
+    "password",
+    "credential",
+    "session",
+)
 
 
 def register_secret_headers(headers: dict[str, str] | None) -> None:
@@ -77,7 +86,9 @@ def register_secret_headers(headers: dict[str, str] | None) -> None:
     secrets, redacted everywhere: the whole value, the token after a scheme ("Bearer
     <token>"), and each value of a cookie list ("a=1; b=2")."""
     for name, value in (headers or {}).items():
-        if not isinstance(value, str) or not any(word in name.lower() for word in SECRET_HEADER_WORDS):
+        if not isinstance(value, str) or not any(
+            word in name.lower() for word in SECRET_HEADER_WORDS
+        ):
             continue
         register_secret(value)
         register_secret(value.split(" ", 1)[-1])
@@ -155,7 +166,9 @@ def decode_json_object(content: bytes | str, what: str) -> dict[str, Any]:
         value = msgspec.json.decode(content)
     except (msgspec.DecodeError, RecursionError) as exc:
         # RecursionError: nested deeper than the stack allows (a hostile server).
-        shown = content[:200] if isinstance(content, str) else content[:200].decode("utf-8", "replace")
+        shown = (
+            content[:200] if isinstance(content, str) else content[:200].decode("utf-8", "replace")
+        )
         raise InvalidResponseError(
             f"{what} is not valid JSON ({exc}), it starts {shown!r}; {_SERVER_FAULT}"
         ) from None
@@ -444,7 +457,9 @@ def read_body(response: httpx.Response, budget: RequestBudget) -> bytes:
     return bytes(body)
 
 
-async def _aiter_bytes(response: httpx.Response, budget: RequestBudget) -> AsyncGenerator[bytes, None]:
+async def _aiter_bytes(
+    response: httpx.Response, budget: RequestBudget
+) -> AsyncGenerator[bytes, None]:
     pieces = response.aiter_bytes()
     try:
         while True:
@@ -475,6 +490,7 @@ async def aread_body(response: httpx.Response, budget: RequestBudget) -> bytes:
 
 
 # --------------------------------------------------------------------------- SSE
+
 
 class _LineSplitter:
     """Bytes in, SSE lines out, holding at most :data:`MAX_EVENT_BYTES` of a line.
@@ -568,7 +584,9 @@ class _EventReader:
         return events
 
     def flush(self) -> list[str]:
-        events = [data for line in self._lines.flush() if (data := self._events.feed(line)) is not None]
+        events = [
+            data for line in self._lines.flush() if (data := self._events.feed(line)) is not None
+        ]
         data = self._events.flush()
         return [*events, data] if data is not None else events
 
@@ -584,7 +602,9 @@ def iter_sse_data(response: httpx.Response, budget: RequestBudget) -> Iterator[s
     yield from reader.flush()
 
 
-async def aiter_sse_data(response: httpx.Response, budget: RequestBudget) -> AsyncGenerator[str, None]:
+async def aiter_sse_data(
+    response: httpx.Response, budget: RequestBudget
+) -> AsyncGenerator[str, None]:
     """As :func:`iter_sse_data`, for a response opened by :func:`aopen_response`."""
     reader = _EventReader()
     async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:

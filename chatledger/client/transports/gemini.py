@@ -53,7 +53,9 @@ def httpx_timeout(http_options: HttpOptions | None) -> httpx.Timeout:
     connect, read or write may take longer than the whole request's budget."""
     if http_options is not None and http_options.timeout is not None:
         if http_options.timeout <= 0:
-            raise InvalidInputError("http_options.timeout must be a positive number of milliseconds")
+            raise InvalidInputError(
+                "http_options.timeout must be a positive number of milliseconds"
+            )
         return httpx.Timeout(http_options.timeout / 1000)
     # No read limit by default (long generations are legitimate), but a bounded connect.
     return httpx.Timeout(None, connect=30.0)
@@ -96,7 +98,9 @@ class GeminiTransport(Transport):
             self._options.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
         )
         if not base_url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise InvalidInputError(
+                f"base_url must start with http:// or https://, got {base_url!r}"
+            )
         self.base_url = base_url.rstrip("/") + "/"
         env_version = os.environ.get("GOOGLE_GENAI_API_VERSION")
         if env_version == "beta":
@@ -150,7 +154,9 @@ class GeminiTransport(Transport):
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         url = self.url(request.model, "generateContent")
         body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        with open_response(self._sync(), url, content=body, headers=headers, budget=budget) as response:
+        with open_response(
+            self._sync(), url, content=body, headers=headers, budget=budget
+        ) as response:
             content = read_body(response, budget)
         if response.status_code != 200:
             raise error_from_response(response, content)
@@ -159,7 +165,9 @@ class GeminiTransport(Transport):
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
         url = self.url(request.model, "streamGenerateContent") + "?alt=sse"
         body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        with open_response(self._sync(), url, content=body, headers=headers, budget=budget) as response:
+        with open_response(
+            self._sync(), url, content=body, headers=headers, budget=budget
+        ) as response:
             if response.status_code != 200:
                 raise error_from_response(response, read_body(response, budget))
             for data in iter_sse_data(response, budget):

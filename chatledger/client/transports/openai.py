@@ -129,7 +129,9 @@ def _model_name(model: str) -> str:
 
 def _part_kind(part: Any) -> str:
     if isinstance(part, dict):
-        keys = [key for key, value in part.items() if value is not None and key != "thoughtSignature"]
+        keys = [
+            key for key, value in part.items() if value is not None and key != "thoughtSignature"
+        ]
         return ", ".join(keys) or "empty part"
     return type(part).__name__
 
@@ -208,7 +210,9 @@ def _assistant_message(
         if isinstance(call, dict):
             name = call.get("name")
             if not isinstance(name, str) or not name:
-                raise InvalidInputError(f"contents[{content_index}] has a functionCall without a name")
+                raise InvalidInputError(
+                    f"contents[{content_index}] has a functionCall without a name"
+                )
             call_id = call.get("id") or f"call_{content_index}_{part_index}"
             tool_calls.append(
                 {
@@ -263,7 +267,11 @@ def _user_messages(
                     "no functionCall of the model content before it"
                 )
             messages.append(
-                {"role": "tool", "tool_call_id": str(call_id), "content": _json_text(reply.get("response") or {})}
+                {
+                    "role": "tool",
+                    "tool_call_id": str(call_id),
+                    "content": _json_text(reply.get("response") or {}),
+                }
             )
         elif isinstance(part.get("text"), str):
             texts.append(part["text"])
@@ -303,7 +311,9 @@ def json_schema_from_gemini(schema: Any) -> Any:
         elif key == "format" and value == "enum":
             continue
         elif key == "properties" and isinstance(value, dict):
-            result["properties"] = {name: json_schema_from_gemini(sub) for name, sub in value.items()}
+            result["properties"] = {
+                name: json_schema_from_gemini(sub) for name, sub in value.items()
+            }
         elif key in ("items", "anyOf"):
             result[key] = json_schema_from_gemini(value)
         elif key == "example":
@@ -443,7 +453,9 @@ def _usage_metadata(usage: Any) -> dict[str, int] | None:
     metadata = {
         "promptTokenCount": prompt,
         "candidatesTokenCount": completion - thoughts,
-        "totalTokenCount": usage["total_tokens"] if isinstance(usage.get("total_tokens"), int) else prompt + completion,
+        "totalTokenCount": usage["total_tokens"]
+        if isinstance(usage.get("total_tokens"), int)
+        else prompt + completion,
     }
     if thoughts:
         metadata["thoughtsTokenCount"] = thoughts
@@ -481,9 +493,7 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some servers answer with content parts
-        return "".join(
-            str(piece.get("text") or "") for piece in content if isinstance(piece, dict)
-        )
+        return "".join(str(piece.get("text") or "") for piece in content if isinstance(piece, dict))
     return ""
 
 
@@ -512,7 +522,9 @@ def _candidate(choice: Any, position: int) -> dict[str, Any]:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             raise InvalidResponseError("the server sent a tool call without a function")
-        parts.append(_function_call(function.get("name"), function.get("arguments"), call.get("id")))
+        parts.append(
+            _function_call(function.get("name"), function.get("arguments"), call.get("id"))
+        )
     # The legacy function_call field only when there are no tool_calls: llama.cpp's server
     # sends both for one call, which must not run twice.
     legacy = message.get("function_call")
@@ -522,7 +534,9 @@ def _candidate(choice: Any, position: int) -> dict[str, Any]:
         parts.append({"text": ""})
     candidate: dict[str, Any] = {
         "content": {"role": "model", "parts": parts},
-        "index": choice.get("index", position) if isinstance(choice.get("index", position), int) else position,
+        "index": choice.get("index", position)
+        if isinstance(choice.get("index", position), int)
+        else position,
     }
     if choice.get("finish_reason"):
         candidate["finishReason"] = _finish_reason(choice["finish_reason"])
@@ -543,10 +557,10 @@ def response_from_openai(body: dict[str, Any]) -> dict[str, Any]:
     _raise_body_error(body, 500)
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise InvalidResponseError(
-            f"the response has no choices: {_json_text(body)[:200]!r}"
-        )
-    response: dict[str, Any] = {"candidates": [_candidate(choice, i) for i, choice in enumerate(choices)]}
+        raise InvalidResponseError(f"the response has no choices: {_json_text(body)[:200]!r}")
+    response: dict[str, Any] = {
+        "candidates": [_candidate(choice, i) for i, choice in enumerate(choices)]
+    }
     usage = _usage_metadata(body.get("usage"))
     if usage is not None:
         response["usageMetadata"] = usage
@@ -731,7 +745,11 @@ def _error_body(status: int, payload: Any, text: str, reason_phrase: str = "") -
     elif isinstance(payload, dict) and "message" in payload:  # vLLM: {"object": "error", ...}
         message, kind, code = payload.get("message"), payload.get("type"), payload.get("code")
     elif isinstance(payload, dict) and "detail" in payload:  # FastAPI validation errors
-        message = payload["detail"] if isinstance(payload["detail"], str) else _json_text(payload["detail"])
+        message = (
+            payload["detail"]
+            if isinstance(payload["detail"], str)
+            else _json_text(payload["detail"])
+        )
     if message is None:
         message = text.strip()[:2000] or reason_phrase or _status_name(status)
     body: dict[str, Any] = {
@@ -796,7 +814,9 @@ class OpenAITransport(Transport):
         self._options = http_options or HttpOptions()
         base_url = self._options.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         if not base_url.startswith(("http://", "https://")):
-            raise InvalidInputError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise InvalidInputError(
+                f"base_url must start with http:// or https://, got {base_url!r}"
+            )
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).netloc
         register_secret_headers(self._options.headers)
@@ -840,28 +860,38 @@ class OpenAITransport(Transport):
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         body = msgspec.json.encode(chat_request(request, stream=False))
         headers, budget = self._headers(stream=False), self._budget()
-        with open_response(self._sync(), self.url, content=body, headers=headers, budget=budget) as response:
+        with open_response(
+            self._sync(), self.url, content=body, headers=headers, budget=budget
+        ) as response:
             content = read_body(response, budget)
         if response.status_code != 200:
             raise _error_from_response(response, content)
-        return response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
+        return response_from_openai(
+            decode_json_object(content, f"the response body from {self.host}")
+        )
 
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
         body = msgspec.json.encode(chat_request(request, stream=True))
         headers, budget = self._headers(stream=True), self._budget()
-        with open_response(self._sync(), self.url, content=body, headers=headers, budget=budget) as response:
+        with open_response(
+            self._sync(), self.url, content=body, headers=headers, budget=budget
+        ) as response:
             if response.status_code != 200:
                 raise _error_from_response(response, read_body(response, budget))
             if _is_json(response):  # a server that does not stream answers in one piece
                 content = read_body(response, budget)
-                yield response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
+                yield response_from_openai(
+                    decode_json_object(content, f"the response body from {self.host}")
+                )
                 return
             translator = StreamTranslator()
             for data in iter_sse_data(response, budget):
                 if data.strip() == _DONE:
                     translator.done = True
                     break
-                yield from translator.feed(decode_json_object(data, f"a stream event from {self.host}"))
+                yield from translator.feed(
+                    decode_json_object(data, f"a stream event from {self.host}")
+                )
             yield from translator.finish()
 
     # ----------------------------------------------------------------- async
@@ -875,7 +905,9 @@ class OpenAITransport(Transport):
             content = await aread_body(response, budget)
         if response.status_code != 200:
             raise _error_from_response(response, content)
-        return response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
+        return response_from_openai(
+            decode_json_object(content, f"the response body from {self.host}")
+        )
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
         body = msgspec.json.encode(chat_request(request, stream=True))
@@ -887,7 +919,9 @@ class OpenAITransport(Transport):
                 raise _error_from_response(response, await aread_body(response, budget))
             if _is_json(response):
                 content = await aread_body(response, budget)
-                yield response_from_openai(decode_json_object(content, f"the response body from {self.host}"))
+                yield response_from_openai(
+                    decode_json_object(content, f"the response body from {self.host}")
+                )
                 return
             translator = StreamTranslator()
             async with contextlib.aclosing(aiter_sse_data(response, budget)) as events:
@@ -895,7 +929,9 @@ class OpenAITransport(Transport):
                     if data.strip() == _DONE:
                         translator.done = True
                         break
-                    for chunk in translator.feed(decode_json_object(data, f"a stream event from {self.host}")):
+                    for chunk in translator.feed(
+                        decode_json_object(data, f"a stream event from {self.host}")
+                    ):
                         yield chunk
             for chunk in translator.finish():
                 yield chunk

@@ -22,7 +22,9 @@ from .base import ModelRequest, Transport
 __all__ = ["ScriptedTransport", "text_response"]
 
 
-def text_response(text: str, *, finish_reason: str | None = "STOP", usage: dict[str, int] | None = None) -> dict[str, Any]:
+def text_response(
+    text: str, *, finish_reason: str | None = "STOP", usage: dict[str, int] | None = None
+) -> dict[str, Any]:
     """A wire response whose first candidate says ``text``."""
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
     if finish_reason:
@@ -36,7 +38,12 @@ def text_response(text: str, *, finish_reason: str | None = "STOP", usage: dict[
 class _Reply:
     __slots__ = ("chunks", "error", "response")
 
-    def __init__(self, response: dict[str, Any] | None, chunks: list[dict[str, Any]] | None, error: BaseException | None) -> None:
+    def __init__(
+        self,
+        response: dict[str, Any] | None,
+        chunks: list[dict[str, Any]] | None,
+        error: BaseException | None,
+    ) -> None:
         self.response = response
         self.chunks = chunks
         self.error = error
