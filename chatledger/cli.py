@@ -22,9 +22,7 @@ import msgspec
 import platformdirs
 
 from ._version import __version__
-from .client import Chat, Client
-from .client._conversation import verify_log
-from .client._replay import replay_conversation
+from .client import Chat, Client, replay_conversation, verify_log
 from .errors import ChatledgerError, InvalidInputError, NotFoundError
 from .events.audit import export_conversation, import_lines
 from .events.envelope import RecordedEvent, validate_conversation_id

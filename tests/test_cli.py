@@ -23,7 +23,7 @@ from click.testing import CliRunner, Result
 
 import chatledger
 from chatledger.cli import cli, default_db, default_model, resolve_conversation_id, summarize
-from chatledger.client._conversation import default_actor
+from chatledger.client._settings import default_actor
 from chatledger.events import (
     ConfigChanged,
     ConversationStarted,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import chatledger
-from chatledger.client import _conversation
+from chatledger.client import _conversation, _fold
 from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.events import NewEvent, UserMessageAdded
 from chatledger.projections import history
@@ -243,19 +243,19 @@ def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> No
 def test_snapshots_make_resume_start_late_and_agree_with_the_log(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
-    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
+    monkeypatch.setattr(_fold, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(_fold, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m", history=[{"role": "user", "parts": [{"text": "seed"}]}])
     for index in range(8):
         transport.enqueue(f"a{index}")
         chat.send_message(f"q{index}")
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None and snapshot.version >= 10
 
-    state, _, used = _conversation.fold_events(client.store, chat.id)
-    plain, _, unused = _conversation.fold_events(client.store, chat.id, use_snapshot=False)
+    state, _, used = _fold.fold_events(client.store, chat.id)
+    plain, _, unused = _fold.fold_events(client.store, chat.id, use_snapshot=False)
     assert used == snapshot.version and unused == 0
     assert history.dump_state(state) == history.dump_state(plain)
     resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
@@ -266,8 +266,8 @@ def _chat_with_snapshot(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, *, every: int = 10, sends: int = 6
 ) -> tuple[chatledger.Client, Any, ScriptedTransport]:
     """A chat of ``sends`` turns, snapshotted every ``every`` events."""
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", every)
-    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
+    monkeypatch.setattr(_fold, "SNAPSHOT_EVERY", every)
+    monkeypatch.setattr(_fold, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m")
@@ -282,9 +282,9 @@ def _tamper_with_snapshot(
 ) -> None:
     """Edit the snapshot's state, keeping its version and anchor hash: the edit a resume
     cannot see (the anchor still matches the log)."""
-    snapshot = client.store.load_snapshot(chat_id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat_id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
-    state = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    state = _fold._SNAPSHOT_DECODER.decode(snapshot.state)
     if part == "contents":
         state.contents[0] = {"role": "user", "parts": [{"text": "forged"}]}
     else:
@@ -292,7 +292,7 @@ def _tamper_with_snapshot(
     with sqlite3.connect(db_path) as conn:  # as someone with the file would
         conn.execute(
             "UPDATE snapshots SET state = ? WHERE conversation_id = ?",
-            (_conversation._SNAPSHOT_ENCODER.encode(state), chat_id),
+            (_fold._SNAPSHOT_ENCODER.encode(state), chat_id),
         )
     conn.close()
 
@@ -316,7 +316,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
 
     client, chat, _ = _chat_with_snapshot(db_path, monkeypatch)
     original = chat.get_history()
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
     _tamper_with_snapshot(client, db_path, chat.id, part)
     if part == "contents":  # what is at stake: a resume starts from the snapshot
@@ -344,7 +344,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     resumed = chatledger.Client(store=str(db_path)).chats.get(chat.id)
     assert resumed.get_history() == original
     assert resumed.verify().ok
-    rebuilt = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    rebuilt = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert rebuilt is not None and rebuilt.version == snapshot.version
 
 
@@ -352,11 +352,11 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, chat, transport = _chat_with_snapshot(db_path, monkeypatch, every=5, sends=3)
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
     transport.enqueue("after")
     chat.send_message("one more")  # so that snapshot.version + 1 is a real event
-    forged = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    forged = _fold._SNAPSHOT_DECODER.decode(snapshot.state)
     forged.contents = [{"role": "user", "parts": [{"text": "forged"}]}]
     forged.full = [0]
     forged.hash = "0" * 64
@@ -365,7 +365,7 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(
             conversation_id=chat.id,
             name=snapshot.name,
             version=snapshot.version + 1,
-            state=_conversation._SNAPSHOT_ENCODER.encode(forged),
+            state=_fold._SNAPSHOT_ENCODER.encode(forged),
         )
     )
     resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)

@@ -1412,7 +1412,7 @@ def test_the_event_decoder_on_random_rows() -> None:
 def poisoned_snapshots() -> list[bytes]:
     """Snapshot states a hand-edited database may hold: nested deeper than the stack,
     indexes out of range, the wrong format."""
-    from chatledger.client._conversation import _SNAPSHOT_ENCODER, SNAPSHOT_FORMAT, _Snapshot
+    from chatledger.client._fold import _SNAPSHOT_ENCODER, SNAPSHOT_FORMAT, _Snapshot
     from chatledger.projections.history import HistoryState
     from chatledger.projections.usage import UsageState
 

@@ -1,0 +1,114 @@
+"""What a conversation needs from the client that opened it, and who is writing.
+
+:class:`ConversationSettings` is the whole of a conversation's dependency on its client:
+the store, the actor, the timeouts, the retry policy and how to reach a model. A
+conversation never sees the :class:`~chatledger.Client` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import getpass
+import os
+from collections.abc import Callable, Iterator
+
+from ..errors import InvalidInputError
+from ..events.store import EventStore
+from ._retry import RetryPolicy
+from .transports.base import Transport
+
+__all__ = [
+    "MAX_MODEL_NAME",
+    "ConversationSettings",
+    "acting_as",
+    "current_actor",
+    "default_actor",
+    "validate_actor",
+    "validate_model",
+    "validate_timeouts",
+]
+
+MAX_MODEL_NAME = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class ConversationSettings:
+    """Everything a conversation takes from its client (see :class:`~chatledger.Client`
+    for each value's meaning)."""
+
+    #: Where the conversation's events are read and written.
+    store: EventStore
+    #: Recorded on every event, unless :func:`acting_as` names someone else.
+    actor: str
+    #: Seconds a send waits for another writer's open turn.
+    busy_timeout: float
+    #: Seconds other writers wait after this writer's last event before closing its turn.
+    turn_lease: float
+    #: When failed model calls are retried, or None (never).
+    retry_policy: RetryPolicy | None
+    #: The transport that serves a model name.
+    transport_for: Callable[[str], Transport]
+
+
+_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "chatledger_actor", default=None
+)
+
+
+def validate_actor(actor: object) -> str:
+    """``actor``, if it is a non-empty printable string of at most 200 characters."""
+    if not isinstance(actor, str) or not actor or len(actor) > 200 or not actor.isprintable():
+        raise InvalidInputError(
+            "an actor must be a non-empty printable string of at most 200 characters"
+        )
+    return actor
+
+
+def validate_model(model: object) -> str:
+    """A model name: non-empty printable text (it becomes part of a request URL and of
+    every model call event)."""
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidInputError(f"model must be a non-empty string, got {model!r:.80}")
+    if len(model) > MAX_MODEL_NAME or not model.isprintable():
+        raise InvalidInputError(
+            f"model must be printable text of at most {MAX_MODEL_NAME} characters, "
+            f"got {model!r:.80}"
+        )
+    return model
+
+
+def validate_timeouts(busy_timeout: float, turn_lease: float) -> tuple[float, float]:
+    """``(busy_timeout, turn_lease)`` as floats, if they are in range."""
+    if busy_timeout < 0 or turn_lease <= 0:
+        raise InvalidInputError("busy_timeout must be >= 0 and turn_lease > 0 (seconds)")
+    return float(busy_timeout), float(turn_lease)
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[None]:
+    """Record ``actor`` on every event written inside this block (this thread or task),
+    instead of the client's actor::
+
+        with chatledger.acting_as("alice@example.com"):
+            chat.send_message("...")
+    """
+    token = _ACTOR.set(validate_actor(actor))
+    try:
+        yield
+    finally:
+        _ACTOR.reset(token)
+
+
+def current_actor(settings: ConversationSettings) -> str:
+    """Who is acting now: the innermost :func:`acting_as`, else the client's actor."""
+    return _ACTOR.get() or settings.actor
+
+
+def default_actor() -> str:
+    """The OS user's name (``uid:N`` where the user has no name, as in some containers)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
