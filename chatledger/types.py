@@ -434,7 +434,7 @@ class ThinkingConfig(_BaseModel):
 
 
 class AutomaticFunctionCallingConfig(_BaseModel):
-    """How Python functions in ``config.tools`` are called (see SEMANTICS §4)."""
+    """How Python functions in ``config.tools`` are called (docs/chat-api.md#function-calling)."""
 
     disable: bool | None = None
     maximum_remote_calls: int | None = Field(default=10)

@@ -11,7 +11,7 @@ from ._replay import (
     recorded_calls,
     replay_conversation,
 )
-from ._settings import ConversationSettings, acting_as
+from ._settings import ConversationSettings, acting_as, current_actor, default_actor
 from ._summaries import BranchNode, ChatSummary
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "ReplayReport",
     "ReplayTransport",
     "acting_as",
+    "current_actor",
+    "default_actor",
     "recorded_calls",
     "replay_conversation",
     "verify_log",

@@ -167,7 +167,7 @@ class Conversation:
     # ----------------------------------------------------------------- writing
 
     def _metadata(self, data: EventData) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"actor": current_actor(self.settings)}
+        metadata: dict[str, Any] = {"actor": current_actor() or self.settings.actor}
         if isinstance(data, UserMessageAdded):
             metadata["host"] = HOST
             metadata["pid"] = os.getpid()

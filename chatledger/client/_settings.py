@@ -101,9 +101,10 @@ def acting_as(actor: str) -> Iterator[None]:
         _ACTOR.reset(token)
 
 
-def current_actor(settings: ConversationSettings) -> str:
-    """Who is acting now: the innermost :func:`acting_as`, else the client's actor."""
-    return _ACTOR.get() or settings.actor
+def current_actor() -> str | None:
+    """The actor :func:`acting_as` set for this thread or task, or None outside such a
+    block (events then record the client's actor)."""
+    return _ACTOR.get()
 
 
 def default_actor() -> str:
