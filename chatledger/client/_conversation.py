@@ -62,7 +62,7 @@ from ..types import GenerateContentConfig
 from ._convert import contents_digest, merge_configs, request_config
 from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
 from ._functions import FunctionOutcome, afc_budget, function_map
-from ._leases import HOST, IN_FLIGHT, judge_turn
+from ._leases import HOST, IN_FLIGHT, WATCH, bounded_lease, judge_turn
 from ._settings import ConversationSettings, current_actor, validate_model
 from .transports.base import ModelRequest, Transport
 
@@ -227,7 +227,9 @@ class Conversation:
 
     def _judge(self, pending: history_projection.PendingTurn) -> str | None:
         """Why an open turn may be taken over, or None while its writer may still be at it."""
-        return judge_turn(pending, location=self.store.location, conversation_id=self.id)
+        return judge_turn(
+            pending, location=self.store.location, conversation_id=self.id, version=self.version
+        )
 
     def wait_for_turn(self) -> None:
         """Return once no turn is open (closing dead ones); raise when busy too long."""
@@ -237,6 +239,7 @@ class Conversation:
             self.catch_up()
             pending = self.history.pending
             if pending is None:
+                WATCH.forget((self.store.location, self.id))
                 return
             reason = self._judge(pending)
             if reason is not None:
@@ -249,8 +252,9 @@ class Conversation:
                     f"conversation {self.id} has turn {pending.turn} open by "
                     f"{owner.get('actor', 'another writer')} (pid {owner.get('pid')} on "
                     f"{str(owner.get('host', '?')).split('/')[0]}) since {pending.opened_at}; "
-                    f"waited {self.settings.busy_timeout:g} s. Retry later, or raise the "
-                    "client's busy_timeout"
+                    f"waited {self.settings.busy_timeout:g} s. Others may close it once it has "
+                    f"had no event for its lease ({bounded_lease(pending.lease_seconds):g} s). "
+                    "Retry later, or raise the client's busy_timeout"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.2)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 from ..errors import InvalidInputError
 from ..events.store import EventStore
+from ._leases import MAX_TURN_LEASE
 from ._retry import RetryPolicy
 from .transports.base import Transport
 
@@ -79,11 +80,21 @@ def validate_model(model: object) -> str:
     return model
 
 
-def validate_timeouts(busy_timeout: float, turn_lease: float) -> tuple[float, float]:
-    """``(busy_timeout, turn_lease)`` as floats, if they are in range."""
-    if busy_timeout < 0 or turn_lease <= 0:
-        raise InvalidInputError("busy_timeout must be >= 0 and turn_lease > 0 (seconds)")
-    return float(busy_timeout), float(turn_lease)
+def validate_timeouts(busy_timeout: object, turn_lease: object) -> tuple[float, float]:
+    """``(busy_timeout, turn_lease)`` as floats, if they are numbers of seconds in range:
+    ``busy_timeout >= 0`` (``inf`` waits for good) and ``0 < turn_lease <=``
+    :data:`~chatledger.client._leases.MAX_TURN_LEASE`."""
+    for value in (busy_timeout, turn_lease):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError(
+                f"busy_timeout and turn_lease must be numbers of seconds, got {value!r:.40}"
+            )
+    busy, lease = float(busy_timeout), float(turn_lease)  # type: ignore[arg-type]
+    if not busy >= 0 or not 0 < lease <= MAX_TURN_LEASE:
+        raise InvalidInputError(
+            f"busy_timeout must be >= 0 and turn_lease > 0 and at most {MAX_TURN_LEASE:g} (seconds)"
+        )
+    return busy, lease
 
 
 @contextlib.contextmanager
