@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 import chatledger
 from chatledger.cli import cli, default_db, default_model, resolve_conversation_id, summarize
@@ -39,9 +39,18 @@ from chatledger.events import (
     TurnRewound,
     UnknownEvent,
 )
+from tests.cli_support import (
+    API_KEY,
+    assert_expected_error,
+    assert_key_nowhere,
+    cli_process,
+    conversation_id_of,
+    events_of,
+    one_shot,
+    run,
+    stream_reply,
+)
 from tests.support.gemini_server import GeminiServer, text_response
-
-API_KEY = "test-cli-key-NEVER-PRINT-7d3e1f0a"
 
 
 @pytest.fixture
@@ -53,58 +62,6 @@ def runner() -> CliRunner:
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     return API_KEY
-
-
-def run(
-    runner: CliRunner,
-    db: Path | None,
-    *args: str,
-    input: str | None = None,
-) -> Result:
-    """Invoke the CLI in-process; unexpected exceptions propagate (they are bugs)."""
-    argv = ["--db", str(db), *args] if db is not None else list(args)
-    return runner.invoke(cli, argv, input=input, catch_exceptions=False)
-
-
-def stream_reply(server: GeminiServer, *pieces: str) -> None:
-    """Script one streamed reply whose text arrives in ``pieces``."""
-    chunks = [text_response(piece, finish_reason=None) for piece in pieces[:-1]]
-    chunks.append(text_response(pieces[-1], usage={"totalTokenCount": 12}))
-    server.reply_sse(chunks)
-
-
-def conversation_id_of(result: Result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("conversation: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0].removeprefix("conversation: ").strip()
-
-
-def one_shot(runner: CliRunner, db: Path, server: GeminiServer, message: str, *args: str) -> Result:
-    result = run(runner, db, "chat", "--base-url", server.base_url, *args, message)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def events_of(db: Path, conversation_id: str) -> list[chatledger.RecordedEvent]:
-    with SQLiteStore(db) as store:
-        return store.read(conversation_id)
-
-
-def assert_expected_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("Error: "), result.stderr
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in result.stderr
-
-
-def assert_key_nowhere(db: Path, *outputs: str) -> None:
-    for output in outputs:
-        assert API_KEY not in output
-    # The -wal file too, in case a connection left one behind.
-    for path in db.parent.glob(db.name + "*"):
-        assert API_KEY.encode() not in path.read_bytes(), path
 
 
 # --------------------------------------------------------------------------- chat
@@ -279,7 +236,7 @@ def test_repl_reports_errors_and_goes_on(
     assert result.exit_code == 0, result.output
     assert result.stdout == "Back again.\nSlashed.\n"
     assert gemini_server.requests[-1].body["contents"][-1]["parts"] == [{"text": "/etc/hosts?"}]
-    assert "Error: conversation" in result.stderr and "no turn to rewind" in result.stderr
+    assert "Error: nothing to rewind: no message was sent yet" in result.stderr
     assert "Unknown command /nonsense" in result.stderr
     assert "Error: 503 UNAVAILABLE" in result.stderr
     types = [e.type for e in events_of(db_path, conversation_id_of(result))]
@@ -307,19 +264,22 @@ def test_default_db_is_created_in_the_user_data_dir(runner: CliRunner, data_home
     assert default_db() == expected
     assert not expected.parent.exists()
 
-    # No API key: a new conversation records the offline model; EOF before any message,
-    # so the model itself is never loaded.
+    # Reading a log that does not exist yet creates nothing.
+    assert json.loads(run(runner, None, "ls", "--json").stdout) == []
+    assert not expected.exists()
+
+    # No API key: the offline model; EOF before any message, so the model is never
+    # loaded, and the conversation, created with its first message, never recorded.
     result = run(runner, None, "chat", input="")
 
     assert result.exit_code == 0, result.output
+    assert "Chatting with local." in result.stderr
+    assert "conversation: " not in result.stderr
     assert expected.is_file()
-    conversation_id = conversation_id_of(result)
-    started = events_of(expected, conversation_id)
-    assert [e.type for e in started] == ["conversation_started"]
-    assert isinstance(started[0].data, ConversationStarted)
-    assert started[0].data.model == "local"
-    listed = json.loads(run(runner, None, "ls", "--json").stdout)
-    assert [(c["conversation_id"], c["model"]) for c in listed] == [(conversation_id, "local")]
+    assert json.loads(run(runner, None, "ls", "--json").stdout) == []
+
+    fork = run(runner, None, "fork", "nothing-yet")
+    assert_expected_error(fork, "no conversation id starts with 'nothing-yet'")
 
 
 def test_db_option_wins_over_the_environment(
@@ -516,19 +476,6 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
 
 
 # --------------------------------------------------------------------------- subprocess
-
-
-def cli_process(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chatledger.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def test_real_process_on_a_real_file(db_path: Path, gemini_server: GeminiServer) -> None:

@@ -1,8 +1,16 @@
-"""How the CLI shows contents and events to a person."""
+"""How the CLI shows contents and events to a person.
+
+What a model or a file says may hold control characters: escape sequences that clear a
+terminal, move its cursor, retitle its window or rewrite what a person sees. Text for a
+person goes out through :func:`echo`, which shows every control character but newline
+and tab as a visible escape (``\\x1b``); JSON goes out through :func:`echo_json`,
+whose strings escape them as JSON does. The log itself keeps every character.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,26 +34,64 @@ from ..events.kinds import (
 )
 from ..types import Content
 
-__all__ = ["render_content", "render_part", "summarize"]
+__all__ = [
+    "echo",
+    "echo_history",
+    "echo_json",
+    "escape_controls",
+    "json_line",
+    "render_content",
+    "render_part",
+    "shorten",
+    "summarize",
+    "time_of",
+]
 
 SUMMARY_WIDTH = 60
 
+# C0 controls but tab and newline, DEL and the C1 controls (U+0080 to U+009F: a terminal
+# may read U+009B as the start of an escape sequence).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What JSON with ensure_ascii=False leaves as it is, yet a terminal or a JavaScript reader
+# may act on: DEL, the C1 controls, and the line and paragraph separators.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029]")
 
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character but newline and tab shown as ``\\xNN`` (a
+    ``\\r\\n`` line end becomes a newline)."""
+    text = text.replace("\r\n", "\n")
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
-def _shorten(text: str, width: int = SUMMARY_WIDTH) -> str:
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """Write text meant for a person: control characters escaped (see the module)."""
+    click.echo(escape_controls(text), err=err, nl=nl)
+
+
+def json_line(value: Any, *, indent: int | None = None) -> str:
+    """``value`` as JSON (non-ASCII text kept readable, every control character escaped)."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _JSON_UNSAFE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def echo_json(value: Any) -> None:
+    """Write ``value`` as indented JSON."""
+    click.echo(json_line(value, indent=2))
+
+
+def shorten(text: str, width: int = SUMMARY_WIDTH) -> str:
+    """``text`` on one line, at most ``width`` characters (an ellipsis marks a cut)."""
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _quote(text: str, width: int = SUMMARY_WIDTH) -> str:
-    return json.dumps(_shorten(text, width), ensure_ascii=False)
+    return json.dumps(shorten(text, width), ensure_ascii=False)
 
 
 def _compact_json(value: Any, width: int = SUMMARY_WIDTH) -> str:
-    return _shorten(json.dumps(value, ensure_ascii=False, separators=(",", ":")), width)
+    return shorten(json.dumps(value, ensure_ascii=False, separators=(",", ":")), width)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -90,9 +136,10 @@ def render_content(content: Content | Mapping[str, Any]) -> str:
     return f"{role}: " + body.replace("\n", "\n" + indent)
 
 
-def _echo_history(contents: list[Content]) -> None:
+def echo_history(contents: list[Content]) -> None:
+    """Each content as :func:`render_content` shows it, each ending with a newline."""
     for content in contents:
-        click.echo(render_content(content))
+        echo(render_content(content).rstrip("\n"))
 
 
 def _wire_text(content: Mapping[str, Any] | None) -> str:
@@ -105,15 +152,15 @@ def _wire_text(content: Mapping[str, Any] | None) -> str:
     )
     if text:
         return _quote(text)
-    return _shorten("; ".join(render_part(p) for p in parts)) if parts else "(no parts)"
+    return shorten("; ".join(render_part(p) for p in parts)) if parts else "(no parts)"
 
 
 def _error_text(message: str, code: str) -> str:
     """A recorded error's message; an API error's is the server's own words, quoted."""
-    return _quote(message) if code else _shorten(message)
+    return _quote(message) if code else shorten(message)
 
 
-def _time(iso: str) -> str:
+def time_of(iso: str) -> str:
     """A stored UTC timestamp to the second: ``2025-01-31T12:00:00Z``."""
     return iso[:19] + "Z" if len(iso) >= 19 else iso
 
@@ -176,7 +223,7 @@ def _summarize(event: RecordedEvent) -> str:
     if isinstance(data, TurnRewound):
         return f"turn {data.turn} taken back"
     if isinstance(data, TurnAbandoned):
-        return f"turn {data.turn}: {_shorten(data.reason)}"
+        return f"turn {data.turn}: {shorten(data.reason)}"
     if isinstance(data, ConfigChanged):
         changes = []
         if data.model is not None:
