@@ -475,6 +475,38 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
     ]
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+
+def doc_sections() -> dict[str, str]:
+    """docs/cli.md by second-level heading ("## chat {#chat}" -> "chat")."""
+    sections: dict[str, str] = {}
+    name = ""
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            name = line[3:].split(" {#")[0].strip()
+        sections[name] = sections.get(name, "") + line + "\n"
+    return sections
+
+
+def test_docs_cover_every_command_and_option() -> None:
+    sections = doc_sections()
+    common = sections["Common ground"]
+    for name, command in walk(cli):
+        if name == "chatledger":
+            text = common
+        else:
+            assert name in sections, f"docs/cli.md has no section for {name}"
+            text = sections[name]
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("db", "actor"):
+                continue
+            assert any(opt in text for opt in param.opts), f"docs/cli.md: {name} {param.opts}"
+    for option in ("--db", "--actor", "--version", "--help"):
+        assert f"`{option}" in common
+    assert "| 2 |" in common and "| 1 |" in common  # exit statuses
+
+
 # --------------------------------------------------------------------------- subprocess
 
 

@@ -103,7 +103,12 @@ def _common_prefix(left: list[Content], right: list[Content]) -> int:
 @click.argument("first", metavar="ID1")
 @click.argument("second", metavar="ID2")
 @click.option(
-    "--width", type=click.IntRange(min=40), default=120, show_default=True, help="Line width."
+    "--width",
+    type=click.IntRange(min=40),
+    default=120,
+    show_default=True,
+    metavar="COLUMNS",
+    help="Line width.",
 )
 @store_options
 def diff(first: str, second: str, width: int) -> None:
@@ -136,7 +141,12 @@ def diff(first: str, second: str, width: int) -> None:
 @click.option("--base-url", metavar="URL", help="With --model: the server of that model.")
 @timeout_option
 @click.option(
-    "--width", type=click.IntRange(min=40), default=120, show_default=True, help="Line width."
+    "--width",
+    type=click.IntRange(min=40),
+    default=120,
+    show_default=True,
+    metavar="COLUMNS",
+    help="Line width.",
 )
 @store_options
 @click.pass_context
