@@ -27,7 +27,7 @@ import platformdirs
 from .._version import __version__
 from ..client import Client
 from ..errors import ChatledgerError, NotFoundError, register_secret
-from ._render import escape_controls
+from ._render import CliError
 
 __all__ = [
     "COMMANDS",
@@ -148,7 +148,7 @@ class CliSettings:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise click.ClickException(
+            raise CliError(
                 f"cannot create {path.parent} for the default database ({exc.strerror}); "
                 "pass --db PATH or set CHATLEDGER_DB"
             ) from None
@@ -259,12 +259,12 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ChatledgerError as exc:
-            raise click.ClickException(escape_controls(exc.message)) from None
+            raise CliError(exc.message) from None
         except BrokenPipeError:
             raise  # the reader went away (`chatledger log ID | head`): click exits quietly
         except OSError as exc:
             # A file the command reads or writes (stdout included) was refused.
-            raise click.ClickException(escape_controls(_os_error(exc))) from None
+            raise CliError(_os_error(exc)) from None
 
 
 def _os_error(exc: OSError) -> str:

@@ -14,7 +14,8 @@ from ..client import verify_log
 from ..events.audit import export_conversation, import_lines
 from ._app import settings, store_options
 from ._ids import resolve_conversation_id
-from ._render import echo
+from ._inputs import checked_path
+from ._render import CliError, echo
 
 __all__ = ["export_", "import_", "verify"]
 
@@ -86,7 +87,7 @@ def _write_lines(output: str, lines: Iterable[str]) -> int:
                 os.unlink(temporary)
             raise
     except OSError as exc:
-        raise click.ClickException(
+        raise CliError(
             f"cannot write the export to {output}: {exc.strerror or exc}; check the path "
             "and the free space (a file already there is left as it was)"
         ) from None
@@ -99,7 +100,7 @@ def _write_lines(output: str, lines: Iterable[str]) -> int:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False),
+    metavar="FILE",
     help="Write to this file instead of stdout (replaced only once the export is complete).",
 )
 @store_options
@@ -109,6 +110,8 @@ def export_(conversation_id: str, forks: bool, output: str | None) -> None:
     A fork's export starts with its ancestors' events up to the fork point, so it
     verifies on its own (see examples/verify_export.py).
     """
+    if output is not None:
+        checked_path(output, "--output")
     client = settings().client(reading=True)
     target = resolve_conversation_id(client.store, conversation_id)
     lines = export_conversation(client.store, target, include_forks=forks)
@@ -123,21 +126,25 @@ def export_(conversation_id: str, forks: bool, output: str | None) -> None:
 
 
 @click.command("import")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @store_options
 def import_(file: str) -> None:
     """Import an export FILE: everything is verified first, and nothing is written
     unless the whole file is sound. Conversations already present are left as they are."""
+    checked_path(file, "FILE")
     try:
         handle = open(file, "rb")  # noqa: SIM115 - closed below, errors reported first
     except OSError as exc:
-        raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from None
+        raise CliError(
+            f"cannot read {file}: {exc.strerror or exc}; give the path of an export "
+            "(`chatledger export ID -o FILE`)"
+        ) from None
     with handle:
         client = settings().client()
         try:
             report = import_lines(client.store, handle)
         except OSError as exc:
-            raise click.ClickException(
+            raise CliError(
                 f"cannot read {file}: {exc.strerror or exc}; nothing was imported"
             ) from None
     echo(

@@ -185,7 +185,6 @@ def _repl(conversation: _Conversation, *, stream: bool) -> None:
     "--attach",
     "attachments",
     multiple=True,
-    type=click.Path(dir_okay=False),
     metavar="FILE",
     help=f"Attach an image (PNG, JPEG, WebP, HEIC, HEIF) or a PDF to MESSAGE as inline data "
     f"(repeatable; {MAX_INPUT_BYTES // 2**20} MiB in all, stdin included).",
@@ -237,8 +236,8 @@ def chat(
             inputs.add_file(path)
     if system is not None:
         checked_text(system, "--system")
-    if base_url is not None:
-        checked_text(base_url, "--base-url")
+    if base_url is not None and not checked_text(base_url, "--base-url").isprintable():
+        raise InvalidInputError(f"--base-url holds a control character: {base_url!r:.200}")
 
     client = settings().client(base_url=base_url, timeout=timeout)
     chat_: Chat | None = None

@@ -10,6 +10,7 @@ sent as inline data; everything given to one message is bounded by
 
 from __future__ import annotations
 
+import os
 import re
 from typing import BinaryIO
 
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "Inputs",
     "attachment_type",
+    "checked_path",
     "checked_text",
 ]
 
@@ -53,6 +55,18 @@ def checked_text(value: str, what: str) -> str:
             f"{what} is not valid UTF-8 text ({shown} at character {found.start()}); "
             "give it in UTF-8 (nothing was sent or recorded)"
         )
+    return value
+
+
+def checked_path(value: str, what: str) -> str:
+    """``value``, unless no file can have that name (empty, a NUL character, or text the
+    file system's encoding cannot carry)."""
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError:
+        encoded = b"\x00"
+    if not encoded or b"\x00" in encoded:
+        raise InvalidInputError(f"{what} {value!r:.200} is not a file name")
     return value
 
 
@@ -111,6 +125,7 @@ class Inputs:
     def add_file(self, path: str) -> None:
         """An image or PDF, as inline data."""
         what = f"the attachment {path}"
+        checked_path(path, "the attachment")
         try:
             with open(path, "rb") as handle:
                 data = self._read(handle, what)

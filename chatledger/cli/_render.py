@@ -35,6 +35,7 @@ from ..events.kinds import (
 from ..types import Content
 
 __all__ = [
+    "CliError",
     "echo",
     "echo_history",
     "echo_json",
@@ -62,6 +63,14 @@ def escape_controls(text: str) -> str:
     ``\\r\\n`` line end becomes a newline)."""
     text = text.replace("\r\n", "\n")
     return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
+
+
+class CliError(click.ClickException):
+    """An expected failure: ``Error: <message>`` on stderr, exit status 1. The message
+    may quote a file name or a value, so its control characters are escaped."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(escape_controls(message))
 
 
 def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:

@@ -221,6 +221,9 @@ class Client:
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
         history_wire = history_to_wire(history)
+        # The transport is built now, its settings (base_url, ...) checked: a chat that
+        # could never send is refused before anything is written.
+        self.transport_for(model)
         conversation = Conversation(
             self.settings, str(uuid.uuid4()), HistoryState(), UsageState(), live
         )

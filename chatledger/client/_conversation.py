@@ -551,6 +551,7 @@ class Conversation:
         its first event names this stream, the version and that event's hash."""
         if model is not None:
             validate_model(model)
+            self.settings.transport_for(model)  # refused now, not at the fork's first send
         anchor = self.store.read(self.id, after_version=version - 1, to_version=version)
         if not anchor:
             raise NotFoundError(f"conversation {self.id} has no version {version}")
