@@ -33,6 +33,7 @@ PUBLIC_MODULES = [
     "chatledger.projections",
     "chatledger.client",
     "chatledger.client.transports",
+    "chatledger.cli",
 ]
 
 

@@ -76,7 +76,11 @@ class Client:
     OpenAI-compatible server: to ``OPENAI_API_KEY``).
     ``actor`` is recorded on every event (default: the OS user). ``busy_timeout`` is how
     long a send waits for another writer's open turn (seconds); ``turn_lease`` how long
-    a turn may stay open before others may close it.
+    after its last event a turn of this client's may stay open before others may close
+    it (seconds, at most an hour).
+
+    ``client.settings`` (:class:`ConversationSettings`) is all a conversation sees of its
+    client: the store, the actor, the timeouts, the retry policy and the transports.
     """
 
     def __init__(
