@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,25 @@ def test_a_pem_pkcs8_key_needs_a_name(tmp_path: Path, monkeypatch: pytest.Monkey
         Signer.parse(encrypted, name="example.com/pem")
     monkeypatch.setenv("CHATLEDGER_SIGNING_KEY", pem)
     assert load_signer(name="example.com/pem").verifier == signer.verifier
+
+
+def test_a_key_made_by_openssl_signs_notes(tmp_path: Path) -> None:
+    """Interoperability with the usual tool: `openssl genpkey -algorithm ed25519`."""
+    path = tmp_path / "openssl.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    path.chmod(0o600)
+    signer = load_signer(path, name="example.com/openssl")
+    public_der = subprocess.run(
+        ["openssl", "pkey", "-in", str(path), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    assert signer.verifier.public_key == public_der[-32:]
+    assert open_note(sign_note("hello\n", [signer]), [signer.verifier]).text == "hello\n"
 
 
 def test_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
