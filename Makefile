@@ -71,6 +71,13 @@ bench-pg: $(BENCH_VENV)/.installed-bench
 
 .PHONY: bench-pg
 
+# The transparency log's pure costs at 1M leaves (benchmarks/proofs.py): tree, checkpoint,
+# proof times and sizes; no database, the dev venv is enough.
+bench-proofs: $(VENV)/.installed-dev
+	$(PY) benchmarks/proofs.py $(BENCH_ARGS)
+
+.PHONY: bench-proofs
+
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
 # PostgreSQL, server and store faults, fuzzing, secrets; then the table of what it did.
 # `make test` runs the same tests at a small scale.
