@@ -19,9 +19,12 @@ from .client import (
     Chats,
     ChatSummary,
     Client,
+    ReplayReport,
+    ReplayTransport,
     acting_as,
+    replay_conversation,
+    verify_log,
 )
-from .client._replay import ReplayTransport, replay_conversation
 from .errors import (
     APIError,
     ChatledgerError,
@@ -70,6 +73,7 @@ __all__ = [
     "NotFoundError",
     "RecordedEvent",
     "ReplayMismatchError",
+    "ReplayReport",
     "ReplayTransport",
     "SQLiteStore",
     "ServerError",
@@ -85,4 +89,5 @@ __all__ = [
     "projections",
     "replay_conversation",
     "types",
+    "verify_log",
 ]

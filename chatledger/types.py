@@ -17,7 +17,7 @@ import enum
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 import pydantic
 from pydantic import ConfigDict, Field, alias_generators
@@ -29,6 +29,11 @@ __all__ = [
     "Candidate",
     "CodeExecutionResult",
     "Content",
+    "ContentListUnion",
+    "ContentListUnionDict",
+    "ContentOrDict",
+    "ContentUnion",
+    "ContentUnionDict",
     "ExecutableCode",
     "File",
     "FileData",
@@ -39,6 +44,7 @@ __all__ = [
     "FunctionDeclaration",
     "FunctionResponse",
     "GenerateContentConfig",
+    "GenerateContentConfigOrDict",
     "GenerateContentResponse",
     "GenerateContentResponsePromptFeedback",
     "GenerateContentResponseUsageMetadata",
@@ -46,15 +52,19 @@ __all__ = [
     "HarmCategory",
     "HarmProbability",
     "HttpOptions",
+    "HttpOptionsOrDict",
     "HttpRetryOptions",
     "ModelContent",
     "Part",
+    "PartUnion",
+    "PartUnionDict",
     "SafetyRating",
     "SafetySetting",
     "Schema",
     "ThinkingConfig",
     "Tool",
     "ToolConfig",
+    "ToolListUnion",
     "Type",
     "UserContent",
     "VideoMetadata",
@@ -424,7 +434,7 @@ class ThinkingConfig(_BaseModel):
 
 
 class AutomaticFunctionCallingConfig(_BaseModel):
-    """How Python functions in ``config.tools`` are called (see SEMANTICS §4)."""
+    """How Python functions in ``config.tools`` are called (docs/chat-api.md#function-calling)."""
 
     disable: bool | None = None
     maximum_remote_calls: int | None = Field(default=10)
@@ -595,6 +605,45 @@ class GenerateContentResponse(_BaseModel):
         """The function calls in the first candidate, or None."""
         calls = [p.function_call for p in self.parts or [] if p.function_call is not None]
         return calls or None
+
+
+# --------------------------------------------------------------------------- argument types
+
+# The argument types of the chat API, named as google-genai 3.3.0 names them, so that code
+# typed against google-genai type-checks against chatledger. What they accept is what
+# google-genai accepts; google-genai's own objects (``google.genai.types.Part``, ...) are
+# pydantic models of the same shape, read through their ``model_dump`` (hence
+# ``pydantic.BaseModel`` in each union). The dict forms take snake_case or camelCase keys.
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+else:  # a runtime alias must not import Pillow (an optional extra)
+    PILImage = object
+
+#: One part of a message: text, a Part, an uploaded File, or a PIL image.
+PartUnion: TypeAlias = str | Part | File | PILImage
+#: A part, or its dict form (``send_message`` takes this or a list of it).
+PartUnionDict: TypeAlias = PartUnion | dict[str, Any] | pydantic.BaseModel
+#: A content: a Content, or the parts of a user content.
+ContentUnion: TypeAlias = Content | PartUnion | list[PartUnion]
+#: A content or its dict form, or the parts of a user content.
+ContentUnionDict: TypeAlias = (
+    Content | dict[str, Any] | PartUnionDict | list[PartUnionDict] | pydantic.BaseModel
+)
+#: One content or a list of them.
+ContentListUnion: TypeAlias = ContentUnion | list[ContentUnion] | list[Content]
+#: One content or a list of them, objects or dicts.
+ContentListUnionDict: TypeAlias = (
+    ContentUnionDict | list[ContentUnionDict] | list[Content] | list[dict[str, Any]]
+)
+#: A Content or its dict form (an item of ``history=``).
+ContentOrDict: TypeAlias = Content | dict[str, Any] | pydantic.BaseModel
+#: A GenerateContentConfig or its dict form (``config=``).
+GenerateContentConfigOrDict: TypeAlias = GenerateContentConfig | dict[str, Any] | pydantic.BaseModel
+#: HttpOptions or their dict form (``http_options=``).
+HttpOptionsOrDict: TypeAlias = HttpOptions | dict[str, Any] | pydantic.BaseModel
+#: The tools of a config: Tool objects, their dicts, or Python functions.
+ToolListUnion: TypeAlias = list[Tool | dict[str, Any] | Callable[..., Any] | pydantic.BaseModel]
 
 
 def is_python_function_tool(tool: Any) -> bool:

@@ -224,3 +224,23 @@ def test_a_fork_resumes_in_a_new_process_state(
         assert texts(resumed.get_history()) == ["a", "re:a", "c", "re:c"]
         assert resumed.parent == fork.parent
         assert other.store.verify().ok
+
+
+def test_a_chat_or_fork_that_could_never_send_is_refused_before_it_is_written(
+    db_path: Path,
+) -> None:
+    # The Gemini transport refuses this base_url; the local model's does not need one.
+    with chatledger.Client(
+        api_key="k", http_options={"base_url": "ftp://example.com/"}, store=str(db_path)
+    ) as client:
+        with pytest.raises(InvalidInputError, match="start with http:// or https://"):
+            client.chats.create(model="gemini-2.5-flash")
+        assert client.chats.list() == []
+
+        chat = client.chats.create(model="local")  # the model itself loads on first send
+        with pytest.raises(InvalidInputError, match="start with http:// or https://"):
+            chat.fork(model="gemini-2.5-flash")
+        with pytest.raises(InvalidInputError, match="start with http:// or https://"):
+            chat.rerun(model="gemini-2.5-flash")
+        assert [summary.conversation_id for summary in client.chats.list()] == [chat.id]
+        assert len(chat.events()) == 1

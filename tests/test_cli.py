@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -19,11 +20,18 @@ from typing import Any
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 import chatledger
-from chatledger.cli import cli, default_db, default_model, resolve_conversation_id, summarize
-from chatledger.client._conversation import default_actor
+from chatledger.cli import (
+    COMMANDS,
+    cli,
+    default_db,
+    default_model,
+    resolve_conversation_id,
+    summarize,
+)
+from chatledger.client._settings import default_actor
 from chatledger.events import (
     ConfigChanged,
     ConversationStarted,
@@ -39,9 +47,18 @@ from chatledger.events import (
     TurnRewound,
     UnknownEvent,
 )
+from tests.cli_support import (
+    API_KEY,
+    assert_expected_error,
+    assert_key_nowhere,
+    cli_process,
+    conversation_id_of,
+    events_of,
+    one_shot,
+    run,
+    stream_reply,
+)
 from tests.support.gemini_server import GeminiServer, text_response
-
-API_KEY = "test-cli-key-NEVER-PRINT-7d3e1f0a"
 
 
 @pytest.fixture
@@ -53,58 +70,6 @@ def runner() -> CliRunner:
 def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     return API_KEY
-
-
-def run(
-    runner: CliRunner,
-    db: Path | None,
-    *args: str,
-    input: str | None = None,
-) -> Result:
-    """Invoke the CLI in-process; unexpected exceptions propagate (they are bugs)."""
-    argv = ["--db", str(db), *args] if db is not None else list(args)
-    return runner.invoke(cli, argv, input=input, catch_exceptions=False)
-
-
-def stream_reply(server: GeminiServer, *pieces: str) -> None:
-    """Script one streamed reply whose text arrives in ``pieces``."""
-    chunks = [text_response(piece, finish_reason=None) for piece in pieces[:-1]]
-    chunks.append(text_response(pieces[-1], usage={"totalTokenCount": 12}))
-    server.reply_sse(chunks)
-
-
-def conversation_id_of(result: Result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("conversation: ")]
-    assert len(lines) == 1, result.stderr
-    return lines[0].removeprefix("conversation: ").strip()
-
-
-def one_shot(runner: CliRunner, db: Path, server: GeminiServer, message: str, *args: str) -> Result:
-    result = run(runner, db, "chat", "--base-url", server.base_url, *args, message)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def events_of(db: Path, conversation_id: str) -> list[chatledger.RecordedEvent]:
-    with SQLiteStore(db) as store:
-        return store.read(conversation_id)
-
-
-def assert_expected_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("Error: "), result.stderr
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in result.stderr
-
-
-def assert_key_nowhere(db: Path, *outputs: str) -> None:
-    for output in outputs:
-        assert API_KEY not in output
-    # The -wal file too, in case a connection left one behind.
-    for path in db.parent.glob(db.name + "*"):
-        assert API_KEY.encode() not in path.read_bytes(), path
 
 
 # --------------------------------------------------------------------------- chat
@@ -279,7 +244,7 @@ def test_repl_reports_errors_and_goes_on(
     assert result.exit_code == 0, result.output
     assert result.stdout == "Back again.\nSlashed.\n"
     assert gemini_server.requests[-1].body["contents"][-1]["parts"] == [{"text": "/etc/hosts?"}]
-    assert "Error: conversation" in result.stderr and "no turn to rewind" in result.stderr
+    assert "Error: nothing to rewind: no message was sent yet" in result.stderr
     assert "Unknown command /nonsense" in result.stderr
     assert "Error: 503 UNAVAILABLE" in result.stderr
     types = [e.type for e in events_of(db_path, conversation_id_of(result))]
@@ -307,19 +272,22 @@ def test_default_db_is_created_in_the_user_data_dir(runner: CliRunner, data_home
     assert default_db() == expected
     assert not expected.parent.exists()
 
-    # No API key: a new conversation records the offline model; EOF before any message,
-    # so the model itself is never loaded.
+    # Reading a log that does not exist yet creates nothing.
+    assert json.loads(run(runner, None, "ls", "--json").stdout) == []
+    assert not expected.exists()
+
+    # No API key: the offline model; EOF before any message, so the model is never
+    # loaded, and the conversation, created with its first message, never recorded.
     result = run(runner, None, "chat", input="")
 
     assert result.exit_code == 0, result.output
+    assert "Chatting with local." in result.stderr
+    assert "conversation: " not in result.stderr
     assert expected.is_file()
-    conversation_id = conversation_id_of(result)
-    started = events_of(expected, conversation_id)
-    assert [e.type for e in started] == ["conversation_started"]
-    assert isinstance(started[0].data, ConversationStarted)
-    assert started[0].data.model == "local"
-    listed = json.loads(run(runner, None, "ls", "--json").stdout)
-    assert [(c["conversation_id"], c["model"]) for c in listed] == [(conversation_id, "local")]
+    assert json.loads(run(runner, None, "ls", "--json").stdout) == []
+
+    fork = run(runner, None, "fork", "nothing-yet")
+    assert_expected_error(fork, "no conversation id starts with 'nothing-yet'")
 
 
 def test_db_option_wins_over_the_environment(
@@ -479,7 +447,10 @@ def test_verify_finds_a_tampered_event(
 def walk(command: click.Command, path: Sequence[str] = ()) -> Iterator[tuple[str, click.Command]]:
     yield " ".join(path) or "chatledger", command
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             yield from walk(sub, (*path, name))
 
 
@@ -496,36 +467,50 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
         shown = runner.invoke(cli, [*args, "--help"])
         assert shown.exit_code == 0
         assert "Usage:" in shown.stdout
-    assert sorted(seen) == [
-        "chat",
-        "chatledger",
-        "diff",
-        "export",
-        "fork",
-        "import",
-        "log",
-        "ls",
-        "replay",
-        "show",
-        "tree",
-        "verify",
-    ]
+    # Every registered command was walked (a command added to COMMANDS is checked too).
+    assert sorted(seen) == sorted(["chatledger", *COMMANDS])
+    assert {"chat", "ls", "show", "log", "verify", "fork", "tree", "diff", "replay"} < set(seen)
+    assert {"export", "import"} < set(seen)
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+
+
+def doc_sections() -> dict[str, str]:
+    """docs/cli.md by second-level heading ("## chat {#chat}" -> "chat")."""
+    sections: dict[str, str] = {}
+    name = ""
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            name = line[3:].split(" {#")[0].strip()
+        sections[name] = sections.get(name, "") + line + "\n"
+    return sections
+
+
+def test_docs_cover_every_command_and_option() -> None:
+    """docs/cli.md has a section for every command naming each of its options (or
+    links from that section to the page that does)."""
+    sections = doc_sections()
+    common = sections["Common ground"]
+    for name, command in walk(cli):
+        if name == "chatledger":
+            text = common
+        else:
+            assert name in sections, f"docs/cli.md has no section for {name}"
+            text = sections[name]
+            for page in re.findall(r"\]\(([a-z-]+\.md)[#)]", text):
+                linked = DOCS.parent / page
+                text += linked.read_text(encoding="utf-8") if linked.exists() else ""
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name in ("db", "actor"):
+                continue
+            assert any(opt in text for opt in param.opts), f"docs/cli.md: {name} {param.opts}"
+    for option in ("--db", "--actor", "--version", "--help"):
+        assert f"`{option}" in common
+    assert "| 2 |" in common and "| 1 |" in common  # exit statuses
 
 
 # --------------------------------------------------------------------------- subprocess
-
-
-def cli_process(
-    *args: str, env: dict[str, str], stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "chatledger.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def test_real_process_on_a_real_file(db_path: Path, gemini_server: GeminiServer) -> None:
@@ -562,8 +547,7 @@ def test_real_process_on_a_real_file(db_path: Path, gemini_server: GeminiServer)
 
 def test_installed_script_runs(db_path: Path) -> None:
     script = Path(sys.executable).parent / "chatledger"
-    if not script.exists():
-        pytest.skip("the chatledger console script is not installed beside this interpreter")
+    assert script.exists(), "the chatledger console script is not installed: pip install -e ."
     result = subprocess.run(
         [str(script), "--db", str(db_path), "ls", "--json"],
         capture_output=True,

@@ -12,7 +12,7 @@ import pytest
 
 import chatledger
 from chatledger import types
-from chatledger.client._replay import ReplayTransport, recorded_calls, replay_conversation
+from chatledger.client import ReplayTransport, recorded_calls, replay_conversation
 from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.errors import ReplayMismatchError, ServerError
 from chatledger.types import FunctionDeclaration, Tool

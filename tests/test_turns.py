@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import chatledger
-from chatledger.client import _conversation
+from chatledger.client import _conversation, _fold, _leases
 from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.events import NewEvent, UserMessageAdded
 from chatledger.projections import history
@@ -243,19 +243,19 @@ def test_a_turn_left_open_by_this_process_is_closed_at_once(db_path: Path) -> No
 def test_snapshots_make_resume_start_late_and_agree_with_the_log(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", 10)
-    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
+    monkeypatch.setattr(_fold, "SNAPSHOT_EVERY", 10)
+    monkeypatch.setattr(_fold, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m", history=[{"role": "user", "parts": [{"text": "seed"}]}])
     for index in range(8):
         transport.enqueue(f"a{index}")
         chat.send_message(f"q{index}")
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None and snapshot.version >= 10
 
-    state, _, used = _conversation.fold_events(client.store, chat.id)
-    plain, _, unused = _conversation.fold_events(client.store, chat.id, use_snapshot=False)
+    state, _, used = _fold.fold_events(client.store, chat.id)
+    plain, _, unused = _fold.fold_events(client.store, chat.id, use_snapshot=False)
     assert used == snapshot.version and unused == 0
     assert history.dump_state(state) == history.dump_state(plain)
     resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
@@ -266,8 +266,8 @@ def _chat_with_snapshot(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, *, every: int = 10, sends: int = 6
 ) -> tuple[chatledger.Client, Any, ScriptedTransport]:
     """A chat of ``sends`` turns, snapshotted every ``every`` events."""
-    monkeypatch.setattr(_conversation, "SNAPSHOT_EVERY", every)
-    monkeypatch.setattr(_conversation, "SNAPSHOT_GROWTH", 1)
+    monkeypatch.setattr(_fold, "SNAPSHOT_EVERY", every)
+    monkeypatch.setattr(_fold, "SNAPSHOT_GROWTH", 1)
     transport = ScriptedTransport()
     client = chatledger.Client(store=str(db_path), transport=transport)
     chat = client.chats.create(model="m")
@@ -282,9 +282,9 @@ def _tamper_with_snapshot(
 ) -> None:
     """Edit the snapshot's state, keeping its version and anchor hash: the edit a resume
     cannot see (the anchor still matches the log)."""
-    snapshot = client.store.load_snapshot(chat_id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat_id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
-    state = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    state = _fold._SNAPSHOT_DECODER.decode(snapshot.state)
     if part == "contents":
         state.contents[0] = {"role": "user", "parts": [{"text": "forged"}]}
     else:
@@ -292,7 +292,7 @@ def _tamper_with_snapshot(
     with sqlite3.connect(db_path) as conn:  # as someone with the file would
         conn.execute(
             "UPDATE snapshots SET state = ? WHERE conversation_id = ?",
-            (_conversation._SNAPSHOT_ENCODER.encode(state), chat_id),
+            (_fold._SNAPSHOT_ENCODER.encode(state), chat_id),
         )
     conn.close()
 
@@ -316,7 +316,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
 
     client, chat, _ = _chat_with_snapshot(db_path, monkeypatch)
     original = chat.get_history()
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
     _tamper_with_snapshot(client, db_path, chat.id, part)
     if part == "contents":  # what is at stake: a resume starts from the snapshot
@@ -344,7 +344,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     resumed = chatledger.Client(store=str(db_path)).chats.get(chat.id)
     assert resumed.get_history() == original
     assert resumed.verify().ok
-    rebuilt = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    rebuilt = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert rebuilt is not None and rebuilt.version == snapshot.version
 
 
@@ -352,11 +352,11 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, chat, transport = _chat_with_snapshot(db_path, monkeypatch, every=5, sends=3)
-    snapshot = client.store.load_snapshot(chat.id, _conversation.SNAPSHOT_NAME)
+    snapshot = client.store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME)
     assert snapshot is not None
     transport.enqueue("after")
     chat.send_message("one more")  # so that snapshot.version + 1 is a real event
-    forged = _conversation._SNAPSHOT_DECODER.decode(snapshot.state)
+    forged = _fold._SNAPSHOT_DECODER.decode(snapshot.state)
     forged.contents = [{"role": "user", "parts": [{"text": "forged"}]}]
     forged.full = [0]
     forged.hash = "0" * 64
@@ -365,8 +365,274 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(
             conversation_id=chat.id,
             name=snapshot.name,
             version=snapshot.version + 1,
-            state=_conversation._SNAPSHOT_ENCODER.encode(forged),
+            state=_fold._SNAPSHOT_ENCODER.encode(forged),
         )
     )
     resumed = chatledger.Client(store=str(db_path), transport=transport).chats.get(chat.id)
     assert resumed.get_history() == chat.get_history()
+
+
+# --------------------------------------------------------------------------- leases and clocks
+
+
+TEN_YEARS = 10 * 365 * 24 * 3600
+
+
+def _clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make this process's store write events as a writer whose clock runs ``seconds``
+    ahead (the time stamped on each event is the writer's clock)."""
+    import datetime as dt
+
+    from chatledger.events import store as store_module
+
+    def ahead() -> str:
+        moment = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+        return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+    monkeypatch.setattr(store_module, "utc_now", ahead)
+
+
+def _open_turn(
+    client: chatledger.Client,
+    conversation_id: str,
+    *,
+    lease: float,
+    host: str = "another-host/0000",
+    pid: int = 1,
+) -> None:
+    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    client.store.append(
+        conversation_id,
+        [
+            NewEvent(
+                data=UserMessageAdded(
+                    turn=1,
+                    content={"role": "user", "parts": [{"text": "elsewhere"}]},
+                    lease_seconds=lease,
+                ),
+                metadata={"actor": "remote", "host": host, "pid": pid},
+            )
+        ],
+        expected_version=version,
+    )
+
+
+def _abandoned(chat: Any) -> list[str]:
+    return [event.data.reason for event in chat.events() if event.type == "turn_abandoned"]
+
+
+def test_a_turn_recorded_by_a_clock_ten_years_ahead_is_closed_after_its_lease(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = ScriptedTransport().enqueue("hello")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=30)
+    chat = client.chats.create(model="m")
+    with monkeypatch.context() as patched:
+        _clock_ahead(patched, TEN_YEARS)
+        _open_turn(client, chat.id, lease=0.5)
+    recorded = chat.events()[-1].recorded_at
+    assert recorded[:4] == str(int(chat.events()[0].recorded_at[:4]) + 10)
+
+    # By the wall clock the turn's last event is ten years away; the lease is measured
+    # by how long this process has watched the turn sit idle.
+    assert chat.send_message("mine").text == "hello"
+    [reason] = _abandoned(chat)
+    assert "lease of 0.5 s ran out (watched by this process" in reason
+    assert "in the future" in reason
+    assert [c.parts[0].text for c in chat.get_history()] == ["mine", "hello"]  # type: ignore[index]
+    assert client.store.verify().ok
+
+
+def test_a_busy_error_keeps_the_watch_so_a_later_send_gets_through(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server process: each send waits briefly, but the time watched adds up.
+    transport = ScriptedTransport().enqueue("at last")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0.2)
+    chat = client.chats.create(model="m")
+    with monkeypatch.context() as patched:
+        _clock_ahead(patched, TEN_YEARS)
+        _open_turn(client, chat.id, lease=0.6)
+    with pytest.raises(chatledger.ConversationBusyError, match=r"its lease \(0\.6 s\)"):
+        chat.send_message("too early")
+    for _ in range(50):
+        try:
+            assert chat.send_message("now").text == "at last"
+            break
+        except chatledger.ConversationBusyError:
+            continue
+    else:
+        pytest.fail("the turn was never closed")
+    assert len(_abandoned(chat)) == 1
+
+
+@pytest.mark.parametrize(
+    ("lease", "ahead"), [(1e300, 0.0), (1e300, 1e9), (float("inf"), 0.0)], ids=str
+)
+def test_a_huge_lease_or_a_year_2999_time_is_bounded(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, lease: float, ahead: float
+) -> None:
+    # 1e9 s ahead is the year 2057; MAX_TURN_LEASE is an hour, shortened here to wait less.
+    monkeypatch.setattr(_leases, "MAX_TURN_LEASE", 0.4)
+    transport = ScriptedTransport().enqueue("free")
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=30)
+    chat = client.chats.create(model="m")
+    with monkeypatch.context() as patched:
+        _clock_ahead(patched, ahead)
+        if lease == float("inf"):  # not JSON: write the largest finite value a file can hold
+            lease = 1.7976931348623157e308
+        _open_turn(client, chat.id, lease=lease)
+    assert chat.send_message("mine").text == "free"
+    [reason] = _abandoned(chat)
+    assert reason.startswith("its lease of 0.4 s ran out")
+
+
+def test_the_lease_bound_and_the_clock_rules() -> None:
+    assert _leases.bounded_lease(1e300) == _leases.MAX_TURN_LEASE == 3600
+    assert _leases.bounded_lease(float("nan")) == _leases.MAX_TURN_LEASE
+    assert _leases.bounded_lease("600") == _leases.MAX_TURN_LEASE  # not a number
+    assert _leases.bounded_lease(True) == _leases.MAX_TURN_LEASE
+    assert _leases.bounded_lease(-5) == 0
+    assert _leases.bounded_lease(600) == 600
+    with pytest.raises(chatledger.InvalidInputError, match="at most 3600"):
+        chatledger.Client(turn_lease=1e300)
+    for bad in (float("nan"), 0, -1, "600"):
+        with pytest.raises(chatledger.InvalidInputError, match="turn_lease"):
+            chatledger.Client(turn_lease=bad)  # type: ignore[arg-type]
+    with pytest.raises(chatledger.InvalidInputError, match="busy_timeout"):
+        chatledger.Client(busy_timeout=float("nan"))
+    assert chatledger.Client(busy_timeout=float("inf"), turn_lease=3600).busy_timeout > 1e308
+
+
+def test_an_unreadable_time_counts_as_now_and_the_watch_decides() -> None:
+    pending = history.PendingTurn(
+        turn=3,
+        opened_at="not a time",
+        opened_version=2,
+        lease_seconds=0.05,
+        owner={"host": "elsewhere", "pid": 7},
+        user_input={"role": "user", "parts": [{"text": "x"}]},
+    )
+    watch = _leases.LeaseWatch()
+
+    def judge(version: int) -> str | None:
+        return _leases.judge_turn(
+            pending, location="db", conversation_id="c", version=version, watch=watch
+        )
+
+    assert judge(2) is None  # first seen now
+    time.sleep(0.1)
+    assert judge(3) is None  # a new event in the turn: the count starts again
+    time.sleep(0.1)
+    assert "watched by this process" in (judge(3) or "")
+
+
+# --------------------------------------------------------------------------- PID namespaces
+
+
+def test_the_host_identity_names_the_pid_namespace() -> None:
+    namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        boot_id = handle.read().strip()
+    assert f"{os.uname().nodename}/{boot_id}/{namespace}" == _leases.HOST
+    assert _conversation.HOST == _leases.HOST  # what every turn's first event records
+
+
+def test_a_writer_in_another_pid_namespace_is_not_judged_by_its_pid(db_path: Path) -> None:
+    # Same host name and boot as this process, another PID namespace; its pid does not
+    # exist here. Only the lease may close its turn.
+    hostname, boot_id, _namespace = _leases.HOST.split("/")
+    other = f"{hostname}/{boot_id}/4026531999"
+    dead = _dead_pid()
+    transport = ScriptedTransport()
+    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0.3)
+    chat = client.chats.create(model="m")
+    _open_turn(client, chat.id, lease=600, host=other, pid=dead)
+    with pytest.raises(chatledger.ConversationBusyError, match="turn 1 open by remote"):
+        chat.send_message("mine")
+    assert _abandoned(chat) == []
+    assert transport.requests == []
+
+    # The same record naming this namespace: the dead pid closes it at once.
+    chat2 = client.chats.create(model="m")
+    _open_turn(client, chat2.id, lease=600, host=_leases.HOST, pid=dead)
+    transport.enqueue("second")
+    assert chat2.send_message("mine").text == "second"
+    assert _abandoned(chat2) == [f"its writer process {dead} on this host is gone"]
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+_NAMESPACED_READER = r"""
+import os, sys, chatledger
+path, base_url, conversation_id, key = sys.argv[1:5]
+client = chatledger.Client(
+    api_key=key, http_options={"base_url": base_url}, store=path, busy_timeout=1
+)
+chat = client.chats.get(conversation_id)
+print("pid", os.getpid(), flush=True)
+try:
+    chat.send_message("from another namespace")
+except chatledger.ConversationBusyError as error:
+    print("busy", error, flush=True)
+else:
+    print("sent", flush=True)
+"""
+
+
+def test_a_live_turn_is_not_taken_over_from_another_pid_namespace(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
+    """The writer (this process) streams a reply; a reader in a new PID namespace, where
+    this process's pid does not exist, must wait for the lease, not close the turn."""
+    gate = threading.Event()
+    gemini_server.enqueue(
+        Reply(
+            "sse",
+            chunks=[text_response("slow ", finish_reason=None), text_response("reply")],
+            gates={1: gate},
+        )
+    )
+    gemini_server.reply_text("the reader's reply")  # what a wrong takeover would get
+    client = _client(gemini_server, db_path)
+    chat = client.chats.create(model="m")
+    chunks = chat.send_message_stream("streaming")
+    first = next(chunks)  # the turn is open and in flight in this process
+    assert first.text == "slow "
+    try:
+        reader = subprocess.run(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                sys.executable,
+                "-c",
+                _NAMESPACED_READER,
+                str(db_path),
+                gemini_server.base_url,
+                chat.id,
+                API_KEY,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+    finally:
+        gate.set()
+    assert reader.returncode == 0, reader.stderr
+    lines = reader.stdout.splitlines()
+    assert lines[0] == "pid 1", lines  # it really ran in a new PID namespace
+    assert lines[1].startswith("busy "), lines
+    assert "turn 1 open by" in lines[1]
+    assert [chunk.text for chunk in chunks] == ["reply"]
+    kinds = [event.type for event in chat.events()]
+    assert "turn_abandoned" not in kinds
+    assert kinds[-1] == "model_responded"
+    assert [c.parts[0].text for c in chat.get_history()] == ["streaming", "slow reply"]  # type: ignore[index]
+    client.close()

@@ -12,8 +12,8 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Generator
+from typing import Any
 
 from ..errors import ChatStateError
 from ..events.envelope import RecordedEvent
@@ -21,11 +21,14 @@ from ..events.kinds import ParentRef
 from ..events.store import VerificationReport
 from ..projections.history import HistoryState, sendable
 from ..projections.usage import UsageState
-from ..types import Content, GenerateContentConfig, GenerateContentResponse
-from ._conversation import Conversation, Turn, verify_log
-
-if TYPE_CHECKING:
-    from ._client import ChatSummary
+from ..types import (
+    Content,
+    GenerateContentConfig,
+    GenerateContentConfigOrDict,
+    GenerateContentResponse,
+    PartUnionDict,
+)
+from ._conversation import Conversation, Turn
 from ._convert import (
     config_to_wire,
     content_from_wire,
@@ -34,6 +37,7 @@ from ._convert import (
     response_from_wire,
     stored_config,
 )
+from ._fold import verify_log
 from ._functions import (
     declare,
     function_map,
@@ -41,7 +45,9 @@ from ._functions import (
     run_function_async,
     unknown_function,
 )
+from ._listing import list_conversations
 from ._stream import StreamMerger
+from ._summaries import ChatSummary
 
 __all__ = ["AsyncChat", "Chat"]
 
@@ -132,7 +138,11 @@ class _BaseChat:
         return messages
 
     def _fork_conversation(
-        self, at: int | None, turn: int | None, model: str | None, config: Any
+        self,
+        at: int | None,
+        turn: int | None,
+        model: str | None,
+        config: GenerateContentConfigOrDict | None,
     ) -> Conversation:
         conversation = self._conversation
         version = conversation.fork_version(at, turn)
@@ -156,7 +166,11 @@ class _BaseChat:
         return response_from_wire(response) if response is not None else None
 
     def _prepare(
-        self, message: Any, config: Any, *, is_async: bool
+        self,
+        message: list[PartUnionDict] | PartUnionDict,
+        config: GenerateContentConfigOrDict | None,
+        *,
+        is_async: bool,
     ) -> tuple[dict[str, Any], GenerateContentConfig | None, dict[str, Any] | None]:
         content = message_to_content(message)
         override = parse_config(config)
@@ -187,7 +201,11 @@ class Chat(_BaseChat):
             stream.close()
         self._open_stream = None
 
-    def send_message(self, message: Any, config: Any = None) -> GenerateContentResponse:
+    def send_message(
+        self,
+        message: list[PartUnionDict] | PartUnionDict,
+        config: GenerateContentConfigOrDict | None = None,
+    ) -> GenerateContentResponse:
         """Send ``message`` with the history; return the model's response."""
         content, override, override_wire = self._prepare(message, config, is_async=False)
         self._close_open_stream()
@@ -218,8 +236,10 @@ class Chat(_BaseChat):
             conversation.end_turn(turn)
 
     def send_message_stream(
-        self, message: Any, config: Any = None
-    ) -> Iterator[GenerateContentResponse]:
+        self,
+        message: list[PartUnionDict] | PartUnionDict,
+        config: GenerateContentConfigOrDict | None = None,
+    ) -> Generator[GenerateContentResponse, None, None]:
         """Send ``message``; yield the response chunks as they arrive.
 
         The history changes once the stream completes. Leaving the loop early (or
@@ -236,7 +256,7 @@ class Chat(_BaseChat):
         content: dict[str, Any],
         override: GenerateContentConfig | None,
         override_wire: dict[str, Any] | None,
-    ) -> Iterator[GenerateContentResponse]:
+    ) -> Generator[GenerateContentResponse, None, None]:
         conversation = self._conversation
         turn = conversation.begin_turn(
             content, override, override_wire, streamed=True, is_async=False
@@ -314,7 +334,7 @@ class Chat(_BaseChat):
         *,
         turn: int | None = None,
         model: str | None = None,
-        config: Any = None,
+        config: GenerateContentConfigOrDict | None = None,
     ) -> Chat:
         """A new chat whose history is this one's at version ``at`` (default: now), or
         after its first ``turn`` turns, going its own way from there. Nothing is copied:
@@ -325,9 +345,11 @@ class Chat(_BaseChat):
 
     def branches(self) -> list[ChatSummary]:
         """The conversations forked directly from this one."""
-        return self._conversation.client.chats.list(parent_id=self.id)
+        return list_conversations(self._conversation.store, parent_id=self.id)
 
-    def rerun(self, *, model: str | None = None, config: Any = None) -> Chat:
+    def rerun(
+        self, *, model: str | None = None, config: GenerateContentConfigOrDict | None = None
+    ) -> Chat:
         """Re-send this conversation's user messages to ``model`` (and/or with ``config``)
         as a new fork from its start, so the two can be compared side by side."""
         messages = self._rerun_messages()
@@ -349,7 +371,11 @@ class Chat(_BaseChat):
 class AsyncChat(_BaseChat):
     """The async twin of :class:`Chat`: the same methods, awaited."""
 
-    async def send_message(self, message: Any, config: Any = None) -> GenerateContentResponse:
+    async def send_message(
+        self,
+        message: list[PartUnionDict] | PartUnionDict,
+        config: GenerateContentConfigOrDict | None = None,
+    ) -> GenerateContentResponse:
         content, override, override_wire = self._prepare(message, config, is_async=True)
         conversation = self._conversation
         turn = await asyncio.to_thread(
@@ -380,7 +406,9 @@ class AsyncChat(_BaseChat):
             conversation.end_turn(turn)
 
     async def send_message_stream(
-        self, message: Any, config: Any = None
+        self,
+        message: list[PartUnionDict] | PartUnionDict,
+        config: GenerateContentConfigOrDict | None = None,
     ) -> AsyncIterator[GenerateContentResponse]:
         """Send ``message``; ``async for`` over the result yields chunks as they arrive."""
         content, override, override_wire = self._prepare(message, config, is_async=True)
@@ -474,16 +502,20 @@ class AsyncChat(_BaseChat):
         *,
         turn: int | None = None,
         model: str | None = None,
-        config: Any = None,
+        config: GenerateContentConfigOrDict | None = None,
     ) -> AsyncChat:
         """As :meth:`Chat.fork`."""
         conversation = await asyncio.to_thread(self._fork_conversation, at, turn, model, config)
         return AsyncChat(conversation)
 
     async def branches(self) -> list[ChatSummary]:
-        return await asyncio.to_thread(self._conversation.client.chats.list, parent_id=self.id)
+        return await asyncio.to_thread(
+            list_conversations, self._conversation.store, parent_id=self.id
+        )
 
-    async def rerun(self, *, model: str | None = None, config: Any = None) -> AsyncChat:
+    async def rerun(
+        self, *, model: str | None = None, config: GenerateContentConfigOrDict | None = None
+    ) -> AsyncChat:
         """As :meth:`Chat.rerun`."""
         messages = await asyncio.to_thread(self._rerun_messages)
         fork = await self.fork(at=1, model=model, config=config)

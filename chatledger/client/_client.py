@@ -4,83 +4,39 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
 import pydantic
 
-from ..errors import InvalidInputError, NotFoundError, register_secret
+from ..errors import InvalidInputError, register_secret
 from ..events import open_store
 from ..events.envelope import validate_conversation_id
-from ..events.kinds import ConfigChanged, ConversationStarted, UserMessageAdded
-from ..events.store import EventStore, StreamInfo
+from ..events.kinds import ConfigChanged, ConversationStarted
+from ..events.store import EventStore
 from ..projections.history import HistoryState
 from ..projections.usage import UsageState
-from ..types import HttpOptions
+from ..types import ContentOrDict, GenerateContentConfigOrDict, HttpOptions, HttpOptionsOrDict
 from ._chat import AsyncChat, Chat
-from ._conversation import (
-    Conversation,
-    FoldCache,
-    default_actor,
-    fold_events,
-    load_conversation,
-    validate_actor,
-    validate_model,
-)
+from ._conversation import Conversation, load_conversation
 from ._convert import config_to_wire, history_to_wire, parse_config
 from ._functions import declare
+from ._listing import conversation_tree, list_conversations
 from ._retry import RetryPolicy
+from ._settings import (
+    ConversationSettings,
+    default_actor,
+    validate_actor,
+    validate_model,
+    validate_timeouts,
+)
+from ._summaries import BranchNode, ChatSummary
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport, check_model_name
 
 __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
-
-
-class ChatSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """One line of ``chats.list()``."""
-
-    conversation_id: str
-    model: str
-    turns: int
-    version: int
-    created_at: str
-    updated_at: str
-    parent_id: str | None = None
-    parent_version: int | None = None
-
-
-class BranchNode(msgspec.Struct, kw_only=True):
-    """One conversation in a tree of forks (``chats.tree``)."""
-
-    summary: ChatSummary
-    #: The first words of the first message this branch added (where it diverges).
-    divergence: str
-    children: list[BranchNode] = msgspec.field(default_factory=list)
-
-    @property
-    def conversation_id(self) -> str:
-        return self.summary.conversation_id
-
-    def walk(self, depth: int = 0) -> Iterator[tuple[int, BranchNode]]:
-        """Every node, depth first, with its depth (the root is 0)."""
-        # Iterative: a chain of forks may be deeper than Python's recursion limit.
-        stack: list[tuple[int, BranchNode]] = [(depth, self)]
-        while stack:
-            level, node = stack.pop()
-            yield level, node
-            stack.extend((level + 1, child) for child in reversed(node.children))
-
-
-def _first_words(content: dict[str, Any], words: int = 8) -> str:
-    text = " ".join(
-        part["text"]
-        for part in content.get("parts") or []
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    ).split()
-    return " ".join(text[:words]) + (" ..." if len(text) > words else "")
 
 
 def _parse_http_options(http_options: Any) -> HttpOptions | None:
@@ -120,14 +76,18 @@ class Client:
     OpenAI-compatible server: to ``OPENAI_API_KEY``).
     ``actor`` is recorded on every event (default: the OS user). ``busy_timeout`` is how
     long a send waits for another writer's open turn (seconds); ``turn_lease`` how long
-    a turn may stay open before others may close it.
+    after its last event a turn of this client's may stay open before others may close
+    it (seconds, at most an hour).
+
+    ``client.settings`` (:class:`ConversationSettings`) is all a conversation sees of its
+    client: the store, the actor, the timeouts, the retry policy and the transports.
     """
 
     def __init__(
         self,
         api_key: str | None = None,
         *,
-        http_options: HttpOptions | dict[str, Any] | None = None,
+        http_options: HttpOptionsOrDict | None = None,
         store: Any = None,
         actor: str | None = None,
         transport: Transport | None = None,
@@ -146,24 +106,54 @@ class Client:
         if self.http_options is not None:
             register_secret_headers(self.http_options.headers)
         try:
-            self.retry_policy = RetryPolicy.from_options(
+            retry_policy = RetryPolicy.from_options(
                 self.http_options.retry_options if self.http_options is not None else None
             )
         except ValueError as exc:
             raise InvalidInputError(f"invalid http_options.retry_options: {exc}") from None
         if actor is not None:
             validate_actor(actor)
-        if busy_timeout < 0 or turn_lease <= 0:
-            raise InvalidInputError("busy_timeout must be >= 0 and turn_lease > 0 (seconds)")
+        busy_timeout, turn_lease = validate_timeouts(busy_timeout, turn_lease)
         self._owns_store = not isinstance(store, EventStore)
-        self.store: EventStore = open_store(store)
-        self.actor = actor or default_actor()
-        self.busy_timeout = float(busy_timeout)
-        self.turn_lease = float(turn_lease)
         self._transport_override = transport
         self._transports: dict[str, Transport] = {}
+        # What every conversation of this client is given (and all it sees of the client).
+        self.settings = ConversationSettings(
+            store=open_store(store),
+            actor=actor or default_actor(),
+            busy_timeout=busy_timeout,
+            turn_lease=turn_lease,
+            retry_policy=retry_policy,
+            transport_for=self.transport_for,
+        )
         self.chats = Chats(self)
         self.aio = AsyncClient(self)
+
+    @property
+    def store(self) -> EventStore:
+        """The event log this client reads and writes."""
+        return self.settings.store
+
+    @property
+    def actor(self) -> str:
+        """Recorded on every event this client writes (unless :func:`acting_as` says
+        otherwise)."""
+        return self.settings.actor
+
+    @property
+    def busy_timeout(self) -> float:
+        """Seconds a send waits for another writer's open turn."""
+        return self.settings.busy_timeout
+
+    @property
+    def turn_lease(self) -> float:
+        """Seconds others wait after this client's last event before closing its turn."""
+        return self.settings.turn_lease
+
+    @property
+    def retry_policy(self) -> RetryPolicy | None:
+        """When failed model calls are retried (None: never, the default)."""
+        return self.settings.retry_policy
 
     def __repr__(self) -> str:
         return f"<chatledger.Client store={self.store.location!r} actor={self.actor!r}>"
@@ -220,7 +210,12 @@ class Client:
 
     # ----------------------------------------------------------------- shared by Chats
 
-    def _start(self, model: Any, config: Any, history: Any) -> Conversation:
+    def _start(
+        self,
+        model: str,
+        config: GenerateContentConfigOrDict | None,
+        history: Sequence[ContentOrDict] | None,
+    ) -> Conversation:
         validate_model(model)
         if (
             self._transport_override is None
@@ -230,82 +225,29 @@ class Client:
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
         history_wire = history_to_wire(history)
-        conversation = Conversation(self, str(uuid.uuid4()), HistoryState(), UsageState(), live)
+        # The transport is built now, its settings (base_url, ...) checked: a chat that
+        # could never send is refused before anything is written.
+        self.transport_for(model)
+        conversation = Conversation(
+            self.settings, str(uuid.uuid4()), HistoryState(), UsageState(), live
+        )
         conversation.append(
             [ConversationStarted(model=model, config=config_wire, history=history_wire)]
         )
         return conversation
 
-    def _resume(self, conversation_id: Any, config: Any) -> Conversation:
+    def _resume(
+        self, conversation_id: str, config: GenerateContentConfigOrDict | None
+    ) -> Conversation:
         validate_conversation_id(conversation_id)
         live = parse_config(config)
-        conversation = load_conversation(self, conversation_id, live)
+        conversation = load_conversation(self.settings, conversation_id, live)
         if live is not None:
             wire = config_to_wire(live, declare)
             if wire != conversation.history.config:
                 conversation.wait_for_turn()
                 conversation.append([ConfigChanged(config=wire)])
         return conversation
-
-    def _summary(self, info: StreamInfo, cache: FoldCache | None = None) -> ChatSummary:
-        history, _usage, _ = fold_events(self.store, info.conversation_id, cache=cache)
-        return ChatSummary(
-            conversation_id=info.conversation_id,
-            model=history.model,
-            turns=len(history.turns),
-            version=info.version,
-            created_at=info.created_at,
-            updated_at=info.updated_at,
-            parent_id=info.parent_id,
-            parent_version=info.parent_version,
-        )
-
-    def _list(self, limit: int | None, parent_id: str | None = None) -> list[ChatSummary]:
-        infos = self.store.conversations(limit=limit, parent_id=parent_id)
-        return [self._summary(info) for info in infos]
-
-    def _tree(self, conversation_id: str) -> BranchNode:
-        validate_conversation_id(conversation_id)
-        info = self.store.stream_info(conversation_id)
-        if info is None:
-            raise NotFoundError(f"no conversation {conversation_id!r} in {self.store.location}")
-        seen = {info.conversation_id}
-        while info.parent_id is not None:  # up to the root
-            parent = self.store.stream_info(info.parent_id)
-            if parent is None or parent.conversation_id in seen:
-                break
-            seen.add(parent.conversation_id)
-            info = parent
-
-        cache: FoldCache = {}  # each fork's fold starts from its parent's
-
-        def node(stream: StreamInfo) -> BranchNode:
-            first = next(
-                (
-                    e.data
-                    for e in self.store.read(stream.conversation_id)
-                    if isinstance(e.data, UserMessageAdded)
-                ),
-                None,
-            )
-            return BranchNode(
-                summary=self._summary(stream, cache),
-                divergence=_first_words(first.content) if first is not None else "",
-            )
-
-        # Without recursion: a chain of forks may be thousands deep.
-        root = node(info)
-        placed = {root.conversation_id}
-        pending = [root]
-        while pending:
-            branch = pending.pop()
-            for child in reversed(self.store.conversations(parent_id=branch.conversation_id)):
-                if child.conversation_id in placed:
-                    continue
-                placed.add(child.conversation_id)
-                branch.children.append(node(child))
-            pending.extend(branch.children)
-        return root
 
 
 class Chats:
@@ -314,11 +256,19 @@ class Chats:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, *, model: str, config: Any = None, history: Any = None) -> Chat:
+    def create(
+        self,
+        *,
+        model: str,
+        config: GenerateContentConfigOrDict | None = None,
+        history: Sequence[ContentOrDict] | None = None,
+    ) -> Chat:
         """Start a new conversation (recorded at once) and return its chat."""
         return Chat(self._client._start(model, config, history))
 
-    def get(self, conversation_id: str, *, config: Any = None) -> Chat:
+    def get(
+        self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None
+    ) -> Chat:
         """Resume a conversation from the log, in this or any process.
 
         Pass ``config`` to give the chat its Python function tools again (the log keeps
@@ -329,11 +279,11 @@ class Chats:
 
     def list(self, *, limit: int | None = None, parent_id: str | None = None) -> list[ChatSummary]:
         """Conversations, most recently updated first; with ``parent_id``, its forks."""
-        return self._client._list(limit, parent_id)
+        return list_conversations(self._client.store, limit, parent_id)
 
     def tree(self, conversation_id: str) -> BranchNode:
         """The tree of forks that ``conversation_id`` belongs to, from its root."""
-        return self._client._tree(conversation_id)
+        return conversation_tree(self._client.store, conversation_id)
 
 
 class AsyncChats:
@@ -342,17 +292,25 @@ class AsyncChats:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, *, model: str, config: Any = None, history: Any = None) -> AsyncChat:
+    def create(
+        self,
+        *,
+        model: str,
+        config: GenerateContentConfigOrDict | None = None,
+        history: Sequence[ContentOrDict] | None = None,
+    ) -> AsyncChat:
         return AsyncChat(self._client._start(model, config, history))
 
-    def get(self, conversation_id: str, *, config: Any = None) -> AsyncChat:
+    def get(
+        self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None
+    ) -> AsyncChat:
         return AsyncChat(self._client._resume(conversation_id, config))
 
     def list(self, *, limit: int | None = None, parent_id: str | None = None) -> list[ChatSummary]:
-        return self._client._list(limit, parent_id)
+        return list_conversations(self._client.store, limit, parent_id)
 
     def tree(self, conversation_id: str) -> BranchNode:
-        return self._client._tree(conversation_id)
+        return conversation_tree(self._client.store, conversation_id)
 
 
 class AsyncClient:

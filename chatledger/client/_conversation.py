@@ -1,33 +1,29 @@
-"""One conversation's live state and its log I/O, shared by the sync and async chats.
+"""One conversation's live state and the log writes of its turns, shared by the sync and
+async chats.
 
 A send is: catch up on events appended since the known version (another process may
 have written) -> open a turn (append the user message and the model call with
 ``expected_version``) -> call the model -> append the reply or the failure -> advance
 the projections. The projections live in memory between sends, so a send reads only
-the events that are new to it.
+the events that are new to it. Folding and snapshots are in :mod:`._fold`.
 
 Turns never interleave. A turn is open from its ``user_message_added`` event until a
 response or failure ends it. A writer that finds another's turn open waits for it (up
 to ``busy_timeout``) and then raises :class:`ConversationBusyError`; a turn whose writer
-is gone (its process died on this host, or its lease ran out) is closed with a
-``turn_abandoned`` event, so a crash never blocks a conversation for good.
+is gone (its process died on this host, or its lease ran out: see :mod:`._leases`) is
+closed with a ``turn_abandoned`` event, so a crash never blocks a conversation for good.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import copy
-import datetime as _dt
-import getpass
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -57,359 +53,30 @@ from ..events.kinds import (
     TurnAbandoned,
     TurnRewound,
     UserMessageAdded,
-    shape_problem,
 )
-from ..events.store import EventStore, Problem, Snapshot, VerificationReport
 from ..projections import history as history_projection
 from ..projections import usage as usage_projection
 from ..projections.history import HistoryState, response_content, sendable
 from ..projections.usage import UsageState
 from ..types import GenerateContentConfig
 from ._convert import contents_digest, merge_configs, request_config
+from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
 from ._functions import FunctionOutcome, afc_budget, function_map
+from ._leases import HOST, IN_FLIGHT, WATCH, bounded_lease, judge_turn
+from ._settings import ConversationSettings, current_actor, validate_model
 from .transports.base import ModelRequest, Transport
 
-if TYPE_CHECKING:
-    from ._client import Client
-
-__all__ = [
-    "Conversation",
-    "FoldCache",
-    "Turn",
-    "acting_as",
-    "check_shape",
-    "fold_events",
-    "load_conversation",
-    "validate_actor",
-    "validate_model",
-]
+__all__ = ["HOST", "Conversation", "Turn", "load_conversation"]
 
 logger = logging.getLogger("chatledger")
 
-SNAPSHOT_NAME = "conversation"
-SNAPSHOT_FORMAT = 3
-# Folding a few thousand events is as fast as decoding a snapshot of them, so the first
-# snapshot waits for SNAPSHOT_EVERY events; later ones come when the log has grown by a
-# tenth (at least SNAPSHOT_EVERY events), which bounds both the events a resume folds and
-# the bytes snapshots rewrite over a conversation's life (about ten times its history).
-SNAPSHOT_EVERY = 2000
-SNAPSHOT_GROWTH = 10
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as handle:
-            return handle.read().strip()[:8]
-    except OSError:
-        return ""
-
-
-HOST = f"{socket.gethostname()}/{_boot_id()}"
-
-# Turns this process is running now, by (store location, conversation id, turn).
-_IN_FLIGHT: set[tuple[str, str, int]] = set()
-_IN_FLIGHT_LOCK = threading.Lock()
-
-
-_ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "chatledger_actor", default=None
-)
-
-
-def validate_actor(actor: object) -> str:
-    if not isinstance(actor, str) or not actor or len(actor) > 200 or not actor.isprintable():
-        raise InvalidInputError(
-            "an actor must be a non-empty printable string of at most 200 characters"
-        )
-    return actor
-
-
-MAX_MODEL_NAME = 500
-
-
-def validate_model(model: object) -> str:
-    """A model name: non-empty printable text (it becomes part of a request URL and of
-    every model call event)."""
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidInputError(f"model must be a non-empty string, got {model!r:.80}")
-    if len(model) > MAX_MODEL_NAME or not model.isprintable():
-        raise InvalidInputError(
-            f"model must be printable text of at most {MAX_MODEL_NAME} characters, "
-            f"got {model!r:.80}"
-        )
-    return model
-
-
-@contextlib.contextmanager
-def acting_as(actor: str) -> Iterator[None]:
-    """Record ``actor`` on every event written inside this block (this thread or task),
-    instead of the client's actor::
-
-        with chatledger.acting_as("alice@example.com"):
-            chat.send_message("...")
-    """
-    token = _ACTOR.set(validate_actor(actor))
-    try:
-        yield
-    finally:
-        _ACTOR.reset(token)
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return f"uid:{os.getuid()}" if hasattr(os, "getuid") else "unknown"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _parse_time(text: str) -> float:
-    return _dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-class _Snapshot(msgspec.Struct, array_like=True):
-    """The projections at a version. Contents are stored once: the three histories share
-    most of them, so each history is a list of indexes into ``contents``."""
-
-    format: int
-    hash: str
-    history: HistoryState  # with full, context and curated left empty
-    usage: UsageState
-    contents: list[dict[str, Any]]
-    full: list[int]
-    context: list[int]
-    curated: list[int]
-
-
-def _dump_snapshot(history: HistoryState, usage: UsageState, anchor_hash: str) -> bytes:
-    index: dict[int, int] = {}
-    contents: list[dict[str, Any]] = []
-
-    def ref(content: dict[str, Any]) -> int:
-        key = id(content)
-        if key not in index:
-            index[key] = len(contents)
-            contents.append(content)
-        return index[key]
-
-    lists = [[ref(c) for c in items] for items in (history.full, history.context, history.curated)]
-    meta = msgspec.structs.replace(history, full=[], context=[], curated=[])
-    return _SNAPSHOT_ENCODER.encode(
-        _Snapshot(SNAPSHOT_FORMAT, anchor_hash, meta, usage, contents, *lists)
-    )
-
-
-def _snapshot(
-    conversation_id: str, version: int, history: HistoryState, usage: UsageState, anchor_hash: str
-) -> Snapshot:
-    """The client's snapshot of a conversation at ``version`` (anchored to that event's hash)."""
-    return Snapshot(
-        conversation_id=conversation_id,
-        name=SNAPSHOT_NAME,
-        version=version,
-        state=_dump_snapshot(history, usage, anchor_hash),
-    )
-
-
-def _restore(snapshot: _Snapshot) -> HistoryState:
-    contents = snapshot.contents
-    history = snapshot.history
-    history.full = [contents[i] for i in snapshot.full]
-    history.context = [contents[i] for i in snapshot.context]
-    history.curated = [contents[i] for i in snapshot.curated]
-    return history
-
-
-_SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
-_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(_Snapshot)
-
-
-def verify_log(
-    store: EventStore, conversation_id: str | None = None, *, rebuild_snapshots: bool = False
-) -> VerificationReport:
-    """``store.verify`` of one conversation (or the whole log), then :func:`check_snapshots`
-    of the same conversations: what ``chat.verify()`` and ``chatledger verify`` report."""
-    report = store.verify(conversation_id)
-    ids = (
-        [conversation_id]
-        if conversation_id
-        else [info.conversation_id for info in store.conversations()]
-    )
-    report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
-    return report
-
-
-def check_snapshots(
-    store: EventStore,
-    conversation_ids: Iterable[str],
-    report: VerificationReport,
-    *,
-    rebuild: bool = False,
-) -> int:
-    """Compare each conversation's snapshot, if a resume would use it, with the log folded
-    without it up to the same version; add a problem to ``report`` for each that differs
-    (or, with ``rebuild``, write it again from the log). Returns the snapshots checked.
-
-    The hash chain covers events, not snapshots: a modified snapshot whose anchor hash
-    still matches would make every resume start from histories the log does not hold.
-    This costs a fold of each such conversation (snapshots exist only on long ones)."""
-    checked = 0
-    for conversation_id in conversation_ids:
-        snapshot = store.load_snapshot(conversation_id, SNAPSHOT_NAME)
-        if snapshot is None:
-            continue
-        loaded = _load_snapshot(store, snapshot)
-        if loaded is None:
-            continue  # unreadable or anchored elsewhere: resumes ignore it already
-        checked += 1
-        try:
-            history, usage, _ = fold_events(
-                store, conversation_id, to_version=snapshot.version, use_snapshot=False
-            )
-        except IntegrityError:
-            continue  # the events are damaged: the store's own verify names them
-        if history_projection.dump_state(history) == history_projection.dump_state(
-            loaded[0]
-        ) and msgspec.to_builtins(usage) == msgspec.to_builtins(loaded[1]):
-            continue
-        if rebuild:
-            anchor = store.read(
-                conversation_id, after_version=snapshot.version - 1, to_version=snapshot.version
-            )
-            # A snapshot never replaces one of the same version: forget it first.
-            store.delete_snapshot(conversation_id, SNAPSHOT_NAME)
-            store.save_snapshot(
-                _snapshot(conversation_id, snapshot.version, history, usage, anchor[0].hash)
-            )
-            continue
-        report.problems.append(
-            Problem(
-                conversation_id=conversation_id,
-                version=snapshot.version,
-                reason=(
-                    "its snapshot does not hold the histories the log gives at this version "
-                    "(it was modified; resumes would start from it): run "
-                    "`chatledger verify --rebuild-snapshots` to write it again from the log"
-                ),
-            )
-        )
-    return checked
-
-
-def check_shape(event: RecordedEvent) -> RecordedEvent:
-    """``event``, if its data has a shape the projections can fold (see
-    :func:`chatledger.events.kinds.shape_problem`); else IntegrityError naming it."""
-    problem = shape_problem(event.data)
-    if problem is not None:
-        raise IntegrityError(
-            f"{event.conversation_id} v{event.version} (position {event.position}) is not an "
-            f"event chatledger writes ({problem}): the log was written by something else"
-        )
-    return event
-
-
-FoldCache = dict[tuple[str, int | None], tuple[HistoryState, UsageState]]
-
-
-def fold_events(
-    store: EventStore,
-    conversation_id: str,
-    *,
-    to_version: int | None = None,
-    use_snapshot: bool = True,
-    cache: FoldCache | None = None,
-) -> tuple[HistoryState, UsageState, int]:
-    """The projections of a conversation at ``to_version`` (default: its head).
-
-    Starts from a snapshot when one is usable; a fork first folds its parent's prefix
-    (and so on up to the root, or to an ancestor with a usable snapshot: iteratively, so
-    a chain of forks of any length folds). Returns (history, usage, snapshot version used
-    or 0). ``cache`` keeps the state of every (conversation, version) folded on the way,
-    so that folding many related conversations (a tree of forks) reads each event once.
-    """
-    # From the conversation up through its ancestors: (state to start from, events).
-    chain: list[tuple[HistoryState, UsageState, list[RecordedEvent]]] = []
-    keys: list[tuple[str, int | None]] = []
-    seen: set[str] = set()
-    current, limit, snapshots = conversation_id, to_version, use_snapshot
-    used = 0
-    while True:
-        if current in seen:
-            raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
-        seen.add(current)
-        keys.append((current, limit))
-        cached = cache.get((current, limit)) if cache is not None else None
-        if cached is not None:
-            chain.append((cached[0].copy(), copy.deepcopy(cached[1]), []))
-            break
-        history, usage, after = HistoryState(), UsageState(), 0
-        snapshot = store.load_snapshot(current, SNAPSHOT_NAME) if snapshots else None
-        if snapshot is not None and (limit is None or snapshot.version <= limit):
-            loaded = _load_snapshot(store, snapshot)
-            if loaded is not None:
-                history, usage = loaded
-                after = snapshot.version
-        events = store.read(current, after_version=after, to_version=limit)
-        if not chain:
-            used = after
-        chain.append((history, usage, events))
-        if after:
-            break
-        if not events:
-            raise NotFoundError(
-                f"no conversation {current!r} in {store.location}; "
-                "list them with client.chats.list() or `chatledger ls`"
-            )
-        first = events[0].data
-        if not isinstance(first, ConversationStarted) or first.parent is None:
-            break
-        current, limit, snapshots = first.parent.conversation_id, first.parent.version, True
-    history, usage, _ = chain[-1]
-    for index in range(len(chain) - 1, -1, -1):
-        if index < len(chain) - 1:
-            history.pending = None  # a fork starts with no turn open
-        for event in chain[index][2]:
-            history_projection.apply(history, check_shape(event))
-            usage_projection.apply(usage, event)
-        if cache is not None and chain[index][2]:
-            cache[keys[index]] = (history.copy(), copy.deepcopy(usage))
-    return history, usage, used
-
-
-def _load_snapshot(store: EventStore, snapshot: Snapshot) -> tuple[HistoryState, UsageState] | None:
-    try:
-        decoded = _SNAPSHOT_DECODER.decode(snapshot.state)
-        if decoded.format != SNAPSHOT_FORMAT:
-            return None
-        history = _restore(decoded)
-    except (msgspec.DecodeError, msgspec.ValidationError, IndexError, RecursionError):
-        logger.warning("ignoring an unreadable snapshot of %s", snapshot.conversation_id)
-        return None
-    anchor = store.read(
-        snapshot.conversation_id, after_version=snapshot.version - 1, to_version=snapshot.version
-    )
-    if not anchor or anchor[0].hash != decoded.hash:
-        logger.warning(
-            "ignoring a snapshot of %s that does not match its log", snapshot.conversation_id
-        )
-        return None
-    return history, decoded.usage
-
 
 def load_conversation(
-    client: Client, conversation_id: str, live_config: Any = None
+    settings: ConversationSettings, conversation_id: str, live_config: Any = None
 ) -> Conversation:
-    history, usage, snapshot_version = fold_events(client.store, conversation_id)
-    conversation = Conversation(client, conversation_id, history, usage, live_config)
+    """A conversation folded from the log (from its snapshot, when it has a usable one)."""
+    history, usage, snapshot_version = fold_events(settings.store, conversation_id)
+    conversation = Conversation(settings, conversation_id, history, usage, live_config)
     conversation.snapshot_version = snapshot_version
     return conversation
 
@@ -452,14 +119,14 @@ class Conversation:
 
     def __init__(
         self,
-        client: Client,
+        settings: ConversationSettings,
         conversation_id: str,
         history: HistoryState,
         usage: UsageState,
         live_config: GenerateContentConfig | None = None,
     ) -> None:
-        self.client = client
-        self.store: EventStore = client.store
+        self.settings = settings
+        self.store = settings.store
         self.id = conversation_id
         self.history = history
         self.usage = usage
@@ -488,10 +155,9 @@ class Conversation:
             return events
 
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
-        grown = last.version - self.snapshot_version
-        if grown < SNAPSHOT_EVERY or grown * SNAPSHOT_GROWTH < self.snapshot_version:
+        if not snapshot_due(self.snapshot_version, last.version):
             return
-        snapshot = _snapshot(self.id, last.version, self.history, self.usage, last.hash)
+        snapshot = make_snapshot(self.id, last.version, self.history, self.usage, last.hash)
         try:
             self.store.save_snapshot(snapshot)
             self.snapshot_version = last.version
@@ -501,7 +167,7 @@ class Conversation:
     # ----------------------------------------------------------------- writing
 
     def _metadata(self, data: EventData) -> dict[str, Any]:
-        metadata: dict[str, Any] = {"actor": _ACTOR.get() or self.client.actor}
+        metadata: dict[str, Any] = {"actor": current_actor() or self.settings.actor}
         if isinstance(data, UserMessageAdded):
             metadata["host"] = HOST
             metadata["pid"] = os.getpid()
@@ -561,30 +227,19 @@ class Conversation:
 
     def _judge(self, pending: history_projection.PendingTurn) -> str | None:
         """Why an open turn may be taken over, or None while its writer may still be at it."""
-        owner_host = pending.owner.get("host")
-        owner_pid = pending.owner.get("pid")
-        if owner_host == HOST and isinstance(owner_pid, int):
-            if owner_pid == os.getpid():
-                key = (self.store.location, self.id, pending.turn)
-                with _IN_FLIGHT_LOCK:
-                    if key in _IN_FLIGHT:
-                        return None
-                return "left open by this process, which is no longer running it"
-            if not _pid_alive(owner_pid):
-                return f"its writer process {owner_pid} on this host is gone"
-        last = pending.last_event_at or pending.opened_at
-        if time.time() - _parse_time(last) > pending.lease_seconds:
-            return f"its lease of {pending.lease_seconds:g} s ran out"
-        return None
+        return judge_turn(
+            pending, location=self.store.location, conversation_id=self.id, version=self.version
+        )
 
     def wait_for_turn(self) -> None:
         """Return once no turn is open (closing dead ones); raise when busy too long."""
-        deadline = time.monotonic() + self.client.busy_timeout
+        deadline = time.monotonic() + self.settings.busy_timeout
         delay = 0.01
         while True:
             self.catch_up()
             pending = self.history.pending
             if pending is None:
+                WATCH.forget((self.store.location, self.id))
                 return
             reason = self._judge(pending)
             if reason is not None:
@@ -597,8 +252,9 @@ class Conversation:
                     f"conversation {self.id} has turn {pending.turn} open by "
                     f"{owner.get('actor', 'another writer')} (pid {owner.get('pid')} on "
                     f"{str(owner.get('host', '?')).split('/')[0]}) since {pending.opened_at}; "
-                    f"waited {self.client.busy_timeout:g} s. Retry later, or raise the "
-                    "client's busy_timeout"
+                    f"waited {self.settings.busy_timeout:g} s. Others may close it once it has "
+                    f"had no event for its lease ({bounded_lease(pending.lease_seconds):g} s). "
+                    "Retry later, or raise the client's busy_timeout"
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -643,23 +299,21 @@ class Conversation:
                             UserMessageAdded(
                                 turn=turn.number,
                                 content=content,
-                                lease_seconds=self.client.turn_lease,
+                                lease_seconds=self.settings.turn_lease,
                             ),
                             self._call_started(turn, contents),
                         ]
                     )
                 except ConcurrencyError:
                     continue
-                with _IN_FLIGHT_LOCK:
-                    _IN_FLIGHT.add((self.store.location, self.id, turn.number))
+                IN_FLIGHT.add((self.store.location, self.id, turn.number))
                 turn.request = ModelRequest(
                     model=self.history.model, contents=contents, config=request_config(config)
                 )
                 return turn
 
     def end_turn(self, turn: Turn) -> None:
-        with _IN_FLIGHT_LOCK:
-            _IN_FLIGHT.discard((self.store.location, self.id, turn.number))
+        IN_FLIGHT.discard((self.store.location, self.id, turn.number))
 
     def _call_started(self, turn: Turn, contents: list[dict[str, Any]]) -> ModelCallStarted:
         return ModelCallStarted(
@@ -670,11 +324,11 @@ class Conversation:
             config=turn.override,
             contents_count=len(contents),
             contents_sha256=contents_digest(contents),
-            transport=self.client.transport_for(self.history.model).name,
+            transport=self.settings.transport_for(self.history.model).name,
         )
 
     def transport(self) -> Transport:
-        return self.client.transport_for(self.history.model)
+        return self.settings.transport_for(self.history.model)
 
     def record_response(
         self, turn: Turn, response: dict[str, Any], *, latency_ms: float, chunks: int = 0
@@ -831,7 +485,7 @@ class Conversation:
     ) -> float | None:
         """Record a failed model call. Returns the seconds to wait before retrying it
         (the turn stays open), or None when the turn ends here (the caller re-raises)."""
-        policy = self.client.retry_policy
+        policy = self.settings.retry_policy
         delay = policy.delay(error, turn.attempt) if policy is not None and retry else None
         self.record_failure(
             turn, error, latency_ms=latency_ms, partial=partial, ends_turn=delay is None
@@ -897,6 +551,7 @@ class Conversation:
         its first event names this stream, the version and that event's hash."""
         if model is not None:
             validate_model(model)
+            self.settings.transport_for(model)  # refused now, not at the fork's first send
         anchor = self.store.read(self.id, after_version=version - 1, to_version=version)
         if not anchor:
             raise NotFoundError(f"conversation {self.id} has no version {version}")
@@ -907,7 +562,7 @@ class Conversation:
             parent=ParentRef(conversation_id=self.id, version=version, hash=anchor[0].hash),
         )
         fork = Conversation(
-            self.client,
+            self.settings,
             str(uuid.uuid4()),
             history.copy(),
             msgspec.convert(msgspec.to_builtins(usage), UsageState),

@@ -430,6 +430,7 @@ def _ms_since(started: float) -> float:
 
 
 def unknown_function(name: str | None) -> FunctionOutcome:
-    """The response for a call to a function that is not among the tools (SEMANTICS §3.5)."""
+    """The response for a call to a function that is not among the tools (see
+    docs/chat-api.md#function-calling, "Unknown function names")."""
     error = f"function {name!r} is not among this chat's tools; it was not called"
     return FunctionOutcome({"error": error}, error, 0.0)

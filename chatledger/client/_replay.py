@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -42,12 +42,12 @@ from ..events.kinds import (
 from ..events.store import EventStore
 from ..projections import history as history_projection
 from ..projections.history import HistoryState, sendable
-from ._conversation import check_shape
+from ..types import Part
+from ._chat import Chat
+from ._client import Client
 from ._convert import content_from_wire, contents_digest, merge_configs, request_config
+from ._fold import check_shape
 from .transports.base import ModelRequest, Transport
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = [
     "Difference",
@@ -296,8 +296,6 @@ class ReplayReport(msgspec.Struct, kw_only=True):
 def replay_conversation(store: EventStore, conversation_id: str) -> ReplayReport:
     """Re-send a conversation's recorded messages through a fresh chat that is served by a
     :class:`ReplayTransport`: a check that the requests built now match the log."""
-    from ._client import Client
-
     calls = recorded_calls(store, conversation_id)
     transport = ReplayTransport(calls, strict=False)
     events = _lineage_events(store, conversation_id)
@@ -329,12 +327,10 @@ def replay_conversation(store: EventStore, conversation_id: str) -> ReplayReport
     )
 
 
-def _drive(chat: Any, events: list[RecordedEvent]) -> None:
+def _drive(chat: Chat, events: list[RecordedEvent]) -> None:
     """Repeat what the recorded caller did: its messages (streamed or not, abandoned or
     not), its rewinds, and, for automatic function calling, the recorded function results
     sent back as answers (the replay chat only has the functions' declarations)."""
-    from ..types import Part
-
     turns: dict[int, list[Any]] = {}
     for event in events:
         turn = getattr(event.data, "turn", None)
@@ -380,7 +376,7 @@ def _drive(chat: Any, events: list[RecordedEvent]) -> None:
 
 
 def _send(
-    chat: Any, message: Any, config: dict[str, Any] | None, streamed: bool, abandon: bool
+    chat: Chat, message: Any, config: dict[str, Any] | None, streamed: bool, abandon: bool
 ) -> None:
     try:
         if streamed:

@@ -1,4 +1,4 @@
-"""Merging the chunks of a streamed reply into one response (SEMANTICS §3.2).
+"""Merging the chunks of a streamed reply into one response (docs/chat-api.md#streaming).
 
 A streamed reply is one model turn: adjacent plain text parts (only ``text``, and the
 same ``thought`` flag) are concatenated; every other part is kept, in order, with its

@@ -1,6 +1,6 @@
 """The history projection: full, context and curated histories folded from events.
 
-Three views of one log (SEMANTICS §2):
+Three views of one log (docs/chat-api.md#histories):
 
 - **full**: every completed turn, the user content then the model content(s), AFC steps
   in order; an empty response records ``{"role": "model", "parts": []}``.
