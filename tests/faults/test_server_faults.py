@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import chatledger
-from chatledger.client.transports import _http
+from chatledger.cli import cli
 from chatledger.errors import (
     ChatledgerError,
     InvalidResponseError,
@@ -584,6 +585,132 @@ def test_invalid_json_in_a_stream(rig: Rig) -> None:
     ledger.record(AREA, operation("invalid-json-stream", rig), faults=len(variants))
 
 
+def _no_stream_variants() -> list[tuple[str, Script, str]]:
+    """200 answers to a streamed request that hold no stream event: (what, script, the
+    phrase the error must say)."""
+
+    def bare(payload: bytes, content_type: str) -> Script:
+        def script(wire: Wire) -> None:
+            wire.head(200, content_type=content_type, chunked=True)
+            if payload:
+                wire.chunk(payload)
+            wire.end()
+
+        return script
+
+    return [
+        ("garbage", bare(b"garbage", "text/plain"), "it starts 'garbage'"),
+        (
+            "an HTML page",
+            bare(b"<html><body>It works!</body></html>", "text/html"),
+            "it starts '<html>",
+        ),
+        (
+            "HTML called an event stream",
+            bare(b"<html>\n<body>proxy error</body>\n</html>\n", "text/event-stream"),
+            "it starts '<html>",
+        ),
+        ("an empty stream", bare(b"", "text/event-stream"), "nothing at all"),
+        (
+            "keep-alive comments only",
+            bare(b": ping\n\n: ping\n\n", "text/event-stream"),
+            "it starts ': ping",
+        ),
+        (
+            "fields that are not data",
+            bare(b"event: message\nid: 7\nretry: 10\n\n", "text/event-stream"),
+            "it starts 'event: message",
+        ),
+    ]
+
+
+def test_a_200_answer_that_is_no_stream(rig: Rig) -> None:
+    """Issue 13, item 5: a 200 answer to a streamed request that holds no stream event
+    (garbage, an HTML page, nothing, only comments) was recorded as a ``model_responded``
+    with ``{}``, while the same answer to a plain request was an InvalidResponseError. A
+    stream with no answer in it is a failed call, its message quoting how it started."""
+    chat = rig.chat()
+    before = rig.before(chat)
+    variants = _no_stream_variants()
+    for what, script, phrase in variants:
+        rig.server.enqueue(script)
+        outcome = rig.attempt(chat, "Stream to me", stream=True)
+        assert outcome.error is not None, what
+        rig.expect_failure(
+            chat,
+            before,
+            outcome,
+            InvalidResponseError,
+            "ended without any answer",
+            phrase,
+            "send the message again",
+        )
+        before = rig.expect_recovery(chat, before, "Stream to me", stream=True)
+    ledger.record(AREA, operation("200-but-no-stream", rig), faults=len(variants))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+def test_an_error_object_in_a_200_answer(rig: Rig, stream: bool) -> None:
+    """``{"error": {...}}`` with status 200, as a whole body (to a plain or a streamed
+    request) or as a stream's only event: the APIError it carries, streamed or not (a
+    Gemini body with one was once recorded as the model's reply)."""
+    error = {"error": {"code": 503, "message": "overloaded, try later", "status": "UNAVAILABLE"}}
+    scripts: list[Script] = [lambda wire: wire.json(error)]
+    if stream:
+        scripts.append(lambda wire: wire.sse([json.dumps(error)]))
+    chat = rig.chat()
+    before = rig.before(chat)
+    for script in scripts:
+        rig.server.enqueue(script)
+        outcome = rig.attempt(chat, "Answer me", stream=stream)
+        rig.expect_failure(chat, before, outcome, chatledger.ServerError, "overloaded, try later")
+        assert isinstance(outcome.error, chatledger.ServerError) and outcome.error.code == 503
+        before = rig.expect_recovery(chat, before, "Answer me", stream=stream)
+    ledger.record(
+        AREA,
+        operation("error-in-200-" + ("stream" if stream else "body"), rig),
+        faults=len(scripts),
+    )
+
+
+def test_the_cli_fails_on_a_stream_with_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's report: ``chatledger chat`` against such a server exited 0 and logged
+    an empty reply. Now: ``Error: ...`` on stderr, exit 1, and a failed call in the log."""
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    db = tmp_path / "cli.db"
+    runner = CliRunner()
+    with FaultServer() as server:
+        for _, script, _ in _no_stream_variants():
+            server.enqueue(script)
+            result = runner.invoke(
+                cli,
+                [
+                    "--db",
+                    str(db),
+                    "chat",
+                    "-m",
+                    "gemini-2.0-flash",
+                    "--base-url",
+                    server.address,
+                    "Hi",
+                ],
+            )
+            assert result.exit_code == 1, result.output
+            assert "Error:" in result.stderr and "ended without any answer" in result.stderr
+            assert "Traceback" not in result.output
+        assert server.errors == []
+    with chatledger.SQLiteStore(db) as store:
+        events = []
+        for info in store.conversations():
+            events += store.read(info.conversation_id)
+    kinds = [event.type for event in events]
+    assert "model_responded" not in kinds
+    assert kinds.count("model_call_failed") == len(_no_stream_variants())
+    ledger.record(AREA, "200-but-no-stream/cli", faults=len(_no_stream_variants()))
+
+
 # =========================================================================== 3. enormous answers
 
 
@@ -619,26 +746,24 @@ def test_an_enormous_answer_is_handled_with_bounded_memory(rig: Rig, stream: boo
     ledger.record(AREA, operation("enormous-" + ("event" if stream else "body"), rig), faults=1)
 
 
-@pytest.fixture
-def small_limit(monkeypatch: pytest.MonkeyPatch) -> int:
-    limit = 1024 * 1024
-    monkeypatch.setattr(_http, "MAX_EVENT_BYTES", limit)
-    return limit
+#: The answer limit of the over-the-limit tests (``http_options.max_response_bytes``).
+SMALL_LIMIT = 1024 * 1024
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
-def test_an_answer_over_the_limit_is_refused_without_buffering_it(
-    rig: Rig, stream: bool, small_limit: int
-) -> None:
-    """Over :data:`MAX_EVENT_BYTES` (lowered here to 1 MiB), an event, a line or a body is
-    refused as soon as it is seen to be too large; a line that never ends is not
-    buffered without bound."""
+def test_an_answer_over_the_limit_is_refused_without_buffering_it(rig: Rig, stream: bool) -> None:
+    """Over ``http_options.max_response_bytes`` (1 MiB here), a body, a line, an event or a
+    whole stream is refused as soon as it is seen to be too large, with memory bounded by
+    the limit, not by what the server sends: a line that never ends, an event of many
+    lines, and a model that streams small events forever (the runaway stream that once
+    grew a client by 800 MB in 90 s) all end at the limit."""
     protocol = rig.protocol
-    big = "y" * (2 * small_limit)
+    big = "y" * (2 * SMALL_LIMIT)
     piece = b"z" * 65536
     if stream:
         line = b"data: " + b"w" * 65536 + b"\n"
         line_frame = f"{len(line):x}\r\n".encode() + line + b"\r\n"
+        talk = protocol.events(["blah " * 2000], finish=False, done=False)[-1].encode()
 
         def endless_line(wire: Wire) -> None:
             wire.sse_head()
@@ -652,10 +777,16 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
                 wire.send(line_frame)
             wire.end()
 
-        variants: list[tuple[Script, str]] = [
-            (prebuilt(protocol, big, stream=True), "a line of the stream is larger than"),
-            (endless_line, "a line of the stream is larger than"),
-            (many_lines_one_event, "a stream event is larger than"),
+        def runaway(wire: Wire) -> None:
+            wire.sse_head()
+            while True:  # 10 kB events, every one valid, forever
+                wire.event(talk)
+
+        variants: list[Script] = [
+            prebuilt(protocol, big, stream=True),
+            endless_line,
+            many_lines_one_event,
+            runaway,
         ]
     else:
         body = json.dumps(protocol.body(big)).encode()
@@ -670,24 +801,27 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
                 wire.send(frame)
             wire.end()
 
-        variants = [
-            (prebuilt(protocol, big, stream=False), "the response body is larger than"),
-            (chunked_body, "the response body is larger than"),
-        ]
+        variants = [prebuilt(protocol, big, stream=False), chunked_body]
     chat = rig.chat()
     before = rig.before(chat)
-    for script, phrase in variants:
+    limited = rig.impatient(chat, SAFE_TIMEOUT_MS, max_response_bytes=SMALL_LIMIT)
+    for script in variants:
         rig.server.enqueue(script)
         tracemalloc.start()
         try:
-            outcome = rig.attempt(chat, "Say too much", stream=stream)
+            outcome = rig.attempt(limited, "Say too much", stream=stream)
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
         rig.expect_failure(
-            chat, before, outcome, InvalidResponseError, phrase, "send the message again"
+            limited,
+            before,
+            outcome,
+            InvalidResponseError,
+            f"is larger than http_options.max_response_bytes ({SMALL_LIMIT} bytes)",
+            "send the message again",
         )
-        assert peak < 8 * small_limit, f"peak {peak / 2**20:.1f} MiB with a 1 MiB limit"
+        assert peak < 8 * SMALL_LIMIT, f"peak {peak / 2**20:.1f} MiB with a 1 MiB limit"
         before = rig.expect_recovery(chat, before, "Say too much", stream=stream)
     ledger.record(
         AREA,
@@ -700,20 +834,20 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
 
 
 def test_a_stream_that_ends_without_a_finish_reason(rig: Rig) -> None:
-    """SEMANTICS §3.2: a streamed turn is valid only when it finished with a finish
-    reason. A stream that ends cleanly without one (for the OpenAI protocol: with its
-    ``[DONE]``) is recorded as a completed but invalid turn: it is in the full history
-    (as google-genai's comprehensive history), and never in the curated history or the
-    context, so the next request does not send it. An OpenAI stream that ends with
-    neither a finish reason nor ``[DONE]`` was cut short: a failed call."""
+    """A streamed turn is valid only when it finished with a finish reason
+    (docs/chat-api.md, "Streaming"). A stream that ends cleanly without one (for the
+    OpenAI protocol: with its ``[DONE]``) is recorded as a completed but invalid turn: it
+    is in the full history (as google-genai's comprehensive history), and never in the
+    curated history or the context, so the next request does not send it. An OpenAI
+    stream that ends with neither a finish reason nor ``[DONE]`` was cut short: a failed
+    call. (A stream with no chunk at all is no answer: see
+    :func:`test_a_200_answer_that_is_no_stream`.)"""
     protocol = rig.protocol
     chat = rig.chat()
     faults = 0
     cases: list[tuple[list[str], str]] = [
         (protocol.events(["Half an ", "answer"], finish=False), "Half an answer")
     ]
-    if protocol.name == "gemini":
-        cases.append(([], ""))  # an empty stream: no chunk at all
     for events, partial in cases:
         before = rig.before(chat)
         rig.server.enqueue(lambda wire, events=events: wire.sse(events))  # type: ignore[misc]

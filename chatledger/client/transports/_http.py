@@ -1,22 +1,32 @@
-"""What HTTP transports share: the request budget, bounded reading, SSE parsing, errors.
+"""The HTTP plumbing the model transports share: the request budget, bounded reading,
+SSE parsing, base URLs and credentials, and errors.
 
 A request is opened with :func:`open_response` (or :func:`aopen_response`) and its body
 read with :func:`read_body` or :func:`iter_sse_data` (or their ``a`` twins). Together they:
 
 - translate httpx's exceptions into chatledger's, naming the host but never the URL's
-  query or a header;
+  credentials, its query or a header;
 - hold a request to ``http_options.timeout`` as a budget for the *whole* request:
   connecting, waiting for the answer and reading all of it, every chunk of a stream
   included. httpx's own timeouts are per phase (each connect, each read), so without
   this a server trickling a keep-alive comment every few seconds keeps a stream open
   forever. When the budget runs out the request ends with :class:`ModelTimeoutError`;
-- never buffer more than :data:`MAX_EVENT_BYTES` for one body, one SSE line or one SSE
-  event: a larger one is refused with :class:`InvalidResponseError` as soon as it is
-  seen to be too large, so a runaway server cannot exhaust memory.
+- hold an answer to ``http_options.max_response_bytes`` (default
+  :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB): every byte of a body, or of a whole
+  stream, counts, so no body, line, event or merged streamed reply can grow past it. A
+  larger answer is refused with :class:`InvalidResponseError` as soon as it is seen to
+  be too large, never buffered whole; an error body is read to :data:`ERROR_BODY_BYTES`
+  at most;
+- never follow a redirect (it could carry the API key header to another host).
+
+:func:`parse_base_url` takes a ``base_url`` apart once: credentials in it
+(``http://user:password@host/``) become a Basic ``Authorization`` header and registered
+secrets, and never travel in a URL that httpx could log or put in an exception.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import heapq
 import itertools
@@ -25,8 +35,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -39,13 +50,17 @@ from ...errors import (
     InvalidResponseError,
     ModelConnectionError,
     ModelTimeoutError,
+    mask_url_password,
     redact,
     register_secret,
 )
 from ...events.envelope import check_json
 
 __all__ = [
-    "MAX_EVENT_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "ERROR_BODY_BYTES",
+    "SERVER_FAULT",
+    "Endpoint",
     "HttpResponseInfo",
     "RequestBudget",
     "aiter_sse_data",
@@ -55,14 +70,24 @@ __all__ = [
     "error_from_response",
     "iter_sse_data",
     "open_response",
+    "parse_base_url",
     "read_body",
     "register_secret_headers",
+    "response_info",
     "translate_httpx_errors",
 ]
 
-#: The largest response body, SSE line or SSE event accepted: a larger one is refused
+#: The largest answer accepted by default (``http_options.max_response_bytes``): a
+#: whole body, or every byte of a stream together. A larger one is refused
 #: (:class:`InvalidResponseError`) as soon as it passes this size, never buffered whole.
-MAX_EVENT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
+#: How much of an error body (a non-2xx answer) is read: the rest is not needed to say
+#: what went wrong, and is not read at all (nor kept on the error and its event).
+ERROR_BODY_BYTES = 64 * 1024
+
+#: How much of the start of an answer is kept, to quote in an error about it.
+_PREVIEW_BYTES = 200
 
 
 #: A header is a credential when its name contains one of these (any case): its value
@@ -94,6 +119,99 @@ def register_secret_headers(headers: dict[str, str] | None) -> None:
         register_secret(value.split(" ", 1)[-1])
         for pair in value.split(";"):
             register_secret(pair.partition("=")[2].strip())
+
+
+class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``base_url`` taken apart by :func:`parse_base_url`."""
+
+    #: The URL requests go to, without credentials and without a trailing slash.
+    url: str
+    #: ``host[:port]``, to name the server in messages.
+    host: str
+    #: The URL as it may be shown: any password replaced by ``***``.
+    shown: str
+    #: The ``Authorization: Basic ...`` value the URL's credentials make, or None.
+    basic_auth: str | None = None
+
+
+_PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+def parse_base_url(base_url: str, *, setting: str = "base_url") -> Endpoint:
+    """Check ``base_url`` and take it apart; register any credentials in it as secrets.
+
+    ``http://user:password@host/`` is accepted: the password (as written and decoded),
+    and the Basic ``Authorization`` value made from it, are registered secrets from here
+    on, so no error, log line or event shows them, and requests go to the URL without
+    them (httpx logs request URLs). Credentials in the proxy variables httpx reads
+    (``HTTPS_PROXY`` ...) are registered too. ``setting`` names where the URL came from,
+    for the error.
+    """
+    for name in _PROXY_VARIABLES:
+        _register_url_credentials(os.environ.get(name) or "")
+    if not isinstance(base_url, str):
+        raise InvalidInputError(f"{setting} must be a string, got {type(base_url).__name__}")
+    _register_url_credentials(base_url)
+    shown = mask_url_password(base_url) or ""
+    problem = _url_problem(base_url)
+    if problem:
+        raise InvalidInputError(
+            f"invalid {setting} {shown!r}: {problem} (for example https://host or "
+            "http://127.0.0.1:8000/v1)"
+        )
+    parts = urlsplit(base_url)
+    hostname = parts.hostname or ""
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    if parts.port is not None:
+        host += f":{parts.port}"
+    clean = urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+    try:
+        httpx.URL(clean)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidInputError(f"invalid {setting} {shown!r}: {exc}") from None
+    basic = None
+    if parts.username is not None or parts.password is not None:
+        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+        basic = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+        register_secret(basic)
+        register_secret(basic.split(" ", 1)[1])
+    return Endpoint(url=clean, host=host, shown=shown, basic_auth=basic)
+
+
+def _url_problem(url: str) -> str:
+    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
+        return "it holds a space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it names no host"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "it cannot hold a query or a fragment ('?' or '#')"
+    return ""
+
+
+def _register_url_credentials(url: str) -> None:
+    """Register the password of a URL (``scheme://user:password@host``) as a secret, as
+    written and decoded; a user name alone (``scheme://token@host``) counts as one too."""
+    _, has_authority, rest = url.partition("//")
+    userinfo, has_userinfo, _ = rest.split("/", 1)[0].rpartition("@")
+    if not has_authority or not has_userinfo:
+        return
+    user, has_password, password = userinfo.partition(":")
+    for value in (password, unquote(password)) if has_password else (user, unquote(user)):
+        register_secret(value)
 
 
 class _RedactSecrets(logging.Filter):
@@ -132,7 +250,7 @@ class HttpResponseInfo(msgspec.Struct, frozen=True):
     text: str
 
 
-def _info(response: httpx.Response, text: str) -> HttpResponseInfo:
+def response_info(response: httpx.Response, text: str) -> HttpResponseInfo:
     return HttpResponseInfo(
         status_code=response.status_code,
         reason_phrase=response.reason_phrase,
@@ -151,11 +269,11 @@ def error_from_response(response: httpx.Response, content: bytes) -> APIError:
         # (not nested deeper than the stack allows).
         check_json(body, "the error body")
     except (msgspec.DecodeError, RecursionError, InvalidInputError):
-        body = {"message": text, "status": response.reason_phrase}
-    return APIError.from_status(response.status_code, body, _info(response, text))
+        body = {"message": text.strip()[:2000], "status": response.reason_phrase}
+    return APIError.from_status(response.status_code, body, response_info(response, text))
 
 
-_SERVER_FAULT = (
+SERVER_FAULT = (
     "the server (or a proxy in front of it) is at fault: send the message again, and if "
     "it keeps happening check that base_url points at the right kind of server"
 )
@@ -170,11 +288,11 @@ def decode_json_object(content: bytes | str, what: str) -> dict[str, Any]:
             content[:200] if isinstance(content, str) else content[:200].decode("utf-8", "replace")
         )
         raise InvalidResponseError(
-            f"{what} is not valid JSON ({exc}), it starts {shown!r}; {_SERVER_FAULT}"
+            f"{what} is not valid JSON ({exc}), it starts {shown!r}; {SERVER_FAULT}"
         ) from None
     if not isinstance(value, dict):
         raise InvalidResponseError(
-            f"{what} is not a JSON object but a JSON {type(value).__name__}; {_SERVER_FAULT}"
+            f"{what} is not a JSON object but a JSON {type(value).__name__}; {SERVER_FAULT}"
         )
     return value
 
@@ -183,20 +301,58 @@ def decode_json_object(content: bytes | str, what: str) -> dict[str, Any]:
 
 
 class RequestBudget:
-    """``http_options.timeout`` (milliseconds) as the budget of one whole request.
+    """What one whole request may spend: time (``http_options.timeout``, milliseconds)
+    and bytes (``http_options.max_response_bytes``).
 
-    Made when a request starts; ``None`` means no budget (httpx's per-phase timeouts
-    only). :meth:`check` raises :class:`ModelTimeoutError` once the deadline has passed.
+    Made when a request starts. ``timeout_ms`` None means no deadline (httpx's per-phase
+    timeouts only): :meth:`check` raises :class:`ModelTimeoutError` once the deadline
+    has passed. Every byte of the answer is counted by :meth:`take`, which raises
+    :class:`InvalidResponseError` past ``max_bytes`` and keeps the answer's first bytes
+    (``preview``) to quote when it turns out not to be an answer at all.
     """
 
-    __slots__ = ("answered", "deadline", "host", "timeout_ms")
+    __slots__ = (
+        "answered",
+        "deadline",
+        "host",
+        "max_bytes",
+        "preview",
+        "received",
+        "timeout_ms",
+    )
 
-    def __init__(self, timeout_ms: int | None, host: str) -> None:
+    def __init__(
+        self, timeout_ms: int | None, host: str, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self.host = host
         self.timeout_ms = timeout_ms
         self.deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         #: Whether the response's headers arrived (the error says which phase ran out).
         self.answered = False
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.preview = b""
+
+    def take(self, piece: bytes) -> None:
+        """Count ``piece`` of the answer against the budget (bytes, then time)."""
+        self.received += len(piece)
+        if self.received > self.max_bytes:
+            raise self.too_large()
+        if len(self.preview) < _PREVIEW_BYTES:
+            self.preview += piece[: _PREVIEW_BYTES - len(self.preview)]
+        self.check()
+
+    def too_large(self) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"the answer from {self.host} is larger than http_options.max_response_bytes "
+            f"({self.max_bytes} bytes); refusing it rather than holding it in memory. "
+            f"{SERVER_FAULT[0].upper()}{SERVER_FAULT[1:]}; raise max_response_bytes if "
+            "answers this long are expected"
+        )
+
+    def shown_preview(self) -> str:
+        """The start of the answer, for a message."""
+        return repr(self.preview.decode("utf-8", "replace"))
 
     def remaining(self) -> float | None:
         """Seconds left (never negative), or None without a budget."""
@@ -375,7 +531,7 @@ def _translate(host: str, exc: httpx.HTTPError) -> ChatledgerError:
         )
     if isinstance(exc, httpx.DecodingError):
         return InvalidResponseError(
-            f"the answer from {host} could not be decoded ({name}: {exc}); {_SERVER_FAULT}"
+            f"the answer from {host} could not be decoded ({name}: {exc}); {SERVER_FAULT}"
         )
     return ModelConnectionError(
         f"cannot reach {host} ({name}: {exc}); check the base URL and that the server is running"
@@ -395,10 +551,12 @@ def open_response(
     budget: RequestBudget,
 ) -> Iterator[httpx.Response]:
     """POST; yield the response once its headers are in, its body still unread. Errors
-    raised while the caller reads it are translated too; leaving the block closes it."""
+    raised while the caller reads it are translated too; leaving the block closes it.
+    A redirect is never followed (even by an ``http_client`` that would): it is an
+    answer like any other status."""
     with translate_httpx_errors(budget.host, budget):
         request = client.build_request("POST", url, content=content, headers=headers)
-        response = client.send(request, stream=True)
+        response = client.send(request, stream=True, follow_redirects=False)
         budget.answered = True
         try:
             with _WATCHDOG.watching(response, budget):
@@ -421,7 +579,7 @@ async def aopen_response(
     with translate_httpx_errors(budget.host, budget):
         request = client.build_request("POST", url, content=content, headers=headers)
         with budget.scope():
-            response = await client.send(request, stream=True)
+            response = await client.send(request, stream=True, follow_redirects=False)
         budget.answered = True
         try:
             yield response
@@ -429,29 +587,28 @@ async def aopen_response(
             await response.aclose()
 
 
-def _too_large(what: str) -> InvalidResponseError:
-    return InvalidResponseError(
-        f"{what} is larger than {MAX_EVENT_BYTES} bytes; refusing it rather than holding it "
-        f"in memory. {_SERVER_FAULT[0].upper()}{_SERVER_FAULT[1:]}"
-    )
-
-
-def _check_declared_length(response: httpx.Response) -> None:
+def _body_limit(response: httpx.Response, budget: RequestBudget) -> int | None:
+    """How much of the body to read: an error body is cut at :data:`ERROR_BODY_BYTES`
+    (returned); an answer must fit the budget (None: read it all, or refuse it now if
+    its declared length is too large)."""
+    if not response.is_success:
+        return ERROR_BODY_BYTES
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
-        raise _too_large("the response body")
+    if declared.isdigit() and int(declared) > budget.max_bytes:
+        raise budget.too_large()
+    return None
 
 
 def read_body(response: httpx.Response, budget: RequestBudget) -> bytes:
-    """The whole body of a response opened by :func:`open_response`, within the budget
-    and :data:`MAX_EVENT_BYTES`."""
-    _check_declared_length(response)
+    """The body of a response opened by :func:`open_response`, within the budget: the
+    whole of an answer, the first :data:`ERROR_BODY_BYTES` of an error."""
+    limit = _body_limit(response, budget)
     body = bytearray()
     for piece in response.iter_bytes():
+        budget.take(piece)
         body += piece
-        if len(body) > MAX_EVENT_BYTES:
-            raise _too_large("the response body")
-        budget.check()
+        if limit is not None and len(body) >= limit:
+            return bytes(body[:limit])
     # A body read to the end of the connection may have been ended by the watchdog.
     budget.check()
     return bytes(body)
@@ -468,7 +625,9 @@ async def _aiter_bytes(
                     piece = await pieces.__anext__()
                 except StopAsyncIteration:
                     break
-            budget.check()  # a piece that was ready at once is not cancelled by the scope
+            # Also checks the deadline: a piece that was ready at once is not cancelled
+            # by the scope.
+            budget.take(piece)
             yield piece
     finally:
         aclose = getattr(pieces, "aclose", None)
@@ -479,13 +638,13 @@ async def _aiter_bytes(
 
 async def aread_body(response: httpx.Response, budget: RequestBudget) -> bytes:
     """As :func:`read_body`, for a response opened by :func:`aopen_response`."""
-    _check_declared_length(response)
+    limit = _body_limit(response, budget)
     body = bytearray()
     async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:
         async for piece in pieces:
             body += piece
-            if len(body) > MAX_EVENT_BYTES:
-                raise _too_large("the response body")
+            if limit is not None and len(body) >= limit:
+                return bytes(body[:limit])
     return bytes(body)
 
 
@@ -493,12 +652,12 @@ async def aread_body(response: httpx.Response, budget: RequestBudget) -> bytes:
 
 
 class _LineSplitter:
-    """Bytes in, SSE lines out, holding at most :data:`MAX_EVENT_BYTES` of a line.
+    """Bytes in, SSE lines out.
 
     Lines end with CRLF, LF or CR (the text/event-stream format) and nothing else:
     httpx's ``iter_lines`` also splits on U+2028, U+2029 and U+0085, which JSON allows
     unescaped inside strings (and model output does contain them), so it would cut a
-    data line in two.
+    data line in two. What it holds is bounded by the request's byte budget.
     """
 
     def __init__(self) -> None:
@@ -528,8 +687,6 @@ class _LineSplitter:
             start = position
         if start:
             del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise _too_large("a line of the stream")
         return lines
 
     def flush(self) -> list[str]:
@@ -541,61 +698,41 @@ class _LineSplitter:
         return [rest.decode("utf-8", "replace")]
 
 
-class _SSEDecoder:
+class _EventReader:
     """Collects ``data:`` lines into events (the text/event-stream format)."""
 
     def __init__(self) -> None:
+        self._lines = _LineSplitter()
         self._data: list[str] = []
-        self._size = 0
 
-    def feed(self, line: str) -> str | None:
+    def _line(self, line: str) -> str | None:
         if not line:
             if not self._data:
                 return None
             data = "\n".join(self._data)
-            self._data, self._size = [], 0
+            self._data = []
             return data
-        if line.startswith(":"):
-            return None
         field, _, value = line.partition(":")
         if field == "data":
-            value = value[1:] if value.startswith(" ") else value
-            self._size += len(value)
-            if self._size > MAX_EVENT_BYTES:
-                raise _too_large("a stream event")
-            self._data.append(value)
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        # Anything else (a comment, event, id, retry, an unknown field) is not data: the
+        # format says to ignore it. A stream of nothing else is no answer, which the
+        # transports refuse when it ends.
         return None
 
-    def flush(self) -> str | None:
-        return self.feed("")
-
-
-class _EventReader:
-    def __init__(self) -> None:
-        self._lines = _LineSplitter()
-        self._events = _SSEDecoder()
-
     def feed(self, piece: bytes) -> list[str]:
-        events = []
-        for line in self._lines.feed(piece):
-            data = self._events.feed(line)
-            if data is not None:
-                events.append(data)
-        return events
+        return [data for line in self._lines.feed(piece) if (data := self._line(line)) is not None]
 
     def flush(self) -> list[str]:
-        events = [
-            data for line in self._lines.flush() if (data := self._events.feed(line)) is not None
-        ]
-        data = self._events.flush()
-        return [*events, data] if data is not None else events
+        lines = [*self._lines.flush(), ""]
+        return [data for line in lines if (data := self._line(line)) is not None]
 
 
-def iter_sse_data(response: httpx.Response, budget: RequestBudget) -> Iterator[str]:
+def iter_sse_data(response: httpx.Response, budget: RequestBudget) -> Generator[str, None, None]:
     """The ``data`` of each event of an SSE response opened by :func:`open_response`."""
     reader = _EventReader()
     for piece in response.iter_bytes():
-        budget.check()
+        budget.take(piece)
         yield from reader.feed(piece)
     # A stream read to the end of the connection may have been ended by the watchdog.
     budget.check()
