@@ -371,7 +371,8 @@ class RequestBudget:
         if not self.answered:
             return ModelTimeoutError(
                 f"{self.host} did not answer within http_options.timeout ({self.timeout_ms} "
-                "ms): connecting or waiting for the answer took too long. Check the base URL "
+                "ms), which bounds the whole request: connecting or waiting for the answer "
+                "took too long. Check the base URL "
                 "and that the server is up, then send the message again, raise "
                 "http_options.timeout, or turn on retries (http_options.retry_options)"
             )

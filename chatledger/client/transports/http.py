@@ -265,7 +265,9 @@ class HttpTransport(Transport):
         return self._async_client
 
     def _prepare(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
-        """What :func:`open_response` takes for ``request``; a fresh budget."""
+        """What :func:`open_response` takes for ``request``; a fresh budget. Called once
+        the httpx client exists: making one (its TLS context) can take longer than a short
+        timeout, and is not the server's time."""
         return {
             "url": self.request_url(request, stream=stream),
             "content": msgspec.json.encode(self.request_body(request, stream=stream)),
@@ -303,15 +305,17 @@ class HttpTransport(Transport):
     # ----------------------------------------------------------------- sync
 
     def generate(self, request: ModelRequest) -> dict[str, Any]:
+        client = self._sync()
         call = self._prepare(request, stream=False)
-        with open_response(self._sync(), **call) as response:
+        with open_response(client, **call) as response:
             content = read_body(response, call["budget"])
         return self._whole(response, content)
 
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
+        client = self._sync()
         call = self._prepare(request, stream=True)
         budget: RequestBudget = call["budget"]
-        with open_response(self._sync(), **call) as response:
+        with open_response(client, **call) as response:
             if not self._streams(response):
                 yield self._whole(response, read_body(response, budget))
                 return
@@ -320,15 +324,17 @@ class HttpTransport(Transport):
     # ----------------------------------------------------------------- async
 
     async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
+        client = self._async()
         call = self._prepare(request, stream=False)
-        async with aopen_response(self._async(), **call) as response:
+        async with aopen_response(client, **call) as response:
             content = await aread_body(response, call["budget"])
         return self._whole(response, content)
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
+        client = self._async()
         call = self._prepare(request, stream=True)
         budget: RequestBudget = call["budget"]
-        async with aopen_response(self._async(), **call) as response:
+        async with aopen_response(client, **call) as response:
             if not self._streams(response):
                 yield self._whole(response, await aread_body(response, budget))
                 return
