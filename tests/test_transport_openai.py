@@ -63,12 +63,6 @@ def request(
 
 
 @pytest.fixture
-def openai_server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
 def transport(openai_server: OpenAIServer) -> Iterator[OpenAITransport]:
     transport = OpenAITransport(None, HttpOptions(base_url=openai_server.base_url))
     yield transport
@@ -823,8 +817,7 @@ def test_an_unreachable_server_is_a_connection_error() -> None:
 
 def test_a_slow_server_is_a_timeout(openai_server: OpenAIServer) -> None:
     transport = OpenAITransport(None, HttpOptions(base_url=openai_server.base_url, timeout=100))
-    openai_server.reply_json(completion("late"))
-    openai_server._replies[-1].delay = 1.0
+    openai_server.reply_json(completion("late"), delay=1.0)
     with pytest.raises(ModelTimeoutError):
         transport.generate(request())
     transport.close()

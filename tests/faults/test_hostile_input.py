@@ -372,8 +372,7 @@ def outcome(action: Callable[[], Any]) -> tuple[Any, BaseException | None]:
 
 
 def clear_replies(server: GeminiServer) -> None:
-    with server._lock:
-        server._replies.clear()
+    server.clear()
 
 
 def verifier() -> Any:

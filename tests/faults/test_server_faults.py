@@ -355,26 +355,26 @@ def mode_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def rig(protocol: Protocol, mode_name: str, tmp_path: Path) -> Iterator[Rig]:
+def rig(
+    protocol: Protocol, mode_name: str, tmp_path: Path, fault_server: FaultServer
+) -> Iterator[Rig]:
     db_path = tmp_path / "faults.db"
     mode: Mode = SyncMode() if mode_name == "sync" else AsyncMode()
-    with FaultServer() as server:
-        client = chatledger.Client(
-            api_key=API_KEY,
-            http_options={
-                "base_url": protocol.base_url(server.address),
-                "timeout": SAFE_TIMEOUT_MS,
-            },
-            store=str(db_path),
-        )
-        rig = Rig(protocol, mode, server, client, db_path)
-        try:
-            yield rig
-        finally:
-            for other in [*rig.extra_clients, client]:
-                mode.close(other)
-            mode.shutdown()
-    assert server.errors == []
+    client = chatledger.Client(
+        api_key=API_KEY,
+        http_options={
+            "base_url": protocol.base_url(fault_server.address),
+            "timeout": SAFE_TIMEOUT_MS,
+        },
+        store=str(db_path),
+    )
+    rig = Rig(protocol, mode, fault_server, client, db_path)
+    try:
+        yield rig
+    finally:
+        for other in [*rig.extra_clients, client]:
+            mode.close(other)
+        mode.shutdown()
 
 
 def operation(scenario: str, rig: Rig) -> str:
@@ -674,33 +674,31 @@ def test_an_error_object_in_a_200_answer(rig: Rig, stream: bool) -> None:
 
 
 def test_the_cli_fails_on_a_stream_with_no_answer(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault_server: FaultServer
 ) -> None:
     """The issue's report: ``chatledger chat`` against such a server exited 0 and logged
     an empty reply. Now: ``Error: ...`` on stderr, exit 1, and a failed call in the log."""
     monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
     db = tmp_path / "cli.db"
     runner = CliRunner()
-    with FaultServer() as server:
-        for _, script, _ in _no_stream_variants():
-            server.enqueue(script)
-            result = runner.invoke(
-                cli,
-                [
-                    "--db",
-                    str(db),
-                    "chat",
-                    "-m",
-                    "gemini-2.0-flash",
-                    "--base-url",
-                    server.address,
-                    "Hi",
-                ],
-            )
-            assert result.exit_code == 1, result.output
-            assert "Error:" in result.stderr and "ended without any answer" in result.stderr
-            assert "Traceback" not in result.output
-        assert server.errors == []
+    for _, script, _ in _no_stream_variants():
+        fault_server.enqueue(script)
+        result = runner.invoke(
+            cli,
+            [
+                "--db",
+                str(db),
+                "chat",
+                "-m",
+                "gemini-2.0-flash",
+                "--base-url",
+                fault_server.address,
+                "Hi",
+            ],
+        )
+        assert result.exit_code == 1, result.output
+        assert "Error:" in result.stderr and "ended without any answer" in result.stderr
+        assert "Traceback" not in result.output
     with chatledger.SQLiteStore(db) as store:
         events = []
         for info in store.conversations():
