@@ -37,9 +37,10 @@ from chatledger.types import HttpOptions
 from tests.support.openai_server import OpenAIServer, completion, text_events, tool_call
 from tests.transport_contract import (
     Harness,
-    HttpErrorContract,
+    HttpContract,
     HttpHarness,
     Prepared,
+    TimeoutContract,
     TransportContract,
     candidate,
     response_text,
@@ -80,59 +81,39 @@ def last_body(server: OpenAIServer) -> dict[str, Any]:
 
 class ScriptedServerHarness(HttpHarness):
     def __init__(self, server: OpenAIServer) -> None:
-        self.server = server
-        self.transport = OpenAITransport(None, HttpOptions(base_url=server.base_url))
+        super().__init__(server, OpenAITransport, server.base_url)
 
-    def _request(self, max_output_tokens: int | None = None) -> ModelRequest:
-        config = (
-            {"generationConfig": {"maxOutputTokens": max_output_tokens}}
-            if max_output_tokens
-            else {}
-        )
-        return request(user("Say hello"), **config)
-
-    def prepare(self, *, stream: bool, max_output_tokens: int | None = None) -> Prepared:
+    def request(self, max_output_tokens: int | None = None) -> ModelRequest:
         if max_output_tokens:
-            pieces = ["Once", " upon", " a", " time", " there", " was"][:max_output_tokens]
-            finish = "length"
-        else:
-            pieces = ["Hel", "lo, ", "world", "!"]
-            finish = "stop"
+            return request(
+                user("Say hello"), generationConfig={"maxOutputTokens": max_output_tokens}
+            )
+        return request(user("Say hello"))
+
+    def body(self, text: str, *, max_tokens: bool = False, tokens: int = 1) -> dict[str, Any]:
+        usage = {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens}
+        return completion(text, finish_reason="length" if max_tokens else "stop", usage=usage)
+
+    def events(
+        self, pieces: list[str], *, max_tokens: bool = False, finish: bool = True
+    ) -> list[Any]:
         usage = {
             "prompt_tokens": 9,
             "completion_tokens": len(pieces),
             "total_tokens": 9 + len(pieces),
         }
-        if stream:
-            self.server.reply_sse(text_events(pieces, finish_reason=finish, usage=usage))
-        else:
-            self.server.reply_json(completion("".join(pieces), finish_reason=finish, usage=usage))
-        return Prepared(self._request(max_output_tokens), pieces if stream else None)
+        return text_events(pieces, finish_reason="length" if max_tokens else "stop", usage=usage)
 
-    def script_error(self, status: int, message: str, *, stream: bool) -> ModelRequest:
-        self.server.reply_error(status, message)
-        return self._request()
-
-    def script_broken_stream(self) -> ModelRequest:
-        self.server.reply_sse(text_events(["Hel", "lo", " there"]), drop_after=2)
-        return self._request()
-
-    def script_non_json(self, *, stream: bool) -> ModelRequest:
-        if stream:
-            self.server.reply_sse([completion_chunk("Hi"), "{this is not json", "[DONE]"])
-        else:
-            self.server.reply_raw(b"<html><body>It works!</body></html>", status=200)
-        return self._request()
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        # As vLLM and llama.cpp's server send it: the status as an integer code.
+        return {
+            "error": {"message": message, "type": "server_error", "param": None, "code": status}
+        }
 
 
-def completion_chunk(text: str) -> dict[str, Any]:
-    events = text_events([text])
-    return dict(events[1])
-
-
-class TestScriptedServerContract(TransportContract, HttpErrorContract):
+class TestScriptedServerContract(TransportContract, HttpContract):
     @pytest.fixture
-    def harness(self, openai_server: OpenAIServer) -> Iterator[Harness]:
+    def harness(self, openai_server: OpenAIServer) -> Iterator[ScriptedServerHarness]:
         harness = ScriptedServerHarness(openai_server)
         yield harness
         harness.transport.close()
@@ -884,9 +865,8 @@ def test_a_chat_with_automatic_function_calling(
     }
     types = [event.type for event in events]
     assert types.count("function_called") == 1 and types.count("function_responded") == 1
-    assert {event.data.transport for event in events if event.type == "model_call_started"} == {
-        "openai"
-    }  # type: ignore[attr-defined]
+    started = [event.data for event in events if event.type == "model_call_started"]
+    assert {data.transport for data in started} == {"openai"}  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- a real llama.cpp server
@@ -962,13 +942,20 @@ def real_model_request(model_name: str, max_output_tokens: int | None = None) ->
 
 class LlamaServerHarness(Harness):
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self.transport = OpenAITransport(None, HttpOptions(base_url=base_url))
 
     def prepare(self, *, stream: bool, max_output_tokens: int | None = None) -> Prepared:
         return Prepared(real_model_request("smollm2", max_output_tokens))
 
+    def transport_with(self, **http_options: Any) -> OpenAITransport:
+        return OpenAITransport(None, HttpOptions(base_url=self.base_url, **http_options))
 
-class TestLlamaServerContract(TransportContract):
+    def slow_request(self, *, stream: bool) -> ModelRequest:
+        return real_model_request("smollm2", 400)
+
+
+class TestLlamaServerContract(TransportContract, TimeoutContract):
     @pytest.fixture
     def harness(self, llama_server: str) -> Iterator[Harness]:
         harness = LlamaServerHarness(llama_server)

@@ -53,7 +53,7 @@ def completion(
     text: str | None = None,
     *,
     finish_reason: str | None = "stop",
-    usage: dict[str, int] | None = None,
+    usage: dict[str, Any] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     choices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:

@@ -199,6 +199,7 @@ class ScriptedServer:
     def address(self) -> str:
         """``http://127.0.0.1:<port>``."""
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     def start(self: Self) -> Self:
