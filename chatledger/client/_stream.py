@@ -1,14 +1,20 @@
-"""Merging the chunks of a streamed reply into one response (SEMANTICS §3.2).
+"""Merging the chunks of a streamed reply into one response (docs/chat-api.md, "Streaming").
 
 A streamed reply is one model turn: adjacent plain text parts (only ``text``, and the
 same ``thought`` flag) are concatenated; every other part is kept, in order, with its
 ``thoughtSignature`` and any field this library does not know. Candidate and response
 fields (``finishReason``, ``usageMetadata``, ...) take the last value a chunk sent.
+
+The merged response is what the log records, so registered secrets are masked in it
+(:func:`chatledger.errors.mask_echoed_secrets`): a model that repeats a key while
+streaming splits it over several chunks, where no single chunk holds it whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..errors import mask_echoed_secrets
 
 __all__ = ["StreamMerger"]
 
@@ -93,12 +99,14 @@ class StreamMerger:
             self._candidates.setdefault(key, _CandidateMerger()).add(candidate)
 
     def merged(self) -> dict[str, Any]:
+        """The response the chunks make together, registered secrets masked."""
         response = dict(self._fields)
         if self._candidates:
             response["candidates"] = [
                 self._candidates[key].merged() for key in sorted(self._candidates)
             ]
-        return response
+        masked: dict[str, Any] = mask_echoed_secrets(response)
+        return masked
 
     def partial_text(self) -> str:
         """The visible text received so far (first candidate)."""
