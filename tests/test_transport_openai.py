@@ -571,6 +571,72 @@ def test_invalid_streamed_tool_call_arguments_are_an_invalid_response(
         list(transport.stream(request()))
 
 
+def _message(**fields: Any) -> dict[str, Any]:
+    return completion(choices=[{"index": 0, "message": {"role": "assistant", **fields}}])
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        (_message(tool_calls=[tool_call("f", {}, call_id=7)]), "whose id is a JSON int"),  # type: ignore[arg-type]
+        (
+            _message(tool_calls=[{"id": "c", "function": {"name": "f", "arguments": [1, 2]}}]),
+            "are a JSON list",
+        ),
+        (
+            _message(tool_calls=[tool_call("f", "[" * 100_000 + "]" * 100_000)]),
+            "not valid JSON",
+        ),
+        (_message(content=[{"type": "text", "text": {"a": 1}}]), "whose text is a JSON dict"),
+        (_message(content={"text": "hi"}), "content that is a JSON dict"),
+    ],
+    ids=["call-id", "arguments", "deep-arguments", "part-text", "content"],
+)
+def test_fields_of_the_wrong_type_are_an_invalid_response(
+    openai_server: OpenAIServer, transport: OpenAITransport, body: dict[str, Any], phrase: str
+) -> None:
+    """A field of the wrong type was turned into its ``str()`` (a tool call id ``7``, a
+    text ``{'a': 1}``) or dropped (arguments ``[1, 2]`` became ``{}``): each is refused."""
+    openai_server.reply_json(body)
+    with pytest.raises(InvalidResponseError, match=phrase):
+        transport.generate(request())
+
+
+@pytest.mark.parametrize(
+    ("delta", "phrase"),
+    [
+        ({"index": 0, "id": 7, "function": {"name": "f", "arguments": "{}"}}, "id is a JSON int"),
+        (
+            {"index": 0, "id": "c", "function": {"name": ["f"], "arguments": "{}"}},
+            "name is a JSON list",
+        ),
+        ({"index": 0, "id": "c", "function": {"name": "f", "arguments": 3}}, "are a JSON int"),
+    ],
+    ids=["call-id", "name", "arguments"],
+)
+def test_streamed_tool_call_fields_of_the_wrong_type_are_an_invalid_response(
+    openai_server: OpenAIServer, transport: OpenAITransport, delta: dict[str, Any], phrase: str
+) -> None:
+    openai_server.reply_sse(text_events([], finish_reason="tool_calls", tool_call_deltas=[delta]))
+    with pytest.raises(InvalidResponseError, match=phrase):
+        list(transport.stream(request()))
+
+
+def test_endless_tool_call_arguments_stop_at_the_answer_limit(openai_server: OpenAIServer) -> None:
+    """Tool-call arguments are accumulated until the call is complete: a server that
+    never completes one is stopped by ``max_response_bytes`` like any other answer."""
+    piece = {"index": 0, "function": {"arguments": "x" * 1000}}
+    deltas = [{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a": "'}}]
+    deltas += [piece] * 200
+    openai_server.reply_sse(text_events([], finish_reason="tool_calls", tool_call_deltas=deltas))
+    transport = OpenAITransport(
+        None, HttpOptions(base_url=openai_server.base_url, max_response_bytes=50_000)
+    )
+    with pytest.raises(InvalidResponseError, match=r"max_response_bytes \(50000 bytes\)"):
+        list(transport.stream(request()))
+    transport.close()
+
+
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [

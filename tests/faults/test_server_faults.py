@@ -828,6 +828,34 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(rig: Rig, stre
     )
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+def test_an_enormous_error_body_is_read_only_in_part(rig: Rig, stream: bool) -> None:
+    """A 500 whose body never ends (or is 1 GB): only its first 64 KiB are read, so the
+    error comes at once, with bounded memory, and the event keeps a bounded message."""
+    piece = b"<p>internal error</p>" * 3000
+
+    def endless_error(wire: Wire) -> None:
+        wire.head(500, content_type="text/html", length=1 << 30)
+        while True:
+            wire.send(piece)
+
+    chat = rig.chat()
+    before = rig.before(chat)
+    rig.server.enqueue(endless_error)
+    tracemalloc.start()
+    try:
+        outcome = rig.attempt(chat, "Fail big", stream=stream)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rig.expect_failure(chat, before, outcome, chatledger.ServerError, "internal error")
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for an endless error body"
+    failed = rig.mode.events(chat)[-1]
+    assert len(failed.data.error.message) < 10_000  # type: ignore[attr-defined]
+    rig.expect_recovery(chat, before, "Fail big", stream=stream)
+    ledger.record(AREA, operation("endless-error-body", rig), faults=1)
+
+
 # =========================================================================== 4. no finish reason
 
 

@@ -445,10 +445,15 @@ def _function_call(name: Any, arguments: Any, call_id: Any) -> dict[str, Any]:
     if isinstance(arguments, dict):
         args = arguments
     else:
-        text = arguments if isinstance(arguments, str) else ""
+        if arguments is not None and not isinstance(arguments, str):
+            raise InvalidResponseError(
+                f"the arguments of the tool call {name!r} are a JSON "
+                f"{type(arguments).__name__}, not a string or an object"
+            )
+        text = arguments or ""
         try:
             args = msgspec.json.decode(text) if text.strip() else {}
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise InvalidResponseError(
                 f"the arguments of the tool call {name!r} are not valid JSON: {text[:200]!r}"
             ) from None
@@ -458,15 +463,36 @@ def _function_call(name: Any, arguments: Any, call_id: Any) -> dict[str, Any]:
             )
     call: dict[str, Any] = {"name": name, "args": args}
     if call_id:
-        call["id"] = str(call_id)
+        call["id"] = _call_id(call_id)
     return {"functionCall": call}
+
+
+def _call_id(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidResponseError(
+            f"the server sent a tool call whose id is a JSON {type(value).__name__}, not a string"
+        )
+    return value
 
 
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # some servers answer with content parts
-        return "".join(str(piece.get("text") or "") for piece in content if isinstance(piece, dict))
+        texts = []
+        for piece in content:
+            text = piece.get("text") if isinstance(piece, dict) else None
+            if text is not None and not isinstance(text, str):
+                raise InvalidResponseError(
+                    f"the server sent a content part whose text is a JSON {type(text).__name__}"
+                )
+            texts.append(text or "")
+        return "".join(texts)
+    if content is not None:
+        raise InvalidResponseError(
+            f"the server sent message content that is a JSON {type(content).__name__}, "
+            "not a string or a list of parts"
+        )
     return ""
 
 
@@ -672,16 +698,27 @@ class StreamTranslator:
                 call_index if isinstance(call_index, int) else order, _ToolCallDelta()
             )
             if call.get("id"):
-                accumulated.call_id = str(call["id"])
+                accumulated.call_id = _call_id(call["id"])
             function = call.get("function")
             if not isinstance(function, dict):
                 function = {}
-            if function.get("name") and not accumulated.name:
-                accumulated.name = str(function["name"])
-            if isinstance(function.get("arguments"), str):
-                accumulated.arguments.append(function["arguments"])
-            elif isinstance(function.get("arguments"), dict):  # some servers send objects
-                accumulated.arguments.append(_json_text(function["arguments"]))
+            name = function.get("name")
+            if name and not accumulated.name:
+                if not isinstance(name, str):
+                    raise InvalidResponseError(
+                        f"the server sent a tool call whose name is a JSON {type(name).__name__}"
+                    )
+                accumulated.name = name
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                accumulated.arguments.append(arguments)
+            elif isinstance(arguments, dict):  # some servers send objects
+                accumulated.arguments.append(_json_text(arguments))
+            elif arguments is not None:
+                raise InvalidResponseError(
+                    "the server sent tool call arguments that are a JSON "
+                    f"{type(arguments).__name__}, not a string or an object"
+                )
         reason = choice.get("finish_reason")
         if reason:
             state.finished = True
