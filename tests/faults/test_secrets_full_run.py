@@ -442,3 +442,7 @@ def test_a_full_run_leaks_no_secret(
         inputs=places,
         invariants_broken=len(leaks),
     )
+    # The attack classes of issue 13, item 6, within that run: requests made through a
+    # base URL holding a password, and successful replies echoing every secret.
+    ledger.record("secrets", "password in the base URL", faults=len(server.requests))
+    ledger.record("secrets", "secrets echoed in successful replies", faults=3)
