@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -61,6 +62,7 @@ __all__ = [
     "ERROR_BODY_BYTES",
     "SERVER_FAULT",
     "Endpoint",
+    "HttpCall",
     "HttpResponseInfo",
     "RequestBudget",
     "aiter_sse_data",
@@ -542,21 +544,25 @@ def _translate(host: str, exc: httpx.HTTPError) -> ChatledgerError:
 # --------------------------------------------------------------------------- requests
 
 
+@dataclasses.dataclass(frozen=True)
+class HttpCall:
+    """One POST: where, what, with which headers, and its budget."""
+
+    url: str
+    content: bytes
+    headers: dict[str, str]
+    budget: RequestBudget
+
+
 @contextlib.contextmanager
-def open_response(
-    client: httpx.Client,
-    url: str,
-    *,
-    content: bytes,
-    headers: dict[str, str],
-    budget: RequestBudget,
-) -> Iterator[httpx.Response]:
+def open_response(client: httpx.Client, call: HttpCall) -> Iterator[httpx.Response]:
     """POST; yield the response once its headers are in, its body still unread. Errors
     raised while the caller reads it are translated too; leaving the block closes it.
     A redirect is never followed (even by an ``http_client`` that would): it is an
     answer like any other status."""
+    budget = call.budget
     with translate_httpx_errors(budget.host, budget):
-        request = client.build_request("POST", url, content=content, headers=headers)
+        request = client.build_request("POST", call.url, content=call.content, headers=call.headers)
         response = client.send(request, stream=True, follow_redirects=False)
         budget.answered = True
         try:
@@ -569,16 +575,12 @@ def open_response(
 
 @contextlib.asynccontextmanager
 async def aopen_response(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    content: bytes,
-    headers: dict[str, str],
-    budget: RequestBudget,
+    client: httpx.AsyncClient, call: HttpCall
 ) -> AsyncIterator[httpx.Response]:
     """As :func:`open_response`, for an async client."""
+    budget = call.budget
     with translate_httpx_errors(budget.host, budget):
-        request = client.build_request("POST", url, content=content, headers=headers)
+        request = client.build_request("POST", call.url, content=call.content, headers=call.headers)
         with budget.scope():
             response = await client.send(request, stream=True, follow_redirects=False)
         budget.answered = True

@@ -41,6 +41,7 @@ import httpx
 import msgspec
 
 from ...errors import APIError, InvalidInputError, InvalidResponseError, ModelConnectionError
+from ._wire import json_text, part_kind
 from .base import ModelRequest
 
 __all__ = [
@@ -84,10 +85,6 @@ _STATUS_NAMES = {
 DONE = "[DONE]"
 
 
-def _json_text(value: Any) -> str:
-    return msgspec.json.encode(value).decode("utf-8")
-
-
 # --------------------------------------------------------------------------- requests
 
 
@@ -98,15 +95,6 @@ def _model_name(model: str) -> str:
     if not name:
         raise InvalidInputError(f"invalid model name {model!r}: name the server's model")
     return name
-
-
-def _part_kind(part: Any) -> str:
-    if isinstance(part, dict):
-        keys = [
-            key for key, value in part.items() if value is not None and key != "thoughtSignature"
-        ]
-        return ", ".join(keys) or "empty part"
-    return type(part).__name__
 
 
 def _image_url(part: dict[str, Any]) -> dict[str, Any] | None:
@@ -143,7 +131,7 @@ def _text_of(content: Any) -> str:
             texts.append(part["text"])
         else:
             raise InvalidInputError(
-                f"a system instruction can only hold text here, got a part with {_part_kind(part)}"
+                f"a system instruction can only hold text here, got a part with {part_kind(part)}"
             )
     return "\n".join(texts)
 
@@ -191,19 +179,19 @@ def _assistant_message(
                 {
                     "id": call_id,
                     "type": "function",
-                    "function": {"name": name, "arguments": _json_text(call.get("args") or {})},
+                    "function": {"name": name, "arguments": json_text(call.get("args") or {})},
                 }
             )
             waiting.setdefault(name, []).append(str(call_id))
         elif isinstance(part.get("text"), str):
             if not part.get("thought"):
                 texts.append(part["text"])
-        elif part.get("thoughtSignature") is not None and _part_kind(part) == "empty part":
+        elif part.get("thoughtSignature") is not None and part_kind(part) == "empty part":
             continue
         else:
             raise InvalidInputError(
                 f"contents[{content_index}]: the OpenAI-compatible transport cannot send a "
-                f"model part with {_part_kind(part)}"
+                f"model part with {part_kind(part)}"
             )
     # Always a string: llama.cpp's server answers HTTP 500 to content null beside
     # tool_calls (and its chat templates break when content is left out).
@@ -243,7 +231,7 @@ def _user_messages(
                 {
                     "role": "tool",
                     "tool_call_id": str(call_id),
-                    "content": _json_text(reply.get("response") or {}),
+                    "content": json_text(reply.get("response") or {}),
                 }
             )
         elif isinstance(part.get("text"), str):
@@ -254,7 +242,7 @@ def _user_messages(
             if image is None:
                 raise InvalidInputError(
                     f"contents[{content_index}]: the OpenAI-compatible transport can send text, "
-                    f"images and function responses, not a part with {_part_kind(part)}"
+                    f"images and function responses, not a part with {part_kind(part)}"
                 )
             pieces.append(image)
     if len(pieces) > len(texts):
@@ -504,12 +492,8 @@ def _reasoning(message: dict[str, Any]) -> str:
     return ""
 
 
-def _candidate(choice: Any, position: int) -> dict[str, Any]:
-    if not isinstance(choice, dict):
-        raise InvalidResponseError(f"choice {position} is not an object")
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        message = {}
+def _text_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The thought and text parts of a message or a stream delta."""
     parts: list[dict[str, Any]] = []
     reasoning = _reasoning(message)
     if reasoning:
@@ -517,6 +501,16 @@ def _candidate(choice: Any, position: int) -> dict[str, Any]:
     text = _content_text(message.get("content"))
     if text:
         parts.append({"text": text})
+    return parts
+
+
+def _candidate(choice: Any, position: int) -> dict[str, Any]:
+    if not isinstance(choice, dict):
+        raise InvalidResponseError(f"choice {position} is not an object")
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        message = {}
+    parts = _text_parts(message)
     for call in message.get("tool_calls") or []:
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
@@ -556,7 +550,7 @@ def response_from_openai(body: dict[str, Any]) -> dict[str, Any]:
     raise_body_error(body, 500)
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices:
-        raise InvalidResponseError(f"the response has no choices: {_json_text(body)[:200]!r}")
+        raise InvalidResponseError(f"the response has no choices: {json_text(body)[:200]!r}")
     response: dict[str, Any] = {
         "candidates": [_candidate(choice, i) for i, choice in enumerate(choices)]
     }
@@ -683,13 +677,7 @@ class StreamTranslator:
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             delta = {}
-        parts: list[dict[str, Any]] = []
-        reasoning = _reasoning(delta)
-        if reasoning:
-            parts.append({"text": reasoning, "thought": True})
-        text = _content_text(delta.get("content"))
-        if text:
-            parts.append({"text": text})
+        parts = _text_parts(delta)
         for order, call in enumerate(delta.get("tool_calls") or []):
             if not isinstance(call, dict):
                 raise InvalidResponseError("a streamed tool call is not an object")
@@ -713,7 +701,7 @@ class StreamTranslator:
             if isinstance(arguments, str):
                 accumulated.arguments.append(arguments)
             elif isinstance(arguments, dict):  # some servers send objects
-                accumulated.arguments.append(_json_text(arguments))
+                accumulated.arguments.append(json_text(arguments))
             elif arguments is not None:
                 raise InvalidResponseError(
                     "the server sent tool call arguments that are a JSON "
@@ -759,7 +747,7 @@ def error_body(status: int, payload: Any, text: str, reason_phrase: str = "") ->
         message = (
             payload["detail"]
             if isinstance(payload["detail"], str)
-            else _json_text(payload["detail"])
+            else json_text(payload["detail"])
         )
     if message is None:
         message = text.strip()[:2000] or reason_phrase or _status_name(status)

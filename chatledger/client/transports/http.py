@@ -47,6 +47,7 @@ from ...types import HttpOptions
 from ._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     SERVER_FAULT,
+    HttpCall,
     HttpResponseInfo,
     RequestBudget,
     aiter_sse_data,
@@ -264,16 +265,16 @@ class HttpTransport(Transport):
             self._async_client = httpx.AsyncClient(timeout=self._timeout)
         return self._async_client
 
-    def _prepare(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
-        """What :func:`open_response` takes for ``request``; a fresh budget. Called once
-        the httpx client exists: making one (its TLS context) can take longer than a short
-        timeout, and is not the server's time."""
-        return {
-            "url": self.request_url(request, stream=stream),
-            "content": msgspec.json.encode(self.request_body(request, stream=stream)),
-            "headers": self.headers(stream=stream),
-            "budget": RequestBudget(self._options.timeout, self.host, self.max_response_bytes),
-        }
+    def _prepare(self, request: ModelRequest, *, stream: bool) -> HttpCall:
+        """The POST for ``request``, with a fresh budget. Called once the httpx client
+        exists: making one (its TLS context) can take longer than a short timeout, and is
+        not the server's time."""
+        return HttpCall(
+            url=self.request_url(request, stream=stream),
+            content=msgspec.json.encode(self.request_body(request, stream=stream)),
+            headers=self.headers(stream=stream),
+            budget=RequestBudget(self._options.timeout, self.host, self.max_response_bytes),
+        )
 
     def _whole(self, response: httpx.Response, content: bytes) -> dict[str, Any]:
         """A whole answer (a body read by :func:`read_body`) as a checked wire response."""
@@ -307,15 +308,15 @@ class HttpTransport(Transport):
     def generate(self, request: ModelRequest) -> dict[str, Any]:
         client = self._sync()
         call = self._prepare(request, stream=False)
-        with open_response(client, **call) as response:
-            content = read_body(response, call["budget"])
+        with open_response(client, call) as response:
+            content = read_body(response, call.budget)
         return self._whole(response, content)
 
     def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
         client = self._sync()
         call = self._prepare(request, stream=True)
-        budget: RequestBudget = call["budget"]
-        with open_response(client, **call) as response:
+        budget = call.budget
+        with open_response(client, call) as response:
             if not self._streams(response):
                 yield self._whole(response, read_body(response, budget))
                 return
@@ -326,15 +327,15 @@ class HttpTransport(Transport):
     async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
         client = self._async()
         call = self._prepare(request, stream=False)
-        async with aopen_response(client, **call) as response:
-            content = await aread_body(response, call["budget"])
+        async with aopen_response(client, call) as response:
+            content = await aread_body(response, call.budget)
         return self._whole(response, content)
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
         client = self._async()
         call = self._prepare(request, stream=True)
-        budget: RequestBudget = call["budget"]
-        async with aopen_response(client, **call) as response:
+        budget = call.budget
+        async with aopen_response(client, call) as response:
             if not self._streams(response):
                 yield self._whole(response, await aread_body(response, budget))
                 return

@@ -49,10 +49,9 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from ...errors import APIError, ChatStateError, InvalidInputError, ModelTimeoutError
 from ...types import HttpOptions
+from ._wire import json_text, part_kind
 from .base import ModelRequest, Transport
 
 __all__ = [
@@ -217,16 +216,6 @@ def load_model(path: Path | None = None) -> LocalModel:
 # --------------------------------------------------------------------------- requests
 
 
-def _json_text(value: Any) -> str:
-    return msgspec.json.encode(value).decode("utf-8")
-
-
-def _part_kind(part: Any) -> str:
-    if isinstance(part, dict):
-        return ", ".join(key for key, value in part.items() if value is not None) or "empty part"
-    return type(part).__name__
-
-
 def _part_text(part: Any, where: str) -> str | None:
     """A part as the text the model reads; None for parts left out (thoughts)."""
     if isinstance(part, str):
@@ -237,14 +226,14 @@ def _part_text(part: Any, where: str) -> str | None:
         return None if part.get("thought") else str(part["text"])
     call = part.get("functionCall")
     if isinstance(call, dict):
-        return f"[called {call.get('name')}({_json_text(call.get('args') or {})})]"
+        return f"[called {call.get('name')}({json_text(call.get('args') or {})})]"
     reply = part.get("functionResponse")
     if isinstance(reply, dict):
-        return f"[{reply.get('name')} returned {_json_text(reply.get('response') or {})}]"
+        return f"[{reply.get('name')} returned {json_text(reply.get('response') or {})}]"
     if part.get("thoughtSignature") is not None and len(part) == 1:
         return None
     raise InvalidInputError(
-        f"{where}: the local model reads text only, not a part with {_part_kind(part)}"
+        f"{where}: the local model reads text only, not a part with {part_kind(part)}"
     )
 
 
