@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import chatledger
 from chatledger.client._client import transport_kind
 from chatledger.client.transports.base import ModelRequest
-from chatledger.client.transports.local import find_model_path
 from chatledger.client.transports.openai import (
     OpenAITransport,
     chat_messages,
@@ -34,6 +29,7 @@ from chatledger.errors import (
     ServerError,
 )
 from chatledger.types import HttpOptions
+from tests.support.llama_server import llama_server as run_llama_server
 from tests.support.openai_server import OpenAIServer, completion, text_events, tool_call
 from tests.transport_contract import (
     Harness,
@@ -43,6 +39,7 @@ from tests.transport_contract import (
     TimeoutContract,
     TransportContract,
     candidate,
+    check_a_chat,
     response_text,
 )
 
@@ -938,56 +935,11 @@ def test_a_chat_with_automatic_function_calling(
 # --------------------------------------------------------------------------- a real llama.cpp server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with SmolLM2 on a free port; its base URL."""
-    model_path = find_model_path()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "2048",
-    ]  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}/v1"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llama_cpp.server exited with {process.returncode} before it was ready:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    "llama_cpp.server did not answer GET /v1/models within 120 s:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            time.sleep(0.2)
+    with run_llama_server(tmp_path_factory.mktemp("llama_server")) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def real_model_request(model_name: str, max_output_tokens: int | None = None) -> ModelRequest:
@@ -1033,43 +985,5 @@ def test_a_chat_through_the_llama_server(llama_server: str, tmp_path: Path) -> N
     with chatledger.Client(
         http_options={"base_url": llama_server}, store=str(tmp_path / "chat.db")
     ) as client:
-        chat = client.chats.create(
-            model="smollm2", config={"max_output_tokens": 24, "temperature": 0, "seed": 7}
-        )
-        reply = chat.send_message("Say hello to me.")
-        assert reply.text
-        chunks = list(chat.send_message_stream("Now say goodbye."))
-        assert chunks
-        streamed_text = "".join(chunk.text or "" for chunk in chunks)
-        assert streamed_text
-
-        history = chat.get_history()
-        assert [content.role for content in history] == ["user", "model", "user", "model"]
-        assert history[0].parts is not None and history[0].parts[0].text == "Say hello to me."
-        assert (
-            history[1].parts is not None
-            and "".join(p.text or "" for p in history[1].parts) == reply.text
-        )
-        assert (
-            history[3].parts is not None
-            and "".join(p.text or "" for p in history[3].parts) == streamed_text
-        )
-
-        events = chat.events()
-        assert [event.type for event in events] == [
-            "conversation_started",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-        ]
-        started = [event.data for event in events if event.type == "model_call_started"]
-        assert [data.transport for data in started] == ["openai", "openai"]  # type: ignore[attr-defined]
-        assert [data.streamed for data in started] == [False, True]  # type: ignore[attr-defined]
-        responded = [event.data for event in events if event.type == "model_responded"]
-        assert [data.streamed for data in responded] == [False, True]  # type: ignore[attr-defined]
-        assert responded[1].chunks == len(chunks)  # type: ignore[attr-defined]
-        assert responded[0].response["usageMetadata"]["candidatesTokenCount"] > 0  # type: ignore[attr-defined]
-        assert chat.verify().ok
+        config = {"max_output_tokens": 24, "temperature": 0, "seed": 7}
+        check_a_chat(client, "smollm2", config, "openai")

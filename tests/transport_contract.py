@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+import chatledger
 from chatledger.client._stream import StreamMerger
 from chatledger.client.transports.base import ModelRequest, Transport
 from chatledger.errors import (
@@ -54,6 +55,7 @@ __all__ = [
     "TimeoutContract",
     "TransportContract",
     "candidate",
+    "check_a_chat",
     "response_text",
 ]
 
@@ -289,6 +291,49 @@ def _closing(transport: Transport) -> Iterator[Transport]:
         yield transport
     finally:
         transport.close()
+
+
+def _text(content: Any) -> str:
+    return "".join(part.text or "" for part in content.parts or [])
+
+
+def check_a_chat(
+    client: chatledger.Client, model: str, config: dict[str, Any], transport: str
+) -> Any:
+    """A whole chat through a real model: a reply, then a streamed one. The history holds
+    both turns as the caller saw them; the log holds each step, made by ``transport``,
+    and verifies. Returns the chat."""
+    chat = client.chats.create(model=model, config=config)
+    reply = chat.send_message("Say hello to me.")
+    assert reply.text
+    assert reply.usage_metadata is not None and reply.usage_metadata.candidates_token_count
+    chunks = list(chat.send_message_stream("Now say goodbye."))
+    streamed_text = "".join(chunk.text or "" for chunk in chunks)
+    assert chunks and streamed_text
+
+    history = chat.get_history()
+    assert [content.role for content in history] == ["user", "model", "user", "model"]
+    assert [_text(content) for content in history] == [
+        "Say hello to me.",
+        reply.text,
+        "Now say goodbye.",
+        streamed_text,
+    ]
+    events = chat.events()
+    assert [event.type for event in events] == [
+        "conversation_started",
+        *["user_message_added", "model_call_started", "model_responded"] * 2,
+    ]
+    started = [event.data for event in events if event.type == "model_call_started"]
+    assert [(data.transport, data.streamed) for data in started] == [  # type: ignore[attr-defined]
+        (transport, False),
+        (transport, True),
+    ]
+    responded = [event.data for event in events if event.type == "model_responded"]
+    assert [data.streamed for data in responded] == [False, True]  # type: ignore[attr-defined]
+    assert responded[1].chunks == len(chunks)  # type: ignore[attr-defined]
+    assert chat.verify().ok
+    return chat
 
 
 # --------------------------------------------------------------------------- contracts

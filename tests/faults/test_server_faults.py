@@ -272,6 +272,16 @@ class Rig:
             text, error = None, exc
         return Outcome(text, received, error, time.monotonic() - started)
 
+    def measured_attempt(self, chat: Any, message: str, *, stream: bool) -> tuple[Outcome, int]:
+        """:meth:`attempt`, and the peak of the memory Python allocated meanwhile."""
+        tracemalloc.start()
+        try:
+            outcome = self.attempt(chat, message, stream=stream)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return outcome, peak
+
     def good_reply(self, text: str, *, stream: bool) -> Script:
         if stream:
             events = self.protocol.events([text[: len(text) // 2], text[len(text) // 2 :]])
@@ -598,30 +608,16 @@ def _no_stream_variants() -> list[tuple[str, Script, str]]:
 
         return script
 
-    return [
-        ("garbage", bare(b"garbage", "text/plain"), "it starts 'garbage'"),
-        (
-            "an HTML page",
-            bare(b"<html><body>It works!</body></html>", "text/html"),
-            "it starts '<html>",
-        ),
-        (
-            "HTML called an event stream",
-            bare(b"<html>\n<body>proxy error</body>\n</html>\n", "text/event-stream"),
-            "it starts '<html>",
-        ),
-        ("an empty stream", bare(b"", "text/event-stream"), "nothing at all"),
-        (
-            "keep-alive comments only",
-            bare(b": ping\n\n: ping\n\n", "text/event-stream"),
-            "it starts ': ping",
-        ),
-        (
-            "fields that are not data",
-            bare(b"event: message\nid: 7\nretry: 10\n\n", "text/event-stream"),
-            "it starts 'event: message",
-        ),
+    html = b"<html>\n<body>proxy error</body>\n</html>\n"
+    cases = [  # what, the body, its content type, what the error quotes
+        ("garbage", b"garbage", "text/plain", "it starts 'garbage'"),
+        ("an HTML page", html, "text/html", "it starts '<html>"),
+        ("HTML called an event stream", html, "text/event-stream", "it starts '<html>"),
+        ("an empty stream", b"", "text/event-stream", "nothing at all"),
+        ("keep-alive comments only", b": ping\n\n: ping\n\n", "text/event-stream", "': ping"),
+        ("not data", b"event: message\nid: 7\nretry: 10\n\n", "text/event-stream", "'event: "),
     ]
+    return [(what, bare(body, kind), phrase) for what, body, kind, phrase in cases]
 
 
 def test_a_200_answer_that_is_no_stream(rig: Rig) -> None:
@@ -720,12 +716,7 @@ def test_an_enormous_answer_is_handled_with_bounded_memory(rig: Rig, stream: boo
     chat = rig.chat()
     rig.server.enqueue(prebuilt(rig.protocol, big, stream=stream))
     del big
-    tracemalloc.start()
-    try:
-        outcome = rig.attempt(chat, "Say a lot", stream=stream)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    outcome, peak = rig.measured_attempt(chat, "Say a lot", stream=stream)
     assert outcome.error is None, repr(outcome.error)
     assert (
         outcome.text is not None and len(outcome.text) == ENORMOUS and outcome.text.endswith("all")
@@ -805,12 +796,7 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(rig: Rig, stre
     limited = rig.impatient(chat, SAFE_TIMEOUT_MS, max_response_bytes=SMALL_LIMIT)
     for script in variants:
         rig.server.enqueue(script)
-        tracemalloc.start()
-        try:
-            outcome = rig.attempt(limited, "Say too much", stream=stream)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        outcome, peak = rig.measured_attempt(limited, "Say too much", stream=stream)
         rig.expect_failure(
             limited,
             before,
@@ -842,12 +828,7 @@ def test_an_enormous_error_body_is_read_only_in_part(rig: Rig, stream: bool) -> 
     chat = rig.chat()
     before = rig.before(chat)
     rig.server.enqueue(endless_error)
-    tracemalloc.start()
-    try:
-        outcome = rig.attempt(chat, "Fail big", stream=stream)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    outcome, peak = rig.measured_attempt(chat, "Fail big", stream=stream)
     rig.expect_failure(chat, before, outcome, chatledger.ServerError, "internal error")
     assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for an endless error body"
     failed = rig.mode.events(chat)[-1]
