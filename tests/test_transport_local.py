@@ -334,7 +334,7 @@ def test_a_chat_with_the_local_model(tmp_path: Path) -> None:
     }
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
         chat = check_a_chat(client, "local", config, "local")
-        assert len(chat.events()[-1].data.response["candidates"]) == 1  # type: ignore[attr-defined]
+        assert len(chat.events()[-1].data.response["candidates"]) == 1
 
     # Resumed from the file, the conversation is the same.
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
