@@ -267,3 +267,32 @@ def test_the_cli_never_prints_the_password_of_a_base_url(
         assert f"cannot reach 127.0.0.1:{port}" in result.stderr
         assert URL_PASSWORD not in result.output
     assert URL_PASSWORD.encode() not in _stored(db)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Bearer header-SECRET-1a2b\nX-Evil: 1", "Bearer header-SECRET-1a2b\r", "tökén-SECRET-1a2b"],
+    ids=["line-break", "carriage-return", "non-ascii"],
+)
+def test_a_header_that_cannot_be_sent_is_refused_without_showing_it(value: str) -> None:
+    """h11 refused such a value deep inside a send, quoting it as ``b'...\\n...'``, a form
+    that masking does not recognise: the secret reached the error and the failure event.
+    Now the client refuses it when it is made, naming the header and not its value."""
+    with pytest.raises(chatledger.InvalidInputError, match="'Authorization'") as caught:
+        chatledger.Client(
+            api_key=API_KEY,
+            http_options={"base_url": "http://127.0.0.1:9", "headers": {"Authorization": value}},
+        )
+    assert "header-SECRET-1a2b" not in str(caught.value) and "SECRET" not in repr(caught.value)
+
+
+def test_an_api_key_that_cannot_be_sent_is_refused_before_anything_is_sent(
+    gemini_server: GeminiServer,
+) -> None:
+    key = "kéy-SECRET-99aa88bb"
+    client = chatledger.Client(api_key=key, http_options={"base_url": gemini_server.base_url})
+    with pytest.raises(chatledger.InvalidInputError, match="the API key") as caught:
+        client.transport_for("gemini-2.5-flash")
+    client.close()
+    assert key not in str(caught.value)
+    assert gemini_server.requests == []

@@ -111,7 +111,9 @@ SECRET_HEADER_WORDS = (
 def register_secret_headers(headers: dict[str, str] | None) -> None:
     """Treat the values of credential-like headers (see :data:`SECRET_HEADER_WORDS`) as
     secrets, redacted everywhere: the whole value, the token after a scheme ("Bearer
-    <token>"), and each value of a cookie list ("a=1; b=2")."""
+    <token>"), and each value of a cookie list ("a=1; b=2"). Then refuse a header that
+    cannot be sent (:func:`check_header`), so that a client with one fails when it is
+    made, before anything is recorded."""
     for name, value in (headers or {}).items():
         if not isinstance(value, str) or not any(
             word in name.lower() for word in SECRET_HEADER_WORDS
@@ -121,6 +123,31 @@ def register_secret_headers(headers: dict[str, str] | None) -> None:
         register_secret(value.split(" ", 1)[-1])
         for pair in value.split(";"):
             register_secret(pair.partition("=")[2].strip())
+    for name, value in (headers or {}).items():
+        check_header(name, value)
+
+
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def check_header(name: str, value: str, *, what: str = "") -> None:
+    """Refuse a header httpx could not send as it is, naming it but never its value: a
+    value holding a line break would otherwise reach an error quoted in a form no
+    masking recognises (and could smuggle another header), and a non-ASCII one would
+    fail deep inside httpx."""
+    what = what or f"the header {name!r} of http_options.headers"
+    if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARS:
+        raise InvalidInputError(f"{what}: {name!r} is not a valid header name")
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what}: its value must be a string, not {type(value).__name__}")
+    if any(not (" " <= char <= "~" or char == "\t") for char in value):
+        raise InvalidInputError(
+            f"{what}: its value holds a line break, a control character or a character "
+            "beyond ASCII, which an HTTP header cannot carry (the value is not shown: it "
+            "may be a secret)"
+        )
 
 
 class Endpoint(msgspec.Struct, frozen=True, kw_only=True):

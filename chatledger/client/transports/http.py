@@ -53,6 +53,7 @@ from ._http import (
     aiter_sse_data,
     aopen_response,
     aread_body,
+    check_header,
     decode_json_object,
     error_from_response,
     iter_sse_data,
@@ -193,6 +194,8 @@ class HttpTransport(Transport):
         register_secret(api_key)
         self._options = http_options or HttpOptions()
         register_secret_headers(self._options.headers)
+        if self._api_key is not None:
+            check_header("Authorization", self._api_key, what="the API key")
         if self._options.base_url:
             self.endpoint = parse_base_url(self._options.base_url)
         elif os.environ.get(self.base_url_env):
