@@ -627,6 +627,27 @@ class HttpContract(EmptyStreamContract, TimeoutContract):
         assert secret not in repr(answer)
 
     @pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
+    def test_an_error_that_echoes_the_key_is_masked(
+        self, harness: HttpHarness, stream: bool
+    ) -> None:
+        """A server that echoes the API key in an error's body and headers: the error,
+        its details and the response kept on it show ``***``."""
+        key = HttpHarness.API_KEY
+        harness.server.reply_json(
+            harness.error_body(401, f"bad key {key}"), status=401, headers={"X-Echo": key}
+        )
+        with pytest.raises(ClientError) as caught:
+            if stream:
+                list(harness.transport.stream(harness.request()))
+            else:
+                harness.transport.generate(harness.request())
+        error = caught.value
+        assert error.error_message == "bad key ***"
+        assert error.response.headers["x-echo"] == "***"
+        for text in (str(error), repr(error.details), repr(error.response)):
+            assert key not in text, text
+
+    @pytest.mark.parametrize("stream", [False, True], ids=["generate", "stream"])
     def test_a_redirect_is_not_followed(self, harness: HttpHarness, stream: bool) -> None:
         sent = len(harness.server.requests)
         request = harness.script_redirect("http://127.0.0.1:9/elsewhere", stream=stream)
