@@ -1,8 +1,10 @@
-"""The HTTP plumbing the model transports share: the request budget, bounded reading,
-SSE parsing, base URLs and credentials, and errors.
+"""The HTTP plumbing the model transports share: the request budget, bounded reading and
+errors. (Credentials and base URLs are :mod:`._credentials`; server-sent events
+:mod:`._sse`.)
 
 A request is opened with :func:`open_response` (or :func:`aopen_response`) and its body
-read with :func:`read_body` or :func:`iter_sse_data` (or their ``a`` twins). Together they:
+read with :func:`read_body` or :func:`._sse.iter_sse_data` (or their ``a`` twins).
+Together they:
 
 - translate httpx's exceptions into chatledger's, naming the host but never the URL's
   credentials, its query or a header;
@@ -18,27 +20,20 @@ read with :func:`read_body` or :func:`iter_sse_data` (or their ``a`` twins). Tog
   be too large, never buffered whole; an error body is read to :data:`ERROR_BODY_BYTES`
   at most;
 - never follow a redirect (it could carry the API key header to another host).
-
-:func:`parse_base_url` takes a ``base_url`` apart once: credentials in it
-(``http://user:password@host/``) become a Basic ``Authorization`` header and registered
-secrets, and never travel in a URL that httpx could log or put in an exception.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import heapq
 import itertools
-import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -51,11 +46,10 @@ from ...errors import (
     InvalidResponseError,
     ModelConnectionError,
     ModelTimeoutError,
-    mask_url_password,
     redact,
-    register_secret,
 )
 from ...events.envelope import check_json
+from ._credentials import Endpoint, check_header, parse_base_url, register_secret_headers
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -65,12 +59,12 @@ __all__ = [
     "HttpCall",
     "HttpResponseInfo",
     "RequestBudget",
-    "aiter_sse_data",
+    "aiter_bytes",
     "aopen_response",
     "aread_body",
+    "check_header",
     "decode_json_object",
     "error_from_response",
-    "iter_sse_data",
     "open_response",
     "parse_base_url",
     "read_body",
@@ -90,184 +84,6 @@ ERROR_BODY_BYTES = 64 * 1024
 
 #: How much of the start of an answer is kept, to quote in an error about it.
 _PREVIEW_BYTES = 200
-
-
-#: A header is a credential when its name contains one of these (any case): its value
-#: is then redacted from every error, log line and event. ``auth`` covers Authorization,
-#: Proxy-Authorization and X-Auth-Token; ``key`` covers x-goog-api-key and api-key. Mark
-#: the value of any other header secret with :func:`chatledger.errors.register_secret`.
-SECRET_HEADER_WORDS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "password",
-    "credential",
-    "session",
-)
-
-
-def register_secret_headers(headers: dict[str, str] | None) -> None:
-    """Treat the values of credential-like headers (see :data:`SECRET_HEADER_WORDS`) as
-    secrets, redacted everywhere: the whole value, the token after a scheme ("Bearer
-    <token>"), and each value of a cookie list ("a=1; b=2"). Then refuse a header that
-    cannot be sent (:func:`check_header`), so that a client with one fails when it is
-    made, before anything is recorded."""
-    for name, value in (headers or {}).items():
-        if not isinstance(value, str) or not any(
-            word in name.lower() for word in SECRET_HEADER_WORDS
-        ):
-            continue
-        register_secret(value)
-        register_secret(value.split(" ", 1)[-1])
-        for pair in value.split(";"):
-            register_secret(pair.partition("=")[2].strip())
-    for name, value in (headers or {}).items():
-        check_header(name, value)
-
-
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
-
-
-def check_header(name: str, value: str, *, what: str = "") -> None:
-    """Refuse a header httpx could not send as it is, naming it but never its value: a
-    value holding a line break would otherwise reach an error quoted in a form no
-    masking recognises (and could smuggle another header), and a non-ASCII one would
-    fail deep inside httpx."""
-    what = what or f"the header {name!r} of http_options.headers"
-    if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARS:
-        raise InvalidInputError(f"{what}: {name!r} is not a valid header name")
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what}: its value must be a string, not {type(value).__name__}")
-    if any(not (" " <= char <= "~" or char == "\t") for char in value):
-        raise InvalidInputError(
-            f"{what}: its value holds a line break, a control character or a character "
-            "beyond ASCII, which an HTTP header cannot carry (the value is not shown: it "
-            "may be a secret)"
-        )
-
-
-class Endpoint(msgspec.Struct, frozen=True, kw_only=True):
-    """A ``base_url`` taken apart by :func:`parse_base_url`."""
-
-    #: The URL requests go to, without credentials and without a trailing slash.
-    url: str
-    #: ``host[:port]``, to name the server in messages.
-    host: str
-    #: The URL as it may be shown: any password replaced by ``***``.
-    shown: str
-    #: The ``Authorization: Basic ...`` value the URL's credentials make, or None.
-    basic_auth: str | None = None
-
-
-_PROXY_VARIABLES = (
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
-
-
-def parse_base_url(base_url: str, *, setting: str = "base_url") -> Endpoint:
-    """Check ``base_url`` and take it apart; register any credentials in it as secrets.
-
-    ``http://user:password@host/`` is accepted: the password (as written and decoded),
-    and the Basic ``Authorization`` value made from it, are registered secrets from here
-    on, so no error, log line or event shows them, and requests go to the URL without
-    them (httpx logs request URLs). Credentials in the proxy variables httpx reads
-    (``HTTPS_PROXY`` ...) are registered too. ``setting`` names where the URL came from,
-    for the error.
-    """
-    for name in _PROXY_VARIABLES:
-        _register_url_credentials(os.environ.get(name) or "")
-    if not isinstance(base_url, str):
-        raise InvalidInputError(f"{setting} must be a string, got {type(base_url).__name__}")
-    _register_url_credentials(base_url)
-    shown = mask_url_password(base_url) or ""
-    problem = _url_problem(base_url)
-    if problem:
-        raise InvalidInputError(
-            f"invalid {setting} {shown!r}: {problem} (for example https://host or "
-            "http://127.0.0.1:8000/v1)"
-        )
-    parts = urlsplit(base_url)
-    hostname = parts.hostname or ""
-    host = f"[{hostname}]" if ":" in hostname else hostname
-    if parts.port is not None:
-        host += f":{parts.port}"
-    clean = urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
-    try:
-        httpx.URL(clean)
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise InvalidInputError(f"invalid {setting} {shown!r}: {exc}") from None
-    basic = None
-    if parts.username is not None or parts.password is not None:
-        pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-        basic = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
-        register_secret(basic)
-        register_secret(basic.split(" ", 1)[1])
-    return Endpoint(url=clean, host=host, shown=shown, basic_auth=basic)
-
-
-def _url_problem(url: str) -> str:
-    if any(ord(char) < 0x21 or ord(char) == 0x7F for char in url):
-        return "it holds a space or a control character"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError as exc:
-        return str(exc)
-    if parts.scheme not in ("http", "https"):
-        return "it must start with http:// or https://"
-    if not parts.hostname:
-        return "it names no host"
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        return "it cannot hold a query or a fragment ('?' or '#')"
-    return ""
-
-
-def _register_url_credentials(url: str) -> None:
-    """Register the password of a URL (``scheme://user:password@host``) as a secret, as
-    written and decoded; a user name alone (``scheme://token@host``) counts as one too."""
-    _, has_authority, rest = url.partition("//")
-    userinfo, has_userinfo, _ = rest.split("/", 1)[0].rpartition("@")
-    if not has_authority or not has_userinfo:
-        return
-    user, has_password, password = userinfo.partition(":")
-    for value in (password, unquote(password)) if has_password else (user, unquote(user)):
-        register_secret(value)
-
-
-class _RedactSecrets(logging.Filter):
-    """Masks registered secrets in the records of httpx's and httpcore's loggers, which
-    log response headers at DEBUG: a server that echoes a credential in a header must not
-    put it in a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_REDACT_SECRETS = _RedactSecrets()
-# Logger filters apply to records made on that very logger, so each one httpx and
-# httpcore log on is named.
-for _name in (
-    "httpx",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-    "httpcore.socks",
-):
-    logging.getLogger(_name).addFilter(_REDACT_SECRETS)
 
 
 class HttpResponseInfo(msgspec.Struct, frozen=True):
@@ -644,9 +460,11 @@ def read_body(response: httpx.Response, budget: RequestBudget) -> bytes:
     return bytes(body)
 
 
-async def _aiter_bytes(
+async def aiter_bytes(
     response: httpx.Response, budget: RequestBudget
 ) -> AsyncGenerator[bytes, None]:
+    """The pieces of a body opened by :func:`aopen_response`, each counted against the
+    budget, every await cancelled at its deadline."""
     pieces = response.aiter_bytes()
     try:
         while True:
@@ -670,113 +488,9 @@ async def aread_body(response: httpx.Response, budget: RequestBudget) -> bytes:
     """As :func:`read_body`, for a response opened by :func:`aopen_response`."""
     limit = _body_limit(response, budget)
     body = bytearray()
-    async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:
+    async with contextlib.aclosing(aiter_bytes(response, budget)) as pieces:
         async for piece in pieces:
             body += piece
             if limit is not None and len(body) >= limit:
                 return bytes(body[:limit])
     return bytes(body)
-
-
-# --------------------------------------------------------------------------- SSE
-
-
-class _LineSplitter:
-    """Bytes in, SSE lines out.
-
-    Lines end with CRLF, LF or CR (the text/event-stream format) and nothing else:
-    httpx's ``iter_lines`` also splits on U+2028, U+2029 and U+0085, which JSON allows
-    unescaped inside strings (and model output does contain them), so it would cut a
-    data line in two. What it holds is bounded by the request's byte budget.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[str]:
-        buffer = self._buffer
-        # What is already buffered holds no line end, except maybe a last "\r" whose
-        # "\n" may come now: only that byte and the new ones are searched.
-        position = max(0, len(buffer) - 1)
-        buffer += data
-        size = len(buffer)
-        lines: list[str] = []
-        start = 0
-        while True:
-            lf = buffer.find(b"\n", position)
-            cr = buffer.find(b"\r", position, size if lf < 0 else lf)
-            if cr >= 0:
-                if cr + 1 == size:
-                    break  # maybe the first half of "\r\n": wait for the next piece
-                end, position = cr, cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
-            elif lf >= 0:
-                end, position = lf, lf + 1
-            else:
-                break
-            lines.append(buffer[start:end].decode("utf-8", "replace"))
-            start = position
-        if start:
-            del buffer[:start]
-        return lines
-
-    def flush(self) -> list[str]:
-        rest, self._buffer = self._buffer, bytearray()
-        if rest.endswith(b"\r"):
-            rest = rest[:-1]
-        elif not rest:
-            return []
-        return [rest.decode("utf-8", "replace")]
-
-
-class _EventReader:
-    """Collects ``data:`` lines into events (the text/event-stream format)."""
-
-    def __init__(self) -> None:
-        self._lines = _LineSplitter()
-        self._data: list[str] = []
-
-    def _line(self, line: str) -> str | None:
-        if not line:
-            if not self._data:
-                return None
-            data = "\n".join(self._data)
-            self._data = []
-            return data
-        field, _, value = line.partition(":")
-        if field == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
-        # Anything else (a comment, event, id, retry, an unknown field) is not data: the
-        # format says to ignore it. A stream of nothing else is no answer, which the
-        # transports refuse when it ends.
-        return None
-
-    def feed(self, piece: bytes) -> list[str]:
-        return [data for line in self._lines.feed(piece) if (data := self._line(line)) is not None]
-
-    def flush(self) -> list[str]:
-        lines = [*self._lines.flush(), ""]
-        return [data for line in lines if (data := self._line(line)) is not None]
-
-
-def iter_sse_data(response: httpx.Response, budget: RequestBudget) -> Generator[str, None, None]:
-    """The ``data`` of each event of an SSE response opened by :func:`open_response`."""
-    reader = _EventReader()
-    for piece in response.iter_bytes():
-        budget.take(piece)
-        yield from reader.feed(piece)
-    # A stream read to the end of the connection may have been ended by the watchdog.
-    budget.check()
-    yield from reader.flush()
-
-
-async def aiter_sse_data(
-    response: httpx.Response, budget: RequestBudget
-) -> AsyncGenerator[str, None]:
-    """As :func:`iter_sse_data`, for a response opened by :func:`aopen_response`."""
-    reader = _EventReader()
-    async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:
-        async for piece in pieces:
-            for data in reader.feed(piece):
-                yield data
-    for data in reader.flush():
-        yield data

@@ -44,25 +44,22 @@ from ...errors import (
     register_secret,
 )
 from ...types import HttpOptions
+from ._credentials import check_header, parse_base_url, register_secret_headers
 from ._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     SERVER_FAULT,
     HttpCall,
     HttpResponseInfo,
     RequestBudget,
-    aiter_sse_data,
     aopen_response,
     aread_body,
-    check_header,
     decode_json_object,
     error_from_response,
-    iter_sse_data,
     open_response,
-    parse_base_url,
     read_body,
-    register_secret_headers,
     response_info,
 )
+from ._sse import aiter_sse_data, iter_sse_data
 from .base import ModelRequest, Transport
 
 __all__ = ["HttpTransport", "StreamDecoder", "httpx_timeout", "max_response_bytes"]
