@@ -562,12 +562,40 @@ def response_from_openai(body: dict[str, Any]) -> dict[str, Any]:
 
 
 class _ToolCallDelta:
+    """One tool call as its deltas arrive: id and name once, arguments in pieces (joined
+    when the call is complete)."""
+
     __slots__ = ("arguments", "call_id", "name")
 
     def __init__(self) -> None:
         self.call_id: str | None = None
         self.name = ""
         self.arguments: list[str] = []
+
+    def add(self, call: dict[str, Any]) -> None:
+        """Take one delta of this call, refusing fields of the wrong type."""
+        if call.get("id"):
+            self.call_id = _call_id(call["id"])
+        function = call.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        if name and not self.name:
+            if not isinstance(name, str):
+                raise InvalidResponseError(
+                    f"the server sent a tool call whose name is a JSON {type(name).__name__}"
+                )
+            self.name = name
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            self.arguments.append(arguments)
+        elif isinstance(arguments, dict):  # some servers send objects
+            self.arguments.append(json_text(arguments))
+        elif arguments is not None:
+            raise InvalidResponseError(
+                "the server sent tool call arguments that are a JSON "
+                f"{type(arguments).__name__}, not a string or an object"
+            )
 
 
 class _ChoiceStream:
@@ -685,28 +713,7 @@ class StreamTranslator:
             accumulated = state.tool_calls.setdefault(
                 call_index if isinstance(call_index, int) else order, _ToolCallDelta()
             )
-            if call.get("id"):
-                accumulated.call_id = _call_id(call["id"])
-            function = call.get("function")
-            if not isinstance(function, dict):
-                function = {}
-            name = function.get("name")
-            if name and not accumulated.name:
-                if not isinstance(name, str):
-                    raise InvalidResponseError(
-                        f"the server sent a tool call whose name is a JSON {type(name).__name__}"
-                    )
-                accumulated.name = name
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                accumulated.arguments.append(arguments)
-            elif isinstance(arguments, dict):  # some servers send objects
-                accumulated.arguments.append(json_text(arguments))
-            elif arguments is not None:
-                raise InvalidResponseError(
-                    "the server sent tool call arguments that are a JSON "
-                    f"{type(arguments).__name__}, not a string or an object"
-                )
+            accumulated.add(call)
         reason = choice.get("finish_reason")
         if reason:
             state.finished = True
