@@ -49,6 +49,8 @@ __all__ = [
     "ServerError",
     "StoreError",
     "StoreUnavailableError",
+    "mask_echoed_secrets",
+    "mask_url_password",
     "redact",
     "register_secret",
 ]
@@ -58,6 +60,11 @@ __all__ = [
 # client being in scope. Only the values are kept, never where they came from.
 _SECRETS: set[str] = set()
 _KEY_PATTERN = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
+
+
+#: The shortest registered secret masked inside a model's reply (see
+#: :func:`mask_echoed_secrets`): a shorter one cannot be told from an ordinary word.
+ECHO_MIN_LENGTH = 8
 
 
 def register_secret(value: str | None) -> None:
@@ -72,6 +79,63 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub(r"\1***", text)
+
+
+def mask_url_password(url: str | None) -> str | None:
+    """``url`` with the password of the credentials it may hold
+    (``scheme://user:password@host``) as ``***``; a lone user name
+    (``scheme://token@host``) is masked whole, as it is often a token."""
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    scheme, has_authority, rest = url.partition("//")
+    authority, slash, path = rest.partition("/")
+    userinfo, has_userinfo, hostport = authority.rpartition("@")
+    if not has_authority or not has_userinfo:
+        return url
+    user, has_password, _ = userinfo.partition(":")
+    masked = f"{user}:***" if has_password else "***"
+    return f"{scheme}//{masked}@{hostport}{slash}{path}"
+
+
+def mask_echoed_secrets(value: Any) -> Any:
+    """``value`` (a decoded JSON reply) with every registered secret of at least
+    :data:`ECHO_MIN_LENGTH` characters masked as ``***`` in its strings and keys.
+
+    For what a model server *answers*: a server that echoes a credential inside a
+    successful reply must not put it in the immutable log. Unlike :func:`redact` it
+    leaves ``key=...`` alone (a model may well write ``dict(key=value)``) and shorter
+    secrets (a cookie value ``dark`` would mask every "dark" in every reply). Base64
+    payloads (``inlineData.data``) and ``thoughtSignature`` values are not text and are
+    kept as sent. Returns ``value`` itself when there is nothing to mask.
+    """
+    secrets = [secret for secret in _SECRETS if len(secret) >= ECHO_MIN_LENGTH]
+    if not secrets:
+        return value
+    return _mask(value, secrets)
+
+
+# Values that are not text, kept as sent: opaque tokens the server wants back unchanged
+# (anywhere), and base64 bytes (``data`` inside ``inlineData``).
+_OPAQUE = frozenset({"thoughtSignature", "thought_signature"})
+_OPAQUE_INSIDE = {name: _OPAQUE | {"data"} for name in ("inlineData", "inline_data")}
+
+
+def _mask(value: Any, secrets: list[str], opaque: frozenset[str] = _OPAQUE) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {
+            _mask(name, secrets): item
+            if name in opaque
+            else _mask(item, secrets, _OPAQUE_INSIDE.get(name, _OPAQUE))
+            for name, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(item, secrets) for item in value]
+    return value
 
 
 class ChatledgerError(Exception):

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 import pydantic
 from pydantic import ConfigDict, Field, alias_generators
 
+from .errors import mask_url_password
+
 __all__ = [
     "AutomaticFunctionCallingConfig",
     "Blob",
@@ -461,6 +463,10 @@ class HttpOptions(_BaseModel):
     :class:`~chatledger.errors.ModelTimeoutError` (retried like any timeout when
     ``retry_options`` are given, each attempt with the whole budget). Without it a
     request may take as long as the server does; connecting is limited to 30 s.
+
+    ``max_response_bytes`` (chatledger's own; default 64 MiB) bounds one answer: a whole
+    body, or every byte of a stream together. A larger answer is refused as it arrives,
+    with :class:`~chatledger.errors.InvalidResponseError`, recorded as a failed call.
     """
 
     base_url: str | None = None
@@ -468,13 +474,14 @@ class HttpOptions(_BaseModel):
     headers: dict[str, str] | None = None
     timeout: int | None = None
     retry_options: HttpRetryOptions | None = None
+    max_response_bytes: int | None = None
 
     def __repr__(self) -> str:
-        # Headers may carry credentials; never show their values.
+        # Headers may carry credentials, and so may the base URL: never show them.
         shown = {k: "***" for k in (self.headers or {})}
         return (
-            f"HttpOptions(base_url={self.base_url!r}, api_version={self.api_version!r}, "
-            f"headers={shown!r}, timeout={self.timeout!r})"
+            f"HttpOptions(base_url={mask_url_password(self.base_url)!r}, "
+            f"api_version={self.api_version!r}, headers={shown!r}, timeout={self.timeout!r})"
         )
 
     __str__ = __repr__

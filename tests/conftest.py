@@ -1,4 +1,5 @@
-"""Shared fixtures: a loopback Gemini-protocol server, real SQLite files, clients."""
+"""Shared fixtures: the loopback model servers (Gemini, OpenAI-compatible, faulty), real
+SQLite files, clients. A fixture more than one test module needs lives here, once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import chatledger
+from tests.support.fault_server import FaultServer
 from tests.support.gemini_server import GeminiServer
+from tests.support.openai_server import OpenAIServer
 
 API_KEY = "test-api-key-DO-NOT-LEAK-4f9a8b7c"
 
@@ -34,6 +37,21 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def gemini_server() -> Iterator[GeminiServer]:
     with GeminiServer() as server:
         yield server
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A scripted OpenAI-protocol server; its ``base_url`` ends in ``/v1``."""
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    """A server that answers badly on purpose; a script that raised fails the test."""
+    with FaultServer() as server:
+        yield server
+    assert server.errors == []
 
 
 @pytest.fixture

@@ -20,22 +20,17 @@ requires).
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 import chatledger
 from chatledger.cli import cli
-from chatledger.client.transports.local import find_model_path
 from chatledger.events.kinds import FunctionCalled, FunctionResponded, ModelResponded
+from tests.support.llama_server import llama_server
 
 pytestmark = pytest.mark.local_model
 
@@ -43,57 +38,13 @@ FORCED = {"function_calling_config": {"mode": "ANY", "allowed_function_names": [
 DETERMINISTIC = {"temperature": 0, "seed": 7, "max_output_tokens": 64}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with SmolLM2 and the chatml-function-calling chat
     format on a free loopback port; its base URL (``.../v1``)."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_tool_server") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(find_model_path()),
-        "--chat_format", "chatml-function-calling",
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "2048",
-    ]  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}/v1"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llama_cpp.server exited with {process.returncode} before it was ready:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    "llama_cpp.server did not answer GET /v1/models within 120 s:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            time.sleep(0.2)
+    log_dir = tmp_path_factory.mktemp("llama_tool_server")
+    with llama_server(log_dir, "--chat_format", "chatml-function-calling") as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class WeatherService:

@@ -208,3 +208,21 @@ def test_policy_formula_and_retry_after_parsing() -> None:
 
     dated = ServerError(503, {}, Response())
     assert retry_after(dated) == 0.0  # a date in the past: no extra wait
+
+
+def test_many_attempts_never_overflow_the_backoff() -> None:
+    """``exp_base ** (attempt - 1)`` overflows a float past attempt 1,000 or so: the
+    delay is then the maximum, as tenacity's wait_exponential_jitter makes it."""
+    policy = RetryPolicy(HttpRetryOptions(attempts=5000, max_delay=7, jitter=0))
+    error = ServerError(503, {"error": {"code": 503}})
+    assert policy.delay(error, 1100) == 7.0
+    assert policy.delay(error, 4999) == 7.0
+
+
+@pytest.mark.parametrize("field", ["initial_delay", "max_delay", "exp_base", "jitter"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0])
+def test_retry_options_that_are_not_finite_are_refused(field: str, value: float) -> None:
+    """``max_delay=inf`` with a server's long Retry-After was a sleep forever (and NaN a
+    ValueError from time.sleep): such options are refused when the client is made."""
+    with pytest.raises(chatledger.InvalidInputError, match="finite"):
+        chatledger.Client(http_options={"retry_options": {field: value}})

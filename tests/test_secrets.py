@@ -4,13 +4,17 @@ line, an error message or a repr — even when the server echoes them back."""
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import chatledger
+from chatledger.cli import cli
 from chatledger.client.transports._http import register_secret_headers
 from chatledger.errors import redact, register_secret
+from chatledger.events.audit import export_conversation
 from chatledger.types import HttpOptions
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, Reply, text_response
@@ -113,9 +117,8 @@ def test_any_value_can_be_marked_secret_and_cookie_values_are_each_secret() -> N
     register_secret("plain-header-value-4414")  # the documented way for any other header
     text = redact("cookie-one-4411 cookie-two-4412 dXNlcjpwdw-4413 plain-header-value-4414")
     assert text == "*** *** *** ***"
-    assert "register_secret" in (Path(__file__).resolve().parents[1] / "README.md").read_text(
-        encoding="utf-8"
-    )
+    docs = Path(__file__).resolve().parents[1] / "docs" / "security.md"
+    assert "register_secret" in docs.read_text(encoding="utf-8")
 
 
 def test_echoed_response_headers_are_masked_in_errors_and_http_logs(
@@ -142,3 +145,154 @@ def test_echoed_response_headers_are_masked_in_errors_and_http_logs(
     assert raised.value.response.headers["x-echo"] == "***"
     assert any(record.name.startswith("httpcore") for record in caplog.records)
     assert API_KEY not in caplog.text and API_KEY not in repr(raised.value.response)
+
+
+# --------------------------------------------------------------------------- issue 13, item 6
+
+
+def _stored(db_path: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in db_path.parent.glob(db_path.name + "*"))
+
+
+def test_a_secret_echoed_in_a_successful_reply_is_masked_before_it_is_recorded(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
+    """A server that echoes the key inside a *successful* reply: the text, a streamed
+    chunk, a function call's arguments. What the chat returns and what the log keeps
+    say ``***`` where the key was (docs/security.md says why the model's words are
+    changed); the rest of the words are kept, ``key=...`` included."""
+
+    def lookup(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": gemini_server.base_url}, store=str(db_path)
+    ) as client:
+        chat = client.chats.create(model="gemini-2.5-flash", config={"tools": [lookup]})
+        gemini_server.reply_text(f"Your key is {API_KEY}; as code: dict(key=value)")
+        reply = chat.send_message("what is my key?")
+        assert reply.text == "Your key is ***; as code: dict(key=value)"
+        # A model repeating the key while streaming splits it over chunks (tokens): no
+        # chunk holds it whole, the merged reply that is recorded does, and is masked.
+        gemini_server.reply_sse(
+            [
+                text_response(f"again: {API_KEY[:10]}", finish_reason=None),
+                text_response(API_KEY[10:]),
+            ]
+        )
+        list(chat.send_message_stream("and streamed?"))
+        assert chat.get_history()[-1].parts[0].text == "again: ***"  # type: ignore[index]
+        gemini_server.reply_sse([text_response(f"streamed {API_KEY} here")])
+        streamed = "".join(chunk.text or "" for chunk in chat.send_message_stream("whole?"))
+        assert streamed == "streamed *** here"
+        call = {"functionCall": {"name": "lookup", "args": {"city": f"Oslo {API_KEY}"}}}
+        gemini_server.reply_json(text_response(parts=[call]))
+        gemini_server.reply_text("done")
+        chat.send_message("weather?")
+        # The function was called with the masked argument.
+        responded = [e for e in chat.events() if e.type == "function_responded"]
+        assert responded[-1].data.response == {"result": "sunny in Oslo ***"}  # type: ignore[attr-defined]
+        history = repr(chat.get_history())
+    assert API_KEY not in history
+    assert API_KEY.encode() not in _stored(db_path)
+
+
+def test_a_short_secret_is_masked_in_errors_but_not_in_a_model_reply(
+    gemini_server: GeminiServer,
+) -> None:
+    """Under 8 characters a secret cannot be told from an ordinary word (a cookie value
+    ``dark``): errors and logs mask it, a model's reply keeps it."""
+    register_secret("Zq7x")
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": gemini_server.base_url}
+    ) as client:
+        chat = client.chats.create(model="gemini-2.5-flash")
+        gemini_server.reply_text("the code Zq7x")
+        assert chat.send_message("hi").text == "the code Zq7x"
+        gemini_server.reply_error(400, "INVALID_ARGUMENT", "bad code Zq7x")
+        with pytest.raises(chatledger.ClientError) as caught:
+            chat.send_message("again")
+        assert "Zq7x" not in str(caught.value)
+
+
+URL_PASSWORD = "url-PASSWORD-5f6a7b8c9d"
+
+
+def test_credentials_in_the_base_url_never_reach_the_log_or_an_export(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
+    """``base_url`` ``http://user:PASSWORD@host/``: the password was in the error, the
+    ``model_call_failed`` event and the export. Now the request carries it as Basic
+    auth, and nothing chatledger writes holds it, even when the server echoes it."""
+    base_url = gemini_server.base_url.replace("http://", f"http://carol:{URL_PASSWORD}@")
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": base_url}, store=str(db_path)
+    ) as client:
+        chat = client.chats.create(model="gemini-2.5-flash")
+        gemini_server.reply_error(401, "UNAUTHENTICATED", f"wrong password {URL_PASSWORD}")
+        with pytest.raises(chatledger.ClientError) as caught:
+            chat.send_message("hello")
+        gemini_server.reply_text(f"you are carol:{URL_PASSWORD}")
+        assert chat.send_message("hello again").text == "you are carol:***"
+        shown = [str(caught.value), repr(caught.value.details), repr(client.http_options)]
+        exported = "\n".join(export_conversation(client.store, chat.id))
+    authorization = gemini_server.requests[0].headers["authorization"]
+    assert authorization.startswith("Basic ")
+    assert URL_PASSWORD not in gemini_server.requests[0].path
+    for text in [*shown, exported]:
+        assert URL_PASSWORD not in text, text
+        assert authorization.split(" ")[1] not in text
+    assert URL_PASSWORD.encode() not in _stored(db_path)
+
+
+def test_the_cli_never_prints_the_password_of_a_base_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's report: ``--base-url http://user:PASSWORD@host/`` printed the password
+    in the CLI's error (it named the host as ``user:PASSWORD@host``)."""
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    db = tmp_path / "cli.db"
+    for args in (
+        ["--base-url", f"http://dave:{URL_PASSWORD}@127.0.0.1:{port}/"],
+        ["--base-url", f"http://dave:{URL_PASSWORD}@127.0.0.1:{port}/v1"],
+    ):
+        result = CliRunner().invoke(
+            cli, ["--db", str(db), "chat", "-m", "gemini-2.5-flash", *args, "hi"]
+        )
+        assert result.exit_code == 1
+        assert f"cannot reach 127.0.0.1:{port}" in result.stderr
+        assert URL_PASSWORD not in result.output
+    assert URL_PASSWORD.encode() not in _stored(db)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Bearer header-SECRET-1a2b\nX-Evil: 1", "Bearer header-SECRET-1a2b\r", "tökén-SECRET-1a2b"],
+    ids=["line-break", "carriage-return", "non-ascii"],
+)
+def test_a_header_that_cannot_be_sent_is_refused_without_showing_it(value: str) -> None:
+    """h11 refused such a value deep inside a send, quoting it as ``b'...\\n...'``, a form
+    that masking does not recognise: the secret reached the error and the failure event.
+    Now the client refuses it when it is made, naming the header and not its value."""
+    with pytest.raises(chatledger.InvalidInputError, match="'Authorization'") as caught:
+        chatledger.Client(
+            api_key=API_KEY,
+            http_options={"base_url": "http://127.0.0.1:9", "headers": {"Authorization": value}},
+        )
+    assert "header-SECRET-1a2b" not in str(caught.value) and "SECRET" not in repr(caught.value)
+
+
+def test_an_api_key_that_cannot_be_sent_is_refused_before_anything_is_sent(
+    gemini_server: GeminiServer,
+) -> None:
+    key = "kéy-SECRET-99aa88bb"
+    client = chatledger.Client(api_key=key, http_options={"base_url": gemini_server.base_url})
+    with pytest.raises(chatledger.InvalidInputError, match="the API key") as caught:
+        client.transport_for("gemini-2.5-flash")
+    client.close()
+    assert key not in str(caught.value)
+    assert gemini_server.requests == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +18,17 @@ import chatledger
 from chatledger.client.transports import local
 from chatledger.client.transports.base import ModelRequest
 from chatledger.client.transports.local import LocalTransport, chat_messages, sampling_options
-from chatledger.errors import ChatStateError, InvalidInputError
-from tests.transport_contract import Harness, Prepared, TransportContract, candidate, response_text
+from chatledger.errors import ChatStateError, InvalidInputError, ModelTimeoutError
+from chatledger.types import HttpOptions
+from tests.transport_contract import (
+    Harness,
+    Prepared,
+    TimeoutContract,
+    TransportContract,
+    candidate,
+    check_a_chat,
+    response_text,
+)
 
 pytestmark = pytest.mark.local_model
 
@@ -64,8 +74,16 @@ class LocalHarness(Harness):
             )
         return Prepared(local_request())
 
+    def transport_with(self, **http_options: Any) -> LocalTransport:
+        return LocalTransport(http_options=HttpOptions(**http_options))
 
-class TestLocalContract(TransportContract):
+    def slow_request(self, *, stream: bool) -> ModelRequest:
+        return local_request(
+            "Write a long story about a brave dragon and a small village.", max_output_tokens=400
+        )
+
+
+class TestLocalContract(TransportContract, TimeoutContract):
     @pytest.fixture
     def harness(self) -> Iterator[Harness]:
         harness = LocalHarness()
@@ -155,7 +173,7 @@ def test_closing_a_stream_frees_the_model(transport: LocalTransport) -> None:
     chunks = transport.stream(local_request(max_output_tokens=48))
     next(chunks)
     assert transport.model.lock.locked()
-    chunks.close()  # type: ignore[attr-defined]
+    chunks.close()
     assert not transport.model.lock.locked()
 
 
@@ -164,7 +182,7 @@ def test_a_request_while_this_thread_holds_a_stream_is_refused(transport: LocalT
     next(chunks)
     with pytest.raises(ChatStateError, match="still open"):
         transport.generate(local_request())
-    chunks.close()  # type: ignore[attr-defined]
+    chunks.close()
     assert response_text(transport.generate(local_request()))
 
 
@@ -315,43 +333,8 @@ def test_a_chat_with_the_local_model(tmp_path: Path) -> None:
         "system_instruction": "You are terse.",
     }
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
-        chat = client.chats.create(model="local", config=config)
-        reply = chat.send_message("Say hello to me.")
-        assert reply.text
-        assert reply.usage_metadata is not None and reply.usage_metadata.candidates_token_count
-        chunks = list(chat.send_message_stream("Now say goodbye."))
-        assert len(chunks) > 1
-        streamed_text = "".join(chunk.text or "" for chunk in chunks)
-        assert streamed_text
-
-        history = chat.get_history()
-        assert [content.role for content in history] == ["user", "model", "user", "model"]
-        assert history[2].parts is not None and history[2].parts[0].text == "Now say goodbye."
-        assert (
-            history[1].parts is not None
-            and "".join(p.text or "" for p in history[1].parts) == reply.text
-        )
-        assert (
-            history[3].parts is not None
-            and "".join(p.text or "" for p in history[3].parts) == streamed_text
-        )
-
-        events = chat.events()
-        assert [event.type for event in events] == [
-            "conversation_started",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-        ]
-        started = [event.data for event in events if event.type == "model_call_started"]
-        assert [data.transport for data in started] == ["local", "local"]  # type: ignore[attr-defined]
-        responded = [event.data for event in events if event.type == "model_responded"]
-        assert [data.streamed for data in responded] == [False, True]  # type: ignore[attr-defined]
-        assert responded[1].chunks == len(chunks)  # type: ignore[attr-defined]
-        assert chat.verify().ok
+        chat = check_a_chat(client, "local", config, "local")
+        assert len(chat.events()[-1].data.response["candidates"]) == 1
 
     # Resumed from the file, the conversation is the same.
     with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
@@ -390,3 +373,45 @@ async def test_an_async_chat_with_the_local_model(tmp_path: Path) -> None:
         assert types[-1] == "model_responded"
     finally:
         await client.aclose()
+
+
+def test_the_timeout_also_bounds_waiting_for_the_model() -> None:
+    """A request waiting for the model (another request holds it) counts that wait too."""
+    holder = LocalTransport().stream(local_request(max_output_tokens=64))
+    next(holder)  # this thread now holds the model until the stream is closed
+    errors: list[BaseException] = []
+
+    def impatient() -> None:
+        transport = LocalTransport(http_options=HttpOptions(timeout=50))
+        try:
+            transport.generate(local_request())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=impatient)
+    worker.start()
+    worker.join(timeout=60)
+    holder.close()
+    assert len(errors) == 1 and isinstance(errors[0], ModelTimeoutError), errors
+    assert "waiting for another request to free the model" in str(errors[0])
+    assert not local.load_model().lock.locked()
+
+
+def test_a_chat_with_a_timeout_records_the_timed_out_call(tmp_path: Path) -> None:
+    """The Client's http_options reach the local model: a reply over the timeout is a
+    failed call in the log, the history unchanged, and the chat goes on."""
+    long = {"max_output_tokens": 400, "temperature": 0, "seed": 7}
+    with chatledger.Client(
+        store=str(tmp_path / "chat.db"), http_options={"timeout": 100}
+    ) as client:
+        chat = client.chats.create(model="local", config=long)
+        with pytest.raises(ModelTimeoutError, match=r"http_options\.timeout \(100 ms\)"):
+            chat.send_message("Write a long story about a brave dragon and a small village.")
+        with pytest.raises(ModelTimeoutError):
+            list(chat.send_message_stream("Write a long story about a dragon."))
+        failed = [event for event in chat.events() if event.type == "model_call_failed"]
+        assert [event.data.error.kind for event in failed] == ["ModelTimeoutError"] * 2  # type: ignore[attr-defined]
+        assert chat.get_history() == []
+    with chatledger.Client(store=str(tmp_path / "chat.db")) as client:
+        again = client.chats.get(chat.id)
+        assert again.send_message("Say hi.", config={"max_output_tokens": 8}).text

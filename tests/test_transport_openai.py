@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import chatledger
 from chatledger.client._client import transport_kind
 from chatledger.client.transports.base import ModelRequest
-from chatledger.client.transports.local import find_model_path
 from chatledger.client.transports.openai import (
     OpenAITransport,
     chat_messages,
@@ -34,14 +29,17 @@ from chatledger.errors import (
     ServerError,
 )
 from chatledger.types import HttpOptions
+from tests.support.llama_server import llama_server as run_llama_server
 from tests.support.openai_server import OpenAIServer, completion, text_events, tool_call
 from tests.transport_contract import (
     Harness,
-    HttpErrorContract,
+    HttpContract,
     HttpHarness,
     Prepared,
+    TimeoutContract,
     TransportContract,
     candidate,
+    check_a_chat,
     response_text,
 )
 
@@ -63,12 +61,6 @@ def request(
 
 
 @pytest.fixture
-def openai_server() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
 def transport(openai_server: OpenAIServer) -> Iterator[OpenAITransport]:
     transport = OpenAITransport(None, HttpOptions(base_url=openai_server.base_url))
     yield transport
@@ -86,59 +78,39 @@ def last_body(server: OpenAIServer) -> dict[str, Any]:
 
 class ScriptedServerHarness(HttpHarness):
     def __init__(self, server: OpenAIServer) -> None:
-        self.server = server
-        self.transport = OpenAITransport(None, HttpOptions(base_url=server.base_url))
+        super().__init__(server, OpenAITransport, server.base_url)
 
-    def _request(self, max_output_tokens: int | None = None) -> ModelRequest:
-        config = (
-            {"generationConfig": {"maxOutputTokens": max_output_tokens}}
-            if max_output_tokens
-            else {}
-        )
-        return request(user("Say hello"), **config)
-
-    def prepare(self, *, stream: bool, max_output_tokens: int | None = None) -> Prepared:
+    def request(self, max_output_tokens: int | None = None) -> ModelRequest:
         if max_output_tokens:
-            pieces = ["Once", " upon", " a", " time", " there", " was"][:max_output_tokens]
-            finish = "length"
-        else:
-            pieces = ["Hel", "lo, ", "world", "!"]
-            finish = "stop"
+            return request(
+                user("Say hello"), generationConfig={"maxOutputTokens": max_output_tokens}
+            )
+        return request(user("Say hello"))
+
+    def body(self, text: str, *, max_tokens: bool = False, tokens: int = 1) -> dict[str, Any]:
+        usage = {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens}
+        return completion(text, finish_reason="length" if max_tokens else "stop", usage=usage)
+
+    def events(
+        self, pieces: list[str], *, max_tokens: bool = False, finish: bool = True
+    ) -> list[Any]:
         usage = {
             "prompt_tokens": 9,
             "completion_tokens": len(pieces),
             "total_tokens": 9 + len(pieces),
         }
-        if stream:
-            self.server.reply_sse(text_events(pieces, finish_reason=finish, usage=usage))
-        else:
-            self.server.reply_json(completion("".join(pieces), finish_reason=finish, usage=usage))
-        return Prepared(self._request(max_output_tokens), pieces if stream else None)
+        return text_events(pieces, finish_reason="length" if max_tokens else "stop", usage=usage)
 
-    def script_error(self, status: int, message: str, *, stream: bool) -> ModelRequest:
-        self.server.reply_error(status, message)
-        return self._request()
-
-    def script_broken_stream(self) -> ModelRequest:
-        self.server.reply_sse(text_events(["Hel", "lo", " there"]), drop_after=2)
-        return self._request()
-
-    def script_non_json(self, *, stream: bool) -> ModelRequest:
-        if stream:
-            self.server.reply_sse([completion_chunk("Hi"), "{this is not json", "[DONE]"])
-        else:
-            self.server.reply_raw(b"<html><body>It works!</body></html>", status=200)
-        return self._request()
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        # As vLLM and llama.cpp's server send it: the status as an integer code.
+        return {
+            "error": {"message": message, "type": "server_error", "param": None, "code": status}
+        }
 
 
-def completion_chunk(text: str) -> dict[str, Any]:
-    events = text_events([text])
-    return dict(events[1])
-
-
-class TestScriptedServerContract(TransportContract, HttpErrorContract):
+class TestScriptedServerContract(TransportContract, HttpContract):
     @pytest.fixture
-    def harness(self, openai_server: OpenAIServer) -> Iterator[Harness]:
+    def harness(self, openai_server: OpenAIServer) -> Iterator[ScriptedServerHarness]:
         harness = ScriptedServerHarness(openai_server)
         yield harness
         harness.transport.close()
@@ -596,6 +568,72 @@ def test_invalid_streamed_tool_call_arguments_are_an_invalid_response(
         list(transport.stream(request()))
 
 
+def _message(**fields: Any) -> dict[str, Any]:
+    return completion(choices=[{"index": 0, "message": {"role": "assistant", **fields}}])
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        (_message(tool_calls=[tool_call("f", {}, call_id=7)]), "whose id is a JSON int"),  # type: ignore[arg-type]
+        (
+            _message(tool_calls=[{"id": "c", "function": {"name": "f", "arguments": [1, 2]}}]),
+            "are a JSON list",
+        ),
+        (
+            _message(tool_calls=[tool_call("f", "[" * 100_000 + "]" * 100_000)]),
+            "not valid JSON",
+        ),
+        (_message(content=[{"type": "text", "text": {"a": 1}}]), "whose text is a JSON dict"),
+        (_message(content={"text": "hi"}), "content that is a JSON dict"),
+    ],
+    ids=["call-id", "arguments", "deep-arguments", "part-text", "content"],
+)
+def test_fields_of_the_wrong_type_are_an_invalid_response(
+    openai_server: OpenAIServer, transport: OpenAITransport, body: dict[str, Any], phrase: str
+) -> None:
+    """A field of the wrong type was turned into its ``str()`` (a tool call id ``7``, a
+    text ``{'a': 1}``) or dropped (arguments ``[1, 2]`` became ``{}``): each is refused."""
+    openai_server.reply_json(body)
+    with pytest.raises(InvalidResponseError, match=phrase):
+        transport.generate(request())
+
+
+@pytest.mark.parametrize(
+    ("delta", "phrase"),
+    [
+        ({"index": 0, "id": 7, "function": {"name": "f", "arguments": "{}"}}, "id is a JSON int"),
+        (
+            {"index": 0, "id": "c", "function": {"name": ["f"], "arguments": "{}"}},
+            "name is a JSON list",
+        ),
+        ({"index": 0, "id": "c", "function": {"name": "f", "arguments": 3}}, "are a JSON int"),
+    ],
+    ids=["call-id", "name", "arguments"],
+)
+def test_streamed_tool_call_fields_of_the_wrong_type_are_an_invalid_response(
+    openai_server: OpenAIServer, transport: OpenAITransport, delta: dict[str, Any], phrase: str
+) -> None:
+    openai_server.reply_sse(text_events([], finish_reason="tool_calls", tool_call_deltas=[delta]))
+    with pytest.raises(InvalidResponseError, match=phrase):
+        list(transport.stream(request()))
+
+
+def test_endless_tool_call_arguments_stop_at_the_answer_limit(openai_server: OpenAIServer) -> None:
+    """Tool-call arguments are accumulated until the call is complete: a server that
+    never completes one is stopped by ``max_response_bytes`` like any other answer."""
+    piece = {"index": 0, "function": {"arguments": "x" * 1000}}
+    deltas = [{"index": 0, "id": "c", "function": {"name": "f", "arguments": '{"a": "'}}]
+    deltas += [piece] * 200
+    openai_server.reply_sse(text_events([], finish_reason="tool_calls", tool_call_deltas=deltas))
+    transport = OpenAITransport(
+        None, HttpOptions(base_url=openai_server.base_url, max_response_bytes=50_000)
+    )
+    with pytest.raises(InvalidResponseError, match=r"max_response_bytes \(50000 bytes\)"):
+        list(transport.stream(request()))
+    transport.close()
+
+
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
@@ -823,8 +861,7 @@ def test_an_unreachable_server_is_a_connection_error() -> None:
 
 def test_a_slow_server_is_a_timeout(openai_server: OpenAIServer) -> None:
     transport = OpenAITransport(None, HttpOptions(base_url=openai_server.base_url, timeout=100))
-    openai_server.reply_json(completion("late"))
-    openai_server._replies[-1].delay = 1.0
+    openai_server.reply_json(completion("late"), delay=1.0)
     with pytest.raises(ModelTimeoutError):
         transport.generate(request())
     transport.close()
@@ -891,64 +928,18 @@ def test_a_chat_with_automatic_function_calling(
     }
     types = [event.type for event in events]
     assert types.count("function_called") == 1 and types.count("function_responded") == 1
-    assert {event.data.transport for event in events if event.type == "model_call_started"} == {
-        "openai"
-    }  # type: ignore[attr-defined]
+    started = [event.data for event in events if event.type == "model_call_started"]
+    assert {data.transport for data in started} == {"openai"}  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- a real llama.cpp server
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m llama_cpp.server`` with SmolLM2 on a free port; its base URL."""
-    model_path = find_model_path()
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    command = [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model_path),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", "2048",
-    ]  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}/v1"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"llama_cpp.server exited with {process.returncode} before it was ready:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            try:
-                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    "llama_cpp.server did not answer GET /v1/models within 120 s:\n"
-                    + log_path.read_text(errors="replace")[-5000:]
-                )
-            time.sleep(0.2)
+    with run_llama_server(tmp_path_factory.mktemp("llama_server")) as base_url:
         yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def real_model_request(model_name: str, max_output_tokens: int | None = None) -> ModelRequest:
@@ -969,13 +960,20 @@ def real_model_request(model_name: str, max_output_tokens: int | None = None) ->
 
 class LlamaServerHarness(Harness):
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
         self.transport = OpenAITransport(None, HttpOptions(base_url=base_url))
 
     def prepare(self, *, stream: bool, max_output_tokens: int | None = None) -> Prepared:
         return Prepared(real_model_request("smollm2", max_output_tokens))
 
+    def transport_with(self, **http_options: Any) -> OpenAITransport:
+        return OpenAITransport(None, HttpOptions(base_url=self.base_url, **http_options))
 
-class TestLlamaServerContract(TransportContract):
+    def slow_request(self, *, stream: bool) -> ModelRequest:
+        return real_model_request("smollm2", 400)
+
+
+class TestLlamaServerContract(TransportContract, TimeoutContract):
     @pytest.fixture
     def harness(self, llama_server: str) -> Iterator[Harness]:
         harness = LlamaServerHarness(llama_server)
@@ -987,43 +985,5 @@ def test_a_chat_through_the_llama_server(llama_server: str, tmp_path: Path) -> N
     with chatledger.Client(
         http_options={"base_url": llama_server}, store=str(tmp_path / "chat.db")
     ) as client:
-        chat = client.chats.create(
-            model="smollm2", config={"max_output_tokens": 24, "temperature": 0, "seed": 7}
-        )
-        reply = chat.send_message("Say hello to me.")
-        assert reply.text
-        chunks = list(chat.send_message_stream("Now say goodbye."))
-        assert chunks
-        streamed_text = "".join(chunk.text or "" for chunk in chunks)
-        assert streamed_text
-
-        history = chat.get_history()
-        assert [content.role for content in history] == ["user", "model", "user", "model"]
-        assert history[0].parts is not None and history[0].parts[0].text == "Say hello to me."
-        assert (
-            history[1].parts is not None
-            and "".join(p.text or "" for p in history[1].parts) == reply.text
-        )
-        assert (
-            history[3].parts is not None
-            and "".join(p.text or "" for p in history[3].parts) == streamed_text
-        )
-
-        events = chat.events()
-        assert [event.type for event in events] == [
-            "conversation_started",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-            "user_message_added",
-            "model_call_started",
-            "model_responded",
-        ]
-        started = [event.data for event in events if event.type == "model_call_started"]
-        assert [data.transport for data in started] == ["openai", "openai"]  # type: ignore[attr-defined]
-        assert [data.streamed for data in started] == [False, True]  # type: ignore[attr-defined]
-        responded = [event.data for event in events if event.type == "model_responded"]
-        assert [data.streamed for data in responded] == [False, True]  # type: ignore[attr-defined]
-        assert responded[1].chunks == len(chunks)  # type: ignore[attr-defined]
-        assert responded[0].response["usageMetadata"]["candidatesTokenCount"] > 0  # type: ignore[attr-defined]
-        assert chat.verify().ok
+        config = {"max_output_tokens": 24, "temperature": 0, "seed": 7}
+        check_a_chat(client, "smollm2", config, "openai")

@@ -180,7 +180,7 @@ class Client:
         if kind == "local":
             from .transports.local import LocalTransport
 
-            return LocalTransport()
+            return LocalTransport(http_options=self.http_options)
         if kind == "openai":
             from .transports.openai import OpenAITransport
 

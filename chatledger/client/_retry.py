@@ -14,6 +14,7 @@ the turn, followed by a new ``model_call_started`` with the next attempt number.
 from __future__ import annotations
 
 import email.utils
+import math
 import random
 import time
 from typing import Any
@@ -45,8 +46,11 @@ class RetryPolicy:
         self.exp_base = float(_or(options.exp_base, DEFAULT_EXP_BASE))
         self.jitter = float(_or(options.jitter, DEFAULT_JITTER))
         self.status_codes = tuple(options.http_status_codes or DEFAULT_STATUS_CODES)
-        if min(self.initial_delay, self.max_delay, self.exp_base, self.jitter) < 0:
-            raise ValueError("retry delays, exp_base and jitter must not be negative")
+        numbers = (self.initial_delay, self.max_delay, self.exp_base, self.jitter)
+        if not all(math.isfinite(number) and number >= 0 for number in numbers):
+            raise ValueError(
+                "retry delays, exp_base and jitter must be finite numbers, not negative"
+            )
 
     @classmethod
     def from_options(cls, options: HttpRetryOptions | None) -> RetryPolicy | None:
@@ -61,8 +65,13 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt + 1``, or None to give up."""
         if attempt >= self.attempts or not self.retryable(error):
             return None
-        # tenacity's wait_exponential_jitter, as google-genai uses it.
-        wait = self.initial_delay * self.exp_base ** (attempt - 1) + random.uniform(0, self.jitter)
+        # tenacity's wait_exponential_jitter, as google-genai uses it (which also caps the
+        # exponential at the maximum before it overflows).
+        try:
+            exponential = self.initial_delay * self.exp_base ** (attempt - 1)
+        except OverflowError:
+            exponential = math.inf
+        wait = min(exponential, self.max_delay) + random.uniform(0, self.jitter)
         asked = retry_after(error)
         if asked is not None:
             wait = max(wait, asked)

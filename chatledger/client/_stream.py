@@ -4,11 +4,17 @@ A streamed reply is one model turn: adjacent plain text parts (only ``text``, an
 same ``thought`` flag) are concatenated; every other part is kept, in order, with its
 ``thoughtSignature`` and any field this library does not know. Candidate and response
 fields (``finishReason``, ``usageMetadata``, ...) take the last value a chunk sent.
+
+The merged response is what the log records, so registered secrets are masked in it
+(:func:`chatledger.errors.mask_echoed_secrets`): a model that repeats a key while
+streaming splits it over several chunks, where no single chunk holds it whole.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..errors import mask_echoed_secrets
 
 __all__ = ["StreamMerger"]
 
@@ -19,6 +25,26 @@ def _is_plain_text(part: Any) -> bool:
     return (
         isinstance(part, dict) and isinstance(part.get("text"), str) and part.keys() <= _PLAIN_KEYS
     )
+
+
+class _TextRun:
+    """Adjacent plain text parts with the same ``thought`` flag: their texts are kept as a
+    list and joined once, when the merged reply is asked for (joining as each chunk came
+    would copy the whole reply again for every chunk)."""
+
+    __slots__ = ("first", "pieces")
+
+    def __init__(self, first: dict[str, Any]) -> None:
+        self.first = first
+        self.pieces: list[str] = [first["text"]]
+
+    def joins(self, part: Any) -> bool:
+        return _is_plain_text(part) and part.get("thought") == self.first.get("thought")
+
+    def part(self) -> dict[str, Any]:
+        if len(self.pieces) == 1:
+            return self.first
+        return {**self.first, "text": "".join(self.pieces)}
 
 
 class _CandidateMerger:
@@ -41,32 +67,39 @@ class _CandidateMerger:
         for key, value in content.items():
             if key != "parts":
                 self.content_fields[key] = value
+        parts = self.parts
         for part in content.get("parts") or []:
-            last: Any = self.parts[-1] if self.parts else None
-            if (
-                _is_plain_text(part)
-                and _is_plain_text(last)
-                and last.get("thought") == part.get("thought")
-            ):
-                self.parts[-1] = {**last, "text": last["text"] + part["text"]}
+            last = parts[-1] if parts else None
+            if isinstance(last, _TextRun) and last.joins(part):
+                last.pieces.append(part["text"])
+            elif _is_plain_text(part):
+                parts.append(_TextRun(part))
             else:
-                self.parts.append(part)
+                parts.append(part)
+
+    def _parts(self) -> list[Any]:
+        return [part.part() if isinstance(part, _TextRun) else part for part in self.parts]
 
     def merged(self) -> dict[str, Any]:
         candidate = dict(self.fields)
         if self.saw_content:
-            candidate["content"] = {"parts": list(self.parts), **self.content_fields}
+            candidate["content"] = {"parts": self._parts(), **self.content_fields}
             candidate["content"].setdefault("role", "model")
         return candidate
 
     def text(self) -> str:
-        return "".join(
-            part["text"]
-            for part in self.parts
-            if isinstance(part, dict)
-            and isinstance(part.get("text"), str)
-            and not part.get("thought")
-        )
+        texts: list[str] = []
+        for part in self.parts:
+            if isinstance(part, _TextRun):
+                if not part.first.get("thought"):
+                    texts.extend(part.pieces)
+            elif (
+                isinstance(part, dict)
+                and isinstance(part.get("text"), str)
+                and not part.get("thought")
+            ):
+                texts.append(part["text"])
+        return "".join(texts)
 
 
 class StreamMerger:
@@ -93,12 +126,14 @@ class StreamMerger:
             self._candidates.setdefault(key, _CandidateMerger()).add(candidate)
 
     def merged(self) -> dict[str, Any]:
+        """The response the chunks make together, registered secrets masked."""
         response = dict(self._fields)
         if self._candidates:
             response["candidates"] = [
                 self._candidates[key].merged() for key in sorted(self._candidates)
             ]
-        return response
+        masked: dict[str, Any] = mask_echoed_secrets(response)
+        return masked
 
     def partial_text(self) -> str:
         """The visible text received so far (first candidate)."""

@@ -5,8 +5,11 @@ One run does everything a deployment does: sync and async chats, streamed and no
 automatic function calling (sync and async tools), retries after 429 and 500, errors that
 are not retried, a mid-stream error, a fork, an export to a file, and the CLI's ``chat``,
 ``log --json``, ``log``, ``show``, ``ls``, ``tree``, ``verify`` and ``export``; with logging
-at DEBUG for every logger (httpx and httpcore included). The server echoes the API key and
-every header value in its error bodies (JSON and HTML) and in its response headers.
+at DEBUG for every logger (httpx and httpcore included). The base URL carries a user and
+a password (``http://auditor:PASSWORD@host``). The server echoes the API key, every
+header value and the password in its error bodies (JSON and HTML), in its response
+headers, and in successful replies: text, stream chunks and function-call arguments
+(chatledger masks them there too; see docs/security.md).
 
 Then the secrets are looked for in every place they could have reached: the database and
 its -wal and -shm files, the export files, every log record (message, arguments,
@@ -25,6 +28,7 @@ README says. Both are exercised here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import traceback
 from collections.abc import Iterator
@@ -54,7 +58,9 @@ HEADERS = {
     "Cookie": f"session={SESSION}",
     "X-Tenant": TENANT,
 }
-SECRETS = [API_KEY, BEARER, BEARER.split(" ", 1)[1], PROXY_TOKEN, SESSION, TENANT]
+PASSWORD = "url-PASSWORD-8c9d0e1f2a"
+BASIC = base64.b64encode(f"auditor:{PASSWORD}".encode()).decode()
+SECRETS = [API_KEY, BEARER, BEARER.split(" ", 1)[1], PROXY_TOKEN, SESSION, TENANT, PASSWORD, BASIC]
 # What the server echoes: each header as sent, then every secret on its own.
 ECHO = " ".join(
     [*(f"{name}: {value}" for name, value in HEADERS.items()), f"key={API_KEY}", *SECRETS]
@@ -166,7 +172,8 @@ def test_a_full_run_leaks_no_secret(
         caplog.set_level(logging.DEBUG, logger=name or None)
     register_secret(TENANT)  # the documented way for a header whose name says nothing
     seen = Seen()
-    options = {"base_url": gemini_server.base_url, "headers": HEADERS, "retry_options": RETRIES}
+    base_url = gemini_server.base_url.replace("http://", f"http://auditor:{PASSWORD}@")
+    options = {"base_url": base_url, "headers": HEADERS, "retry_options": RETRIES}
     server = gemini_server
 
     # A reader holding the database open for the whole run, so that its -wal and -shm
@@ -206,6 +213,19 @@ def test_a_full_run_leaks_no_secret(
         server.reply_json(call("lookup"))
         server.reply_text("it is sunny")
         seen.add("afc response", chat.send_message("weather in Oslo?"))
+        # Successful replies that echo every secret: text, a stream, a function call's
+        # arguments (the function then sees them masked, and so does its response).
+        server.reply_text(f"you sent me {ECHO}")
+        seen.add("echoing response", chat.send_message("what did I send?"))
+        server.reply_sse(
+            [text_response(f"streamed {ECHO} ", finish_reason=None), text_response(ECHO)]
+        )
+        seen.add("echoing chunks", list(chat.send_message_stream("and streamed?")))
+        server.reply_json(
+            text_response(parts=[{"functionCall": {"name": "lookup", "args": {"city": ECHO}}}])
+        )
+        server.reply_text(f"done with {ECHO}")
+        seen.add("echoing afc", chat.send_message("look it up"))
         # Errors that end the turn: retries spent, not retryable, an HTML page, mid-stream.
         for _ in range(3):
             echo_error(server, 500, "INTERNAL")
@@ -232,7 +252,7 @@ def test_a_full_run_leaks_no_secret(
         fork = chat.fork(turn=1)
         server.reply_text("forked")
         fork.send_message("fork question")
-        for where, value in (
+        views: tuple[tuple[str, Any], ...] = (
             ("chat", chat),
             ("fork", fork),
             ("chat.config", chat.config),
@@ -244,7 +264,8 @@ def test_a_full_run_leaks_no_secret(
             ("branches", chat.branches()),
             ("list", client.chats.list()),
             ("tree", client.chats.tree(chat.id)),
-        ):
+        )
+        for where, value in views:
             seen.add(where, value)
         chat_id, fork_id = chat.id, fork.id
 
@@ -335,7 +356,7 @@ def test_a_full_run_leaks_no_secret(
                     "-m",
                     MODEL,
                     "--base-url",
-                    server.base_url,
+                    base_url,
                     "--no-stream",
                     "hi",
                 ],
@@ -352,15 +373,14 @@ def test_a_full_run_leaks_no_secret(
 
     # Every event, as a fresh reader sees it.
     with chatledger.SQLiteStore(db_path) as store:
-        events = []
+        events: list[chatledger.RecordedEvent] = []
         while page := store.read_all(after_position=events[-1].position if events else 0):
             events.extend(page)
         seen.add("events", events)
         failures = [e for e in events if e.type == "model_call_failed"]
     assert len(failures) >= 12, "the failed attempts are recorded"
-    assert all("***" in e.data.error.message for e in failures if e.data.error.code), (
-        "the echoed key is masked"
-    )  # type: ignore[attr-defined]
+    errors = [e.data.error for e in failures]  # type: ignore[attr-defined]
+    assert all("***" in error.message for error in errors if error.code), "the echoed key is masked"
 
     # The secrets did travel where they belong: to the server, in headers only.
     *by_clients, by_cli = server.requests
@@ -369,7 +389,13 @@ def test_a_full_run_leaks_no_secret(
         request.headers["authorization"] == BEARER and request.headers["x-tenant"] == TENANT
         for request in by_clients
     )
-    assert "authorization" not in by_cli.headers
+    # The CLI was given only the URL: its credentials went as Basic auth, nothing else.
+    assert by_cli.headers["authorization"] == f"Basic {BASIC}"
+    assert all(PASSWORD not in request.path for request in server.requests)
+    # The echoing replies were recorded, masked: the model's words, not the secrets.
+    responded = [repr(e.data) for e in events if e.type == "model_responded"]
+    assert any("you sent me" in text and "***" in text for text in responded)
+    assert any("done with" in text and "***" in text for text in responded)
     assert all(API_KEY not in request.path for request in server.requests)
 
     # Now look everywhere: the files while open (with their -wal and -shm), and after.
@@ -416,3 +442,7 @@ def test_a_full_run_leaks_no_secret(
         inputs=places,
         invariants_broken=len(leaks),
     )
+    # The attack classes of issue 13, item 6, within that run: requests made through a
+    # base URL holding a password, and successful replies echoing every secret.
+    ledger.record("secrets", "password in the base URL", faults=len(server.requests))
+    ledger.record("secrets", "secrets echoed in successful replies", faults=3)

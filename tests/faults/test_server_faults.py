@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import chatledger
-from chatledger.client.transports import _http
+from chatledger.cli import cli
 from chatledger.errors import (
     ChatledgerError,
     InvalidResponseError,
@@ -271,6 +272,16 @@ class Rig:
             text, error = None, exc
         return Outcome(text, received, error, time.monotonic() - started)
 
+    def measured_attempt(self, chat: Any, message: str, *, stream: bool) -> tuple[Outcome, int]:
+        """:meth:`attempt`, and the peak of the memory Python allocated meanwhile."""
+        tracemalloc.start()
+        try:
+            outcome = self.attempt(chat, message, stream=stream)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return outcome, peak
+
     def good_reply(self, text: str, *, stream: bool) -> Script:
         if stream:
             events = self.protocol.events([text[: len(text) // 2], text[len(text) // 2 :]])
@@ -354,26 +365,26 @@ def mode_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def rig(protocol: Protocol, mode_name: str, tmp_path: Path) -> Iterator[Rig]:
+def rig(
+    protocol: Protocol, mode_name: str, tmp_path: Path, fault_server: FaultServer
+) -> Iterator[Rig]:
     db_path = tmp_path / "faults.db"
     mode: Mode = SyncMode() if mode_name == "sync" else AsyncMode()
-    with FaultServer() as server:
-        client = chatledger.Client(
-            api_key=API_KEY,
-            http_options={
-                "base_url": protocol.base_url(server.address),
-                "timeout": SAFE_TIMEOUT_MS,
-            },
-            store=str(db_path),
-        )
-        rig = Rig(protocol, mode, server, client, db_path)
-        try:
-            yield rig
-        finally:
-            for other in [*rig.extra_clients, client]:
-                mode.close(other)
-            mode.shutdown()
-    assert server.errors == []
+    client = chatledger.Client(
+        api_key=API_KEY,
+        http_options={
+            "base_url": protocol.base_url(fault_server.address),
+            "timeout": SAFE_TIMEOUT_MS,
+        },
+        store=str(db_path),
+    )
+    rig = Rig(protocol, mode, fault_server, client, db_path)
+    try:
+        yield rig
+    finally:
+        for other in [*rig.extra_clients, client]:
+            mode.close(other)
+        mode.shutdown()
 
 
 def operation(scenario: str, rig: Rig) -> str:
@@ -584,6 +595,116 @@ def test_invalid_json_in_a_stream(rig: Rig) -> None:
     ledger.record(AREA, operation("invalid-json-stream", rig), faults=len(variants))
 
 
+def _no_stream_variants() -> list[tuple[str, Script, str]]:
+    """200 answers to a streamed request that hold no stream event: (what, script, the
+    phrase the error must say)."""
+
+    def bare(payload: bytes, content_type: str) -> Script:
+        def script(wire: Wire) -> None:
+            wire.head(200, content_type=content_type, chunked=True)
+            if payload:
+                wire.chunk(payload)
+            wire.end()
+
+        return script
+
+    html = b"<html>\n<body>proxy error</body>\n</html>\n"
+    cases = [  # what, the body, its content type, what the error quotes
+        ("garbage", b"garbage", "text/plain", "it starts 'garbage'"),
+        ("an HTML page", html, "text/html", "it starts '<html>"),
+        ("HTML called an event stream", html, "text/event-stream", "it starts '<html>"),
+        ("an empty stream", b"", "text/event-stream", "nothing at all"),
+        ("keep-alive comments only", b": ping\n\n: ping\n\n", "text/event-stream", "': ping"),
+        ("not data", b"event: message\nid: 7\nretry: 10\n\n", "text/event-stream", "'event: "),
+    ]
+    return [(what, bare(body, kind), phrase) for what, body, kind, phrase in cases]
+
+
+def test_a_200_answer_that_is_no_stream(rig: Rig) -> None:
+    """Issue 13, item 5: a 200 answer to a streamed request that holds no stream event
+    (garbage, an HTML page, nothing, only comments) was recorded as a ``model_responded``
+    with ``{}``, while the same answer to a plain request was an InvalidResponseError. A
+    stream with no answer in it is a failed call, its message quoting how it started."""
+    chat = rig.chat()
+    before = rig.before(chat)
+    variants = _no_stream_variants()
+    for what, script, phrase in variants:
+        rig.server.enqueue(script)
+        outcome = rig.attempt(chat, "Stream to me", stream=True)
+        assert outcome.error is not None, what
+        rig.expect_failure(
+            chat,
+            before,
+            outcome,
+            InvalidResponseError,
+            "ended without any answer",
+            phrase,
+            "send the message again",
+        )
+        before = rig.expect_recovery(chat, before, "Stream to me", stream=True)
+    ledger.record(AREA, operation("200-but-no-stream", rig), faults=len(variants))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+def test_an_error_object_in_a_200_answer(rig: Rig, stream: bool) -> None:
+    """``{"error": {...}}`` with status 200, as a whole body (to a plain or a streamed
+    request) or as a stream's only event: the APIError it carries, streamed or not (a
+    Gemini body with one was once recorded as the model's reply)."""
+    error = {"error": {"code": 503, "message": "overloaded, try later", "status": "UNAVAILABLE"}}
+    scripts: list[Script] = [lambda wire: wire.json(error)]
+    if stream:
+        scripts.append(lambda wire: wire.sse([json.dumps(error)]))
+    chat = rig.chat()
+    before = rig.before(chat)
+    for script in scripts:
+        rig.server.enqueue(script)
+        outcome = rig.attempt(chat, "Answer me", stream=stream)
+        rig.expect_failure(chat, before, outcome, chatledger.ServerError, "overloaded, try later")
+        assert isinstance(outcome.error, chatledger.ServerError) and outcome.error.code == 503
+        before = rig.expect_recovery(chat, before, "Answer me", stream=stream)
+    ledger.record(
+        AREA,
+        operation("error-in-200-" + ("stream" if stream else "body"), rig),
+        faults=len(scripts),
+    )
+
+
+def test_the_cli_fails_on_a_stream_with_no_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault_server: FaultServer
+) -> None:
+    """The issue's report: ``chatledger chat`` against such a server exited 0 and logged
+    an empty reply. Now: ``Error: ...`` on stderr, exit 1, and a failed call in the log."""
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    db = tmp_path / "cli.db"
+    runner = CliRunner()
+    for _, script, _ in _no_stream_variants():
+        fault_server.enqueue(script)
+        result = runner.invoke(
+            cli,
+            [
+                "--db",
+                str(db),
+                "chat",
+                "-m",
+                "gemini-2.0-flash",
+                "--base-url",
+                fault_server.address,
+                "Hi",
+            ],
+        )
+        assert result.exit_code == 1, result.output
+        assert "Error:" in result.stderr and "ended without any answer" in result.stderr
+        assert "Traceback" not in result.output
+    with chatledger.SQLiteStore(db) as store:
+        events = []
+        for info in store.conversations():
+            events += store.read(info.conversation_id)
+    kinds = [event.type for event in events]
+    assert "model_responded" not in kinds
+    assert kinds.count("model_call_failed") == len(_no_stream_variants())
+    ledger.record(AREA, "200-but-no-stream/cli", faults=len(_no_stream_variants()))
+
+
 # =========================================================================== 3. enormous answers
 
 
@@ -595,12 +716,7 @@ def test_an_enormous_answer_is_handled_with_bounded_memory(rig: Rig, stream: boo
     chat = rig.chat()
     rig.server.enqueue(prebuilt(rig.protocol, big, stream=stream))
     del big
-    tracemalloc.start()
-    try:
-        outcome = rig.attempt(chat, "Say a lot", stream=stream)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    outcome, peak = rig.measured_attempt(chat, "Say a lot", stream=stream)
     assert outcome.error is None, repr(outcome.error)
     assert (
         outcome.text is not None and len(outcome.text) == ENORMOUS and outcome.text.endswith("all")
@@ -619,26 +735,24 @@ def test_an_enormous_answer_is_handled_with_bounded_memory(rig: Rig, stream: boo
     ledger.record(AREA, operation("enormous-" + ("event" if stream else "body"), rig), faults=1)
 
 
-@pytest.fixture
-def small_limit(monkeypatch: pytest.MonkeyPatch) -> int:
-    limit = 1024 * 1024
-    monkeypatch.setattr(_http, "MAX_EVENT_BYTES", limit)
-    return limit
+#: The answer limit of the over-the-limit tests (``http_options.max_response_bytes``).
+SMALL_LIMIT = 1024 * 1024
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
-def test_an_answer_over_the_limit_is_refused_without_buffering_it(
-    rig: Rig, stream: bool, small_limit: int
-) -> None:
-    """Over :data:`MAX_EVENT_BYTES` (lowered here to 1 MiB), an event, a line or a body is
-    refused as soon as it is seen to be too large; a line that never ends is not
-    buffered without bound."""
+def test_an_answer_over_the_limit_is_refused_without_buffering_it(rig: Rig, stream: bool) -> None:
+    """Over ``http_options.max_response_bytes`` (1 MiB here), a body, a line, an event or a
+    whole stream is refused as soon as it is seen to be too large, with memory bounded by
+    the limit, not by what the server sends: a line that never ends, an event of many
+    lines, and a model that streams small events forever (the runaway stream that once
+    grew a client by 800 MB in 90 s) all end at the limit."""
     protocol = rig.protocol
-    big = "y" * (2 * small_limit)
+    big = "y" * (2 * SMALL_LIMIT)
     piece = b"z" * 65536
     if stream:
         line = b"data: " + b"w" * 65536 + b"\n"
         line_frame = f"{len(line):x}\r\n".encode() + line + b"\r\n"
+        talk = protocol.events(["blah " * 2000], finish=False, done=False)[-1].encode()
 
         def endless_line(wire: Wire) -> None:
             wire.sse_head()
@@ -652,10 +766,16 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
                 wire.send(line_frame)
             wire.end()
 
-        variants: list[tuple[Script, str]] = [
-            (prebuilt(protocol, big, stream=True), "a line of the stream is larger than"),
-            (endless_line, "a line of the stream is larger than"),
-            (many_lines_one_event, "a stream event is larger than"),
+        def runaway(wire: Wire) -> None:
+            wire.sse_head()
+            while True:  # 10 kB events, every one valid, forever
+                wire.event(talk)
+
+        variants: list[Script] = [
+            prebuilt(protocol, big, stream=True),
+            endless_line,
+            many_lines_one_event,
+            runaway,
         ]
     else:
         body = json.dumps(protocol.body(big)).encode()
@@ -670,24 +790,22 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
                 wire.send(frame)
             wire.end()
 
-        variants = [
-            (prebuilt(protocol, big, stream=False), "the response body is larger than"),
-            (chunked_body, "the response body is larger than"),
-        ]
+        variants = [prebuilt(protocol, big, stream=False), chunked_body]
     chat = rig.chat()
     before = rig.before(chat)
-    for script, phrase in variants:
+    limited = rig.impatient(chat, SAFE_TIMEOUT_MS, max_response_bytes=SMALL_LIMIT)
+    for script in variants:
         rig.server.enqueue(script)
-        tracemalloc.start()
-        try:
-            outcome = rig.attempt(chat, "Say too much", stream=stream)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        outcome, peak = rig.measured_attempt(limited, "Say too much", stream=stream)
         rig.expect_failure(
-            chat, before, outcome, InvalidResponseError, phrase, "send the message again"
+            limited,
+            before,
+            outcome,
+            InvalidResponseError,
+            f"is larger than http_options.max_response_bytes ({SMALL_LIMIT} bytes)",
+            "send the message again",
         )
-        assert peak < 8 * small_limit, f"peak {peak / 2**20:.1f} MiB with a 1 MiB limit"
+        assert peak < 8 * SMALL_LIMIT, f"peak {peak / 2**20:.1f} MiB with a 1 MiB limit"
         before = rig.expect_recovery(chat, before, "Say too much", stream=stream)
     ledger.record(
         AREA,
@@ -696,24 +814,47 @@ def test_an_answer_over_the_limit_is_refused_without_buffering_it(
     )
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "body"])
+def test_an_enormous_error_body_is_read_only_in_part(rig: Rig, stream: bool) -> None:
+    """A 500 whose body never ends (or is 1 GB): only its first 64 KiB are read, so the
+    error comes at once, with bounded memory, and the event keeps a bounded message."""
+    piece = b"<p>internal error</p>" * 3000
+
+    def endless_error(wire: Wire) -> None:
+        wire.head(500, content_type="text/html", length=1 << 30)
+        while True:
+            wire.send(piece)
+
+    chat = rig.chat()
+    before = rig.before(chat)
+    rig.server.enqueue(endless_error)
+    outcome, peak = rig.measured_attempt(chat, "Fail big", stream=stream)
+    rig.expect_failure(chat, before, outcome, chatledger.ServerError, "internal error")
+    assert peak < 4 * 2**20, f"peak {peak / 2**20:.1f} MiB for an endless error body"
+    failed = rig.mode.events(chat)[-1]
+    assert len(failed.data.error.message) < 10_000  # type: ignore[attr-defined]
+    rig.expect_recovery(chat, before, "Fail big", stream=stream)
+    ledger.record(AREA, operation("endless-error-body", rig), faults=1)
+
+
 # =========================================================================== 4. no finish reason
 
 
 def test_a_stream_that_ends_without_a_finish_reason(rig: Rig) -> None:
-    """SEMANTICS §3.2: a streamed turn is valid only when it finished with a finish
-    reason. A stream that ends cleanly without one (for the OpenAI protocol: with its
-    ``[DONE]``) is recorded as a completed but invalid turn: it is in the full history
-    (as google-genai's comprehensive history), and never in the curated history or the
-    context, so the next request does not send it. An OpenAI stream that ends with
-    neither a finish reason nor ``[DONE]`` was cut short: a failed call."""
+    """A streamed turn is valid only when it finished with a finish reason
+    (docs/chat-api.md, "Streaming"). A stream that ends cleanly without one (for the
+    OpenAI protocol: with its ``[DONE]``) is recorded as a completed but invalid turn: it
+    is in the full history (as google-genai's comprehensive history), and never in the
+    curated history or the context, so the next request does not send it. An OpenAI
+    stream that ends with neither a finish reason nor ``[DONE]`` was cut short: a failed
+    call. (A stream with no chunk at all is no answer: see
+    :func:`test_a_200_answer_that_is_no_stream`.)"""
     protocol = rig.protocol
     chat = rig.chat()
     faults = 0
     cases: list[tuple[list[str], str]] = [
         (protocol.events(["Half an ", "answer"], finish=False), "Half an answer")
     ]
-    if protocol.name == "gemini":
-        cases.append(([], ""))  # an empty stream: no chunk at all
     for events, partial in cases:
         before = rig.before(chat)
         rig.server.enqueue(lambda wire, events=events: wire.sse(events))  # type: ignore[misc]

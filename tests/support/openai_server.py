@@ -11,17 +11,17 @@ too, in ``tests/test_transport_openai.py``.
         transport = OpenAITransport(None, HttpOptions(base_url=server.base_url))
         ...
         server.requests[0].body["messages"]
+
+The scripting API (``enqueue``, ``reply_json``, ``reply_raw``, ``reply_sse``, ``clear``,
+``pending``, ``requests``) is :class:`~tests.support.scripted_server.ScriptedServer`'s.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.scripted_server import RecordedRequest, Reply, ScriptedServer
 
 __all__ = [
     "OpenAIServer",
@@ -53,7 +53,7 @@ def completion(
     text: str | None = None,
     *,
     finish_reason: str | None = "stop",
-    usage: dict[str, int] | None = None,
+    usage: dict[str, Any] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     choices: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
@@ -127,182 +127,24 @@ def text_events(
     return events
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-    @property
-    def streamed(self) -> bool:
-        return isinstance(self.body, dict) and bool(self.body.get("stream"))
-
-
-@dataclass
-class Reply:
-    """One scripted reply.
-
-    ``kind``: "json" (status + body), "raw" (status + raw bytes), "sse" (events, each a
-    dict or a raw data string; ``gates[i]`` is waited for before event i is sent;
-    ``drop_after`` closes the connection abruptly after that many events).
-    """
-
-    kind: str
-    status: int = 200
-    body: Any = None
-    raw: bytes = b""
-    content_type: str = "application/json"
-    events: list[Any] = field(default_factory=list)
-    gates: dict[int, threading.Event] = field(default_factory=dict)
-    drop_after: int | None = None
-    delay: float = 0.0
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without this, Nagle's algorithm and
-    # delayed ACKs add ~40 ms to every reply.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence the request log
-        return
-
-    def do_GET(self) -> None:
-        if self.path.rstrip("/").endswith("/models"):
-            self._send_json(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
-        else:
-            self._send_json(404, {"error": {"message": "not found", "type": "not_found_error"}})
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body: Any = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            body = raw
-        request = RecordedRequest(
-            method="POST",
-            path=self.path,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            body=body,
-        )
-        owner = self.server.owner
-        with owner._lock:
-            owner.requests.append(request)
-            reply = owner._replies.popleft() if owner._replies else None
-        if reply is None:
-            self._send_json(
-                500, {"error": {"message": "no reply scripted", "type": "server_error"}}
-            )
-            return
-        if reply.delay:
-            time.sleep(reply.delay)
-        if reply.kind == "json":
-            self._send_json(reply.status, reply.body)
-        elif reply.kind == "raw":
-            self._send_bytes(reply.status, reply.raw, reply.content_type)
-        elif reply.kind == "sse":
-            self._send_sse(reply)
-        else:  # pragma: no cover - test bug
-            raise ValueError(reply.kind)
-
-    def _send_json(self, status: int, body: Any) -> None:
-        self._send_bytes(status, json.dumps(body).encode(), "application/json")
-
-    def _send_bytes(self, status: int, payload: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-        self.wfile.flush()
-
-    def _write_chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _send_sse(self, reply: Reply) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-        for index, event in enumerate(reply.events):
-            gate = reply.gates.get(index)
-            if gate is not None and not gate.wait(timeout=30):
-                break
-            if reply.drop_after is not None and index >= reply.drop_after:
-                break
-            data = event if isinstance(event, str) else json.dumps(event)
-            self._write_chunk(f"data: {data}\r\n\r\n".encode())
-        if reply.drop_after is not None:
-            # Close without the terminating chunk: the client sees a broken stream.
-            self.close_connection = True
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    owner: OpenAIServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that closes a stream early makes the next write fail: expected here.
-        return
-
-
-class OpenAIServer:
+class OpenAIServer(ScriptedServer):
     """Scripted OpenAI-protocol server on 127.0.0.1 (an ephemeral port)."""
-
-    def __init__(self) -> None:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.owner = self
-        self._lock = threading.Lock()
-        self._replies: deque[Reply] = deque()
-        self.requests: list[RecordedRequest] = []
-        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         """The URL a client is given: ``http://127.0.0.1:<port>/v1``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return self.address + "/v1"
 
-    def start(self) -> OpenAIServer:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
+    def unscripted(self) -> tuple[int, Any]:
+        return 500, {"error": {"message": "no reply scripted", "type": "server_error"}}
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ----------------------------------------------------------------- scripting
-
-    def enqueue(self, reply: Reply) -> OpenAIServer:
-        with self._lock:
-            self._replies.append(reply)
-        return self
-
-    def reply_json(self, body: Any, status: int = 200) -> OpenAIServer:
-        return self.enqueue(Reply("json", status=status, body=body))
+    def answer_get(self, path: str) -> tuple[int, Any]:
+        if path.rstrip("/").endswith("/models"):
+            return 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+        return 404, {"error": {"message": "not found", "type": "not_found_error"}}
 
     def reply_text(self, text: str, **kwargs: Any) -> OpenAIServer:
+        """A ``chat.completion`` saying ``text`` (``completion``'s options)."""
         return self.reply_json(completion(text, **kwargs))
 
     def reply_error(
@@ -317,16 +159,3 @@ class OpenAIServer:
             {"error": {"message": message, "type": kind, "param": None, "code": code}},
             status=status,
         )
-
-    def reply_raw(
-        self, raw: bytes, status: int = 200, content_type: str = "text/html"
-    ) -> OpenAIServer:
-        return self.enqueue(Reply("raw", status=status, raw=raw, content_type=content_type))
-
-    def reply_sse(self, events: list[Any], **kwargs: Any) -> OpenAIServer:
-        return self.enqueue(Reply("sse", events=list(events), **kwargs))
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._replies)

@@ -2,12 +2,14 @@
 
 from .base import ModelRequest, Transport
 from .gemini import GeminiTransport
+from .http import HttpTransport
 from .local import LocalTransport
 from .openai import OpenAITransport
 from .scripted import ScriptedTransport
 
 __all__ = [
     "GeminiTransport",
+    "HttpTransport",
     "LocalTransport",
     "ModelRequest",
     "OpenAITransport",

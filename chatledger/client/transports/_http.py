@@ -1,26 +1,33 @@
-"""What HTTP transports share: the request budget, bounded reading, SSE parsing, errors.
+"""The HTTP plumbing the model transports share: the request budget, bounded reading and
+errors. (Credentials and base URLs are :mod:`._credentials`; server-sent events
+:mod:`._sse`.)
 
 A request is opened with :func:`open_response` (or :func:`aopen_response`) and its body
-read with :func:`read_body` or :func:`iter_sse_data` (or their ``a`` twins). Together they:
+read with :func:`read_body` or :func:`._sse.iter_sse_data` (or their ``a`` twins).
+Together they:
 
 - translate httpx's exceptions into chatledger's, naming the host but never the URL's
-  query or a header;
+  credentials, its query or a header;
 - hold a request to ``http_options.timeout`` as a budget for the *whole* request:
   connecting, waiting for the answer and reading all of it, every chunk of a stream
   included. httpx's own timeouts are per phase (each connect, each read), so without
   this a server trickling a keep-alive comment every few seconds keeps a stream open
   forever. When the budget runs out the request ends with :class:`ModelTimeoutError`;
-- never buffer more than :data:`MAX_EVENT_BYTES` for one body, one SSE line or one SSE
-  event: a larger one is refused with :class:`InvalidResponseError` as soon as it is
-  seen to be too large, so a runaway server cannot exhaust memory.
+- hold an answer to ``http_options.max_response_bytes`` (default
+  :data:`DEFAULT_MAX_RESPONSE_BYTES`, 64 MiB): every byte of a body, or of a whole
+  stream, counts, so no body, line, event or merged streamed reply can grow past it. A
+  larger answer is refused with :class:`InvalidResponseError` as soon as it is seen to
+  be too large, never buffered whole; an error body is read to :data:`ERROR_BODY_BYTES`
+  at most;
+- never follow a redirect (it could carry the API key header to another host).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import itertools
-import logging
 import os
 import socket
 import threading
@@ -40,87 +47,43 @@ from ...errors import (
     ModelConnectionError,
     ModelTimeoutError,
     redact,
-    register_secret,
 )
 from ...events.envelope import check_json
+from ._credentials import Endpoint, check_header, parse_base_url, register_secret_headers
 
 __all__ = [
-    "MAX_EVENT_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "ERROR_BODY_BYTES",
+    "SERVER_FAULT",
+    "Endpoint",
+    "HttpCall",
     "HttpResponseInfo",
     "RequestBudget",
-    "aiter_sse_data",
+    "aiter_bytes",
     "aopen_response",
     "aread_body",
+    "check_header",
     "decode_json_object",
     "error_from_response",
-    "iter_sse_data",
     "open_response",
+    "parse_base_url",
     "read_body",
     "register_secret_headers",
+    "response_info",
     "translate_httpx_errors",
 ]
 
-#: The largest response body, SSE line or SSE event accepted: a larger one is refused
+#: The largest answer accepted by default (``http_options.max_response_bytes``): a
+#: whole body, or every byte of a stream together. A larger one is refused
 #: (:class:`InvalidResponseError`) as soon as it passes this size, never buffered whole.
-MAX_EVENT_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
+#: How much of an error body (a non-2xx answer) is read: the rest is not needed to say
+#: what went wrong, and is not read at all (nor kept on the error and its event).
+ERROR_BODY_BYTES = 64 * 1024
 
-#: A header is a credential when its name contains one of these (any case): its value
-#: is then redacted from every error, log line and event. ``auth`` covers Authorization,
-#: Proxy-Authorization and X-Auth-Token; ``key`` covers x-goog-api-key and api-key. Mark
-#: the value of any other header secret with :func:`chatledger.errors.register_secret`.
-SECRET_HEADER_WORDS = (
-    "auth",
-    "key",
-    "token",
-    "secret",
-    "cookie",
-    "password",
-    "credential",
-    "session",
-)
-
-
-def register_secret_headers(headers: dict[str, str] | None) -> None:
-    """Treat the values of credential-like headers (see :data:`SECRET_HEADER_WORDS`) as
-    secrets, redacted everywhere: the whole value, the token after a scheme ("Bearer
-    <token>"), and each value of a cookie list ("a=1; b=2")."""
-    for name, value in (headers or {}).items():
-        if not isinstance(value, str) or not any(
-            word in name.lower() for word in SECRET_HEADER_WORDS
-        ):
-            continue
-        register_secret(value)
-        register_secret(value.split(" ", 1)[-1])
-        for pair in value.split(";"):
-            register_secret(pair.partition("=")[2].strip())
-
-
-class _RedactSecrets(logging.Filter):
-    """Masks registered secrets in the records of httpx's and httpcore's loggers, which
-    log response headers at DEBUG: a server that echoes a credential in a header must not
-    put it in a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
-_REDACT_SECRETS = _RedactSecrets()
-# Logger filters apply to records made on that very logger, so each one httpx and
-# httpcore log on is named.
-for _name in (
-    "httpx",
-    "httpcore.connection",
-    "httpcore.http11",
-    "httpcore.http2",
-    "httpcore.proxy",
-    "httpcore.socks",
-):
-    logging.getLogger(_name).addFilter(_REDACT_SECRETS)
+#: How much of the start of an answer is kept, to quote in an error about it.
+_PREVIEW_BYTES = 200
 
 
 class HttpResponseInfo(msgspec.Struct, frozen=True):
@@ -132,7 +95,7 @@ class HttpResponseInfo(msgspec.Struct, frozen=True):
     text: str
 
 
-def _info(response: httpx.Response, text: str) -> HttpResponseInfo:
+def response_info(response: httpx.Response, text: str) -> HttpResponseInfo:
     return HttpResponseInfo(
         status_code=response.status_code,
         reason_phrase=response.reason_phrase,
@@ -151,11 +114,11 @@ def error_from_response(response: httpx.Response, content: bytes) -> APIError:
         # (not nested deeper than the stack allows).
         check_json(body, "the error body")
     except (msgspec.DecodeError, RecursionError, InvalidInputError):
-        body = {"message": text, "status": response.reason_phrase}
-    return APIError.from_status(response.status_code, body, _info(response, text))
+        body = {"message": text.strip()[:2000], "status": response.reason_phrase}
+    return APIError.from_status(response.status_code, body, response_info(response, text))
 
 
-_SERVER_FAULT = (
+SERVER_FAULT = (
     "the server (or a proxy in front of it) is at fault: send the message again, and if "
     "it keeps happening check that base_url points at the right kind of server"
 )
@@ -170,11 +133,11 @@ def decode_json_object(content: bytes | str, what: str) -> dict[str, Any]:
             content[:200] if isinstance(content, str) else content[:200].decode("utf-8", "replace")
         )
         raise InvalidResponseError(
-            f"{what} is not valid JSON ({exc}), it starts {shown!r}; {_SERVER_FAULT}"
+            f"{what} is not valid JSON ({exc}), it starts {shown!r}; {SERVER_FAULT}"
         ) from None
     if not isinstance(value, dict):
         raise InvalidResponseError(
-            f"{what} is not a JSON object but a JSON {type(value).__name__}; {_SERVER_FAULT}"
+            f"{what} is not a JSON object but a JSON {type(value).__name__}; {SERVER_FAULT}"
         )
     return value
 
@@ -183,20 +146,58 @@ def decode_json_object(content: bytes | str, what: str) -> dict[str, Any]:
 
 
 class RequestBudget:
-    """``http_options.timeout`` (milliseconds) as the budget of one whole request.
+    """What one whole request may spend: time (``http_options.timeout``, milliseconds)
+    and bytes (``http_options.max_response_bytes``).
 
-    Made when a request starts; ``None`` means no budget (httpx's per-phase timeouts
-    only). :meth:`check` raises :class:`ModelTimeoutError` once the deadline has passed.
+    Made when a request starts. ``timeout_ms`` None means no deadline (httpx's per-phase
+    timeouts only): :meth:`check` raises :class:`ModelTimeoutError` once the deadline
+    has passed. Every byte of the answer is counted by :meth:`take`, which raises
+    :class:`InvalidResponseError` past ``max_bytes`` and keeps the answer's first bytes
+    (``preview``) to quote when it turns out not to be an answer at all.
     """
 
-    __slots__ = ("answered", "deadline", "host", "timeout_ms")
+    __slots__ = (
+        "answered",
+        "deadline",
+        "host",
+        "max_bytes",
+        "preview",
+        "received",
+        "timeout_ms",
+    )
 
-    def __init__(self, timeout_ms: int | None, host: str) -> None:
+    def __init__(
+        self, timeout_ms: int | None, host: str, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self.host = host
         self.timeout_ms = timeout_ms
         self.deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         #: Whether the response's headers arrived (the error says which phase ran out).
         self.answered = False
+        self.max_bytes = max_bytes
+        self.received = 0
+        self.preview = b""
+
+    def take(self, piece: bytes) -> None:
+        """Count ``piece`` of the answer against the budget (bytes, then time)."""
+        self.received += len(piece)
+        if self.received > self.max_bytes:
+            raise self.too_large()
+        if len(self.preview) < _PREVIEW_BYTES:
+            self.preview += piece[: _PREVIEW_BYTES - len(self.preview)]
+        self.check()
+
+    def too_large(self) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"the answer from {self.host} is larger than http_options.max_response_bytes "
+            f"({self.max_bytes} bytes); refusing it rather than holding it in memory. "
+            f"{SERVER_FAULT[0].upper()}{SERVER_FAULT[1:]}; raise max_response_bytes if "
+            "answers this long are expected"
+        )
+
+    def shown_preview(self) -> str:
+        """The start of the answer, for a message."""
+        return repr(self.preview.decode("utf-8", "replace"))
 
     def remaining(self) -> float | None:
         """Seconds left (never negative), or None without a budget."""
@@ -215,7 +216,8 @@ class RequestBudget:
         if not self.answered:
             return ModelTimeoutError(
                 f"{self.host} did not answer within http_options.timeout ({self.timeout_ms} "
-                "ms): connecting or waiting for the answer took too long. Check the base URL "
+                "ms), which bounds the whole request: connecting or waiting for the answer "
+                "took too long. Check the base URL "
                 "and that the server is up, then send the message again, raise "
                 "http_options.timeout, or turn on retries (http_options.retry_options)"
             )
@@ -375,7 +377,7 @@ def _translate(host: str, exc: httpx.HTTPError) -> ChatledgerError:
         )
     if isinstance(exc, httpx.DecodingError):
         return InvalidResponseError(
-            f"the answer from {host} could not be decoded ({name}: {exc}); {_SERVER_FAULT}"
+            f"the answer from {host} could not be decoded ({name}: {exc}); {SERVER_FAULT}"
         )
     return ModelConnectionError(
         f"cannot reach {host} ({name}: {exc}); check the base URL and that the server is running"
@@ -385,20 +387,26 @@ def _translate(host: str, exc: httpx.HTTPError) -> ChatledgerError:
 # --------------------------------------------------------------------------- requests
 
 
+@dataclasses.dataclass(frozen=True)
+class HttpCall:
+    """One POST: where, what, with which headers, and its budget."""
+
+    url: str
+    content: bytes
+    headers: dict[str, str]
+    budget: RequestBudget
+
+
 @contextlib.contextmanager
-def open_response(
-    client: httpx.Client,
-    url: str,
-    *,
-    content: bytes,
-    headers: dict[str, str],
-    budget: RequestBudget,
-) -> Iterator[httpx.Response]:
+def open_response(client: httpx.Client, call: HttpCall) -> Iterator[httpx.Response]:
     """POST; yield the response once its headers are in, its body still unread. Errors
-    raised while the caller reads it are translated too; leaving the block closes it."""
+    raised while the caller reads it are translated too; leaving the block closes it.
+    A redirect is never followed (even by an ``http_client`` that would): it is an
+    answer like any other status."""
+    budget = call.budget
     with translate_httpx_errors(budget.host, budget):
-        request = client.build_request("POST", url, content=content, headers=headers)
-        response = client.send(request, stream=True)
+        request = client.build_request("POST", call.url, content=call.content, headers=call.headers)
+        response = client.send(request, stream=True, follow_redirects=False)
         budget.answered = True
         try:
             with _WATCHDOG.watching(response, budget):
@@ -410,18 +418,14 @@ def open_response(
 
 @contextlib.asynccontextmanager
 async def aopen_response(
-    client: httpx.AsyncClient,
-    url: str,
-    *,
-    content: bytes,
-    headers: dict[str, str],
-    budget: RequestBudget,
+    client: httpx.AsyncClient, call: HttpCall
 ) -> AsyncIterator[httpx.Response]:
     """As :func:`open_response`, for an async client."""
+    budget = call.budget
     with translate_httpx_errors(budget.host, budget):
-        request = client.build_request("POST", url, content=content, headers=headers)
+        request = client.build_request("POST", call.url, content=call.content, headers=call.headers)
         with budget.scope():
-            response = await client.send(request, stream=True)
+            response = await client.send(request, stream=True, follow_redirects=False)
         budget.answered = True
         try:
             yield response
@@ -429,37 +433,38 @@ async def aopen_response(
             await response.aclose()
 
 
-def _too_large(what: str) -> InvalidResponseError:
-    return InvalidResponseError(
-        f"{what} is larger than {MAX_EVENT_BYTES} bytes; refusing it rather than holding it "
-        f"in memory. {_SERVER_FAULT[0].upper()}{_SERVER_FAULT[1:]}"
-    )
-
-
-def _check_declared_length(response: httpx.Response) -> None:
+def _body_limit(response: httpx.Response, budget: RequestBudget) -> int | None:
+    """How much of the body to read: an error body is cut at :data:`ERROR_BODY_BYTES`
+    (returned); an answer must fit the budget (None: read it all, or refuse it now if
+    its declared length is too large)."""
+    if not response.is_success:
+        return ERROR_BODY_BYTES
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
-        raise _too_large("the response body")
+    if declared.isdigit() and int(declared) > budget.max_bytes:
+        raise budget.too_large()
+    return None
 
 
 def read_body(response: httpx.Response, budget: RequestBudget) -> bytes:
-    """The whole body of a response opened by :func:`open_response`, within the budget
-    and :data:`MAX_EVENT_BYTES`."""
-    _check_declared_length(response)
+    """The body of a response opened by :func:`open_response`, within the budget: the
+    whole of an answer, the first :data:`ERROR_BODY_BYTES` of an error."""
+    limit = _body_limit(response, budget)
     body = bytearray()
     for piece in response.iter_bytes():
+        budget.take(piece)
         body += piece
-        if len(body) > MAX_EVENT_BYTES:
-            raise _too_large("the response body")
-        budget.check()
+        if limit is not None and len(body) >= limit:
+            return bytes(body[:limit])
     # A body read to the end of the connection may have been ended by the watchdog.
     budget.check()
     return bytes(body)
 
 
-async def _aiter_bytes(
+async def aiter_bytes(
     response: httpx.Response, budget: RequestBudget
 ) -> AsyncGenerator[bytes, None]:
+    """The pieces of a body opened by :func:`aopen_response`, each counted against the
+    budget, every await cancelled at its deadline."""
     pieces = response.aiter_bytes()
     try:
         while True:
@@ -468,7 +473,9 @@ async def _aiter_bytes(
                     piece = await pieces.__anext__()
                 except StopAsyncIteration:
                     break
-            budget.check()  # a piece that was ready at once is not cancelled by the scope
+            # Also checks the deadline: a piece that was ready at once is not cancelled
+            # by the scope.
+            budget.take(piece)
             yield piece
     finally:
         aclose = getattr(pieces, "aclose", None)
@@ -479,137 +486,11 @@ async def _aiter_bytes(
 
 async def aread_body(response: httpx.Response, budget: RequestBudget) -> bytes:
     """As :func:`read_body`, for a response opened by :func:`aopen_response`."""
-    _check_declared_length(response)
+    limit = _body_limit(response, budget)
     body = bytearray()
-    async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:
+    async with contextlib.aclosing(aiter_bytes(response, budget)) as pieces:
         async for piece in pieces:
             body += piece
-            if len(body) > MAX_EVENT_BYTES:
-                raise _too_large("the response body")
+            if limit is not None and len(body) >= limit:
+                return bytes(body[:limit])
     return bytes(body)
-
-
-# --------------------------------------------------------------------------- SSE
-
-
-class _LineSplitter:
-    """Bytes in, SSE lines out, holding at most :data:`MAX_EVENT_BYTES` of a line.
-
-    Lines end with CRLF, LF or CR (the text/event-stream format) and nothing else:
-    httpx's ``iter_lines`` also splits on U+2028, U+2029 and U+0085, which JSON allows
-    unescaped inside strings (and model output does contain them), so it would cut a
-    data line in two.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[str]:
-        buffer = self._buffer
-        # What is already buffered holds no line end, except maybe a last "\r" whose
-        # "\n" may come now: only that byte and the new ones are searched.
-        position = max(0, len(buffer) - 1)
-        buffer += data
-        size = len(buffer)
-        lines: list[str] = []
-        start = 0
-        while True:
-            lf = buffer.find(b"\n", position)
-            cr = buffer.find(b"\r", position, size if lf < 0 else lf)
-            if cr >= 0:
-                if cr + 1 == size:
-                    break  # maybe the first half of "\r\n": wait for the next piece
-                end, position = cr, cr + 2 if buffer[cr + 1] == 0x0A else cr + 1
-            elif lf >= 0:
-                end, position = lf, lf + 1
-            else:
-                break
-            lines.append(buffer[start:end].decode("utf-8", "replace"))
-            start = position
-        if start:
-            del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
-            raise _too_large("a line of the stream")
-        return lines
-
-    def flush(self) -> list[str]:
-        rest, self._buffer = self._buffer, bytearray()
-        if rest.endswith(b"\r"):
-            rest = rest[:-1]
-        elif not rest:
-            return []
-        return [rest.decode("utf-8", "replace")]
-
-
-class _SSEDecoder:
-    """Collects ``data:`` lines into events (the text/event-stream format)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-        self._size = 0
-
-    def feed(self, line: str) -> str | None:
-        if not line:
-            if not self._data:
-                return None
-            data = "\n".join(self._data)
-            self._data, self._size = [], 0
-            return data
-        if line.startswith(":"):
-            return None
-        field, _, value = line.partition(":")
-        if field == "data":
-            value = value[1:] if value.startswith(" ") else value
-            self._size += len(value)
-            if self._size > MAX_EVENT_BYTES:
-                raise _too_large("a stream event")
-            self._data.append(value)
-        return None
-
-    def flush(self) -> str | None:
-        return self.feed("")
-
-
-class _EventReader:
-    def __init__(self) -> None:
-        self._lines = _LineSplitter()
-        self._events = _SSEDecoder()
-
-    def feed(self, piece: bytes) -> list[str]:
-        events = []
-        for line in self._lines.feed(piece):
-            data = self._events.feed(line)
-            if data is not None:
-                events.append(data)
-        return events
-
-    def flush(self) -> list[str]:
-        events = [
-            data for line in self._lines.flush() if (data := self._events.feed(line)) is not None
-        ]
-        data = self._events.flush()
-        return [*events, data] if data is not None else events
-
-
-def iter_sse_data(response: httpx.Response, budget: RequestBudget) -> Iterator[str]:
-    """The ``data`` of each event of an SSE response opened by :func:`open_response`."""
-    reader = _EventReader()
-    for piece in response.iter_bytes():
-        budget.check()
-        yield from reader.feed(piece)
-    # A stream read to the end of the connection may have been ended by the watchdog.
-    budget.check()
-    yield from reader.flush()
-
-
-async def aiter_sse_data(
-    response: httpx.Response, budget: RequestBudget
-) -> AsyncGenerator[str, None]:
-    """As :func:`iter_sse_data`, for a response opened by :func:`aopen_response`."""
-    reader = _EventReader()
-    async with contextlib.aclosing(_aiter_bytes(response, budget)) as pieces:
-        async for piece in pieces:
-            for data in reader.feed(piece):
-                yield data
-    for data in reader.flush():
-        yield data

@@ -3,69 +3,42 @@
 The API key travels only in the ``x-goog-api-key`` header; it is never put in a URL, a
 log line, an event or an error. ``http_options``: ``base_url`` (else the
 ``GOOGLE_GEMINI_BASE_URL`` environment variable, else Google's endpoint),
-``api_version`` (default ``v1beta``), extra ``headers``, and ``timeout`` in milliseconds.
+``api_version`` (default ``v1beta``), extra ``headers``, ``timeout`` in milliseconds and
+``max_response_bytes``.
 
 ``timeout`` is, as google-genai documents it, the timeout of the request: the budget of
 the whole request, from connecting to the last byte of the answer (every chunk of a
 stream included), not of each network read. A request still running when it is spent
 ends with :class:`~chatledger.errors.ModelTimeoutError` (retried like any timeout when
 ``retry_options`` are given; each attempt has the whole budget). Without a ``timeout``
-a request may take as long as the server does (connecting is limited to 30 s).
+a request may take as long as the server does (connecting is limited to 30 s). What
+else every HTTP transport guarantees is in :mod:`.http`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import httpx
-import msgspec
+from ...errors import APIError, InvalidInputError
+from ._http import RequestBudget, decode_json_object
+from .base import ModelRequest
+from .http import HttpTransport, StreamDecoder, httpx_timeout
 
-from ..._version import __version__
-from ...errors import APIError, InvalidInputError, register_secret
-from ...types import HttpOptions
-from ._http import (
-    RequestBudget,
-    aiter_sse_data,
-    aopen_response,
-    aread_body,
-    decode_json_object,
-    error_from_response,
-    iter_sse_data,
-    open_response,
-    read_body,
-    register_secret_headers,
-)
-from .base import ModelRequest, Transport
-
-__all__ = ["DEFAULT_BASE_URL", "GeminiTransport", "httpx_timeout"]
+__all__ = ["DEFAULT_BASE_URL", "GeminiTransport", "check_model_name", "httpx_timeout"]
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
 DEFAULT_API_VERSION = "v1beta"
-_encode = msgspec.json.encode
 
 
-def httpx_timeout(http_options: HttpOptions | None) -> httpx.Timeout:
-    """``http_options.timeout`` (milliseconds) as httpx's per-phase timeouts: no single
-    connect, read or write may take longer than the whole request's budget."""
-    if http_options is not None and http_options.timeout is not None:
-        if http_options.timeout <= 0:
-            raise InvalidInputError(
-                "http_options.timeout must be a positive number of milliseconds"
-            )
-        return httpx.Timeout(http_options.timeout / 1000)
-    # No read limit by default (long generations are legitimate), but a bounded connect.
-    return httpx.Timeout(None, connect=30.0)
-
-
-def _raise_stream_error(chunk: dict[str, Any]) -> None:
-    error = chunk.get("error")
+def raise_error_body(body: dict[str, Any]) -> None:
+    """Raise the APIError a 200 body or a stream event carries (``{"error": {...}}``)."""
+    error = body.get("error")
     if error is not None:
         code = error.get("code") if isinstance(error, dict) else None
-        raise APIError.from_status(code if isinstance(code, int) else 500, chunk)
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        raise APIError.from_status(status, body)
 
 
 def check_model_name(model: str) -> str:
@@ -78,137 +51,62 @@ def check_model_name(model: str) -> str:
     return model
 
 
-class GeminiTransport(Transport):
+class _GeminiStream(StreamDecoder):
+    """Each event is one wire chunk (or the error the server ended the stream with)."""
+
+    def feed(self, data: str) -> list[dict[str, Any]]:
+        chunk = decode_json_object(data, f"a stream event from {self.budget.host}")
+        raise_error_body(chunk)
+        return [chunk]
+
+
+class GeminiTransport(HttpTransport):
     """Google's Gemini API (or any server speaking its REST protocol)."""
 
     name = "gemini"
+    default_base_url = DEFAULT_BASE_URL
+    base_url_env = "GOOGLE_GEMINI_BASE_URL"
 
-    def __init__(
-        self,
-        api_key: str | None,
-        http_options: HttpOptions | None = None,
-        *,
-        http_client: httpx.Client | None = None,
-        async_http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._api_key = api_key
-        register_secret(api_key)
-        self._options = http_options or HttpOptions()
-        base_url = (
-            self._options.base_url or os.environ.get("GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL
-        )
-        if not base_url.startswith(("http://", "https://")):
-            raise InvalidInputError(
-                f"base_url must start with http:// or https://, got {base_url!r}"
-            )
-        self.base_url = base_url.rstrip("/") + "/"
+    def setup(self) -> None:
+        #: The base URL, ending in "/" (never with the credentials it may have held).
+        self.base_url = self.endpoint.url + "/"
         env_version = os.environ.get("GOOGLE_GENAI_API_VERSION")
         if env_version == "beta":
             env_version = "v1beta"
         self.api_version = self._options.api_version or env_version or DEFAULT_API_VERSION
-        self.host = urlsplit(self.base_url).netloc
-        register_secret_headers(self._options.headers)
-        self._timeout = httpx_timeout(self._options)
-        self._client = http_client
-        self._async_client = async_http_client
 
     def __repr__(self) -> str:
-        return f"GeminiTransport(base_url={self.base_url!r}, api_version={self.api_version!r})"
+        return (
+            f"GeminiTransport(base_url={self.endpoint.shown!r}, api_version={self.api_version!r})"
+        )
 
-    # ----------------------------------------------------------------- plumbing
+    def url(self, model: str, method: str) -> str:
+        """The URL of ``method`` (``generateContent`` ...) for ``model``."""
+        check_model_name(model)
+        path = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+        return f"{self.base_url}{self.api_version}/{quote(path, safe='/')}:{method}"
 
-    def _headers(self) -> dict[str, str]:
+    # ----------------------------------------------------------------- the protocol
+
+    def request_url(self, request: ModelRequest, *, stream: bool) -> str:
+        if stream:
+            return self.url(request.model, "streamGenerateContent") + "?alt=sse"
+        return self.url(request.model, "generateContent")
+
+    def request_body(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
+        return request.body()
+
+    def key_headers(self) -> dict[str, str]:
         if not self._api_key:
             raise InvalidInputError(
                 "no API key for the Gemini API: pass Client(api_key=...) or set "
                 "GEMINI_API_KEY (or GOOGLE_API_KEY); for an offline chat use model='local'"
             )
-        headers = {
-            "Content-Type": "application/json",
-            "user-agent": f"chatledger/{__version__}",
-            "x-goog-api-key": self._api_key,
-        }
-        headers.update(self._options.headers or {})
-        return headers
+        return {"x-goog-api-key": self._api_key}
 
-    def url(self, model: str, method: str) -> str:
-        check_model_name(model)
-        path = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
-        return f"{self.base_url}{self.api_version}/{quote(path, safe='/')}:{method}"
+    def response_from_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        raise_error_body(body)
+        return body
 
-    def _sync(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout)
-        return self._client
-
-    def _async(self) -> httpx.AsyncClient:
-        if self._async_client is None:
-            self._async_client = httpx.AsyncClient(timeout=self._timeout)
-        return self._async_client
-
-    def _budget(self) -> RequestBudget:
-        return RequestBudget(self._options.timeout, self.host)
-
-    # ----------------------------------------------------------------- sync
-
-    def generate(self, request: ModelRequest) -> dict[str, Any]:
-        url = self.url(request.model, "generateContent")
-        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        with open_response(
-            self._sync(), url, content=body, headers=headers, budget=budget
-        ) as response:
-            content = read_body(response, budget)
-        if response.status_code != 200:
-            raise error_from_response(response, content)
-        return decode_json_object(content, f"the response body from {self.host}")
-
-    def stream(self, request: ModelRequest) -> Iterator[dict[str, Any]]:
-        url = self.url(request.model, "streamGenerateContent") + "?alt=sse"
-        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        with open_response(
-            self._sync(), url, content=body, headers=headers, budget=budget
-        ) as response:
-            if response.status_code != 200:
-                raise error_from_response(response, read_body(response, budget))
-            for data in iter_sse_data(response, budget):
-                chunk = decode_json_object(data, f"a stream event from {self.host}")
-                _raise_stream_error(chunk)
-                yield chunk
-
-    # ----------------------------------------------------------------- async
-
-    async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
-        url = self.url(request.model, "generateContent")
-        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        async with aopen_response(
-            self._async(), url, content=body, headers=headers, budget=budget
-        ) as response:
-            content = await aread_body(response, budget)
-        if response.status_code != 200:
-            raise error_from_response(response, content)
-        return decode_json_object(content, f"the response body from {self.host}")
-
-    async def astream(self, request: ModelRequest) -> AsyncIterator[dict[str, Any]]:
-        url = self.url(request.model, "streamGenerateContent") + "?alt=sse"
-        body, headers, budget = _encode(request.body()), self._headers(), self._budget()
-        async with aopen_response(
-            self._async(), url, content=body, headers=headers, budget=budget
-        ) as response:
-            if response.status_code != 200:
-                raise error_from_response(response, await aread_body(response, budget))
-            async with contextlib.aclosing(aiter_sse_data(response, budget)) as events:
-                async for data in events:
-                    chunk = decode_json_object(data, f"a stream event from {self.host}")
-                    _raise_stream_error(chunk)
-                    yield chunk
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def aclose(self) -> None:
-        self.close()
-        if self._async_client is not None:
-            await self._async_client.aclose()
-            self._async_client = None
+    def stream_decoder(self, budget: RequestBudget) -> StreamDecoder:
+        return _GeminiStream(budget)

@@ -26,6 +26,12 @@ What the translation loses or approximates:
   with the model's own chat template and tokenizer, and the reply by tokenizing the text
   it streamed (at most ``maxOutputTokens``), which may differ by a token from what was
   sampled. Finish reasons: ``stop`` is ``STOP``, ``length`` is ``MAX_TOKENS``.
+
+``http_options.timeout`` (milliseconds) bounds a whole request here too: waiting for the
+model (another request may hold it), reading the prompt and generating, checked at every
+token. A request still running when it is spent ends with
+:class:`~chatledger.errors.ModelTimeoutError`. A reply is bounded anyway by the context
+window (:data:`N_CTX` tokens, prompt included) and by ``maxOutputTokens``.
 """
 
 from __future__ import annotations
@@ -38,13 +44,14 @@ import importlib
 import importlib.util
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from ...errors import APIError, ChatStateError, InvalidInputError
+from ...errors import APIError, ChatStateError, InvalidInputError, ModelTimeoutError
+from ...types import HttpOptions
+from ._wire import json_text, part_kind
 from .base import ModelRequest, Transport
 
 __all__ = [
@@ -131,20 +138,25 @@ class LocalModel:
         )
 
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
-        """Hold the model for one request (waiting for the one before to end)."""
+    def turn(self, deadline: _Deadline | None = None) -> Iterator[None]:
+        """Hold the model for one request (waiting for the one before to end, until the
+        ``deadline`` at most)."""
         me = threading.get_ident()
         if self._owner == me:
             raise ChatStateError(
                 "a stream from the local model is still open in this thread; read it to "
                 "the end or close() it before the next request"
             )
-        with self.lock:
-            self._owner = me
-            try:
-                yield
-            finally:
-                self._owner = None
+        wait = deadline.remaining() if deadline is not None else None
+        if not self.lock.acquire(timeout=-1 if wait is None else wait):
+            assert deadline is not None
+            raise deadline.error("waiting for another request to free the model")
+        self._owner = me
+        try:
+            yield
+        finally:
+            self._owner = None
+            self.lock.release()
 
     def count_tokens(self, text: str) -> int:
         if not text:
@@ -204,16 +216,6 @@ def load_model(path: Path | None = None) -> LocalModel:
 # --------------------------------------------------------------------------- requests
 
 
-def _json_text(value: Any) -> str:
-    return msgspec.json.encode(value).decode("utf-8")
-
-
-def _part_kind(part: Any) -> str:
-    if isinstance(part, dict):
-        return ", ".join(key for key, value in part.items() if value is not None) or "empty part"
-    return type(part).__name__
-
-
 def _part_text(part: Any, where: str) -> str | None:
     """A part as the text the model reads; None for parts left out (thoughts)."""
     if isinstance(part, str):
@@ -224,14 +226,14 @@ def _part_text(part: Any, where: str) -> str | None:
         return None if part.get("thought") else str(part["text"])
     call = part.get("functionCall")
     if isinstance(call, dict):
-        return f"[called {call.get('name')}({_json_text(call.get('args') or {})})]"
+        return f"[called {call.get('name')}({json_text(call.get('args') or {})})]"
     reply = part.get("functionResponse")
     if isinstance(reply, dict):
-        return f"[{reply.get('name')} returned {_json_text(reply.get('response') or {})}]"
+        return f"[{reply.get('name')} returned {json_text(reply.get('response') or {})}]"
     if part.get("thoughtSignature") is not None and len(part) == 1:
         return None
     raise InvalidInputError(
-        f"{where}: the local model reads text only, not a part with {_part_kind(part)}"
+        f"{where}: the local model reads text only, not a part with {part_kind(part)}"
     )
 
 
@@ -321,17 +323,72 @@ def _failure(exc: Exception) -> Exception:
     )
 
 
+class _Deadline:
+    """``http_options.timeout`` as the deadline of one whole request to the model."""
+
+    def __init__(self, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        self.at = time.monotonic() + timeout_ms / 1000
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def error(self, doing: str) -> ModelTimeoutError:
+        return ModelTimeoutError(
+            f"the local model did not finish within http_options.timeout ({self.timeout_ms} "
+            f"ms), which bounds the whole request ({doing}); the answer is not in the "
+            "history. Send the message again, ask for a shorter reply (max_output_tokens), "
+            "or raise http_options.timeout"
+        )
+
+    def check(self, doing: str = "generating the reply") -> None:
+        if time.monotonic() >= self.at:
+            raise self.error(doing)
+
+
 # --------------------------------------------------------------------------- transport
 
 
+@contextlib.contextmanager
+def _llama_errors() -> Iterator[None]:
+    """llama-cpp's errors as chatledger's."""
+    try:
+        yield
+    except Exception as exc:
+        raise _failure(exc) from None
+
+
+def _merged(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chunks of one :meth:`LocalTransport.stream` as one response."""
+    text = "".join(chunk["candidates"][0]["content"]["parts"][0]["text"] for chunk in chunks)
+    response = dict(chunks[-1])
+    candidate = dict(response["candidates"][0])
+    candidate["content"] = {"role": "model", "parts": [{"text": text}]}
+    response["candidates"] = [candidate]
+    return response
+
+
 class LocalTransport(Transport):
-    """SmolLM2-135M-Instruct in process. ``model_path`` overrides where the GGUF file is."""
+    """SmolLM2-135M-Instruct in process. ``model_path`` overrides where the GGUF file is;
+    ``http_options.timeout`` (milliseconds) bounds each whole request (other options are
+    for HTTP transports and are not used here)."""
 
     name = "local"
 
-    def __init__(self, model_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        http_options: HttpOptions | None = None,
+    ) -> None:
         self._path = Path(model_path) if model_path is not None else None
         self._model: LocalModel | None = None
+        timeout = http_options.timeout if http_options is not None else None
+        if timeout is not None and timeout <= 0:
+            raise InvalidInputError(
+                "http_options.timeout must be a positive number of milliseconds"
+            )
+        self._timeout_ms = timeout
 
     def __repr__(self) -> str:
         return f"LocalTransport(model_path={str(self._path) if self._path else None!r})"
@@ -350,13 +407,14 @@ class LocalTransport(Transport):
         )
 
     def generate(self, request: ModelRequest) -> dict[str, Any]:
+        if self._timeout_ms:
+            # llama.cpp cannot be stopped inside a plain completion; token by token, the
+            # deadline is checked between tokens. Usage is then counted as for a stream.
+            return _merged(list(self.stream(request)))
         messages, options = self._prepare(request)
         model = self.model
-        with model.turn():
-            try:
-                completion = model.llama.create_chat_completion(messages=messages, **options)
-            except Exception as exc:
-                raise _failure(exc) from None
+        with model.turn(), _llama_errors():
+            completion = model.llama.create_chat_completion(messages=messages, **options)
         choice = completion["choices"][0]
         usage = completion.get("usage") or {}
         candidate: dict[str, Any] = {
@@ -379,15 +437,14 @@ class LocalTransport(Transport):
 
     def stream(self, request: ModelRequest) -> Generator[dict[str, Any], None, None]:
         messages, options = self._prepare(request)
+        deadline = _Deadline(self._timeout_ms) if self._timeout_ms else None
         model = self.model
-        with model.turn():
-            try:
+        with model.turn(deadline):
+            with _llama_errors():
                 events = model.llama.create_chat_completion(
                     messages=messages, stream=True, **options
                 )
                 prompt_tokens = model.count_prompt_tokens(messages)
-            except Exception as exc:
-                raise _failure(exc) from None
             # Closing ``events`` (here, or when this generator is closed) stops llama.cpp
             # before the model is handed to the next request.
             with contextlib.closing(events):
@@ -395,12 +452,13 @@ class LocalTransport(Transport):
                 finish_reason: str | None = None
                 response_id = ""
                 while True:
-                    try:
+                    with _llama_errors():
                         event = next(events, None)
-                    except Exception as exc:
-                        raise _failure(exc) from None
                     if event is None:
                         break
+                    if deadline is not None:
+                        # Between tokens; the caller's time between chunks counts too.
+                        deadline.check()
                     response_id = event.get("id", response_id)
                     choice = event["choices"][0]
                     finish_reason = choice.get("finish_reason") or finish_reason

@@ -6,7 +6,8 @@
     transport.enqueue(error=ServerError(503, {...}))  # a failure
     client = chatledger.Client(transport=transport)
 
-Every request is kept in ``transport.requests``.
+Every request is kept in ``transport.requests``. As every transport does, a stream
+scripted with no chunk (and no error) fails with :class:`InvalidResponseError`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from ...errors import InvalidInputError
+from ...errors import InvalidInputError, InvalidResponseError
 from .base import ModelRequest, Transport
 
 __all__ = ["ScriptedTransport", "text_response"]
@@ -109,6 +110,10 @@ class ScriptedTransport(Transport):
             yield reply.response
         if reply.error is not None:
             raise reply.error
+        if not reply.chunks and reply.response is None:
+            raise InvalidResponseError(
+                "the scripted stream ended without any answer (no chunk was enqueued)"
+            )
 
     @property
     def pending(self) -> int:
