@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from ._convert import (
     config_to_wire,
     content_from_wire,
+    history_from_wire,
     message_to_content,
     parse_config,
     response_from_wire,
@@ -95,9 +96,7 @@ class _BaseChat:
 
         ``as_of``: the history as it was at that version of the log (time travel; no
         model is called)."""
-        history = self._history_at(as_of)
-        contents = history.curated if curated else history.full
-        return [content_from_wire(content) for content in contents]
+        return history_from_wire(self._history_at(as_of), "curated" if curated else "full")
 
     def get_context(self, *, as_of: int | None = None) -> list[Content]:
         """What the next request sends before the new message (google-genai's curated

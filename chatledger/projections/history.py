@@ -232,13 +232,19 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
 
 class TurnSpan(msgspec.Struct, array_like=True):
     """How many contents one completed turn added to each history (to undo it), and the
-    version of the event that completed it (to fork or look back after it)."""
+    version of the event that completed it (to fork or look back after it).
+
+    ``loaded``: the turn came with a given history (at the start, or a history
+    replacement) rather than from a sent message; google-genai returns a sent message as
+    ``UserContent`` (or ``ModelContent``) and a given history's contents as ``Content``.
+    """
 
     turn: int
     full: int
     context: int
     curated: int
     version: int = 0
+    loaded: bool = False
 
 
 class PendingTurn(msgspec.Struct):
@@ -328,7 +334,7 @@ def _load_history(state: HistoryState, history: list[WireContent], version: int)
         state.context.extend(context)
         state.curated.extend(curated)
         state.turns.append(
-            TurnSpan(state.next_turn, len(turn), len(context), len(curated), version)
+            TurnSpan(state.next_turn, len(turn), len(context), len(curated), version, True)
         )
         state.next_turn += 1
 
