@@ -48,6 +48,7 @@ import chatledger
 from chatledger.errors import ChatStateError, InvalidInputError, ServerError
 from chatledger.legacy import (
     AsyncGenerateContentResponse,
+    BrokenResponseError,
     ChatSession,
     GenerateContentResponse,
     GenerativeModel,
@@ -258,7 +259,6 @@ def test_history_is_refused_while_a_stream_is_unfinished(
     # What has arrived so far is readable; last is the response in progress.
     assert session.last is response
     assert response.result.text == "Once "
-    assert isinstance(IncompleteIterationError("x"), ChatStateError)
 
     response.resolve()
     assert len(session.history) == 2
@@ -291,20 +291,36 @@ def test_an_abandoned_stream_leaves_the_history_and_is_recorded(
     assert failed[0].partial["candidates"][0]["content"]["parts"] == [{"text": "Once "}]  # type: ignore[attr-defined]
 
 
-def test_a_stream_that_fails_leaves_the_history(
+def test_a_stream_that_fails_is_broken_until_rewound(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """google.generativeai then raises BrokenResponseError on ``history`` until rewind;
-    chatledger keeps the failed attempt in the log only (SEMANTICS §3.4)."""
+    """As google.generativeai: ``history`` and sends raise BrokenResponseError until
+    ``rewind()``, which takes back the broken turn only; the failed attempt stays in the
+    log and the history never held it."""
     error = {"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}
+    gemini_server.reply_text("Fine.")
     gemini_server.reply_sse([chunk("Par"), json.dumps(error)])
     session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("First")
     response = session.send_message("Hi", stream=True)
     with pytest.raises(ServerError):
         response.resolve()
     assert response.done
-    assert session.history == []
+    with pytest.raises(BrokenResponseError) as broken:
+        _ = session.history
+    assert isinstance(broken.value.__cause__, ServerError)
+    with pytest.raises(BrokenResponseError):
+        session.send_message("Again")
+    assert session.last is response
     assert types_of(session)[-1] == "model_call_failed"
+    events_before = len(session.chat.events())
+
+    sent, received = session.rewind()
+    assert sent.to_wire() == user("Hi")
+    assert received.to_wire() == model("Par")
+    assert wire(session.history) == [user("First"), model("Fine.")]
+    assert len(session.chat.events()) == events_before  # the failed turn was never in the history
+    assert len(gemini_server.requests) == 2
 
 
 def test_setting_the_history_is_an_event_seen_from_another_process(
@@ -710,8 +726,13 @@ def test_bad_settings_are_refused(ledger: chatledger.Client) -> None:
     with pytest.raises(InvalidInputError, match="model_name"):
         GenerativeModel("", client=ledger)
     session = GenerativeModel(MODEL, client=ledger).start_chat()
-    with pytest.raises(InvalidInputError, match="request_options is not supported"):
-        session.send_message("hi", request_options={"timeout": 10})
+    with pytest.raises(InvalidInputError, match="request_options has no key"):
+        session.send_message("hi", request_options={"deadline": 10})
+    with pytest.raises(InvalidInputError, match="positive number of seconds"):
+        session.send_message("hi", request_options={"timeout": -1})
+    with pytest.raises(InvalidInputError, match=r"request_options\['retry'\]"):
+        session.send_message("hi", request_options={"retry": 3})
+    assert types_of(session) == ["conversation_started"]
 
 
 def test_resume_chat_in_a_new_client(
@@ -913,10 +934,10 @@ def test_differential_history_setter_and_rewind(
 
 @pytest.mark.usefixtures("gg_configured")
 def test_differential_rewind_on_an_empty_history(ledger: chatledger.Client) -> None:
-    """google.generativeai fails with a bare IndexError; chatledger says what is wrong."""
+    """Both raise an IndexError; chatledger's also says what is wrong."""
     with pytest.raises(IndexError, match="pop from empty list"):
         gg.GenerativeModel(MODEL).start_chat().rewind()
-    with pytest.raises(ChatStateError, match="is empty"):
+    with pytest.raises(IndexError, match="is empty"):
         GenerativeModel(MODEL, client=ledger).start_chat().rewind()
 
 
