@@ -136,21 +136,22 @@ def extract_context(contents: list[WireContent]) -> list[WireContent]:
 
 
 def curate_contents(contents: list[WireContent]) -> list[WireContent]:
-    """The seed's curated history: function call / response parts removed."""
+    """The curated history: function call / response parts removed, and the contents
+    that held only such parts. Any other content stays as it is (an empty one too, as in
+    google-genai's curated history)."""
     curated: list[WireContent] = []
     for content in contents:
+        original = content.get("parts") or []
         parts = [
             part
-            for part in content.get("parts") or []
+            for part in original
             if not (
                 isinstance(part, dict) and ("functionCall" in part or "functionResponse" in part)
             )
         ]
-        if not parts:
-            continue
-        if len(parts) == len(content.get("parts") or []):
+        if len(parts) == len(original):
             curated.append(content)
-        else:
+        elif parts:
             curated.append({**content, "parts": parts})
     return curated
 
