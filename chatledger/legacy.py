@@ -28,8 +28,7 @@ Differences from ``google.generativeai`` 0.8.6 (besides being recorded):
 - A blocked prompt or a candidate that stopped for safety is returned and recorded
   (google.generativeai raises ``BlockedPromptException`` / ``StopCandidateException``).
 - ``stream=True`` works with automatic function calling (google.generativeai raises
-  ``NotImplementedError``). Chunks are yielded as they arrive (no look-ahead), and a
-  stream that fails leaves the history unchanged (no ``BrokenResponseError``).
+  ``NotImplementedError``).
 - ``last`` stays the last response until the next send, rewind or history change
   (google.generativeai forgets it when ``history`` is read).
 - ``rewind()`` takes back a whole turn, automatic function calling steps included, and
@@ -542,9 +541,12 @@ class GenerateContentResponse:
     # ----------------------------------------------------------------- sync iteration
 
     def __iter__(self) -> Iterator[_LedgerResponse]:
+        # As google.generativeai: read one chunk ahead, so that when the last chunk is
+        # yielded the response already knows it is done (an error met while reading
+        # ahead is raised after the chunk before it).
         index = 0
         while True:
-            if index < len(self._chunks):
+            if index < len(self._chunks) - 1 or (self._done and index < len(self._chunks)):
                 index += 1
                 yield self._chunks[index - 1]
             elif self._done:
@@ -552,7 +554,8 @@ class GenerateContentResponse:
                     raise self._error
                 return
             else:
-                self._pull()
+                with contextlib.suppress(Exception):  # kept in self._error
+                    self._pull()
 
     def resolve(self) -> None:
         """Read the rest of the stream (a no-op once it has ended)."""
@@ -681,7 +684,7 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
     async def __aiter__(self) -> AsyncIterator[_LedgerResponse]:
         index = 0
         while True:
-            if index < len(self._chunks):
+            if index < len(self._chunks) - 1 or (self._done and index < len(self._chunks)):
                 index += 1
                 yield self._chunks[index - 1]
             elif self._done:
@@ -689,7 +692,8 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
                     raise self._error
                 return
             else:
-                await self._apull()
+                with contextlib.suppress(Exception):  # kept in self._error
+                    await self._apull()
 
     def __iter__(self) -> Iterator[_LedgerResponse]:
         if not self._done:
@@ -913,11 +917,16 @@ def _stop_error(response: _LedgerResponse) -> Exception | None:
 
 
 def _legacy_contents(contents: list[Content]) -> list[Content]:
-    # google.generativeai gives a reply received without a role the role "model".
-    return [
-        content.model_copy(update={"role": "model"}) if content.role is None else content
-        for content in contents
-    ]
+    """Contents as google.generativeai shows them: one class (``Content``, where
+    google-genai has ``UserContent`` for a sent message), and a reply received without
+    a role given the role "model"."""
+    result: list[Content] = []
+    for content in contents:
+        wire = content.to_wire()
+        if content.role is None:
+            wire["role"] = "model"
+        result.append(Content.model_validate(wire))
+    return result
 
 
 _REPR = reprlib.Repr()
@@ -1195,6 +1204,8 @@ class ChatSession:
     def _check_whole(self) -> None:
         broken = self._broken
         if broken is not None:
+            if broken.response._error is None:
+                broken.response._error = broken.error  # as google.generativeai
             raise BrokenResponseError(_BROKEN) from broken.error
 
     def _stream_ended(self, response: GenerateContentResponse) -> None:
@@ -1209,7 +1220,6 @@ class ChatSession:
             stop = _stop_error(response.result)
             if stop is not None:
                 # The turn is in the log's history; rewind() takes it back.
-                response._error = stop
                 self._broken = _Broken(response, sent, stop, recorded=True)
         elif isinstance(error, Exception):
             self._broken = _Broken(response, sent, error, recorded=False)

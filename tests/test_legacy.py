@@ -215,23 +215,28 @@ def test_a_stream_ends_in_the_same_state_as_a_plain_send(
     assert len(gemini_server.requests) == 2
 
 
-def test_chunks_reach_the_caller_as_they_arrive(
+def test_the_first_chunk_is_read_at_once_and_iteration_reads_ahead(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """send_message(stream=True) returns with the first chunk while the server still holds
-    the second (as google.generativeai, the request is made and its first chunk read at
-    once; unlike it, chatledger does not read one chunk ahead before yielding one)."""
+    """As google.generativeai: send_message(stream=True) makes the request and reads the
+    first chunk at once (it returns while the server still holds the second), and
+    iterating reads one chunk ahead, so the response is done when its last chunk is
+    yielded."""
     gate = threading.Event()
     gemini_server.reply_sse([chunk("Hel"), chunk("lo", "STOP")], gates={1: gate})
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     try:
         response = session.send_message("Hi", stream=True)
-        iterator = iter(response)
-        assert next(iterator).text == "Hel"
+        assert response.result.text == "Hel"
         assert not gate.is_set() and not response.done
     finally:
         gate.set()
-    assert [piece.text for piece in iterator] == ["lo"]
+    iterator = iter(response)
+    assert next(iterator).text == "Hel"
+    assert response.result.text == "Hello"  # the second chunk was read ahead
+    assert next(iterator).text == "lo"
+    assert response.done
+    assert list(iterator) == []
     assert response.text == "Hello"
 
 
