@@ -21,7 +21,7 @@ import copy
 import importlib
 import textwrap
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from chatledger.legacy import (
     IncompleteIterationError,
     StopCandidateException,
 )
-from chatledger.types import Content, Part
+from chatledger.types import Content
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -120,7 +120,7 @@ def test_image(models: Any, scripted: ScriptedTransport, image_path: Path, kind:
     assert response.text == cat
 
 
-GENERATION_CONFIGS = {
+GENERATION_CONFIGS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "dict": lambda: ({"temperature": 0.0}, {"temperature": 0.5}),
     "object": lambda: (
         generation_types.GenerationConfig(temperature=0.0),
@@ -143,7 +143,7 @@ def test_generation_config_overwrite(models: Any, scripted: ScriptedTransport, k
     assert scripted.requests[-1].config["generationConfig"]["temperature"] == 0.5
 
 
-SAFETY_SETTINGS = {
+SAFETY_SETTINGS: dict[str, Callable[[], tuple[Any, Any]]] = {
     "dict": lambda: ({"danger": "low"}, {"danger": "high"}),
     "list-dict": lambda: (
         [
