@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def test_the_counts_are_passed_of_ported_per_group() -> None:
         "upstream google-genai chat tests: 7 of 7",
         "upstream ChatSession tests: 0 of 1",
     ]
-    assert "7 passed, 60 deselected, 1 xfailed" in run.stdout
+    assert re.search(r"\b7 passed, \d+ deselected, 1 xfailed\b", run.stdout), run.stdout
 
 
 def test_a_failing_port_fails_the_run() -> None:
