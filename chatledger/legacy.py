@@ -1166,21 +1166,27 @@ class ChatSession:
             )
         return f"ChatSession(\n    model={model},\n    history=[{', '.join(contents)}]\n)"
 
-    def __copy__(self) -> ChatSession:
-        """An independent session: a fork of this conversation at its current version
-        (recorded as a fork in the log), with the same model, settings and tools."""
+    def _fork(self, *, enable_automatic_function_calling: bool) -> ChatSession:
         _ = self.history  # as google.generativeai: refused while a stream is unfinished or broken
-        fork = self._chat.fork(config=self._config)
+        config = self.model._config(automatic_function_calling=enable_automatic_function_calling)
         return ChatSession(
             self.model,
-            fork,
-            self._config,
-            enable_automatic_function_calling=self.enable_automatic_function_calling,
+            self._chat.fork(config=config),
+            config,
+            enable_automatic_function_calling=enable_automatic_function_calling,
         )
 
+    def __copy__(self) -> ChatSession:
+        """An independent session: a fork of this conversation at its current version
+        (recorded as a fork in the log), with the same model. As google.generativeai's
+        ``copy.copy``, automatic function calling is off in the copy."""
+        return self._fork(enable_automatic_function_calling=False)
+
     def __deepcopy__(self, memo: dict[int, Any]) -> ChatSession:
-        """As :meth:`__copy__`: the model and its client are shared, not copied."""
-        return self.__copy__()
+        """As :meth:`__copy__`, keeping ``enable_automatic_function_calling`` (as
+        google.generativeai's ``copy.deepcopy``). The model is shared, not copied: its
+        settings never change, and its client is the log's."""
+        return self._fork(enable_automatic_function_calling=self.enable_automatic_function_calling)
 
     @property
     def id(self) -> str:

@@ -104,14 +104,14 @@ def test_hello(models: Any, scripted: ScriptedTransport) -> None:
 
 @pytest.mark.parametrize("kind", ["JustImage", "ImageAndText"])
 def test_image(models: Any, scripted: ScriptedTransport, image_path: Path, kind: str) -> None:
-    content: Any = PIL.Image.open(image_path)
-    if kind == "ImageAndText":
-        content = ["What's in this picture?", content]
+    image = PIL.Image.open(image_path)
+    content: Any = ["What's in this picture?", image] if kind == "ImageAndText" else image
     chat = models("gemini-pro").start_chat()
     cat = "It's a cat"
     scripted.enqueue(simple_response(cat))
 
-    response = chat.send_message(content)
+    with image:
+        response = chat.send_message(content)
 
     last_part = scripted.requests[0].contents[0]["parts"][-1]
     assert last_part["inlineData"]["mimeType"] == "image/png"
@@ -265,7 +265,8 @@ def test_chat(models: Any, scripted: ScriptedTransport, image_path: Path) -> Non
     assert scripted.requests[0].contents[0]["parts"][0]["text"] == msg1
 
     msg2 = "I also like this image."
-    response = chat.send_message([msg2, PIL.Image.open(image_path)])
+    with PIL.Image.open(image_path) as image:
+        response = chat.send_message([msg2, image])
 
     assert response.text == "second"
     sent = scripted.requests[1].contents
@@ -605,7 +606,8 @@ def test_repr_for_multi_turn_chat(
         scripted.enqueue(simple_response(text))
 
     chat.send_message("I really like fantasy books.")
-    chat.send_message(["I also like this image.", PIL.Image.open(image_path)])
+    with PIL.Image.open(image_path) as image:
+        chat.send_message(["I also like this image.", image])
     chat.send_message("What things do I like?.")
 
     result = repr(chat)
