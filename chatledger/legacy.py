@@ -1146,6 +1146,8 @@ class ChatSession:
         self._open: GenerateContentResponse | None = None
         self._open_sent: Any = None
         self._last: GenerateContentResponse | None = None
+        # Whether ``last`` was taken into the history (read), rewound or replaced.
+        self._last_taken = False
         self._broken: _Broken | None = None
         self._siblings: dict[tuple[Any, ...], Client] = {}
 
@@ -1325,7 +1327,7 @@ class ChatSession:
                     chat.refresh()
             self._record_stop(result, turns_before)
             response = GenerateContentResponse(result)
-            self._last = response
+            self._last, self._last_taken = response, False
             return response
         response = GenerateContentResponse(
             None,
@@ -1355,7 +1357,7 @@ class ChatSession:
                 chat.refresh()
             self._broken = None
             self._record_stop(_LedgerResponse(prompt_feedback=feedback), turns_before)
-        self._last = response
+        self._last, self._last_taken = response, False
         return response
 
     async def send_message_async(
@@ -1385,7 +1387,7 @@ class ChatSession:
             chat.refresh()
             self._record_stop(result, turns_before)
             response = AsyncGenerateContentResponse(result)
-            self._last = response
+            self._last, self._last_taken = response, False
             return response
         response = AsyncGenerateContentResponse(
             None,
@@ -1409,7 +1411,7 @@ class ChatSession:
             chat.refresh()
             self._broken = None
             self._record_stop(_LedgerResponse(prompt_feedback=feedback), turns_before)
-        self._last = response
+        self._last, self._last_taken = response, False
         return response
 
     # ----------------------------------------------------------------- state
@@ -1427,6 +1429,7 @@ class ChatSession:
         self._check_idle("reading the history")
         self._check_whole()
         self._chat.refresh()
+        self._last_taken = True  # as google.generativeai: last is now in the history
         return _HistoryList(_legacy_contents(self._chat.get_history()), self, self._chat.version)
 
     @history.setter
@@ -1446,25 +1449,27 @@ class ChatSession:
             raise ConversationBusyError(
                 f"conversation {self.id} is being written too fast to replace its history; try again"
             )
-        self._last = None
+        self._last, self._last_taken = None, True
         self._broken = None
 
     @property
     def last(self) -> GenerateContentResponse | None:
-        """The last response (a streamed one while it streams, or a broken one), or None
-        after a rewind, a history change, or in a new session with no reply yet."""
+        """The last response this session received (a streamed one while it streams, or
+        a broken one), as google.generativeai: None once ``history`` has been read after
+        it (the response is then part of the history), after a rewind or a history
+        change, and in a new session with no reply yet. A session resumed from the log
+        (``resume_chat``) starts with the conversation's last response."""
         if self._open is not None:
             return self._open
         if self._broken is not None:
             return self._broken.response
+        if self._last_taken:
+            return None
+        if self._last is not None:
+            return self._last
         self._chat.refresh()
         recorded = self._chat.last
-        if recorded is None:
-            return None
-        mine = self._last
-        if mine is not None and mine.done and mine.result.to_wire() == recorded.to_wire():
-            return mine
-        return GenerateContentResponse(recorded)
+        return GenerateContentResponse(recorded) if recorded is not None else None
 
     def rewind(self) -> tuple[Content, Content]:
         """Take back the last turn: returns its (user content, last model content).
@@ -1479,7 +1484,7 @@ class ChatSession:
         broken = self._broken
         if broken is not None:
             self._broken = None
-            self._last = None
+            self._last, self._last_taken = None, True
             if broken.recorded:
                 user, model = self._chat.rewind()
                 return user, _legacy_contents([model])[0]
@@ -1496,7 +1501,7 @@ class ChatSession:
                 f"ChatSession.rewind(): the history of conversation {self.id} is empty; there "
                 "is no request/response pair to take back"
             ) from None
-        self._last = None
+        self._last, self._last_taken = None, True
         return user, _legacy_contents([model])[0]
 
 

@@ -13,6 +13,8 @@ scenarios on google-generativeai 0.8.6 and compares.
 from __future__ import annotations
 
 import asyncio
+import copy
+import importlib
 import json
 import subprocess
 import sys
@@ -24,16 +26,18 @@ import pytest
 from google.genai import types as genai_types
 
 import chatledger
-from chatledger.errors import ChatStateError, InvalidInputError, ServerError
+from chatledger.errors import ChatStateError, InvalidInputError, ModelTimeoutError, ServerError
 from chatledger.legacy import (
     AsyncGenerateContentResponse,
+    BlockedPromptException,
     BrokenResponseError,
     GenerateContentResponse,
     GenerativeModel,
     IncompleteIterationError,
+    StopCandidateException,
 )
 from chatledger.types import Part
-from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.gemini_server import GeminiServer, Reply, text_response
 from tests.support.legacy import (
     API_KEY,
     MERGED,
@@ -65,9 +69,10 @@ def test_one_send_makes_a_history_of_two(
 
     assert isinstance(response, GenerateContentResponse)
     assert response.text == "Hello! How can I assist you today?"
+    assert session.last is response
     assert len(session.history) == 2
     assert wire(session.history) == [user("Hello"), model("Hello! How can I assist you today?")]
-    assert session.last is response
+    assert session.last is None  # as google.generativeai: reading the history takes it
     assert types_of(session) == [
         "conversation_started",
         "user_message_added",
@@ -126,7 +131,7 @@ def test_a_stream_ends_in_the_same_state_as_a_plain_send(
             model("Once upon a time."),
         ]
     )
-    assert streamed.last is response
+    assert streamed.last is None  # taken into the history, as google.generativeai
     # Iterating again gives the same chunks (nothing is re-sent).
     assert [piece.text for piece in response] == ["Once ", "upon ", "a time."]
     assert len(gemini_server.requests) == 2
@@ -355,8 +360,9 @@ async def test_send_message_async(aledger: chatledger.Client, gemini_server: Gem
     response = await session.send_message_async("Hello")
     assert isinstance(response, AsyncGenerateContentResponse)
     assert response.text == "Async hello."
-    assert len(session.history) == 2
     assert session.last is response
+    assert len(session.history) == 2
+    assert session.last is None
 
     streamed = await session.send_message_async("Tell me a story", stream=True)
     with pytest.raises(IncompleteIterationError):
@@ -668,7 +674,153 @@ def test_resume_chat_in_a_new_client(
         api_key=API_KEY, http_options={"base_url": gemini_server.base_url}, store=str(db_path)
     ) as other:
         resumed = GenerativeModel(MODEL, client=other).resume_chat(session.id)
-        assert wire(resumed.history) == [user("First"), model("One.")]
         assert resumed.last is not None and resumed.last.text == "One."
+        assert wire(resumed.history) == [user("First"), model("One.")]
         resumed.send_message("Second")
     assert len(session.history) == 4  # the first session sees the other's turn
+
+
+# =========================================================================== 0.8.6 behaviours kept
+
+
+def test_a_blocked_prompt_raises_and_the_attempt_stays_in_the_log(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_text("Hello.")
+    gemini_server.reply_json({"promptFeedback": {"blockReason": "SAFETY"}})
+    gemini_server.reply_json(text_response("Stop", finish_reason="RECITATION"))
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("Hi")
+    last = session.last
+
+    with pytest.raises(BlockedPromptException) as blocked:
+        session.send_message("Something bad")
+    assert blocked.value.args[0].block_reason == "SAFETY"
+    with pytest.raises(StopCandidateException) as stopped:
+        session.send_message("Something recited")
+    assert stopped.value.args[0].finish_reason == "RECITATION"
+
+    assert session.last is last  # as google.generativeai: the failed sends changed nothing
+    assert wire(session.history) == [user("Hi"), model("Hello.")]
+    assert session.last is None  # taken into the history, as google.generativeai
+    assert (
+        types_of(session)[-8:]
+        == [
+            "user_message_added",
+            "model_call_started",
+            "model_responded",
+            "turn_rewound",
+        ]
+        * 2
+    )
+    assert session.chat.verify().ok
+    # A new process reading the log sees the same history.
+    assert wire(ledger.chats.get(session.id).get_history()) == [user("Hi"), model("Hello.")]
+
+
+async def test_blocked_and_broken_async(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_json({"promptFeedback": {"blockReason": "SAFETY"}})
+    gemini_server.reply_sse([chunk("Once "), chunk("upon", "SAFETY")])
+    gemini_server.reply_text("Fine.")
+    session = GenerativeModel(MODEL, client=aledger).start_chat()
+    with pytest.raises(BlockedPromptException):
+        await session.send_message_async("Something bad")
+    response = await session.send_message_async("A story", stream=True)
+    assert [piece.text async for piece in response] == ["Once ", "upon"]
+    with pytest.raises(BrokenResponseError):
+        await session.send_message_async("Next")
+    sent, received = session.rewind()
+    assert (sent.to_wire(), received.to_wire()) == (user("A story"), model("Once upon"))
+    await session.send_message_async("Something else")
+    assert wire(session.history) == [user("Something else"), model("Fine.")]
+
+
+def test_request_options_timeout_applies_to_that_call(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.enqueue(Reply("json", body=text_response("Too late."), delay=2.0))
+    gemini_server.reply_text("In time.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    with pytest.raises(ModelTimeoutError):
+        session.send_message("Quick?", request_options={"timeout": 0.3})
+    assert session.history == []
+    failed = [e.data for e in session.chat.events() if e.type == "model_call_failed"]
+    assert [f.error.kind for f in failed] == ["ModelTimeoutError"]  # type: ignore[attr-defined]
+    # The client's own settings (no timeout) for the next call.
+    assert session.send_message("Now?").text == "In time."
+    assert wire(session.history) == [user("Now?"), model("In time.")]
+
+
+def test_request_options_retry_applies_to_that_call(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    retry: Any = importlib.import_module("google.api_core.retry")
+    gemini_server.reply_error(503, "UNAVAILABLE", "busy")
+    gemini_server.reply_text("Second try.")
+    gemini_server.reply_error(503, "UNAVAILABLE", "busy")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    options = {"retry": retry.Retry(initial=0.01, maximum=0.02, multiplier=2, timeout=5)}
+    assert session.send_message("Hi", request_options=options).text == "Second try."
+    started = [e.data for e in session.chat.events() if e.type == "model_call_started"]
+    assert [s.attempt for s in started] == [1, 2]  # type: ignore[attr-defined]
+    with pytest.raises(ServerError):  # no retry without request_options (the client's)
+        session.send_message("Again")
+    assert len(gemini_server.requests) == 3
+
+
+def test_a_history_list_read_before_a_change_is_stale(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_text("One.")
+    gemini_server.reply_text("Two.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("First")
+    history = session.history
+    history.append({"role": "user", "parts": [{"text": "Appended"}]})
+    assert wire(session.history) == [user("First"), model("One."), user("Appended")]
+    assert types_of(session)[-1] == "history_replaced"
+    history.pop()
+    assert wire(session.history) == [user("First"), model("One.")]
+    session.send_message("Second")
+    with pytest.raises(ChatStateError, match=r"read chat\.history again"):
+        history.append({"role": "user", "parts": [{"text": "Stale"}]})
+    assert wire(session.history)[-1] == model("Two.")
+
+
+def test_a_reply_without_a_role_is_a_model_content(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_json({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]})
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("Hello")
+    assert [c.role for c in session.history] == ["user", "model"]
+    session.history = session.history
+    assert types_of(session)[-1] == "history_replaced"
+    assert wire(session.history) == [user("Hello"), model("Hi")]
+
+
+def test_a_copy_is_a_fork_recorded_in_the_log(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_text("One.")
+    gemini_server.reply_text("Two.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    session.send_message("First")
+    shallow, deep = copy.copy(session), copy.deepcopy(session)
+    assert shallow.id != session.id != deep.id
+    assert not shallow.enable_automatic_function_calling and deep.enable_automatic_function_calling
+    assert shallow.chat.parent is not None
+    assert shallow.chat.parent.conversation_id == session.id
+    assert shallow.chat.parent.version == session.chat.version
+    shallow.send_message("Second")
+    assert len(shallow.history) == 4 and len(session.history) == 2 and len(deep.history) == 2
+
+    gemini_server.reply_sse(STREAM_CHUNKS)
+    response = session.send_message("Streamed", stream=True)
+    with pytest.raises(IncompleteIterationError):
+        copy.copy(session)
+    response.close()

@@ -563,3 +563,29 @@ def test_differential_request_options_are_accepted(
             chat.send_message("Hi", request_options=request_options)
     half = len(gemini_server.requests) // 2
     assert contents_sent(gemini_server, half) == contents_sent(gemini_server)[:half]
+
+
+@pytest.mark.usefixtures("gg_configured")
+def test_differential_repr_of_a_stream_in_progress_and_broken(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    reprs: list[list[str]] = []
+    for chat in _both(ledger):
+        library = "gg" if isinstance(chat, gg.ChatSession) else "ledger"
+        gemini_server.reply_text("Fine.")
+        stream_reply(gemini_server, STREAM_CHUNKS, library=library)
+        stream_reply(
+            gemini_server,
+            [text_response("No", finish_reason=None), text_response("pe", finish_reason="SAFETY")],
+            library=library,
+        )
+        chat.send_message("First")
+        response = chat.send_message("Tell me a story", stream=True)
+        in_progress = repr(chat)
+        response.resolve()
+        done = repr(chat)
+        chat.send_message("Unsafe", stream=True).resolve()
+        reprs.append([in_progress, done, repr(chat)])
+    assert reprs[0] == reprs[1]
+    assert reprs[1][0].endswith("'role': 'user'}), <STREAMING IN PROGRESS>]\n)")
+    assert reprs[1][2].endswith("'role': 'user'}), <STREAMING ERROR>]\n)")
