@@ -50,7 +50,7 @@ from typing import Any
 import pydantic
 
 from .client import AsyncChat, Chat, Client
-from .client._convert import history_to_wire
+from .client._convert import content_from_wire, history_to_wire
 from .errors import (
     ChatStateError,
     ConcurrencyError,
@@ -1492,17 +1492,25 @@ class ChatSession:
             candidates = received.candidates or []
             content = candidates[0].content if candidates else None
             return broken.sent, _legacy_contents([content or Content(role="model", parts=[])])[0]
-        try:
-            user, model = self._chat.rewind()
-        except ChatStateError as exc:
-            if isinstance(exc, ConversationBusyError):
-                raise
+        self._chat.refresh()
+        state = self._chat._conversation.history
+        if len(state.full) < 2:
+            holds = "is empty" if not state.full else "holds one content"
             raise EmptyHistoryError(
-                f"ChatSession.rewind(): the history of conversation {self.id} is empty; there "
+                f"ChatSession.rewind(): the history of conversation {self.id} {holds}; there "
                 "is no request/response pair to take back"
-            ) from None
+            )
+        if state.turns and state.turns[-1].full == 2:
+            # The last turn is the pair: a turn_rewound event takes it back.
+            user, model = self._chat.rewind()
+        else:
+            # As google.generativeai, the last two contents, whatever turn they are part
+            # of (the answer of an automatic function calling turn and the function
+            # response before it, say): the rest becomes the history.
+            user, model = (content_from_wire(content) for content in state.full[-2:])
+            self.history = [content_from_wire(content) for content in state.full[:-2]]
         self._last, self._last_taken = None, True
-        return user, _legacy_contents([model])[0]
+        return _legacy_contents([user, model])  # type: ignore[return-value]
 
 
 def _sent_content(message: Any) -> Content:

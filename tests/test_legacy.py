@@ -444,12 +444,19 @@ def test_automatic_function_calling_on(
     responded = [e.data for e in events if e.type == "function_responded"]
     assert [(c.name, c.args) for c in called] == [("get_weather", {"city": "Paris"})]  # type: ignore[attr-defined]
     assert [r.response for r in responded] == [{"result": "sunny in Paris"}]  # type: ignore[attr-defined]
-    # rewind takes back the whole turn, function steps included.
+    # As google.generativeai, rewind takes back the last two contents: the function
+    # response and the answer; the call stays, recorded as a history replacement.
     sent, received = session.rewind()
-    assert sent.to_wire() == user("Weather in Paris?") and received.to_wire() == model(
-        "It is sunny in Paris."
-    )
-    assert session.history == []
+    assert sent.to_wire() == {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"result": "sunny in Paris"}}}
+        ],
+    }
+    assert received.to_wire() == model("It is sunny in Paris.")
+    assert [c.role for c in session.history] == ["user", "model"]
+    assert session.history[1].parts[0].function_call is not None
+    assert types_of(session)[-1] == "history_replaced"
 
 
 async def test_automatic_function_calling_async(

@@ -227,6 +227,11 @@ def test_differential_automatic_function_calling(
     assert sent[2:] == sent[:2]
     assert ledger_history(session) == gg_history(chat)
     assert len(session.history) == 4
+    # rewind takes back the last two contents in both: the function response, the answer.
+    gg_rewound, ledger_rewound = chat.rewind(), session.rewind()
+    assert [ledger_dict(c) for c in ledger_rewound] == [proto_dict(c) for c in gg_rewound]
+    assert ledger_history(session) == gg_history(chat)
+    assert len(session.history) == 2
     gg_tool = gemini_server.requests[0].body["tools"][0]["functionDeclarations"][0]
     ledger_tool = gemini_server.requests[2].body["tools"][0]["functionDeclarations"][0]
     assert gg_tool == {
