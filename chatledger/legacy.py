@@ -42,10 +42,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
+import inspect
 import reprlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
@@ -56,9 +58,10 @@ from .errors import (
     ConcurrencyError,
     ConversationBusyError,
     InvalidInputError,
+    redact,
 )
-from .events.kinds import HistoryReplaced
-from .types import Content, GenerateContentConfig, Part
+from .events.kinds import HistoryReplaced, TurnAbandoned
+from .types import Content, GenerateContentConfig, Part, is_python_function_tool
 from .types import GenerateContentResponse as _LedgerResponse
 
 __all__ = [
@@ -327,8 +330,48 @@ def _tools(tools: Any) -> list[Any]:
             tool = _proto_to_dict(tool)
         if isinstance(tool, Mapping) and "name" in tool and "function_declarations" not in tool:
             tool = {"function_declarations": [dict(tool)]}  # a bare declaration
+        if is_python_function_tool(tool):
+            tool = _propagating(tool)
         result.append(tool)
     return result
+
+
+class _FunctionRaised(BaseException):
+    """A Python function tool raised: carries its exception past chatledger's automatic
+    function calling (which answers an ``Exception`` to the model) to the session, which
+    raises it as google.generativeai does."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(name, error)
+        self.name = name
+        self.error = error
+
+
+def _propagating(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, declared the same (``functools.wraps``), whose exceptions end the turn."""
+    if getattr(func, "_chatledger_propagating", False):
+        return func
+    wrapper: Any
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except Exception as exc:
+                raise _FunctionRaised(func.__name__, exc) from exc
+
+    else:
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                raise _FunctionRaised(func.__name__, exc) from exc
+
+    wrapper._chatledger_propagating = True
+    return cast("Callable[..., Any]", wrapper)
 
 
 def _tool_config(tool_config: Any) -> dict[str, Any]:
@@ -502,10 +545,14 @@ class GenerateContentResponse:
         self._result: _LedgerResponse | None = result
         self._error: BaseException | None = None
         self._abandoned = False
+        self._raised: _FunctionRaised | None = None
 
     # ----------------------------------------------------------------- stream state
 
     def _finish(self, error: BaseException | None = None) -> None:
+        if isinstance(error, _FunctionRaised):
+            # A function tool raised: its exception is the stream's (as a plain send's).
+            self._raised, error = error, error.error
         self._done = True
         self._iterator = None
         self._error = error
@@ -525,6 +572,8 @@ class GenerateContentResponse:
             self._finish()
         except BaseException as exc:
             self._finish(exc)
+            if isinstance(exc, _FunctionRaised):
+                raise exc.error from None
             raise
         else:
             self._chunks.append(chunk)
@@ -677,6 +726,8 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
             self._finish()
         except BaseException as exc:
             self._finish(exc)
+            if isinstance(exc, _FunctionRaised):
+                raise exc.error from None
             raise
         else:
             self._chunks.append(chunk)
@@ -1222,6 +1273,8 @@ class ChatSession:
         self._open = None
         sent, self._open_sent = self._open_sent, None
         error = response._error
+        if response._raised is not None:
+            self._close_raised_turn(response._raised)
         if response._abandoned:
             return
         if error is None:
@@ -1276,6 +1329,20 @@ class ChatSession:
             weakref.finalize(self, client.close)
         return client
 
+    def _close_raised_turn(self, raised: _FunctionRaised) -> None:
+        """Close the turn a raising function tool left open: a ``turn_abandoned`` event
+        that names the function and its error (the history stays as before the send, as
+        in google.generativeai, where the exception propagates)."""
+        conversation = self._chat._conversation
+        conversation.catch_up()
+        pending = conversation.history.pending
+        if pending is None:
+            return
+        error = raised.error
+        reason = redact(f"function {raised.name} raised {type(error).__name__}: {error}")
+        with contextlib.suppress(ConcurrencyError):
+            conversation.append([TurnAbandoned(turn=pending.turn, reason=reason[:1000])])
+
     def _record_stop(self, response: _LedgerResponse, turns_before: int) -> None:
         """Raise google.generativeai's exception for a blocked prompt or a stopped
         candidate, after taking the recorded turn back (it stays in the log, followed by
@@ -1322,6 +1389,9 @@ class ChatSession:
         if not stream:
             try:
                 result = sender.send_message(message, config=config)
+            except _FunctionRaised as raised:
+                self._close_raised_turn(raised)
+                raise raised.error from None
             finally:
                 if sender is not chat:
                     chat.refresh()
@@ -1383,7 +1453,11 @@ class ChatSession:
         chat = self._chat
         turns_before = len(chat._conversation.history.turns)
         if not stream:
-            result = await achat.send_message(message, config=config)
+            try:
+                result = await achat.send_message(message, config=config)
+            except _FunctionRaised as raised:
+                self._close_raised_turn(raised)
+                raise raised.error from None
             chat.refresh()
             self._record_stop(result, turns_before)
             response = AsyncGenerateContentResponse(result)

@@ -831,3 +831,58 @@ def test_a_copy_is_a_fork_recorded_in_the_log(
     with pytest.raises(IncompleteIterationError):
         copy.copy(session)
     response.close()
+
+
+def fails_to_get_weather(city: str) -> str:
+    """The weather in a city."""
+    raise ValueError(f"no weather station in {city}")
+
+
+async def afails_to_get_weather(city: str) -> str:
+    """The weather in a city."""
+    raise ValueError(f"no weather station in {city}")
+
+
+def test_a_raising_function_ends_its_turn_in_the_log(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    call = {"functionCall": {"name": "fails_to_get_weather", "args": {"city": "Oslo"}}}
+    gemini_server.reply_json(text_response(parts=[call]))
+    gemini_server.reply_text("Hello.")
+    session = GenerativeModel(MODEL, tools=[fails_to_get_weather], client=ledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    with pytest.raises(ValueError, match="Oslo"):
+        session.send_message("Weather in Oslo?")
+    events = session.chat.events()
+    assert [e.type for e in events][-2:] == ["function_called", "turn_abandoned"]
+    assert events[-1].data.reason == (  # type: ignore[attr-defined]
+        "function fails_to_get_weather raised ValueError: no weather station in Oslo"
+    )
+    assert session.history == []
+    assert session.send_message("Hi").text == "Hello."  # the conversation goes on
+    declared = gemini_server.requests[0].body["tools"][0]["functionDeclarations"][0]
+    assert declared["name"] == "fails_to_get_weather"
+    assert declared["parametersJsonSchema"]["properties"] == {"city": {"type": "string"}}
+
+
+async def test_a_raising_function_async_and_streamed(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    call = {"functionCall": {"name": "afails_to_get_weather", "args": {"city": "Oslo"}}}
+    gemini_server.reply_json(text_response(parts=[call]))
+    gemini_server.reply_sse([text_response(parts=[call])])
+    session = GenerativeModel(MODEL, tools=[afails_to_get_weather], client=aledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    with pytest.raises(ValueError, match="Oslo"):
+        await session.send_message_async("Weather in Oslo?")
+    response = await session.send_message_async("And now?", stream=True)
+    with pytest.raises(ValueError, match="Oslo"):
+        await response.resolve()
+    with pytest.raises(BrokenResponseError):
+        _ = session.history
+    session.rewind()
+    assert session.history == []
+    types = [event.type for event in session.chat.events()]
+    assert types.count("turn_abandoned") == 2

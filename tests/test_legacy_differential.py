@@ -594,3 +594,36 @@ def test_differential_repr_of_a_stream_in_progress_and_broken(
     assert reprs[0] == reprs[1]
     assert reprs[1][0].endswith("'role': 'user'}), <STREAMING IN PROGRESS>]\n)")
     assert reprs[1][2].endswith("'role': 'user'}), <STREAMING ERROR>]\n)")
+
+
+def fails_to_get_weather(city: str) -> str:
+    """The weather in a city."""
+    raise ValueError(f"no weather station in {city}")
+
+
+@pytest.mark.usefixtures("gg_configured")
+def test_differential_a_raising_function_propagates(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    """The function's own exception comes out of send_message, and the history is as
+    before the send; nothing more is sent to the model."""
+    call = {"functionCall": {"name": "fails_to_get_weather", "args": {"city": "Oslo"}}}
+    histories = []
+    for chat in (
+        gg.GenerativeModel(MODEL, tools=[fails_to_get_weather]).start_chat(
+            enable_automatic_function_calling=True
+        ),
+        GenerativeModel(MODEL, tools=[fails_to_get_weather], client=ledger).start_chat(
+            enable_automatic_function_calling=True
+        ),
+    ):
+        gemini_server.reply_text("Hello.")
+        gemini_server.reply_json(text_response(parts=[call]))
+        gemini_server.reply_text("Cold.")
+        chat.send_message("Hi")
+        with pytest.raises(ValueError, match="no weather station in Oslo"):
+            chat.send_message("Weather in Oslo?")
+        histories.append([c.parts[0].text for c in chat.history])
+        chat.send_message("Never mind.")
+    assert histories[0] == histories[1] == ["Hi", "Hello."]
+    assert contents_sent(gemini_server)[3:] == contents_sent(gemini_server)[:3]
