@@ -1,4 +1,4 @@
-"""The older ``google.generativeai`` chat surface, on chatledger's event log (SEMANTICS §7).
+"""The older ``google.generativeai`` chat surface, on chatledger's event log (docs/legacy.md).
 
     from chatledger.legacy import GenerativeModel
 
@@ -16,25 +16,17 @@ so every message, reply, function call, rewind and history change is an event in
 log; ``session.id`` names the conversation, which ``chatledger.Client(store=...)
 .chats.get(id)`` resumes in any process.
 
-Differences from ``google.generativeai`` 0.8.6 (besides being recorded):
-
-- The request is built by chatledger, so it follows google-genai's conventions: the
-  context is curated (invalid turns and unanswered function calls are not sent), Python
-  function tools are declared as JSON Schema (``parametersJsonSchema``), function results
-  are always sent as ``{"result": value}`` (google.generativeai sends a dict result
-  as-is and turns every number argument into a float), a raising function is answered
-  with ``{"error": ...}`` instead of propagating, and automatic function calling stops
-  after ``maximum_remote_calls`` (10) model calls.
-- A blocked prompt or a candidate that stopped for safety is returned and recorded
-  (google.generativeai raises ``BlockedPromptException`` / ``StopCandidateException``).
-- ``stream=True`` works with automatic function calling (google.generativeai raises
-  ``NotImplementedError``).
-- ``last`` stays the last response until the next send, rewind or history change
-  (google.generativeai forgets it when ``history`` is read).
-- ``rewind()`` takes back a whole turn, automatic function calling steps included, and
-  raises :class:`~chatledger.errors.ChatStateError` on an empty history.
-- ``request_options`` is refused: set ``http_options`` (``timeout`` ...) on the
-  :class:`chatledger.Client` instead.
+It behaves as google.generativeai 0.8.6's ``ChatSession`` (checked against 0.8.6 in
+``tests/test_legacy_differential.py``): histories, ``last``, ``rewind()`` (the last two
+contents; an ``IndexError`` on an empty history), blocked prompts and stopped candidates
+(``BlockedPromptException`` / ``StopCandidateException``), broken streams
+(``BrokenResponseError`` until ``rewind()``), one chunk read ahead, a raising function
+tool's exception, ``request_options``, ``copy.copy``, editing the ``history`` list and
+``repr``. Where it differs, and why, is in docs/differences.md (section
+"google.generativeai 0.8.6"): chiefly, requests follow google-genai's conventions
+(the context is sent, JSON Schema declarations, ``{"result": ...}`` function responses,
+at most ``maximum_remote_calls`` automatic function calls), and a content given without
+a role gets the role of its place.
 """
 
 from __future__ import annotations

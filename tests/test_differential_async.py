@@ -78,7 +78,7 @@ async def test_async_stream(adiff: Differential) -> None:
 
     assert g.observed == led.observed == [["Hel", "lo"], "ok"]
     assert led.bodies[0] == g.bodies[0]
-    # SEMANTICS §3.2, as in the sync chat.
+    # docs/differences.md#stream-one-turn, as in the sync chat.
     assert g.contents[1] == [user("Hi"), model("Hel"), model("lo"), user("Again")]
     assert led.contents[1] == [user("Hi"), model("Hello"), user("Again")]
     assert led.full == [user("Hi"), model("Hello"), user("Again"), model("ok")]

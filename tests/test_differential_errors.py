@@ -137,7 +137,7 @@ def test_mid_stream_error_event(
 def test_dropped_connection_mid_stream(diff: Differential) -> None:
     """The server closes the connection after one chunk. google-genai lets its HTTP
     library's error through; chatledger raises ModelConnectionError. Neither changes
-    history; chatledger's log has the attempt with its partial text (SEMANTICS §3.4)."""
+    history; chatledger's log has the attempt with its partial text (docs/chat-api.md#errors)."""
 
     def script(chat: Any, t: Any) -> Any:
         received: list[str | None] = []
@@ -165,7 +165,7 @@ def test_dropped_connection_mid_stream(diff: Differential) -> None:
 
 
 def test_failures_leave_events_not_history(diff: Differential) -> None:
-    """SEMANTICS §3.4 in one conversation: an HTTP error, a mid-stream error and an
+    """docs/chat-api.md#errors in one conversation: an HTTP error, a mid-stream error and an
     abandoned stream leave the histories exactly as google-genai's (unchanged), while
     chatledger's log has every attempt, and the user message is in the history once."""
 

@@ -126,7 +126,7 @@ async def test_async_automatic_function_calling(adiff: Differential) -> None:
 
 
 def test_unknown_function_name_in_automatic_function_calling(diff: Differential) -> None:
-    """SEMANTICS §3.5: google-genai raises KeyError for a call to a function that is not
+    """docs/differences.md#unknown-functions: google-genai raises KeyError for a call to a function that is not
     among the tools, and records nothing; chatledger answers the call with an error
     naming the function and goes on."""
 
@@ -150,7 +150,7 @@ def test_unknown_function_name_in_automatic_function_calling(diff: Differential)
 
 
 def test_curated_means_the_seeds_curated(diff: Differential) -> None:
-    """SEMANTICS §3.3: google-genai's curated history is what the next request sends
+    """docs/differences.md#curated: google-genai's curated history is what the next request sends
     (chatledger's context); chatledger's curated history is the conversation as a person
     reads it: valid turns only, function call and response steps removed."""
     history = [user("a"), {"role": "model", "parts": []}]  # an invalid turn

@@ -60,7 +60,7 @@ def test_stream_single_chunk_with_finish_reason(diff: Differential) -> None:
 
 
 def test_stream_is_one_model_turn(diff: Differential) -> None:
-    """SEMANTICS §3.2: google-genai appends each chunk as its own model content;
+    """docs/differences.md#stream-one-turn: google-genai appends each chunk as its own model content;
     chatledger merges the chunks of the turn into one. Both count the turn valid."""
     chunks = [
         text_chunk("Hel"),
@@ -131,7 +131,7 @@ def test_stream_last_is_the_merged_response(diff: Differential) -> None:
 def test_stream_without_finish_reason(diff: Differential) -> None:
     """A stream that ends without a finish reason is an invalid turn in both libraries:
     kept in the full history (google-genai: one content per chunk; chatledger: one merged
-    content, SEMANTICS §3.2), left out of the context and of the next request."""
+    content, docs/differences.md#stream-one-turn), left out of the context and of the next request."""
     chunks = [text_chunk("Hel"), text_chunk("lo")]
 
     def script(chat: Any, t: Any) -> Any:
@@ -148,7 +148,7 @@ def test_stream_without_finish_reason(diff: Differential) -> None:
 
 
 def test_stream_final_chunk_with_only_finish_reason(diff: Differential) -> None:
-    """SEMANTICS §3.2: a final chunk carrying only the finish reason and usage is fine for
+    """docs/differences.md#stream-one-turn: a final chunk carrying only the finish reason and usage is fine for
     chatledger (the merged content is valid); google-genai judges every chunk on its own,
     finds this one without content, and drops the whole turn from its curated history."""
     chunks = [
@@ -172,7 +172,7 @@ def test_stream_final_chunk_with_only_finish_reason(diff: Differential) -> None:
 
 
 def test_stream_merges_text_and_keeps_other_parts(diff: Differential) -> None:
-    """SEMANTICS §3.2: adjacent plain text parts are concatenated (thoughts with
+    """docs/differences.md#stream-one-turn: adjacent plain text parts are concatenated (thoughts with
     thoughts), other parts are kept in order with their thought signature."""
     signed_call = {**CALL, "thoughtSignature": "c2lnbmVk"}
     chunks = [
@@ -258,7 +258,7 @@ def test_abandoned_stream_changes_no_history(diff: Differential, how: str) -> No
 
 
 def test_new_send_abandons_a_suspended_stream(diff: Differential) -> None:
-    """Not listed in SEMANTICS §3: a sync stream left suspended (neither finished nor
+    """Listed in docs/differences.md#google-genai-smaller: a sync stream left suspended (neither finished nor
     closed) is abandoned by the chat's next send, so turns never interleave. google-genai
     lets the old stream go on afterwards and records its turn after the newer one."""
 

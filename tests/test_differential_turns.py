@@ -270,9 +270,9 @@ def test_blocked_prompt(diff: Differential) -> None:
 
 
 def test_empty_content_object_is_recorded_with_role(diff: Differential) -> None:
-    """``"content": {}`` (present but empty). Not listed in SEMANTICS §3: google-genai
+    """``"content": {}`` (present but empty). Listed in docs/differences.md#google-genai-smaller: google-genai
     records a role-less ``Content()``, chatledger records ``Content(role="model",
-    parts=[])`` as SEMANTICS §2 says for a response with no candidate content. google-genai's
+    parts=[])`` as docs/chat-api.md#histories says for a response with no candidate content. google-genai's
     history then cannot seed a new chat; chatledger's can. Requests and contexts agree."""
     reply = {"candidates": [{"content": {}, "finishReason": "STOP"}]}
 
@@ -316,7 +316,7 @@ def test_model_turn_with_several_text_parts(diff: Differential) -> None:
 
 def test_model_turn_with_text_and_function_call(diff: Differential) -> None:
     """A declared (not Python) function: the call comes back to the caller, who answers it
-    with a function response Part. Also SEMANTICS §3.3: chatledger's curated history is the
+    with a function response Part. Also docs/differences.md#curated: chatledger's curated history is the
     seed's (function steps removed); google-genai's curated history is chatledger's context."""
 
     def script(chat: Any, t: Any) -> Any:
@@ -351,7 +351,7 @@ def test_model_turn_with_text_and_function_call(diff: Differential) -> None:
 
 
 def test_unanswered_function_call_is_never_sent(diff: Differential) -> None:
-    """SEMANTICS §2, extra rule of the context: a model function call not followed by its
+    """docs/chat-api.md#context, extra rule of the context: a model function call not followed by its
     function response is not sent (google-genai sends it; the API then rejects or
     confuses the turn). The full histories agree."""
 
@@ -383,7 +383,7 @@ def test_unanswered_function_call_is_never_sent(diff: Differential) -> None:
 
 
 def test_function_call_part_message_is_a_model_turn(diff: Differential) -> None:
-    """SEMANTICS §1: a Part holding a function call becomes a model turn and is sent as
+    """docs/chat-api.md#surface: a Part holding a function call becomes a model turn and is sent as
     given, as google-genai sends it. (Regression: chatledger used to filter the new
     message itself with the §2 extra rule and sent ``contents: []``.) In later requests
     the call, never answered, is left out by that rule."""
@@ -518,7 +518,7 @@ def test_history_at_creation_bad_role(diff: Differential, bad: dict[str, Any], s
 
 
 def test_per_message_config_is_merged(diff: Differential) -> None:
-    """SEMANTICS §3.1: google-genai REPLACES the chat's config with a per-message config,
+    """docs/differences.md#merged-config: google-genai REPLACES the chat's config with a per-message config,
     so the system instruction (and every other chat setting) disappears from that request;
     chatledger MERGES: the per-message temperature overrides, the rest is kept."""
     config = {
@@ -607,7 +607,7 @@ def test_bad_message_leaves_the_log_unchanged(diff: Differential) -> None:
 
 
 def test_unknown_response_fields_are_kept_and_sent_back(diff: Differential) -> None:
-    """SEMANTICS §1: a part's unknown field is kept in chatledger's history and sent back
+    """docs/chat-api.md#surface: a part's unknown field is kept in chatledger's history and sent back
     unchanged; google-genai drops it. ``thoughtSignature`` is known to both; chatledger
     sends back the server's own base64 text, google-genai re-encodes the bytes."""
     part = {"text": "x", "futureField": {"a": 1}, "thoughtSignature": "+/8="}
@@ -653,7 +653,7 @@ def test_unknown_response_fields_are_kept_and_sent_back(diff: Differential) -> N
 
 
 def test_part_with_only_an_unknown_field(diff: Differential) -> None:
-    """Consequence of SEMANTICS §1: google-genai reads a part whose only field it does
+    """Consequence of docs/chat-api.md#surface: google-genai reads a part whose only field it does
     not know as an empty part, so the turn is invalid and never sent again; chatledger
     keeps the field, so the part is set, the turn valid, and the part sent back."""
     reply = text_response(parts=[{"text": "a"}, {"futurePart": {"k": 1}}])
@@ -678,7 +678,7 @@ def test_part_with_only_an_unknown_field(diff: Differential) -> None:
 
 
 def test_get_history_returns_a_copy(diff: Differential) -> None:
-    """SEMANTICS §3.6: google-genai returns its live list (mutating it changes the chat and
+    """docs/differences.md#history-copy: google-genai returns its live list (mutating it changes the chat and
     the next request); chatledger returns a copy."""
 
     def script(chat: Any, t: Any) -> Any:

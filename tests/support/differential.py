@@ -216,7 +216,7 @@ class Run:
     requests: list[RecordedRequest]
     observed: Any
     full: list[dict[str, Any]]
-    # google-genai: get_history(curated=True); chatledger: get_context() (SEMANTICS §3.3).
+    # google-genai: get_history(curated=True); chatledger: get_context() (docs/differences.md#curated).
     context: list[dict[str, Any]]
     # chatledger only: get_history(curated=True), the seed's curated history.
     curated: list[dict[str, Any]] | None = None
@@ -507,7 +507,7 @@ def check_failed_then_retried(g: Run, led: Run, code: int, status: str, class_na
     # The retry does not duplicate the user message: it is in the history once.
     assert led.full == [user("hello"), model("hi"), user("flaky"), model("ok")]
     assert led.contents[1] == led.contents[2] == [user("hello"), model("hi"), user("flaky")]
-    # SEMANTICS §3.4: the failed attempt is in the log.
+    # docs/chat-api.md#errors: the failed attempt is in the log.
     assert led.events == ["conversation_started", *TURN_EVENTS, *FAILED_TURN_EVENTS, *TURN_EVENTS]
     (failed,) = led.event_data("model_call_failed")
     assert (failed.error.kind, failed.error.code, failed.error.status) == (class_name, code, status)
