@@ -166,3 +166,18 @@ def test_curated_means_the_seeds_curated(diff: Differential) -> None:
     assert g.context == led.context == AFC_FULL  # invalid turn out, function steps in
     assert led.curated == [user("Weather in Paris?"), model("21 C in Paris.")]
     assert led.full == g.full == [*history, *AFC_FULL]
+
+
+def test_automatic_function_calling_content_classes(diff: Differential) -> None:
+    """The message is a ``UserContent``; the call, the function response and the answer
+    are ``Content``, as in google-genai (pydantic equality compares classes)."""
+
+    def script(chat: Any, t: Any) -> Any:
+        chat.send_message("Weather in Paris?")
+        return [type(content).__name__ for content in chat.get_history()]
+
+    g, led = diff.run(
+        [AFC_CALL, text_response("21 C in Paris.")], script, config={"tools": [get_weather]}
+    )
+    assert g.observed == led.observed == ["UserContent", "Content", "Content", "Content"]
+    assert_same(g, led)

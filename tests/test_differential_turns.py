@@ -17,8 +17,10 @@ import threading
 from typing import Any
 
 import pytest
+from google.genai import types as genai_types
 
 import chatledger
+import chatledger.types
 from tests.support.differential import (
     BAD_MESSAGES,
     CALL,
@@ -743,3 +745,63 @@ def test_resumed_chat_continues_like_genai(diff: Differential) -> None:
     assert led.observed == ["C", [user("a"), model("A"), user("c"), model("C")]]
     assert led.bodies == g.bodies
     assert led.contents[3] == [user("a"), model("A"), user("c")]
+
+
+# =========================================================================== content classes
+
+
+def classes(contents: list[Any]) -> list[str]:
+    return [type(content).__name__ for content in contents]
+
+
+def test_history_content_classes_are_google_genais(diff: Differential) -> None:
+    """pydantic equality compares classes: a sent message is a ``UserContent`` (a
+    function call Part sent as a message, a ``ModelContent``), a model reply a
+    ``Content``, as in google-genai; a history given as dicts is ``Content``."""
+    call = {"name": "get_time", "args": {}}
+
+    def script(chat: Any, t: Any) -> Any:
+        chat.send_message("a string")
+        chat.send_message(t.Part.from_text(text="a Part"))
+        chat.send_message(["a list", t.Part.from_text(text="of parts")])
+        for _chunk in chat.send_message_stream("a stream"):
+            pass
+        # google-genai's curated history is chatledger's context (docs/differences.md#curated).
+        curated = classes(getattr(chat, "get_context", lambda: chat.get_history(curated=True))())
+        # Sent last: nothing answers the call (docs/differences.md#unanswered-calls).
+        chat.send_message(t.Part(function_call=t.FunctionCall(**call)))
+        return [curated, classes(chat.get_history())]
+
+    replies = [
+        *(text_response(f"r{i}") for i in range(3)),
+        sse(text_chunk("streamed", "STOP")),  # one chunk: docs/differences.md#stream-one-turn
+        text_response("r4"),
+    ]
+    g, led = diff.run(replies, script, history=[user("given"), model("history")])
+
+    assert g.observed == led.observed
+    assert led.observed == [
+        ["Content", "Content", *["UserContent", "Content"] * 4],
+        ["Content", "Content", *["UserContent", "Content"] * 4, "ModelContent", "Content"],
+    ]
+    assert g.full == led.full
+
+
+def test_history_given_as_user_content_objects_comes_back_as_content(
+    diff: Differential,
+) -> None:
+    """docs/differences.md#content-classes: google-genai keeps the objects of a given
+    history as they were; the log records wire contents, so chatledger's are
+    ``Content``. The contents are equal field by field."""
+
+    def script(chat: Any, t: Any) -> Any:
+        return classes(chat.get_history())
+
+    def history(t: Any) -> list[Any]:
+        return [t.UserContent(parts=[t.Part(text="given")]), t.ModelContent(parts="history")]
+
+    g = diff.run_genai([], script, history=history(genai_types))
+    led = diff.run_ledger([], script, history=history(chatledger.types))
+    assert g.observed == ["UserContent", "ModelContent"]
+    assert led.observed == ["Content", "Content"]
+    assert g.full == led.full

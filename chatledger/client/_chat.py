@@ -101,7 +101,16 @@ class _BaseChat:
     def get_context(self, *, as_of: int | None = None) -> list[Content]:
         """What the next request sends before the new message (google-genai's curated
         history, without function calls that have no response); ``as_of`` as above."""
-        return [content_from_wire(content) for content in sendable(self._history_at(as_of).context)]
+        history = self._history_at(as_of)
+        # The classes of google-genai's curated history (a sent message: UserContent).
+        classes = {
+            id(wire): type(typed)
+            for wire, typed in zip(history.context, history_from_wire(history, "context"))
+        }
+        return [
+            content_from_wire(content, classes.get(id(content), Content))
+            for content in sendable(history.context)
+        ]
 
     def _history_at(self, as_of: int | None) -> HistoryState:
         if as_of is None:
