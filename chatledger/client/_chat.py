@@ -105,7 +105,9 @@ class _BaseChat:
         # The classes of google-genai's curated history (a sent message: UserContent).
         classes = {
             id(wire): type(typed)
-            for wire, typed in zip(history.context, history_from_wire(history, "context"))
+            for wire, typed in zip(
+                history.context, history_from_wire(history, "context"), strict=True
+            )
         }
         return [
             content_from_wire(content, classes.get(id(content), Content))
