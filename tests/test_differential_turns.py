@@ -805,3 +805,19 @@ def test_history_given_as_user_content_objects_comes_back_as_content(
     assert g.observed == ["UserContent", "ModelContent"]
     assert led.observed == ["Content", "Content"]
     assert g.full == led.full
+
+
+def test_a_reply_without_a_role_keeps_none(diff: Differential) -> None:
+    """A model content the server sent without a role is recorded as sent, plain or
+    streamed: ``Content(role=None)``, as google-genai records it."""
+    reply = {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}]}
+
+    def script(chat: Any, t: Any) -> Any:
+        chat.send_message("plain")
+        for _chunk in chat.send_message_stream("streamed"):
+            pass
+        return [content.role for content in chat.get_history()]
+
+    g, led = diff.run([reply, sse(reply)], script)
+    assert g.observed == led.observed == ["user", None, "user", None]
+    assert_same(g, led)
