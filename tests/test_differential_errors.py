@@ -68,7 +68,7 @@ def test_http_error_on_stream(diff: Differential, code: int, status: str, class_
         before = dump_contents(chat.get_history())
         error = capture(lambda: stream_texts(chat, "flaky"))
         unchanged = dump_contents(chat.get_history()) == before
-        return [error, unchanged, "".join(stream_texts(chat, "flaky"))]
+        return [error, unchanged, "".join(text or "" for text in stream_texts(chat, "flaky"))]
 
     replies = [
         text_response("hi"),

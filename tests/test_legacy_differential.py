@@ -623,7 +623,7 @@ def test_differential_a_raising_function_propagates(
         chat.send_message("Hi")
         with pytest.raises(ValueError, match="no weather station in Oslo"):
             chat.send_message("Weather in Oslo?")
-        histories.append([c.parts[0].text for c in chat.history])
+        histories.append([content.parts[0].text for content in list[Any](chat.history)])
         chat.send_message("Never mind.")
     assert histories[0] == histories[1] == ["Hi", "Hello."]
     assert contents_sent(gemini_server)[3:] == contents_sent(gemini_server)[:3]

@@ -168,7 +168,7 @@ def _walk(value: Any, *, camel_keys: bool) -> Any:
 def canonical_request(body: dict[str, Any], *, genai_quirks: bool) -> dict[str, Any]:
     """A request body in canonical form: bytes decoded; with ``genai_quirks``, also the
     snake_case inner keys and the empty ``generationConfig`` google-genai sends undone."""
-    canonical = _walk(body, camel_keys=genai_quirks)
+    canonical: dict[str, Any] = _walk(body, camel_keys=genai_quirks)
     if genai_quirks and canonical.get("generationConfig") == {}:
         del canonical["generationConfig"]
     return canonical
@@ -259,7 +259,7 @@ class Differential:
     def __init__(self, server: GeminiServer, db_path: Path) -> None:
         self.server = server
         self.db_path = db_path
-        options = {"base_url": server.base_url, "api_version": "v1beta"}
+        options: Any = {"base_url": server.base_url, "api_version": "v1beta"}
         self.genai = genai.Client(api_key=API_KEY, http_options=options)
         self.ledger = chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path))
         self._fresh_clients: list[chatledger.Client] = []
@@ -276,14 +276,12 @@ class Differential:
 
     # ----------------------------------------------------------------- plumbing
 
-    def enqueue(self, replies: Sequence[Reply | dict[str, Any]]) -> None:
+    def enqueue(self, replies: Sequence[Any]) -> None:
         for reply in replies:
             self.server.enqueue(reply if isinstance(reply, Reply) else json_reply(reply))
 
     @contextlib.contextmanager
-    def _recording(
-        self, replies: Sequence[Reply | dict[str, Any]]
-    ) -> Iterator[list[RecordedRequest]]:
+    def _recording(self, replies: Sequence[Any]) -> Iterator[list[RecordedRequest]]:
         start = len(self.server.requests)
         self.enqueue(replies)
         recorded: list[RecordedRequest] = []
@@ -322,25 +320,19 @@ class Differential:
 
     # ----------------------------------------------------------------- scenarios
 
-    def run_genai(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> Run:
+    def run_genai(self, replies: Sequence[Any], script: Script, **create: Any) -> Run:
         chat = self.create_genai(**copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = script(chat, genai_types)
         return self._finish("genai", chat, requests, observed)
 
-    def run_ledger(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> Run:
+    def run_ledger(self, replies: Sequence[Any], script: Script, **create: Any) -> Run:
         chat = self.create_ledger(**copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = script(chat, ledger_types)
         return self._finish("chatledger", chat, requests, observed)
 
-    def run(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> tuple[Run, Run]:
+    def run(self, replies: Sequence[Any], script: Script, **create: Any) -> tuple[Run, Run]:
         """The scenario through google-genai, then through chatledger, on equal replies."""
         genai_run = self.run_genai(replies, script, **create)
         assert self.server.pending == 0, "google-genai did not consume every scripted reply"
@@ -348,24 +340,20 @@ class Differential:
         assert self.server.pending == 0, "chatledger did not consume every scripted reply"
         return genai_run, ledger_run
 
-    async def arun_genai(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
-    ) -> Run:
+    async def arun_genai(self, replies: Sequence[Any], script: AsyncScript, **create: Any) -> Run:
         chat = self.create_genai(is_async=True, **copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = await script(chat, genai_types)
         return self._finish("genai", chat, requests, observed)
 
-    async def arun_ledger(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
-    ) -> Run:
+    async def arun_ledger(self, replies: Sequence[Any], script: AsyncScript, **create: Any) -> Run:
         chat = self.create_ledger(is_async=True, **copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = await script(chat, ledger_types)
         return self._finish("chatledger", chat, requests, observed)
 
     async def arun(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
+        self, replies: Sequence[Any], script: AsyncScript, **create: Any
     ) -> tuple[Run, Run]:
         """:meth:`run` with the async chats (``client.aio.chats``) and an async script."""
         genai_run = await self.arun_genai(replies, script, **create)
