@@ -32,6 +32,12 @@ demo: $(VENV)/.installed-local
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
+# Google's own chat unit tests, ported (tests/upstream): how many pass, of how many.
+upstream: $(VENV)/.installed-dev
+	$(PY) -m tests.upstream
+
+.PHONY: upstream
+
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check chatledger tests examples benchmarks
 	$(VENV)/bin/ruff format --check chatledger tests examples benchmarks

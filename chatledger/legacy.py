@@ -1,4 +1,4 @@
-"""The older ``google.generativeai`` chat surface, on chatledger's event log (SEMANTICS §7).
+"""The older ``google.generativeai`` chat surface, on chatledger's event log (docs/legacy.md).
 
     from chatledger.legacy import GenerativeModel
 
@@ -16,54 +16,80 @@ so every message, reply, function call, rewind and history change is an event in
 log; ``session.id`` names the conversation, which ``chatledger.Client(store=...)
 .chats.get(id)`` resumes in any process.
 
-Differences from ``google.generativeai`` 0.8.6 (besides being recorded):
-
-- The request is built by chatledger, so it follows google-genai's conventions: the
-  context is curated (invalid turns and unanswered function calls are not sent), Python
-  function tools are declared as JSON Schema (``parametersJsonSchema``), function results
-  are always sent as ``{"result": value}`` (google.generativeai sends a dict result
-  as-is and turns every number argument into a float), a raising function is answered
-  with ``{"error": ...}`` instead of propagating, and automatic function calling stops
-  after ``maximum_remote_calls`` (10) model calls.
-- A blocked prompt or a candidate that stopped for safety is returned and recorded
-  (google.generativeai raises ``BlockedPromptException`` / ``StopCandidateException``).
-- ``stream=True`` works with automatic function calling (google.generativeai raises
-  ``NotImplementedError``). Chunks are yielded as they arrive (no look-ahead), and a
-  stream that fails leaves the history unchanged (no ``BrokenResponseError``).
-- ``last`` stays the last response until the next send, rewind or history change
-  (google.generativeai forgets it when ``history`` is read).
-- ``rewind()`` takes back a whole turn, automatic function calling steps included, and
-  raises :class:`~chatledger.errors.ChatStateError` on an empty history.
-- ``request_options`` is refused: set ``http_options`` (``timeout`` ...) on the
-  :class:`chatledger.Client` instead.
+It behaves as google.generativeai 0.8.6's ``ChatSession`` (checked against 0.8.6 in
+``tests/test_legacy_differential.py``): histories, ``last``, ``rewind()`` (the last two
+contents; an ``IndexError`` on an empty history), blocked prompts and stopped candidates
+(``BlockedPromptException`` / ``StopCandidateException``), broken streams
+(``BrokenResponseError`` until ``rewind()``), one chunk read ahead, a raising function
+tool's exception, ``request_options``, ``copy.copy``, editing the ``history`` list and
+``repr``. Where it differs, and why, is in docs/differences.md (section
+"google.generativeai 0.8.6"): chiefly, requests follow google-genai's conventions
+(the context is sent, JSON Schema declarations, ``{"result": ...}`` function responses,
+at most ``maximum_remote_calls`` automatic function calls), and a content given without
+a role gets the role of its place.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
+import functools
+import inspect
+import reprlib
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
 from .client import AsyncChat, Chat, Client
-from .client._convert import history_to_wire
-from .errors import ChatStateError, ConcurrencyError, ConversationBusyError, InvalidInputError
-from .events.kinds import HistoryReplaced
-from .types import Content, GenerateContentConfig, Part
+from .client._convert import content_from_wire, history_to_wire
+from .errors import (
+    ChatStateError,
+    ConcurrencyError,
+    ConversationBusyError,
+    InvalidInputError,
+    redact,
+)
+from .events.kinds import HistoryReplaced, TurnAbandoned
+from .types import Content, GenerateContentConfig, Part, is_python_function_tool
 from .types import GenerateContentResponse as _LedgerResponse
 
 __all__ = [
     "AsyncGenerateContentResponse",
+    "BlockedPromptException",
+    "BrokenResponseError",
     "ChatSession",
+    "EmptyHistoryError",
     "GenerateContentResponse",
     "GenerativeModel",
     "IncompleteIterationError",
+    "StopCandidateException",
 ]
 
 
 class IncompleteIterationError(ChatStateError):
     """A streamed response was used (or its session was) before its stream ended."""
+
+
+class BlockedPromptException(Exception):
+    """The prompt was blocked (``prompt_feedback.block_reason``); its argument is the
+    prompt feedback. As google.generativeai's."""
+
+
+class StopCandidateException(Exception):
+    """The candidate stopped for a reason other than STOP or MAX_TOKENS (safety ...);
+    its argument is the candidate. As google.generativeai's."""
+
+
+class BrokenResponseError(Exception):
+    """The last streamed response broke (it failed, or its candidate was stopped): call
+    ``rewind()`` to take it back. As google.generativeai's."""
+
+
+class EmptyHistoryError(ChatStateError, IndexError):
+    """``rewind()`` on an empty history (an ``IndexError``, as google.generativeai's)."""
 
 
 _INCOMPLETE = (
@@ -156,7 +182,17 @@ _EVERY_CATEGORY = (
     "HARM_CATEGORY_SEXUALLY_EXPLICIT",
     "HARM_CATEGORY_DANGEROUS_CONTENT",
 )
-_MODES = {"mode_unspecified": "MODE_UNSPECIFIED", "auto": "AUTO", "any": "ANY", "none": "NONE"}
+# As google.generativeai 0.8.6's ``to_function_calling_mode``: names with or without "mode_".
+_MODES = {
+    "mode_unspecified": "MODE_UNSPECIFIED",
+    "unspecified": "MODE_UNSPECIFIED",
+    "mode_auto": "AUTO",
+    "auto": "AUTO",
+    "mode_any": "ANY",
+    "any": "ANY",
+    "mode_none": "NONE",
+    "none": "NONE",
+}
 _MODE_NUMBERS = {0: "MODE_UNSPECIFIED", 1: "AUTO", 2: "ANY", 3: "NONE"}
 
 
@@ -286,8 +322,48 @@ def _tools(tools: Any) -> list[Any]:
             tool = _proto_to_dict(tool)
         if isinstance(tool, Mapping) and "name" in tool and "function_declarations" not in tool:
             tool = {"function_declarations": [dict(tool)]}  # a bare declaration
+        if is_python_function_tool(tool):
+            tool = _propagating(tool)
         result.append(tool)
     return result
+
+
+class _FunctionRaised(BaseException):
+    """A Python function tool raised: carries its exception past chatledger's automatic
+    function calling (which answers an ``Exception`` to the model) to the session, which
+    raises it as google.generativeai does."""
+
+    def __init__(self, name: str, error: Exception) -> None:
+        super().__init__(name, error)
+        self.name = name
+        self.error = error
+
+
+def _propagating(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, declared the same (``functools.wraps``), whose exceptions end the turn."""
+    if getattr(func, "_chatledger_propagating", False):
+        return func
+    wrapper: Any
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except Exception as exc:
+                raise _FunctionRaised(func.__name__, exc) from exc
+
+    else:
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:
+                raise _FunctionRaised(func.__name__, exc) from exc
+
+    wrapper._chatledger_propagating = True
+    return cast("Callable[..., Any]", wrapper)
 
 
 def _tool_config(tool_config: Any) -> dict[str, Any]:
@@ -381,6 +457,9 @@ def _message(content: Any) -> Any:
     return _part(content)
 
 
+_CONTENT_CLASSES = frozenset({"Content", "UserContent", "ModelContent"})
+
+
 def _history(history: Any) -> list[dict[str, Any]]:
     """A ``history`` as wire contents (validated as chatledger validates histories)."""
     if history is None:
@@ -390,10 +469,22 @@ def _history(history: Any) -> list[dict[str, Any]]:
             f"history must be a list of contents ({{'role': ..., 'parts': [...]}}), got {type(history).__name__}"
         )
     contents: list[Any] = []
+    previous_role: Any = None
     for index, item in enumerate(history):
         if _is_proto_message(item):
             item = _proto_to_dict(item)
+        if isinstance(item, pydantic.BaseModel) and type(item).__name__ in _CONTENT_CLASSES:
+            item = {
+                "role": getattr(item, "role", None),
+                "parts": list(getattr(item, "parts", None) or []),
+            }
+        if isinstance(item, Mapping) and not item.get("role"):
+            # google.generativeai keeps such a content with an empty role. The log records
+            # every content as the user's or the model's (its turns are what rewind, forks
+            # and the curated history work on): the place of the content says which.
+            item = {**item, "role": "model" if previous_role == "user" else "user"}
         if isinstance(item, Mapping):
+            previous_role = item.get("role")
             if "parts" not in item:
                 raise InvalidInputError(f"history[{index}] has no 'parts': {item!r}")
             parts = item["parts"]
@@ -445,10 +536,15 @@ class GenerateContentResponse:
         self._chunks: list[_LedgerResponse] = [result] if result is not None else []
         self._result: _LedgerResponse | None = result
         self._error: BaseException | None = None
+        self._abandoned = False
+        self._raised: _FunctionRaised | None = None
 
     # ----------------------------------------------------------------- stream state
 
     def _finish(self, error: BaseException | None = None) -> None:
+        if isinstance(error, _FunctionRaised):
+            # A function tool raised: its exception is the stream's (as a plain send's).
+            self._raised, error = error, error.error
         self._done = True
         self._iterator = None
         self._error = error
@@ -468,6 +564,8 @@ class GenerateContentResponse:
             self._finish()
         except BaseException as exc:
             self._finish(exc)
+            if isinstance(exc, _FunctionRaised):
+                raise exc.error from None
             raise
         else:
             self._chunks.append(chunk)
@@ -484,9 +582,12 @@ class GenerateContentResponse:
     # ----------------------------------------------------------------- sync iteration
 
     def __iter__(self) -> Iterator[_LedgerResponse]:
+        # As google.generativeai: read one chunk ahead, so that when the last chunk is
+        # yielded the response already knows it is done (an error met while reading
+        # ahead is raised after the chunk before it).
         index = 0
         while True:
-            if index < len(self._chunks):
+            if index < len(self._chunks) - 1 or (self._done and index < len(self._chunks)):
                 index += 1
                 yield self._chunks[index - 1]
             elif self._done:
@@ -494,7 +595,8 @@ class GenerateContentResponse:
                     raise self._error
                 return
             else:
-                self._pull()
+                with contextlib.suppress(Exception):  # kept in self._error
+                    self._pull()
 
     def resolve(self) -> None:
         """Read the rest of the stream (a no-op once it has ended)."""
@@ -508,6 +610,7 @@ class GenerateContentResponse:
         close = getattr(self._iterator, "close", None)
         if close is not None:
             close()
+        self._abandoned = True
         self._finish(ChatStateError("the stream was abandoned with close() before it ended"))
 
     # ----------------------------------------------------------------- accessors
@@ -615,6 +718,8 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
             self._finish()
         except BaseException as exc:
             self._finish(exc)
+            if isinstance(exc, _FunctionRaised):
+                raise exc.error from None
             raise
         else:
             self._chunks.append(chunk)
@@ -622,7 +727,7 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
     async def __aiter__(self) -> AsyncIterator[_LedgerResponse]:
         index = 0
         while True:
-            if index < len(self._chunks):
+            if index < len(self._chunks) - 1 or (self._done and index < len(self._chunks)):
                 index += 1
                 yield self._chunks[index - 1]
             elif self._done:
@@ -630,7 +735,8 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
                     raise self._error
                 return
             else:
-                await self._apull()
+                with contextlib.suppress(Exception):  # kept in self._error
+                    await self._apull()
 
     def __iter__(self) -> Iterator[_LedgerResponse]:
         if not self._done:
@@ -649,6 +755,7 @@ class AsyncGenerateContentResponse(GenerateContentResponse):
         aclose = getattr(self._iterator, "aclose", None)
         if aclose is not None:
             await aclose()
+        self._abandoned = True
         self._finish(ChatStateError("the stream was abandoned with aclose() before it ended"))
 
 
@@ -710,11 +817,21 @@ class GenerativeModel:
         return self._client
 
     def __repr__(self) -> str:
+        # google.generativeai 0.8.6's layout (a ChatSession's repr nests it).
+        instruction: Any = self._system_instruction
+        if isinstance(instruction, Content) and instruction.parts and instruction.parts[0].text:
+            instruction = repr(instruction.parts[0].text)
+        elif isinstance(instruction, Part) and instruction.text:
+            instruction = repr(instruction.text)
         return (
-            f"chatledger.legacy.GenerativeModel(model_name={self._model_name!r}, "
-            f"generation_config={self._generation_config}, "
-            f"safety_settings={self._safety_settings}, tools={self._tools!r}, "
-            f"system_instruction={self._system_instruction!r})"
+            "genai.GenerativeModel(\n"
+            f"    model_name='{self._model_name}',\n"
+            f"    generation_config={self._generation_config},\n"
+            f"    safety_settings={self._safety_settings},\n"
+            f"    tools={self._tools},\n"
+            f"    system_instruction={instruction},\n"
+            "    cached_content=None\n"
+            ")"
         )
 
     def _config(self, *, automatic_function_calling: bool) -> GenerateContentConfig:
@@ -813,14 +930,247 @@ def _system_instruction(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- the session
 
+# The finish reasons google.generativeai 0.8.6 accepts; any other stops the candidate.
+_GOOD_FINISH = frozenset({None, "FINISH_REASON_UNSPECIFIED", "STOP", "MAX_TOKENS"})
+
+_BROKEN = (
+    "Unable to build a coherent chat history due to a broken streaming response. "
+    "Refer to the previous exception for details. "
+    "To inspect the last response object, use `chat.last`. "
+    "To remove the last request/response `Content` objects from the chat, "
+    "call `last_send, last_received = chat.rewind()` and continue without it."
+)
+
+
+def _finish_reason(response: _LedgerResponse) -> str | None:
+    candidates = response.candidates or []
+    if not candidates or candidates[0].finish_reason is None:
+        return None
+    return str(candidates[0].finish_reason.value)
+
+
+def _stop_error(response: _LedgerResponse) -> Exception | None:
+    """The exception google.generativeai 0.8.6 raises for this (complete) response."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        return BlockedPromptException(feedback)
+    if _finish_reason(response) not in _GOOD_FINISH:
+        return StopCandidateException(response.candidates[0] if response.candidates else None)
+    return None
+
+
+def _legacy_contents(contents: list[Content]) -> list[Content]:
+    """Contents as google.generativeai shows them: one class (``Content``, where
+    google-genai has ``UserContent`` for a sent message), and a reply received without
+    a role given the role "model"."""
+    result: list[Content] = []
+    for content in contents:
+        wire = content.to_wire()
+        if content.role is None:
+            wire["role"] = "model"
+        result.append(Content.model_validate(wire))
+    return result
+
+
+_REPR = reprlib.Repr()
+
+
+def _content_repr(content: Content) -> str:
+    """A content as google.generativeai 0.8.6 shows it: ``protos.Content({...})`` with
+    reprlib's abbreviations, parts keyed by their snake_case field names."""
+    parts: list[dict[str, Any]] = []
+    for part in content.parts or []:
+        data = part.model_dump(mode="python", exclude_none=True)
+        inline = data.get("inline_data")
+        if isinstance(inline, dict):
+            blob = part.inline_data
+            assert blob is not None
+            data["inline_data"] = {
+                "mime_type": blob.mime_type or "",
+                "data": base64.b64encode(blob.data or b"").decode("ascii"),
+            }
+        parts.append(data)
+    return f"protos.Content({_REPR.repr({'parts': parts, 'role': content.role or ''})})"
+
+
+class _HistoryList(list):  # type: ignore[type-arg]
+    """``ChatSession.history``: a list whose changes are the session's history changes,
+    as in google.generativeai (where ``history`` is the session's own list). Each change
+    records a ``history_replaced`` event; a list read before the session moved on is
+    stale and refuses changes (it would take back the turns sent since)."""
+
+    def __init__(self, contents: list[Content], session: ChatSession, version: int) -> None:
+        super().__init__(contents)
+        self._session = session
+        self._version = version
+
+    def _changed(self) -> None:
+        session = self._session
+        if session.chat.version != self._version:
+            raise ChatStateError(
+                "this history list was read before the chat changed: read chat.history "
+                "again and change that list, or assign chat.history = [...]"
+            )
+        session.history = list(self)
+        self._version = session.chat.version
+
+    def _check(self) -> None:
+        if self._session.chat.version != self._version:
+            self._changed()  # raises
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._check()
+        super().__setitem__(index, value)
+        self._changed()
+
+    def __delitem__(self, index: Any) -> None:
+        self._check()
+        super().__delitem__(index)
+        self._changed()
+
+    def __iadd__(self, values: Any) -> _HistoryList:  # type: ignore[misc]
+        self._check()
+        super().__iadd__(values)
+        self._changed()
+        return self
+
+    def __imul__(self, count: Any) -> _HistoryList:  # type: ignore[misc]
+        self._check()
+        super().__imul__(count)
+        self._changed()
+        return self
+
+    def append(self, value: Any) -> None:
+        self._check()
+        super().append(value)
+        self._changed()
+
+    def extend(self, values: Any) -> None:
+        self._check()
+        super().extend(values)
+        self._changed()
+
+    def insert(self, index: Any, value: Any) -> None:
+        self._check()
+        super().insert(index, value)
+        self._changed()
+
+    def pop(self, index: Any = -1) -> Any:
+        self._check()
+        value = super().pop(index)
+        self._changed()
+        return value
+
+    def remove(self, value: Any) -> None:
+        self._check()
+        super().remove(value)
+        self._changed()
+
+    def clear(self) -> None:
+        self._check()
+        super().clear()
+        self._changed()
+
+    def sort(self, *args: Any, **kwargs: Any) -> None:
+        self._check()
+        super().sort(*args, **kwargs)
+        self._changed()
+
+    def reverse(self) -> None:
+        self._check()
+        super().reverse()
+        self._changed()
+
+
+class _Broken:
+    """A streamed turn google.generativeai calls broken: it failed, or its candidate
+    stopped for a reason other than STOP or MAX_TOKENS."""
+
+    __slots__ = ("error", "recorded", "response", "sent")
+
+    def __init__(
+        self, response: GenerateContentResponse, sent: Any, error: BaseException, recorded: bool
+    ) -> None:
+        self.response = response
+        self.sent = sent
+        self.error = error
+        self.recorded = recorded  # whether the turn is in the log's history
+
+
+def _request_options(options: Any) -> tuple[float | None, dict[str, Any] | None]:
+    """``request_options`` (a dict or google.generativeai's ``RequestOptions``) as a
+    timeout in seconds and chatledger retry options."""
+    if isinstance(options, Mapping):
+        values = dict(options)
+    elif hasattr(options, "timeout") or hasattr(options, "retry"):
+        values = {
+            "timeout": getattr(options, "timeout", None),
+            "retry": getattr(options, "retry", None),
+        }
+    else:
+        raise InvalidInputError(
+            "request_options must be a dict like {'timeout': 30, 'retry': ...}, got "
+            f"{type(options).__name__}"
+        )
+    unknown = sorted(set(values) - {"timeout", "retry"})
+    if unknown:
+        raise InvalidInputError(
+            f"request_options has no key(s) {unknown}; it takes 'timeout' and 'retry'"
+        )
+    timeout = values.get("timeout")
+    if timeout is not None and not isinstance(timeout, (int, float)):
+        # google.api_core's TimeToDeadlineTimeout
+        timeout = getattr(timeout, "_timeout", None)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0
+    ):
+        raise InvalidInputError(
+            f"request_options['timeout'] must be a positive number of seconds, got {timeout!r}"
+        )
+    return (float(timeout) if timeout is not None else None), _retry_options(values.get("retry"))
+
+
+def _retry_options(retry: Any) -> dict[str, Any] | None:
+    """A ``google.api_core.retry.Retry`` (or a dict of chatledger's ``HttpRetryOptions``)
+    as retry options: its initial delay, multiplier and maximum delay, and as many
+    attempts as its deadline (``timeout``, 120 s by default) leaves room for."""
+    if retry is None:
+        return None
+    if isinstance(retry, Mapping):
+        return dict(retry)
+    initial = getattr(retry, "_initial", None)
+    if initial is None:
+        raise InvalidInputError(
+            "request_options['retry'] must be a google.api_core.retry.Retry or a dict of "
+            f"retry options, got {type(retry).__name__}"
+        )
+    maximum = float(getattr(retry, "_maximum", 60.0))
+    multiplier = float(getattr(retry, "_multiplier", 2.0))
+    deadline = getattr(retry, "_timeout", None)
+    deadline = 120.0 if deadline is None else float(deadline)
+    attempts, waited, delay = 1, 0.0, float(initial)
+    while attempts < 100 and waited + delay <= deadline:
+        waited += delay
+        attempts += 1
+        delay = min(delay * multiplier, maximum)
+    return {
+        "attempts": attempts,
+        "initial_delay": float(initial),
+        "max_delay": maximum,
+        "exp_base": multiplier,
+        "jitter": 0.0,
+    }
+
 
 class ChatSession:
     """google.generativeai's ``ChatSession``, recorded in chatledger's log.
 
     ``history`` is the full history (every completed turn, automatic function calling
-    steps included); setting it records a ``history_replaced`` event. ``last`` is the
-    last response. ``rewind()`` takes back the last turn (a ``turn_rewound`` event).
-    ``id`` is the conversation id; ``chat`` the underlying :class:`chatledger.Chat`.
+    steps included), a list whose changes (and assigning ``history``) record a
+    ``history_replaced`` event. ``last`` is the last response. ``rewind()`` takes back
+    the last turn (a ``turn_rewound`` event). ``copy.copy(session)`` is a fork of the
+    conversation at its current version. ``id`` is the conversation id; ``chat`` the
+    underlying :class:`chatledger.Chat`.
     """
 
     def __init__(
@@ -837,13 +1187,51 @@ class ChatSession:
         self._achat: AsyncChat | None = None
         self.enable_automatic_function_calling = enable_automatic_function_calling
         self._open: GenerateContentResponse | None = None
+        self._open_sent: Any = None
         self._last: GenerateContentResponse | None = None
+        # Whether ``last`` was taken into the history (read), rewound or replaced.
+        self._last_taken = False
+        self._broken: _Broken | None = None
+        self._siblings: dict[tuple[Any, ...], Client] = {}
 
     def __repr__(self) -> str:
-        state = " (a stream is in progress)" if self._open is not None else ""
-        return (
-            f"<chatledger.legacy.ChatSession id={self.id!r} model={self.model.model_name!r}{state}>"
+        model = repr(self.model).replace("\n", "\n" + " " * 4)
+        try:
+            contents = [_content_repr(c) for c in self.history]
+        except (BrokenResponseError, IncompleteIterationError):
+            contents = [_content_repr(c) for c in _legacy_contents(self._chat.get_history())]
+            broken = self._broken
+            if broken is not None and broken.recorded:
+                contents = contents[:-2]
+            sent = broken.sent if broken is not None else self._open_sent
+            if sent is not None:
+                contents.append(_content_repr(sent))
+            contents.append(
+                "<STREAMING ERROR>" if broken is not None else "<STREAMING IN PROGRESS>"
+            )
+        return f"ChatSession(\n    model={model},\n    history=[{', '.join(contents)}]\n)"
+
+    def _fork(self, *, enable_automatic_function_calling: bool) -> ChatSession:
+        _ = self.history  # as google.generativeai: refused while a stream is unfinished or broken
+        config = self.model._config(automatic_function_calling=enable_automatic_function_calling)
+        return ChatSession(
+            self.model,
+            self._chat.fork(config=config),
+            config,
+            enable_automatic_function_calling=enable_automatic_function_calling,
         )
+
+    def __copy__(self) -> ChatSession:
+        """An independent session: a fork of this conversation at its current version
+        (recorded as a fork in the log), with the same model. As google.generativeai's
+        ``copy.copy``, automatic function calling is off in the copy."""
+        return self._fork(enable_automatic_function_calling=False)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChatSession:
+        """As :meth:`__copy__`, keeping ``enable_automatic_function_calling`` (as
+        google.generativeai's ``copy.deepcopy``). The model is shared, not copied: its
+        settings never change, and its client is the log's."""
+        return self._fork(enable_automatic_function_calling=self.enable_automatic_function_calling)
 
     @property
     def id(self) -> str:
@@ -864,9 +1252,30 @@ class ChatSession:
         if self._open is not None and not self._open.done:
             raise IncompleteIterationError(_INCOMPLETE.format(what=what))
 
+    def _check_whole(self) -> None:
+        broken = self._broken
+        if broken is not None:
+            if broken.response._error is None:
+                broken.response._error = broken.error  # as google.generativeai
+            raise BrokenResponseError(_BROKEN) from broken.error
+
     def _stream_ended(self, response: GenerateContentResponse) -> None:
-        if self._open is response:
-            self._open = None
+        if self._open is not response:
+            return
+        self._open = None
+        sent, self._open_sent = self._open_sent, None
+        error = response._error
+        if response._raised is not None:
+            self._close_raised_turn(response._raised)
+        if response._abandoned:
+            return
+        if error is None:
+            stop = _stop_error(response.result)
+            if stop is not None:
+                # The turn is in the log's history; rewind() takes it back.
+                self._broken = _Broken(response, sent, stop, recorded=True)
+        elif isinstance(error, Exception):
+            self._broken = _Broken(response, sent, error, recorded=False)
 
     # ----------------------------------------------------------------- sending
 
@@ -878,15 +1287,65 @@ class ChatSession:
         tools: Any,
         tool_config: Any,
         request_options: Any,
-    ) -> tuple[Any, dict[str, Any] | None]:
+    ) -> tuple[Any, dict[str, Any] | None, Client | None]:
         self._check_idle("sending another message")
-        if request_options:
-            raise InvalidInputError(
-                "request_options is not supported: set http_options (timeout, headers ...) "
-                "on the chatledger.Client instead"
-            )
+        self._check_whole()
+        client = self._client_for(request_options) if request_options else None
         message = _message(content)
-        return message, self.model._override(generation_config, safety_settings, tools, tool_config)
+        override = self.model._override(generation_config, safety_settings, tools, tool_config)
+        return message, override, client
+
+    def _client_for(self, request_options: Any) -> Client:
+        """A client on the same log whose model calls have ``request_options``' timeout
+        and retries (one per distinct setting, kept for the session's later calls)."""
+        timeout, retry = _request_options(request_options)
+        key = (timeout, tuple(sorted((retry or {}).items())))
+        client = self._siblings.get(key)
+        if client is None:
+            base = self.model.client
+            options = base.http_options.model_dump() if base.http_options is not None else {}
+            if timeout is not None:
+                options["timeout"] = int(timeout * 1000)
+            if retry is not None:
+                options["retry_options"] = retry
+            client = Client(
+                base._api_key,
+                http_options=options,
+                store=base.store,
+                actor=base.actor,
+                transport=base._transport_override,
+                busy_timeout=base.busy_timeout,
+                turn_lease=base.turn_lease,
+            )
+            self._siblings[key] = client
+            weakref.finalize(self, client.close)
+        return client
+
+    def _close_raised_turn(self, raised: _FunctionRaised) -> None:
+        """Close the turn a raising function tool left open: a ``turn_abandoned`` event
+        that names the function and its error (the history stays as before the send, as
+        in google.generativeai, where the exception propagates)."""
+        conversation = self._chat._conversation
+        conversation.catch_up()
+        pending = conversation.history.pending
+        if pending is None:
+            return
+        error = raised.error
+        reason = redact(f"function {raised.name} raised {type(error).__name__}: {error}")
+        with contextlib.suppress(ConcurrencyError):
+            conversation.append([TurnAbandoned(turn=pending.turn, reason=reason[:1000])])
+
+    def _record_stop(self, response: _LedgerResponse, turns_before: int) -> None:
+        """Raise google.generativeai's exception for a blocked prompt or a stopped
+        candidate, after taking the recorded turn back (it stays in the log, followed by
+        a ``turn_rewound`` event), so that the history is as before the send."""
+        error = _stop_error(response)
+        if error is None:
+            return
+        self._chat.refresh()
+        if len(self._chat._conversation.history.turns) > turns_before:
+            self._chat.rewind()
+        raise error
 
     def send_message(
         self,
@@ -904,27 +1363,63 @@ class ChatSession:
         ``content`` may be a str, a Part (or part dict), a list of them, or a
         ``{"role": "user", "parts": [...]}`` dict. ``generation_config`` and
         ``safety_settings`` override the model's for this message; ``tools`` and
-        ``tool_config`` replace them. With ``stream=True`` the response is iterable.
+        ``tool_config`` replace them. ``request_options`` (``timeout`` in seconds,
+        ``retry``) apply to this message's model calls. With ``stream=True`` the response
+        is iterable.
+
+        As google.generativeai: a blocked prompt raises :class:`BlockedPromptException`
+        and a candidate stopped for safety (or another reason than STOP / MAX_TOKENS)
+        :class:`StopCandidateException`, with the history as before (the attempt stays
+        in the log, taken back by a ``turn_rewound`` event).
         """
-        message, config = self._prepare(
+        message, config, client = self._prepare(
             content, generation_config, safety_settings, tools, tool_config, request_options
         )
-        if not stream:
-            response = GenerateContentResponse(self._chat.send_message(message, config=config))
-            self._last = response
-            return response
         chat = self._chat
+        sender = chat if client is None else client.chats.get(self.id, config=self._config)
+        turns_before = len(chat._conversation.history.turns)
+        if not stream:
+            try:
+                result = sender.send_message(message, config=config)
+            except _FunctionRaised as raised:
+                self._close_raised_turn(raised)
+                raise raised.error from None
+            finally:
+                if sender is not chat:
+                    chat.refresh()
+            self._record_stop(result, turns_before)
+            response = GenerateContentResponse(result)
+            self._last, self._last_taken = response, False
+            return response
         response = GenerateContentResponse(
             None,
-            chunks=chat.send_message_stream(message, config=config),
-            final=lambda: chat.last,
+            chunks=sender.send_message_stream(message, config=config),
+            final=lambda: sender.last,
             on_done=self._stream_ended,
         )
+        self._open = response
+        self._open_sent = _sent_content(message)
         # As google.generativeai: the request is made now, and its first chunk read.
-        response._pull()
-        if not response.done:
-            self._open = response
-        self._last = response
+        try:
+            response._pull()
+        except BaseException:
+            # As google.generativeai: a send that fails at once leaves no broken stream.
+            self._open = self._broken = None
+            raise
+        finally:
+            if response.done and sender is not chat:
+                chat.refresh()
+        first = response._chunks[0] if response._chunks else None
+        feedback = first.prompt_feedback if first is not None else None
+        if feedback is not None and feedback.block_reason is not None:
+            self._open = None
+            with contextlib.suppress(Exception):
+                response.resolve()
+            if sender is not chat:
+                chat.refresh()
+            self._broken = None
+            self._record_stop(_LedgerResponse(prompt_feedback=feedback), turns_before)
+        self._last, self._last_taken = response, False
         return response
 
     async def send_message_async(
@@ -939,15 +1434,26 @@ class ChatSession:
         request_options: Any = None,
     ) -> AsyncGenerateContentResponse:
         """The async version of :meth:`send_message` (``async for`` over a stream)."""
-        message, config = self._prepare(
+        message, config, client = self._prepare(
             content, generation_config, safety_settings, tools, tool_config, request_options
         )
-        achat = self._async_chat()
+        achat = (
+            self._async_chat()
+            if client is None
+            else client.aio.chats.get(self.id, config=self._config)
+        )
+        chat = self._chat
+        turns_before = len(chat._conversation.history.turns)
         if not stream:
-            response = AsyncGenerateContentResponse(
-                await achat.send_message(message, config=config)
-            )
-            self._last = response
+            try:
+                result = await achat.send_message(message, config=config)
+            except _FunctionRaised as raised:
+                self._close_raised_turn(raised)
+                raise raised.error from None
+            chat.refresh()
+            self._record_stop(result, turns_before)
+            response = AsyncGenerateContentResponse(result)
+            self._last, self._last_taken = response, False
             return response
         response = AsyncGenerateContentResponse(
             None,
@@ -955,10 +1461,23 @@ class ChatSession:
             final=lambda: achat.last,
             on_done=self._stream_ended,
         )
-        await response._apull()
-        if not response.done:
-            self._open = response
-        self._last = response
+        self._open = response
+        self._open_sent = _sent_content(message)
+        try:
+            await response._apull()
+        except BaseException:
+            self._open = self._broken = None
+            raise
+        first = response._chunks[0] if response._chunks else None
+        feedback = first.prompt_feedback if first is not None else None
+        if feedback is not None and feedback.block_reason is not None:
+            self._open = None
+            with contextlib.suppress(Exception):
+                await response.resolve()
+            chat.refresh()
+            self._broken = None
+            self._record_stop(_LedgerResponse(prompt_feedback=feedback), turns_before)
+        self._last, self._last_taken = response, False
         return response
 
     # ----------------------------------------------------------------- state
@@ -967,11 +1486,17 @@ class ChatSession:
     def history(self) -> list[Content]:
         """The full history: every completed turn, function calling steps included.
 
-        Raises :class:`IncompleteIterationError` while a streamed response is unfinished.
+        A list: changing it (``chat.history[-1] = ...``, ``append`` ...) replaces the
+        session's history (a ``history_replaced`` event), as in google.generativeai.
+        Raises :class:`IncompleteIterationError` while a streamed response is
+        unfinished, and :class:`BrokenResponseError` after a broken stream (until
+        ``rewind()``).
         """
         self._check_idle("reading the history")
+        self._check_whole()
         self._chat.refresh()
-        return self._chat.get_history()
+        self._last_taken = True  # as google.generativeai: last is now in the history
+        return _HistoryList(_legacy_contents(self._chat.get_history()), self, self._chat.version)
 
     @history.setter
     def history(self, history: Iterable[Any]) -> None:
@@ -990,39 +1515,72 @@ class ChatSession:
             raise ConversationBusyError(
                 f"conversation {self.id} is being written too fast to replace its history; try again"
             )
-        self._last = None
+        self._last, self._last_taken = None, True
+        self._broken = None
 
     @property
     def last(self) -> GenerateContentResponse | None:
-        """The last response (a streamed one while it streams), or None after a rewind,
-        a history change, or in a new session with no reply yet."""
+        """The last response this session received (a streamed one while it streams, or
+        a broken one), as google.generativeai: None once ``history`` has been read after
+        it (the response is then part of the history), after a rewind or a history
+        change, and in a new session with no reply yet. A session resumed from the log
+        (``resume_chat``) starts with the conversation's last response."""
         if self._open is not None:
             return self._open
+        if self._broken is not None:
+            return self._broken.response
+        if self._last_taken:
+            return None
+        if self._last is not None:
+            return self._last
         self._chat.refresh()
         recorded = self._chat.last
-        if recorded is None:
-            return None
-        mine = self._last
-        if mine is not None and mine.done and mine.result.to_wire() == recorded.to_wire():
-            return mine
-        return GenerateContentResponse(recorded)
+        return GenerateContentResponse(recorded) if recorded is not None else None
 
     def rewind(self) -> tuple[Content, Content]:
         """Take back the last turn: returns its (user content, last model content).
         The turn stays in the log, followed by a ``turn_rewound`` event.
 
-        Raises :class:`~chatledger.errors.ChatStateError` on an empty history, and
-        :class:`IncompleteIterationError` while a streamed response is unfinished.
+        After a broken stream, takes back that turn only (a turn that failed never
+        entered the history: nothing is recorded). Raises :class:`EmptyHistoryError`
+        (an ``IndexError``) on an empty history, and :class:`IncompleteIterationError`
+        while a streamed response is unfinished.
         """
         self._check_idle("rewinding")
-        try:
-            removed = self._chat.rewind()
-        except ChatStateError as exc:
-            if isinstance(exc, ConversationBusyError):
-                raise
-            raise ChatStateError(
-                f"ChatSession.rewind(): the history of conversation {self.id} is empty; there "
+        broken = self._broken
+        if broken is not None:
+            self._broken = None
+            self._last, self._last_taken = None, True
+            if broken.recorded:
+                user, model = self._chat.rewind()
+                return user, _legacy_contents([model])[0]
+            received = broken.response.result
+            candidates = received.candidates or []
+            content = candidates[0].content if candidates else None
+            return broken.sent, _legacy_contents([content or Content(role="model", parts=[])])[0]
+        self._chat.refresh()
+        state = self._chat._conversation.history
+        if len(state.full) < 2:
+            holds = "is empty" if not state.full else "holds one content"
+            raise EmptyHistoryError(
+                f"ChatSession.rewind(): the history of conversation {self.id} {holds}; there "
                 "is no request/response pair to take back"
-            ) from None
-        self._last = None
-        return removed
+            )
+        if state.turns and state.turns[-1].full == 2:
+            # The last turn is the pair: a turn_rewound event takes it back.
+            user, model = self._chat.rewind()
+        else:
+            # As google.generativeai, the last two contents, whatever turn they are part
+            # of (the answer of an automatic function calling turn and the function
+            # response before it, say): the rest becomes the history.
+            user, model = (content_from_wire(content) for content in state.full[-2:])
+            self.history = [content_from_wire(content) for content in state.full[:-2]]
+        self._last, self._last_taken = None, True
+        return _legacy_contents([user, model])  # type: ignore[return-value]
+
+
+def _sent_content(message: Any) -> Content:
+    """The content a message is recorded as (for a broken stream's ``rewind()``)."""
+    from .client._convert import message_to_content
+
+    return Content.model_validate(message_to_content(message))

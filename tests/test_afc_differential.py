@@ -1,4 +1,4 @@
-"""Automatic function calling: chatledger against google-genai 3.3.0 (SEMANTICS §4).
+"""Automatic function calling: chatledger against google-genai 3.3.0 (docs/chat-api.md#function-calling).
 
 Every scenario runs through google-genai's chat and chatledger's chat against the same
 loopback Gemini-protocol server with identical scripted replies (``Differential`` in
@@ -13,17 +13,17 @@ error, duration); the tests assert on the log as well.
 
 Where chatledger deliberately differs the test says which rule it is:
 
-- SEMANTICS §3.5: a call to a function that is not among the tools is answered with an
+- docs/differences.md#unknown-functions: a call to a function that is not among the tools is answered with an
   error response and the loop goes on (google-genai raises ``KeyError``).
-- SEMANTICS §2: a model function call that is not answered by the next content (budget
+- docs/chat-api.md#context: a model function call that is not answered by the next content (budget
   spent) is never sent again (google-genai sends it).
-- SEMANTICS §3.2: a streamed function call step is one model content (google-genai keeps
+- docs/differences.md#stream-one-turn: a streamed function call step is one model content (google-genai keeps
   one content per chunk).
 - The async chat runs the calls of one response concurrently (google-genai: one after
   another).
 
-Differences found by these tests that SEMANTICS §3 does not list are marked
-"NOT IN SEMANTICS" in their test's docstring.
+Differences found by these tests that docs/differences.md lists only as smaller ones are marked
+"SMALLER DIFFERENCE" in their test's docstring.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def assert_same(genai_run: Run, ledger_run: Run) -> None:
 
 def assert_same_but_unanswered_calls(genai_run: Run, ledger_run: Run) -> None:
     """As :func:`assert_same`, except that the context leaves out model contents whose
-    function calls nothing answers (SEMANTICS §2); google-genai's curated keeps them."""
+    function calls nothing answers (docs/chat-api.md#context); google-genai's curated keeps them."""
     assert ledger_run.paths == genai_run.paths
     assert ledger_run.bodies == genai_run.bodies
     assert ledger_run.full == genai_run.full
@@ -284,7 +284,7 @@ async def test_async_two_rounds_of_function_calls_then_text(adiff: Differential)
 def test_spent_budget_leaves_the_last_calls_unexecuted(diff: Differential, maximum: int) -> None:
     """When the budget is spent, the calls of the last response are not executed: the
     turn ends on the model's unanswered call, returned to the caller. The next send
-    differs (SEMANTICS §2): chatledger never sends the unanswered call again; google-genai
+    differs (docs/chat-api.md#context): chatledger never sends the unanswered call again; google-genai
     sends it (and the real API would reject the request)."""
     ran: list[str] = []
 
@@ -456,7 +456,7 @@ def test_arguments_that_do_not_fit_are_answered_like_google_genai(diff: Differen
 def test_unknown_function_names_get_an_error_response_and_the_loop_goes_on(
     diff: Differential,
 ) -> None:
-    """SEMANTICS §3.5: google-genai raises KeyError (after running the known function of
+    """docs/differences.md#unknown-functions: google-genai raises KeyError (after running the known function of
     the same response) and records nothing; chatledger answers the unknown call with an
     error naming it, answers the known one, and goes on."""
     ran: list[str] = []
@@ -535,7 +535,7 @@ def test_afc_disabled_returns_the_call_and_the_caller_answers(diff: Differential
 
 def test_afc_disabled_per_message(diff: Differential) -> None:
     """google-genai uses a per-message config instead of the chat's; chatledger merges
-    it (SEMANTICS §3.1), so the chat's tools stay. Either way AFC is off for the send."""
+    it (docs/differences.md#merged-config), so the chat's tools stay. Either way AFC is off for the send."""
 
     def script(chat: Any, t: Any) -> Any:
         response = chat.send_message(
@@ -673,9 +673,9 @@ def test_several_calls_in_one_response(diff: Differential) -> None:
 
 
 def test_function_call_ids_are_echoed_in_the_responses(diff: Differential) -> None:
-    """NOT IN SEMANTICS: when the model's function call carries an ``id``, chatledger's
+    """SMALLER DIFFERENCE (docs/differences.md#google-genai-smaller): when the model's function call carries an ``id``, chatledger's
     function response carries the same ``id`` (so that several calls of one function are
-    paired exactly, SEMANTICS §2); google-genai 3.3.0's AFC answers by name only. The
+    paired exactly, docs/chat-api.md#context); google-genai 3.3.0's AFC answers by name only. The
     histories and requests are otherwise identical."""
 
     def script(chat: Any, t: Any) -> Any:
@@ -726,7 +726,7 @@ def test_stream_with_afc(diff: Differential) -> None:
     assert all(path.endswith(":streamGenerateContent") for path in led.paths)
     assert led.bodies == g.bodies
     # The last step streamed two chunks: google-genai keeps one model content per chunk,
-    # chatledger one merged content (SEMANTICS §3.2). Everything before it is identical.
+    # chatledger one merged content (docs/differences.md#stream-one-turn). Everything before it is identical.
     assert led.full == TWO_ROUNDS_FULL
     assert g.full == [*TWO_ROUNDS_FULL[:-1], model("21 C and "), model("noon in Paris.")]
     assert led.events == ["conversation_started", *AFC_TURN_EVENTS]
@@ -750,7 +750,7 @@ async def test_async_stream_with_afc(adiff: Differential) -> None:
 
 
 def test_stream_with_a_call_split_over_chunks(diff: Differential) -> None:
-    """SEMANTICS §3.2 for a function call step: text then a call in two chunks. chatledger
+    """docs/differences.md#stream-one-turn for a function call step: text then a call in two chunks. chatledger
     records (and sends back) one model content with both parts; google-genai records and
     sends one content per chunk. The function runs once in both."""
     ran: list[str] = []
@@ -787,10 +787,10 @@ def test_stream_with_a_call_split_over_chunks(diff: Differential) -> None:
 
 
 def test_stream_runs_functions_after_the_step_ends(diff: Differential) -> None:
-    """NOT IN SEMANTICS: google-genai runs a streamed call's function as soon as the chunk
+    """SMALLER DIFFERENCE (docs/differences.md#google-genai-smaller): google-genai runs a streamed call's function as soon as the chunk
     holding it arrives, before yielding that chunk; chatledger yields every chunk of the
     step first and runs the functions once the step's stream has ended (the step is one
-    merged content, SEMANTICS §3.2), so a stream cut short runs nothing."""
+    merged content, docs/differences.md#stream-one-turn), so a stream cut short runs nothing."""
 
     def script(chat: Any, t: Any) -> Any:
         order: list[str] = []
@@ -1170,7 +1170,7 @@ def test_declarations_are_sent_as_google_genai_sends_them(diff: Differential) ->
 
 
 def test_an_enum_default_is_sent_as_its_value(diff: Differential) -> None:
-    """NOT IN SEMANTICS: google-genai 3.3.0 puts the Enum member itself in the declared
+    """SMALLER DIFFERENCE (docs/differences.md#google-genai-smaller): google-genai 3.3.0 puts the Enum member itself in the declared
     schema's ``default`` and then cannot encode the request (TypeError); chatledger sends
     the member's value."""
 
@@ -1285,7 +1285,7 @@ def test_arguments_are_converted_as_google_genai_converts_them(diff: Differentia
 def test_parameters_google_genai_cannot_check_are_validated_with_pydantic(
     diff: Differential,
 ) -> None:
-    """NOT IN SEMANTICS: google-genai 3.3.0 checks each argument with ``isinstance``
+    """SMALLER DIFFERENCE (docs/differences.md#google-genai-smaller): google-genai 3.3.0 checks each argument with ``isinstance``
     against its annotation, which raises for ``Literal``, ``Any`` and other parameterized
     annotations and refuses an ``Enum`` member's value: such functions can never be called
     through its AFC (the model gets an error). chatledger validates these with pydantic and

@@ -1,43 +1,24 @@
-"""The legacy ``google.generativeai`` surface (SEMANTICS §7): ``chatledger.legacy``.
+"""The legacy ``google.generativeai`` surface: ``chatledger.legacy`` (docs/legacy.md).
 
-Two parts:
-
-1. Behaviour: every item of SEMANTICS §7 and of the seed ``ChatSession`` reference,
-   against the loopback Gemini-protocol server, with the log on a real SQLite file:
-   ``len(history) == 2`` after one send; a stream ends in the same state as a plain send;
-   ``history`` (and ``rewind``, sends, the setter) refused while a stream is unfinished;
-   the history setter recorded as an event and visible from another process; rewind and
-   rewind on an empty history; async sends and streams; automatic function calling on
-   and off; the content forms google.generativeai accepts.
-
-2. Differential against ``google-generativeai==0.8.6`` on the same server. Its sync
-   client can be pointed at a loopback REST server:
-   ``genai.configure(api_key=..., transport="rest", client_options={"api_endpoint":
-   "http://127.0.0.1:PORT"})`` (the scheme in the endpoint is honoured; requests go to
-   ``/v1beta/models/...:generateContent`` with ``$alt=json;enum-encoding=int``). Its
-   streaming over REST reads a JSON array (not server-sent events), so the server is
-   given the same chunks in that framing. Its ASYNC methods cannot be pointed at a
-   loopback REST server: ``GenerativeServiceAsyncClient`` with ``transport="rest"``
-   uses the synchronous REST transport, so ``await chat.send_message_async(...)`` fails
-   with ``TypeError: object GenerateContentResponse can't be used in 'await'
-   expression`` (shown by a test below); its async path needs ``grpc_asyncio``, which
-   opens a TLS gRPC channel to the endpoint, and the test support has no gRPC server.
-   The async legacy behaviour is therefore tested on chatledger alone.
-
-Deliberate differences from google.generativeai are asserted where they show (see the
-``chatledger.legacy`` module docstring for the list).
+Behaviour against the loopback Gemini-protocol server, with the log on a real SQLite
+file: ``len(history) == 2`` after one send; a stream ends in the same state as a plain
+send; ``history`` (and ``rewind``, sends, the setter) refused while a stream is
+unfinished; a broken stream until ``rewind()``; the history setter recorded as an event
+and visible from another process; rewind and rewind on an empty history; async sends
+and streams; automatic function calling on and off; the content forms
+google.generativeai accepts. ``tests/test_legacy_differential.py`` runs the same
+scenarios on google-generativeai 0.8.6 and compares.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import json
 import subprocess
 import sys
 import threading
-import warnings
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,95 +26,36 @@ import pytest
 from google.genai import types as genai_types
 
 import chatledger
-from chatledger.errors import ChatStateError, InvalidInputError, ServerError
+from chatledger.errors import ChatStateError, InvalidInputError, ModelTimeoutError, ServerError
 from chatledger.legacy import (
     AsyncGenerateContentResponse,
-    ChatSession,
+    BlockedPromptException,
+    BrokenResponseError,
     GenerateContentResponse,
     GenerativeModel,
     IncompleteIterationError,
+    StopCandidateException,
 )
 from chatledger.types import Part
-from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.legacy import (
+    API_KEY,
+    MERGED,
+    MODEL,
+    STREAM_CHUNKS,
+    aledger,
+    chunk,
+    get_weather,
+    gg_configured,
+    ledger,
+    model,
+    types_of,
+    user,
+    wire,
+)
 
-with warnings.catch_warnings():
-    # google.generativeai announces its end of support (FutureWarning) on import, and
-    # google.api_core its Python version policy.
-    warnings.simplefilter("ignore", FutureWarning)
-    gg: Any = importlib.import_module("google.generativeai")
-    gg_generation_types: Any = importlib.import_module("google.generativeai.types.generation_types")
-
-API_KEY = "test-api-key-DO-NOT-LEAK-4f9a8b7c"
-MODEL = "gemini-test"
-WAIT = 10.0  # a bound on waiting for another thread (never a duration assertion)
-
-
-# =========================================================================== fixtures
-
-
-@pytest.fixture
-def ledger(gemini_server: GeminiServer, db_path: Path) -> Iterator[chatledger.Client]:
-    with chatledger.Client(
-        api_key=API_KEY,
-        http_options={"base_url": gemini_server.base_url},
-        store=str(db_path),
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def aledger(gemini_server: GeminiServer, db_path: Path) -> AsyncIterator[chatledger.Client]:
-    """As ``ledger``, closed with ``aclose`` (its async HTTP connections too)."""
-    client = chatledger.Client(
-        api_key=API_KEY,
-        http_options={"base_url": gemini_server.base_url},
-        store=str(db_path),
-    )
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def gg_configured(gemini_server: GeminiServer) -> None:
-    """google.generativeai 0.8.6 (global configuration) pointed at the loopback server."""
-    gg.configure(
-        api_key=API_KEY,
-        transport="rest",
-        client_options={"api_endpoint": gemini_server.base_url},
-    )
-
-
-def user(*texts: str) -> dict[str, Any]:
-    return {"role": "user", "parts": [{"text": text} for text in texts]}
-
-
-def model(*texts: str) -> dict[str, Any]:
-    return {"role": "model", "parts": [{"text": text} for text in texts]}
-
-
-def wire(contents: list[Any]) -> list[dict[str, Any]]:
-    return [content.to_wire() for content in contents]
-
-
-def types_of(session: ChatSession) -> list[str]:
-    return [event.type for event in session.chat.events()]
-
-
-def chunk(text: str, finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
-    return text_response(text, finish_reason=finish_reason, **extra)
-
-
-USAGE = {"promptTokenCount": 4, "candidatesTokenCount": 3, "totalTokenCount": 7}
-STREAM_CHUNKS = [chunk("Once "), chunk("upon "), chunk("a time.", "STOP", usage=USAGE)]
-MERGED = text_response("Once upon a time.", usage=USAGE)
-
-
-def get_weather(city: str) -> str:
-    """The weather in a city."""
-    return f"sunny in {city}"
-
-
-# =========================================================================== behaviour
+# The shared fixtures, used by name in the tests' arguments.
+FIXTURES = (aledger, gg_configured, ledger)
 
 
 def test_one_send_makes_a_history_of_two(
@@ -147,9 +69,10 @@ def test_one_send_makes_a_history_of_two(
 
     assert isinstance(response, GenerateContentResponse)
     assert response.text == "Hello! How can I assist you today?"
+    assert session.last is response
     assert len(session.history) == 2
     assert wire(session.history) == [user("Hello"), model("Hello! How can I assist you today?")]
-    assert session.last is response
+    assert session.last is None  # as google.generativeai: reading the history takes it
     assert types_of(session) == [
         "conversation_started",
         "user_message_added",
@@ -208,29 +131,34 @@ def test_a_stream_ends_in_the_same_state_as_a_plain_send(
             model("Once upon a time."),
         ]
     )
-    assert streamed.last is response
+    assert streamed.last is None  # taken into the history, as google.generativeai
     # Iterating again gives the same chunks (nothing is re-sent).
     assert [piece.text for piece in response] == ["Once ", "upon ", "a time."]
     assert len(gemini_server.requests) == 2
 
 
-def test_chunks_reach_the_caller_as_they_arrive(
+def test_the_first_chunk_is_read_at_once_and_iteration_reads_ahead(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """send_message(stream=True) returns with the first chunk while the server still holds
-    the second (as google.generativeai, the request is made and its first chunk read at
-    once; unlike it, chatledger does not read one chunk ahead before yielding one)."""
+    """As google.generativeai: send_message(stream=True) makes the request and reads the
+    first chunk at once (it returns while the server still holds the second), and
+    iterating reads one chunk ahead, so the response is done when its last chunk is
+    yielded."""
     gate = threading.Event()
     gemini_server.reply_sse([chunk("Hel"), chunk("lo", "STOP")], gates={1: gate})
     session = GenerativeModel(MODEL, client=ledger).start_chat()
     try:
         response = session.send_message("Hi", stream=True)
-        iterator = iter(response)
-        assert next(iterator).text == "Hel"
+        assert response.result.text == "Hel"
         assert not gate.is_set() and not response.done
     finally:
         gate.set()
-    assert [piece.text for piece in iterator] == ["lo"]
+    iterator = iter(response)
+    assert next(iterator).text == "Hel"
+    assert response.result.text == "Hello"  # the second chunk was read ahead
+    assert next(iterator).text == "lo"
+    assert response.done
+    assert list(iterator) == []
     assert response.text == "Hello"
 
 
@@ -258,7 +186,6 @@ def test_history_is_refused_while_a_stream_is_unfinished(
     # What has arrived so far is readable; last is the response in progress.
     assert session.last is response
     assert response.result.text == "Once "
-    assert isinstance(IncompleteIterationError("x"), ChatStateError)
 
     response.resolve()
     assert len(session.history) == 2
@@ -291,20 +218,36 @@ def test_an_abandoned_stream_leaves_the_history_and_is_recorded(
     assert failed[0].partial["candidates"][0]["content"]["parts"] == [{"text": "Once "}]  # type: ignore[attr-defined]
 
 
-def test_a_stream_that_fails_leaves_the_history(
+def test_a_stream_that_fails_is_broken_until_rewound(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """google.generativeai then raises BrokenResponseError on ``history`` until rewind;
-    chatledger keeps the failed attempt in the log only (SEMANTICS §3.4)."""
+    """As google.generativeai: ``history`` and sends raise BrokenResponseError until
+    ``rewind()``, which takes back the broken turn only; the failed attempt stays in the
+    log and the history never held it."""
     error = {"error": {"code": 500, "message": "internal", "status": "INTERNAL"}}
+    gemini_server.reply_text("Fine.")
     gemini_server.reply_sse([chunk("Par"), json.dumps(error)])
     session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("First")
     response = session.send_message("Hi", stream=True)
     with pytest.raises(ServerError):
         response.resolve()
     assert response.done
-    assert session.history == []
+    with pytest.raises(BrokenResponseError) as broken:
+        _ = session.history
+    assert isinstance(broken.value.__cause__, ServerError)
+    with pytest.raises(BrokenResponseError):
+        session.send_message("Again")
+    assert session.last is response
     assert types_of(session)[-1] == "model_call_failed"
+    events_before = len(session.chat.events())
+
+    sent, received = session.rewind()
+    assert sent.to_wire() == user("Hi")
+    assert received.to_wire() == model("Par")
+    assert wire(session.history) == [user("First"), model("Fine.")]
+    assert len(session.chat.events()) == events_before  # the failed turn was never in the history
+    assert len(gemini_server.requests) == 2
 
 
 def test_setting_the_history_is_an_event_seen_from_another_process(
@@ -417,8 +360,9 @@ async def test_send_message_async(aledger: chatledger.Client, gemini_server: Gem
     response = await session.send_message_async("Hello")
     assert isinstance(response, AsyncGenerateContentResponse)
     assert response.text == "Async hello."
-    assert len(session.history) == 2
     assert session.last is response
+    assert len(session.history) == 2
+    assert session.last is None
 
     streamed = await session.send_message_async("Tell me a story", stream=True)
     with pytest.raises(IncompleteIterationError):
@@ -500,12 +444,19 @@ def test_automatic_function_calling_on(
     responded = [e.data for e in events if e.type == "function_responded"]
     assert [(c.name, c.args) for c in called] == [("get_weather", {"city": "Paris"})]  # type: ignore[attr-defined]
     assert [r.response for r in responded] == [{"result": "sunny in Paris"}]  # type: ignore[attr-defined]
-    # rewind takes back the whole turn, function steps included.
+    # As google.generativeai, rewind takes back the last two contents: the function
+    # response and the answer; the call stays, recorded as a history replacement.
     sent, received = session.rewind()
-    assert sent.to_wire() == user("Weather in Paris?") and received.to_wire() == model(
-        "It is sunny in Paris."
-    )
-    assert session.history == []
+    assert sent.to_wire() == {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"result": "sunny in Paris"}}}
+        ],
+    }
+    assert received.to_wire() == model("It is sunny in Paris.")
+    assert [c.role for c in session.history] == ["user", "model"]
+    assert (session.history[1].parts or [])[0].function_call is not None
+    assert types_of(session)[-1] == "history_replaced"
 
 
 async def test_automatic_function_calling_async(
@@ -710,8 +661,13 @@ def test_bad_settings_are_refused(ledger: chatledger.Client) -> None:
     with pytest.raises(InvalidInputError, match="model_name"):
         GenerativeModel("", client=ledger)
     session = GenerativeModel(MODEL, client=ledger).start_chat()
-    with pytest.raises(InvalidInputError, match="request_options is not supported"):
-        session.send_message("hi", request_options={"timeout": 10})
+    with pytest.raises(InvalidInputError, match="request_options has no key"):
+        session.send_message("hi", request_options={"deadline": 10})
+    with pytest.raises(InvalidInputError, match="positive number of seconds"):
+        session.send_message("hi", request_options={"timeout": -1})
+    with pytest.raises(InvalidInputError, match=r"request_options\['retry'\]"):
+        session.send_message("hi", request_options={"retry": 3})
+    assert types_of(session) == ["conversation_started"]
 
 
 def test_resume_chat_in_a_new_client(
@@ -725,321 +681,208 @@ def test_resume_chat_in_a_new_client(
         api_key=API_KEY, http_options={"base_url": gemini_server.base_url}, store=str(db_path)
     ) as other:
         resumed = GenerativeModel(MODEL, client=other).resume_chat(session.id)
-        assert wire(resumed.history) == [user("First"), model("One.")]
         assert resumed.last is not None and resumed.last.text == "One."
+        assert wire(resumed.history) == [user("First"), model("One.")]
         resumed.send_message("Second")
     assert len(session.history) == 4  # the first session sees the other's turn
 
 
-# =========================================================================== differential
+# =========================================================================== 0.8.6 behaviours kept
 
 
-def proto_dict(content: Any) -> dict[str, Any]:
-    """A google.generativeai (proto-plus) content as a dict, unset fields left out."""
-    to_dict: Any = type(content).to_dict
-    result: dict[str, Any] = to_dict(content, always_print_fields_with_no_presence=False)
-    return result
-
-
-def ledger_dict(content: Any) -> dict[str, Any]:
-    result: dict[str, Any] = content.model_dump(mode="json", exclude_none=True)
-    return result
-
-
-def gg_history(chat: Any) -> list[dict[str, Any]]:
-    return [proto_dict(c) for c in chat.history]
-
-
-def ledger_history(session: ChatSession) -> list[dict[str, Any]]:
-    return [ledger_dict(c) for c in session.history]
-
-
-def contents_sent(server: GeminiServer, start: int = 0) -> list[list[dict[str, Any]]]:
-    """The contents of each request since ``start``, keys in one order (camelCase)."""
-    return [
-        json.loads(json.dumps(request.body["contents"], sort_keys=True))
-        for request in server.requests[start:]
-    ]
-
-
-def stream_reply(server: GeminiServer, chunks: list[dict[str, Any]], *, library: str) -> None:
-    """The same chunks in each library's streaming framing: a JSON array for
-    google.generativeai's REST transport, server-sent events for chatledger."""
-    if library == "gg":
-        server.reply_raw(json.dumps(chunks).encode(), content_type="application/json")
-    else:
-        server.reply_sse(chunks)
-
-
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_plain_turns(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
-    settings = {
-        "generation_config": {"temperature": 0.5, "max_output_tokens": 40},
-        "system_instruction": "Be brief.",
-    }
-    gemini_server.reply_text("Hi there")
-    gemini_server.reply_text("Fine")
-    chat = gg.GenerativeModel(MODEL, **settings).start_chat()
-    first = chat.send_message("Hello")
-    assert len(chat.history) == 2
-    second = chat.send_message(["How", "are you?"], generation_config={"temperature": 0.1})
-
-    start = len(gemini_server.requests)
-    gemini_server.reply_text("Hi there")
-    gemini_server.reply_text("Fine")
-    session = GenerativeModel(MODEL, client=ledger, **settings).start_chat()
-    l_first = session.send_message("Hello")
-    assert len(session.history) == 2
-    l_second = session.send_message(["How", "are you?"], generation_config={"temperature": 0.1})
-
-    assert (first.text, second.text) == (l_first.text, l_second.text) == ("Hi there", "Fine")
-    assert ledger_history(session) == gg_history(chat)
-    gg_requests, ledger_requests = gemini_server.requests[:start], gemini_server.requests[start:]
-    assert contents_sent(gemini_server, start) == contents_sent(gemini_server)[:start]
-    assert [r.path for r in ledger_requests] == [r.path for r in gg_requests]
-    assert [r.body["generationConfig"] for r in ledger_requests] == [
-        r.body["generationConfig"] for r in gg_requests
-    ]
-    # The system instruction: the same parts; chatledger gives it the "user" role (as
-    # google-genai), google.generativeai none.
-    assert [r.body["systemInstruction"] for r in gg_requests] == [
-        {"parts": [{"text": "Be brief."}]}
-    ] * 2
-    assert [r.body["systemInstruction"] for r in ledger_requests] == [
-        {"role": "user", "parts": [{"text": "Be brief."}]}
-    ] * 2
-
-
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_safety_settings(
+def test_a_blocked_prompt_raises_and_the_attempt_stays_in_the_log(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """The same settings; google.generativeai's REST transport sends enums as numbers
-    (``$alt=json;enum-encoding=int``), chatledger as names."""
-    safety = {"harassment": "block_none", "danger": "low"}
-    gemini_server.reply_text("ok")
-    gemini_server.reply_text("ok")
-    gg.GenerativeModel(MODEL, safety_settings=safety).start_chat().send_message("hi")
-    GenerativeModel(MODEL, safety_settings=safety, client=ledger).start_chat().send_message("hi")
-    gg_body, ledger_body = (request.body for request in gemini_server.requests)
-    assert gg_body["safetySettings"] == [
-        {"category": 7, "threshold": 4},
-        {"category": 10, "threshold": 1},
-    ]
-    assert ledger_body["safetySettings"] == [
-        {"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"},
-        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "threshold": "BLOCK_LOW_AND_ABOVE"},
-    ]
-    assert gemini_server.requests[0].query == {"$alt": ["json;enum-encoding=int"]}
-
-
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_stream(ledger: chatledger.Client, gemini_server: GeminiServer) -> None:
-    stream_reply(gemini_server, STREAM_CHUNKS, library="gg")
-    chat = gg.GenerativeModel(MODEL).start_chat()
-    response = chat.send_message("Tell me a story", stream=True)
-    with pytest.raises(gg_generation_types.IncompleteIterationError):
-        _ = chat.history
-    gg_texts = [piece.text for piece in response]
-
-    stream_reply(gemini_server, STREAM_CHUNKS, library="ledger")
+    gemini_server.reply_text("Hello.")
+    gemini_server.reply_json({"promptFeedback": {"blockReason": "SAFETY"}})
+    gemini_server.reply_json(text_response("Stop", finish_reason="RECITATION"))
     session = GenerativeModel(MODEL, client=ledger).start_chat()
-    l_response = session.send_message("Tell me a story", stream=True)
-    with pytest.raises(IncompleteIterationError):
-        _ = session.history
-    ledger_texts = [piece.text for piece in l_response]
+    session.send_message("Hi")
+    last = session.last
 
-    assert ledger_texts == gg_texts == ["Once ", "upon ", "a time."]
-    assert l_response.text == response.text == "Once upon a time."
-    assert (
-        l_response.usage_metadata.total_token_count
-        == response.usage_metadata.total_token_count
-        == 7
-    )
-    assert ledger_history(session) == gg_history(chat)
-    paths = [request.path for request in gemini_server.requests]
-    assert paths == [f"/v1beta/models/{MODEL}:streamGenerateContent"] * 2
-    assert contents_sent(gemini_server)[0] == contents_sent(gemini_server)[1]
-    assert gemini_server.requests[1].query == {"alt": ["sse"]}
+    with pytest.raises(BlockedPromptException) as blocked:
+        session.send_message("Something bad")
+    assert blocked.value.args[0].block_reason == "SAFETY"
+    with pytest.raises(StopCandidateException) as stopped:
+        session.send_message("Something recited")
+    assert stopped.value.args[0].finish_reason == "RECITATION"
 
-
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_history_setter_and_rewind(
-    ledger: chatledger.Client, gemini_server: GeminiServer
-) -> None:
-    history = [
-        {"role": "user", "parts": ["Favourite colour?"]},
-        {"role": "model", "parts": ["Green."]},
-    ]
-    outcomes: dict[str, Any] = {}
-    for library in ("gg", "ledger"):
-        gemini_server.reply_text("One.")
-        gemini_server.reply_text("Two.")
-        session: Any = (
-            gg.GenerativeModel(MODEL).start_chat()
-            if library == "gg"
-            else GenerativeModel(MODEL, client=ledger).start_chat()
-        )
-        session.send_message("Hello")
-        session.history = history
-        session.send_message("Why?")
-        sent, received = session.rewind()
-        to_dict = proto_dict if library == "gg" else ledger_dict
-        outcomes[library] = {
-            "rewound": (to_dict(sent), to_dict(received)),
-            "history": gg_history(session) if library == "gg" else ledger_history(session),
-            "last": session.last,
-        }
+    assert session.last is last  # as google.generativeai: the failed sends changed nothing
+    assert wire(session.history) == [user("Hi"), model("Hello.")]
+    assert session.last is None  # taken into the history, as google.generativeai
     assert (
-        outcomes["ledger"]["rewound"]
-        == outcomes["gg"]["rewound"]
-        == (
-            {"parts": [{"text": "Why?"}], "role": "user"},
-            {"parts": [{"text": "Two."}], "role": "model"},
-        )
-    )
-    assert (
-        outcomes["ledger"]["history"]
-        == outcomes["gg"]["history"]
+        types_of(session)[-8:]
         == [
-            {"parts": [{"text": "Favourite colour?"}], "role": "user"},
-            {"parts": [{"text": "Green."}], "role": "model"},
+            "user_message_added",
+            "model_call_started",
+            "model_responded",
+            "turn_rewound",
         ]
+        * 2
     )
-    assert outcomes["gg"]["last"] is None and outcomes["ledger"]["last"] is None
-    sent = contents_sent(gemini_server)
-    assert sent[2:4] == sent[:2]
+    assert session.chat.verify().ok
+    # A new process reading the log sees the same history.
+    assert wire(ledger.chats.get(session.id).get_history()) == [user("Hi"), model("Hello.")]
 
 
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_rewind_on_an_empty_history(ledger: chatledger.Client) -> None:
-    """google.generativeai fails with a bare IndexError; chatledger says what is wrong."""
-    with pytest.raises(IndexError, match="pop from empty list"):
-        gg.GenerativeModel(MODEL).start_chat().rewind()
-    with pytest.raises(ChatStateError, match="is empty"):
-        GenerativeModel(MODEL, client=ledger).start_chat().rewind()
+async def test_blocked_and_broken_async(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_json({"promptFeedback": {"blockReason": "SAFETY"}})
+    gemini_server.reply_sse([chunk("Once "), chunk("upon", "SAFETY")])
+    gemini_server.reply_text("Fine.")
+    session = GenerativeModel(MODEL, client=aledger).start_chat()
+    with pytest.raises(BlockedPromptException):
+        await session.send_message_async("Something bad")
+    response = await session.send_message_async("A story", stream=True)
+    assert [piece.text async for piece in response] == ["Once ", "upon"]
+    with pytest.raises(BrokenResponseError):
+        await session.send_message_async("Next")
+    sent, received = session.rewind()
+    assert (sent.to_wire(), received.to_wire()) == (user("A story"), model("Once upon"))
+    await session.send_message_async("Something else")
+    assert wire(session.history) == [user("Something else"), model("Fine.")]
 
 
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_automatic_function_calling(
+def test_request_options_timeout_applies_to_that_call(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """With a str argument and a str result the two send the same contents; the
-    declarations differ (google.generativeai: an OpenAPI ``parameters`` schema with
-    enum numbers; chatledger: google-genai's ``parametersJsonSchema``)."""
-    replies = [
-        text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]),
-        text_response("Sunny in Paris."),
-    ]
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    chat = gg.GenerativeModel(MODEL, tools=[get_weather]).start_chat(
-        enable_automatic_function_calling=True
-    )
-    assert chat.send_message("Weather in Paris?").text == "Sunny in Paris."
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    session = GenerativeModel(MODEL, tools=[get_weather], client=ledger).start_chat(
-        enable_automatic_function_calling=True
-    )
-    assert session.send_message("Weather in Paris?").text == "Sunny in Paris."
-
-    sent = contents_sent(gemini_server)
-    assert sent[2:] == sent[:2]
-    assert ledger_history(session) == gg_history(chat)
-    assert len(session.history) == 4
-    gg_tool = gemini_server.requests[0].body["tools"][0]["functionDeclarations"][0]
-    ledger_tool = gemini_server.requests[2].body["tools"][0]["functionDeclarations"][0]
-    assert gg_tool == {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": 6, "properties": {"city": {"type": 1}}, "required": ["city"]},
-    }
-    assert ledger_tool == {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parametersJsonSchema": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-        "responseJsonSchema": {"type": "string"},
-    }
+    gemini_server.enqueue(Reply("json", body=text_response("Too late."), delay=2.0))
+    gemini_server.reply_text("In time.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    with pytest.raises(ModelTimeoutError):
+        session.send_message("Quick?", request_options={"timeout": 0.3})
+    assert session.history == []
+    failed = [e.data for e in session.chat.events() if e.type == "model_call_failed"]
+    assert [f.error.kind for f in failed] == ["ModelTimeoutError"]  # type: ignore[attr-defined]
+    # The client's own settings (no timeout) for the next call.
+    assert session.send_message("Now?").text == "In time."
+    assert wire(session.history) == [user("Now?"), model("In time.")]
 
 
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_function_results_and_numbers(
+def test_request_options_retry_applies_to_that_call(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """google.generativeai sends a dict result as the response itself and passes every
-    number as a float (protobuf Struct); chatledger, as google-genai, wraps every result
-    as ``{"result": ...}`` and passes integers as integers."""
-    seen: list[Any] = []
-
-    def forecast(city: str, days: int) -> dict[str, Any]:
-        """A forecast."""
-        seen.append(days)
-        return {"city": city, "days": days}
-
-    replies = [
-        text_response(
-            parts=[{"functionCall": {"name": "forecast", "args": {"city": "Oslo", "days": 2}}}]
-        ),
-        text_response("Done."),
-    ]
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    gg.GenerativeModel(MODEL, tools=[forecast]).start_chat(
-        enable_automatic_function_calling=True
-    ).send_message("go")
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    GenerativeModel(MODEL, tools=[forecast], client=ledger).start_chat(
-        enable_automatic_function_calling=True
-    ).send_message("go")
-
-    assert seen == [2.0, 2] and [type(days) for days in seen] == [float, int]
-    gg_answer = gemini_server.requests[1].body["contents"][-1]["parts"][0]["functionResponse"]
-    ledger_answer = gemini_server.requests[3].body["contents"][-1]["parts"][0]["functionResponse"]
-    assert gg_answer == {"name": "forecast", "response": {"city": "Oslo", "days": 2.0}}
-    assert ledger_answer == {
-        "name": "forecast",
-        "response": {"result": {"city": "Oslo", "days": 2}},
-    }
+    retry: Any = importlib.import_module("google.api_core.retry")
+    gemini_server.reply_error(503, "UNAVAILABLE", "busy")
+    gemini_server.reply_text("Second try.")
+    gemini_server.reply_error(503, "UNAVAILABLE", "busy")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    options = {"retry": retry.Retry(initial=0.01, maximum=0.02, multiplier=2, timeout=5)}
+    assert session.send_message("Hi", request_options=options).text == "Second try."
+    started = [e.data for e in session.chat.events() if e.type == "model_call_started"]
+    assert [s.attempt for s in started] == [1, 2]  # type: ignore[attr-defined]
+    with pytest.raises(ServerError):  # no retry without request_options (the client's)
+        session.send_message("Again")
+    assert len(gemini_server.requests) == 3
 
 
-@pytest.mark.usefixtures("gg_configured")
-def test_differential_afc_off_and_a_manual_answer(
+def test_a_history_list_read_before_a_change_is_stale(
     ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    replies = [
-        text_response(parts=[{"functionCall": {"name": "get_weather", "args": {"city": "Rome"}}}]),
-        text_response("Thanks."),
-    ]
-    answer = {"function_response": {"name": "get_weather", "response": {"weather": "sunny"}}}
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    chat = gg.GenerativeModel(MODEL, tools=[get_weather]).start_chat()
-    first = chat.send_message("Weather in Rome?")
-    assert first.parts[0].function_call.name == "get_weather"
-    chat.send_message(answer)
-    for reply in replies:
-        gemini_server.reply_json(reply)
-    session = GenerativeModel(MODEL, tools=[get_weather], client=ledger).start_chat()
-    assert session.send_message("Weather in Rome?").function_calls[0].name == "get_weather"
-    session.send_message(answer)
-
-    assert ledger_history(session) == gg_history(chat)
-    sent = contents_sent(gemini_server)
-    assert sent[2:] == sent[:2]
+    gemini_server.reply_text("One.")
+    gemini_server.reply_text("Two.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("First")
+    history: list[Any] = session.history  # 0.8.6's list takes dicts too
+    history.append({"role": "user", "parts": [{"text": "Appended"}]})
+    assert wire(session.history) == [user("First"), model("One."), user("Appended")]
+    assert types_of(session)[-1] == "history_replaced"
+    history.pop()
+    assert wire(session.history) == [user("First"), model("One.")]
+    session.send_message("Second")
+    with pytest.raises(ChatStateError, match=r"read chat\.history again"):
+        history.append({"role": "user", "parts": [{"text": "Stale"}]})
+    assert wire(session.history)[-1] == model("Two.")
 
 
-@pytest.mark.usefixtures("gg_configured")
-def test_google_generativeai_async_cannot_use_the_rest_loopback(
-    gemini_server: GeminiServer,
+def test_a_reply_without_a_role_is_a_model_content(
+    ledger: chatledger.Client, gemini_server: GeminiServer
 ) -> None:
-    """Why the async legacy methods have no differential test (see the module docstring)."""
-    gemini_server.reply_text("never awaited")
-    chat = gg.GenerativeModel(MODEL).start_chat()
-    with pytest.raises(TypeError, match="can't be used in 'await' expression"):
-        asyncio.run(chat.send_message_async("Hello"))
+    gemini_server.reply_json({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]})
+    session = GenerativeModel(MODEL, client=ledger).start_chat()
+    session.send_message("Hello")
+    assert [c.role for c in session.history] == ["user", "model"]
+    session.history = session.history
+    assert types_of(session)[-1] == "history_replaced"
+    assert wire(session.history) == [user("Hello"), model("Hi")]
+
+
+def test_a_copy_is_a_fork_recorded_in_the_log(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    gemini_server.reply_text("One.")
+    gemini_server.reply_text("Two.")
+    session = GenerativeModel(MODEL, client=ledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    session.send_message("First")
+    shallow, deep = copy.copy(session), copy.deepcopy(session)
+    assert shallow.id != session.id != deep.id
+    assert not shallow.enable_automatic_function_calling and deep.enable_automatic_function_calling
+    assert shallow.chat.parent is not None
+    assert shallow.chat.parent.conversation_id == session.id
+    assert shallow.chat.parent.version == session.chat.version
+    shallow.send_message("Second")
+    assert len(shallow.history) == 4 and len(session.history) == 2 and len(deep.history) == 2
+
+    gemini_server.reply_sse(STREAM_CHUNKS)
+    response = session.send_message("Streamed", stream=True)
+    with pytest.raises(IncompleteIterationError):
+        copy.copy(session)
+    response.close()
+
+
+def fails_to_get_weather(city: str) -> str:
+    """The weather in a city."""
+    raise ValueError(f"no weather station in {city}")
+
+
+async def afails_to_get_weather(city: str) -> str:
+    """The weather in a city."""
+    raise ValueError(f"no weather station in {city}")
+
+
+def test_a_raising_function_ends_its_turn_in_the_log(
+    ledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    call = {"functionCall": {"name": "fails_to_get_weather", "args": {"city": "Oslo"}}}
+    gemini_server.reply_json(text_response(parts=[call]))
+    gemini_server.reply_text("Hello.")
+    session = GenerativeModel(MODEL, tools=[fails_to_get_weather], client=ledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    with pytest.raises(ValueError, match="Oslo"):
+        session.send_message("Weather in Oslo?")
+    events = session.chat.events()
+    assert [e.type for e in events][-2:] == ["function_called", "turn_abandoned"]
+    assert events[-1].data.reason == (  # type: ignore[attr-defined]
+        "function fails_to_get_weather raised ValueError: no weather station in Oslo"
+    )
+    assert session.history == []
+    assert session.send_message("Hi").text == "Hello."  # the conversation goes on
+    declared = gemini_server.requests[0].body["tools"][0]["functionDeclarations"][0]
+    assert declared["name"] == "fails_to_get_weather"
+    assert declared["parametersJsonSchema"]["properties"] == {"city": {"type": "string"}}
+
+
+async def test_a_raising_function_async_and_streamed(
+    aledger: chatledger.Client, gemini_server: GeminiServer
+) -> None:
+    call = {"functionCall": {"name": "afails_to_get_weather", "args": {"city": "Oslo"}}}
+    gemini_server.reply_json(text_response(parts=[call]))
+    gemini_server.reply_sse([text_response(parts=[call])])
+    session = GenerativeModel(MODEL, tools=[afails_to_get_weather], client=aledger).start_chat(
+        enable_automatic_function_calling=True
+    )
+    with pytest.raises(ValueError, match="Oslo"):
+        await session.send_message_async("Weather in Oslo?")
+    response = await session.send_message_async("And now?", stream=True)
+    with pytest.raises(ValueError, match="Oslo"):
+        await response.resolve()
+    with pytest.raises(BrokenResponseError):
+        _ = session.history
+    session.rewind()
+    assert session.history == []
+    types = [event.type for event in session.chat.events()]
+    assert types.count("turn_abandoned") == 2

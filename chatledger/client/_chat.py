@@ -32,6 +32,7 @@ from ._conversation import Conversation, Turn
 from ._convert import (
     config_to_wire,
     content_from_wire,
+    history_from_wire,
     message_to_content,
     parse_config,
     response_from_wire,
@@ -101,14 +102,23 @@ class _BaseChat:
 
         ``as_of``: the history as it was at that version of the log (time travel; no
         model is called)."""
-        history = self._history_at(as_of)
-        contents = history.curated if curated else history.full
-        return [content_from_wire(content) for content in contents]
+        return history_from_wire(self._history_at(as_of), "curated" if curated else "full")
 
     def get_context(self, *, as_of: int | None = None) -> list[Content]:
         """What the next request sends before the new message (google-genai's curated
         history, without function calls that have no response); ``as_of`` as above."""
-        return [content_from_wire(content) for content in sendable(self._history_at(as_of).context)]
+        history = self._history_at(as_of)
+        # The classes of google-genai's curated history (a sent message: UserContent).
+        classes = {
+            id(wire): type(typed)
+            for wire, typed in zip(
+                history.context, history_from_wire(history, "context"), strict=True
+            )
+        }
+        return [
+            content_from_wire(content, classes.get(id(content), Content))
+            for content in sendable(history.context)
+        ]
 
     def _history_at(self, as_of: int | None) -> HistoryState:
         if as_of is None:

@@ -21,14 +21,16 @@ import pydantic
 
 from ..errors import IntegrityError, InvalidInputError, InvalidResponseError
 from ..events.envelope import MAX_NESTING, check_json
-from ..projections.history import extract_context
+from ..projections.history import HistoryState, extract_context
 from ..types import (
     Content,
     File,
     GenerateContentConfig,
     GenerateContentResponse,
+    ModelContent,
     Part,
     Tool,
+    UserContent,
     is_python_function_tool,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "config_to_wire",
     "content_from_wire",
     "contents_digest",
+    "history_from_wire",
     "history_to_wire",
     "merge_configs",
     "message_to_content",
@@ -227,16 +230,39 @@ def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
     return contents
 
 
-def content_from_wire(content: WireContent) -> Content:
+def content_from_wire(content: WireContent, cls: type[Content] = Content) -> Content:
     """A wire content as a new Content object (callers get copies, never live state)."""
     try:
-        return Content.model_validate(content)
+        return cls.model_validate(content)
     except pydantic.ValidationError as exc:
         # Only a log written by something else than chatledger can hold such a content.
         raise IntegrityError(
             f"the log holds a content that is not a valid Content ({exc}); it was not "
             "written by chatledger: check where the log (or an imported file) came from"
         ) from None
+
+
+def history_from_wire(history: HistoryState, which: str) -> list[Content]:
+    """One of a history state's lists (``full``, ``context`` or ``curated``) as objects of
+    the classes google-genai returns: the message a turn was sent with is a
+    ``UserContent`` (a function call Part sent as a message: ``ModelContent``); model
+    replies, function responses and the contents of a given history are ``Content``."""
+    contents: list[WireContent] = getattr(history, which)
+    result: list[Content] = []
+    offset = full_offset = 0
+    for span in history.turns:
+        count: int = getattr(span, which)
+        message = history.full[full_offset] if span.full and not span.loaded else None
+        for index, content in enumerate(contents[offset : offset + count]):
+            cls: type[Content] = Content
+            if index == 0 and message is not None and (content is message or content == message):
+                cls = ModelContent if content.get("role") == "model" else UserContent
+            result.append(content_from_wire(content, cls))
+        offset += count
+        full_offset += span.full
+    # Never reached by a consistent state; kept so that no content is ever lost.
+    result.extend(content_from_wire(content) for content in contents[offset:])
+    return result
 
 
 def response_from_wire(response: dict[str, Any]) -> GenerateContentResponse:

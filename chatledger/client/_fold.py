@@ -39,7 +39,7 @@ __all__ = [
 logger = logging.getLogger("chatledger")
 
 SNAPSHOT_NAME = "conversation"
-SNAPSHOT_FORMAT = 3
+SNAPSHOT_FORMAT = 4  # 4: TurnSpan.loaded
 # Folding a few thousand events is as fast as decoding a snapshot of them, so the first
 # snapshot waits for SNAPSHOT_EVERY events; later ones come when the log has grown by a
 # tenth (at least SNAPSHOT_EVERY events), which bounds both the events a resume folds and

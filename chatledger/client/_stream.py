@@ -83,8 +83,8 @@ class _CandidateMerger:
     def merged(self) -> dict[str, Any]:
         candidate = dict(self.fields)
         if self.saw_content:
+            # As google-genai: no role is added where the server sent none.
             candidate["content"] = {"parts": self._parts(), **self.content_fields}
-            candidate["content"].setdefault("role", "model")
         return candidate
 
     def text(self) -> str:

@@ -136,21 +136,22 @@ def extract_context(contents: list[WireContent]) -> list[WireContent]:
 
 
 def curate_contents(contents: list[WireContent]) -> list[WireContent]:
-    """The seed's curated history: function call / response parts removed."""
+    """The curated history: function call / response parts removed, and the contents
+    that held only such parts. Any other content stays as it is (an empty one too, as in
+    google-genai's curated history)."""
     curated: list[WireContent] = []
     for content in contents:
+        original = content.get("parts") or []
         parts = [
             part
-            for part in content.get("parts") or []
+            for part in original
             if not (
                 isinstance(part, dict) and ("functionCall" in part or "functionResponse" in part)
             )
         ]
-        if not parts:
-            continue
-        if len(parts) == len(content.get("parts") or []):
+        if len(parts) == len(original):
             curated.append(content)
-        else:
+        elif parts:
             curated.append({**content, "parts": parts})
     return curated
 
@@ -232,13 +233,19 @@ def sendable(contents: list[WireContent], *, keep_last: bool = False) -> list[Wi
 
 class TurnSpan(msgspec.Struct, array_like=True):
     """How many contents one completed turn added to each history (to undo it), and the
-    version of the event that completed it (to fork or look back after it)."""
+    version of the event that completed it (to fork or look back after it).
+
+    ``loaded``: the turn came with a given history (at the start, or a history
+    replacement) rather than from a sent message; google-genai returns a sent message as
+    ``UserContent`` (or ``ModelContent``) and a given history's contents as ``Content``.
+    """
 
     turn: int
     full: int
     context: int
     curated: int
     version: int = 0
+    loaded: bool = False
 
 
 class PendingTurn(msgspec.Struct):
@@ -328,7 +335,7 @@ def _load_history(state: HistoryState, history: list[WireContent], version: int)
         state.context.extend(context)
         state.curated.extend(curated)
         state.turns.append(
-            TurnSpan(state.next_turn, len(turn), len(context), len(curated), version)
+            TurnSpan(state.next_turn, len(turn), len(context), len(curated), version, True)
         )
         state.next_turn += 1
 

@@ -26,12 +26,14 @@ import base64
 import binascii
 import contextlib
 import copy
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 import chatledger
@@ -41,17 +43,32 @@ from tests.support.gemini_server import GeminiServer, RecordedRequest, Reply, te
 
 __all__ = [
     "API_KEY",
+    "BAD_MESSAGES",
+    "CALL",
+    "FAILED_TURN_EVENTS",
+    "HTTP_ERRORS",
     "MODEL",
+    "TURN_EVENTS",
+    "WAIT",
+    "WEATHER_TOOL",
     "Differential",
     "Run",
+    "adiff",
+    "assert_same",
     "base64_fields",
     "canonical_request",
+    "capture",
+    "check_failed_then_retried",
+    "diff",
     "dump_contents",
     "error_signature",
     "http_error",
     "json_reply",
+    "model",
     "sse",
+    "stream_texts",
     "text_chunk",
+    "user",
 ]
 
 API_KEY = "test-api-key-DO-NOT-LEAK-4f9a8b7c"
@@ -151,7 +168,7 @@ def _walk(value: Any, *, camel_keys: bool) -> Any:
 def canonical_request(body: dict[str, Any], *, genai_quirks: bool) -> dict[str, Any]:
     """A request body in canonical form: bytes decoded; with ``genai_quirks``, also the
     snake_case inner keys and the empty ``generationConfig`` google-genai sends undone."""
-    canonical = _walk(body, camel_keys=genai_quirks)
+    canonical: dict[str, Any] = _walk(body, camel_keys=genai_quirks)
     if genai_quirks and canonical.get("generationConfig") == {}:
         del canonical["generationConfig"]
     return canonical
@@ -199,7 +216,7 @@ class Run:
     requests: list[RecordedRequest]
     observed: Any
     full: list[dict[str, Any]]
-    # google-genai: get_history(curated=True); chatledger: get_context() (SEMANTICS §3.3).
+    # google-genai: get_history(curated=True); chatledger: get_context() (docs/differences.md#curated).
     context: list[dict[str, Any]]
     # chatledger only: get_history(curated=True), the seed's curated history.
     curated: list[dict[str, Any]] | None = None
@@ -242,7 +259,7 @@ class Differential:
     def __init__(self, server: GeminiServer, db_path: Path) -> None:
         self.server = server
         self.db_path = db_path
-        options = {"base_url": server.base_url, "api_version": "v1beta"}
+        options: Any = {"base_url": server.base_url, "api_version": "v1beta"}
         self.genai = genai.Client(api_key=API_KEY, http_options=options)
         self.ledger = chatledger.Client(api_key=API_KEY, http_options=options, store=str(db_path))
         self._fresh_clients: list[chatledger.Client] = []
@@ -259,14 +276,12 @@ class Differential:
 
     # ----------------------------------------------------------------- plumbing
 
-    def enqueue(self, replies: Sequence[Reply | dict[str, Any]]) -> None:
+    def enqueue(self, replies: Sequence[Any]) -> None:
         for reply in replies:
             self.server.enqueue(reply if isinstance(reply, Reply) else json_reply(reply))
 
     @contextlib.contextmanager
-    def _recording(
-        self, replies: Sequence[Reply | dict[str, Any]]
-    ) -> Iterator[list[RecordedRequest]]:
+    def _recording(self, replies: Sequence[Any]) -> Iterator[list[RecordedRequest]]:
         start = len(self.server.requests)
         self.enqueue(replies)
         recorded: list[RecordedRequest] = []
@@ -305,25 +320,19 @@ class Differential:
 
     # ----------------------------------------------------------------- scenarios
 
-    def run_genai(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> Run:
+    def run_genai(self, replies: Sequence[Any], script: Script, **create: Any) -> Run:
         chat = self.create_genai(**copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = script(chat, genai_types)
         return self._finish("genai", chat, requests, observed)
 
-    def run_ledger(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> Run:
+    def run_ledger(self, replies: Sequence[Any], script: Script, **create: Any) -> Run:
         chat = self.create_ledger(**copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = script(chat, ledger_types)
         return self._finish("chatledger", chat, requests, observed)
 
-    def run(
-        self, replies: Sequence[Reply | dict[str, Any]], script: Script, **create: Any
-    ) -> tuple[Run, Run]:
+    def run(self, replies: Sequence[Any], script: Script, **create: Any) -> tuple[Run, Run]:
         """The scenario through google-genai, then through chatledger, on equal replies."""
         genai_run = self.run_genai(replies, script, **create)
         assert self.server.pending == 0, "google-genai did not consume every scripted reply"
@@ -331,24 +340,20 @@ class Differential:
         assert self.server.pending == 0, "chatledger did not consume every scripted reply"
         return genai_run, ledger_run
 
-    async def arun_genai(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
-    ) -> Run:
+    async def arun_genai(self, replies: Sequence[Any], script: AsyncScript, **create: Any) -> Run:
         chat = self.create_genai(is_async=True, **copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = await script(chat, genai_types)
         return self._finish("genai", chat, requests, observed)
 
-    async def arun_ledger(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
-    ) -> Run:
+    async def arun_ledger(self, replies: Sequence[Any], script: AsyncScript, **create: Any) -> Run:
         chat = self.create_ledger(is_async=True, **copy.deepcopy(create))
         with self._recording(replies) as requests:
             observed = await script(chat, ledger_types)
         return self._finish("chatledger", chat, requests, observed)
 
     async def arun(
-        self, replies: Sequence[Reply | dict[str, Any]], script: AsyncScript, **create: Any
+        self, replies: Sequence[Any], script: AsyncScript, **create: Any
     ) -> tuple[Run, Run]:
         """:meth:`run` with the async chats (``client.aio.chats``) and an async script."""
         genai_run = await self.arun_genai(replies, script, **create)
@@ -392,3 +397,117 @@ class Differential:
             assert (resumed_last.to_wire() if resumed_last else None) == (
                 live_last.to_wire() if live_last else None
             )
+
+
+# --------------------------------------------------------------------------- shared by the tests
+
+
+WAIT = 10.0  # seconds an event may take before a test gives up (never a duration assertion)
+
+
+TURN_EVENTS = ["user_message_added", "model_call_started", "model_responded"]
+
+
+FAILED_TURN_EVENTS = ["user_message_added", "model_call_started", "model_call_failed"]
+
+
+@pytest.fixture
+def diff(gemini_server: GeminiServer, db_path: Path) -> Iterator[Differential]:
+    differential = Differential(gemini_server, db_path)
+    yield differential
+    differential.close()
+
+
+@pytest.fixture
+async def adiff(gemini_server: GeminiServer, db_path: Path) -> AsyncIterator[Differential]:
+    differential = Differential(gemini_server, db_path)
+    yield differential
+    differential.close_resumed()
+    await differential.aclose()
+
+
+def user(*texts: str) -> dict[str, Any]:
+    return {"role": "user", "parts": [{"text": text} for text in texts]}
+
+
+def model(*texts: str) -> dict[str, Any]:
+    return {"role": "model", "parts": [{"text": text} for text in texts]}
+
+
+def assert_same(genai_run: Run, ledger_run: Run) -> None:
+    """Requests, full history and context (google-genai's curated) are identical."""
+    assert ledger_run.paths == genai_run.paths
+    assert ledger_run.bodies == genai_run.bodies
+    assert ledger_run.full == genai_run.full
+    assert ledger_run.context == genai_run.context
+
+
+def capture(call: Any) -> Any:
+    """Run ``call``; return its result, or the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+WEATHER_TOOL = {
+    "tools": [
+        {
+            "function_declarations": [
+                {
+                    "name": "get_weather",
+                    "description": "The weather in a city.",
+                    "parameters": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}},
+                }
+            ]
+        }
+    ]
+}
+
+
+CALL = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+
+
+def stream_texts(chat: Any, message: Any) -> list[str | None]:
+    return [chunk.text for chunk in chat.send_message_stream(message)]
+
+
+HTTP_ERRORS = [
+    pytest.param(400, "INVALID_ARGUMENT", "ClientError", id="400"),
+    pytest.param(429, "RESOURCE_EXHAUSTED", "ClientError", id="429"),
+    pytest.param(500, "INTERNAL", "ServerError", id="500"),
+    pytest.param(503, "UNAVAILABLE", "ServerError", id="503"),
+]
+
+
+def check_failed_then_retried(g: Run, led: Run, code: int, status: str, class_name: str) -> None:
+    (g_error, g_unchanged, g_retry), (l_error, l_unchanged, l_retry) = g.observed, led.observed
+    assert isinstance(g_error, genai_errors.APIError)
+    assert isinstance(l_error, chatledger.APIError)
+    assert error_signature(l_error) == error_signature(g_error)
+    assert type(l_error).__name__ == class_name
+    assert (l_error.code, l_error.status) == (code, status)
+    assert str(l_error).startswith(f"{code} {status}. {{'error': {{'code': {code}")
+    assert l_error.details == g_error.details
+    assert g_unchanged is l_unchanged is True
+    assert g_retry == l_retry == "ok"
+    assert_same(g, led)
+    # The retry does not duplicate the user message: it is in the history once.
+    assert led.full == [user("hello"), model("hi"), user("flaky"), model("ok")]
+    assert led.contents[1] == led.contents[2] == [user("hello"), model("hi"), user("flaky")]
+    # docs/chat-api.md#errors: the failed attempt is in the log.
+    assert led.events == ["conversation_started", *TURN_EVENTS, *FAILED_TURN_EVENTS, *TURN_EVENTS]
+    (failed,) = led.event_data("model_call_failed")
+    assert (failed.error.kind, failed.error.code, failed.error.status) == (class_name, code, status)
+    added = led.event_data("user_message_added")
+    assert [event.content for event in added] == [user("hello"), user("flaky"), user("flaky")]
+
+
+BAD_MESSAGES = [
+    pytest.param({"text": "hi"}, id="dict"),
+    pytest.param(42, id="int"),
+    pytest.param(None, id="None"),
+    pytest.param([], id="empty-list"),
+    pytest.param(["ok", {"text": "hi"}], id="list-with-dict"),
+    pytest.param(b"bytes", id="bytes"),
+]
