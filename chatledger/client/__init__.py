@@ -2,7 +2,7 @@
 
 from ._chat import AsyncChat, Chat
 from ._client import AsyncChats, AsyncClient, BranchNode, Chats, ChatSummary, Client
-from ._conversation import acting_as
+from ._conversation import acting_as, current_actor, default_actor
 
 __all__ = [
     "AsyncChat",
@@ -14,4 +14,6 @@ __all__ = [
     "Chats",
     "Client",
     "acting_as",
+    "current_actor",
+    "default_actor",
 ]

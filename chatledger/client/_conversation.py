@@ -155,7 +155,14 @@ def acting_as(actor: str) -> Iterator[None]:
         _ACTOR.reset(token)
 
 
+def current_actor() -> str | None:
+    """The actor :func:`acting_as` set for this thread or task, or None outside such a
+    block (events then record the client's actor)."""
+    return _ACTOR.get()
+
+
 def default_actor() -> str:
+    """The actor recorded when none is given: the OS user (``uid:N`` without one)."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)
