@@ -93,6 +93,7 @@ class SessionLog:
         *,
         integration: str,
         actor: str | None = None,
+        noun: str = "item",
     ) -> None:
         validate_conversation_id(session_id)
         if actor is not None and (
@@ -103,6 +104,7 @@ class SessionLog:
             )
         self.session_id = session_id
         self.integration = integration
+        self.noun = noun
         if isinstance(store, Client):
             self.store: EventStore = store.store
             self._actor = actor or store.actor
@@ -168,7 +170,7 @@ class SessionLog:
 
     def add(self, items: Sequence[Mapping[str, Any]]) -> None:
         """Append ``items`` (JSON objects) in one event; no event for an empty list."""
-        checked = check_items(items)
+        checked = check_items(items, self.noun)
         if not checked:
             with self._lock:
                 self._check_open()
@@ -235,7 +237,9 @@ class SessionLog:
     def sibling(self, session_id: str) -> SessionLog:
         """Session ``session_id`` of the same integration in the same store, with the same
         actor (the store stays this session's to close)."""
-        return SessionLog(self.store, session_id, integration=self.integration, actor=self._actor)
+        return SessionLog(
+            self.store, session_id, integration=self.integration, actor=self._actor, noun=self.noun
+        )
 
     def close(self) -> None:
         """Stop using this session; close the store if it was opened here."""
@@ -301,28 +305,31 @@ class SessionLog:
             )
 
 
-def check_items(items: Any) -> list[dict[str, Any]]:
-    """``items`` as a list of JSON objects the log can store, or InvalidInputError."""
+def check_items(items: Any, noun: str = "item") -> list[dict[str, Any]]:
+    """``items`` as a list of JSON objects the log can store, or InvalidInputError
+    naming the bad one (``noun`` is what the caller calls an item)."""
     if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
-        raise InvalidInputError(f"items must be a list of JSON objects, got {type(items).__name__}")
+        raise InvalidInputError(
+            f"{noun}s must be a list of JSON objects, got {type(items).__name__}"
+        )
     if len(items) > MAX_ITEMS_PER_ADD:
         raise InvalidInputError(
-            f"{len(items)} items in one add; add at most {MAX_ITEMS_PER_ADD} at a time"
+            f"{len(items)} {noun}s in one add; add at most {MAX_ITEMS_PER_ADD} at a time"
         )
     checked: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise InvalidInputError(
-                f"item {index} is a {type(item).__name__}, not a JSON object (a dict)"
+                f"{noun} {index} is a {type(item).__name__}, not a JSON object (a dict)"
             )
         value = dict(item)
-        check_json(value, f"item {index}")
+        check_json(value, f"{noun} {index}")
         checked.append(value)
     if checked:
         size = len(_encode(checked))
         if size > MAX_ADD_BYTES:
             raise InvalidInputError(
-                f"these items take {size:,} bytes as JSON; one add may hold at most "
+                f"these {noun}s take {size:,} bytes as JSON; one add may hold at most "
                 f"{MAX_ADD_BYTES:,}: add them in smaller batches"
             )
     return checked
@@ -405,12 +412,16 @@ def _check_first(event: RecordedEvent, integration: str, store: EventStore) -> N
     if isinstance(data, ConversationStarted) and found == integration:
         return
     if isinstance(found, str):
-        what = f"a {found:.40} session"
+        what = f"{_a(found)} {found:.40} session"
     elif isinstance(data, ConversationStarted):
         what = f"a chat conversation (model {data.model!r:.80})"
     else:
         what = f"not a conversation (its first event is {event.type!r:.40})"
     raise InvalidInputError(
-        f"{event.conversation_id!r} in {store.location} is {what}, not a {integration} "
-        "session; use another session id"
+        f"{event.conversation_id!r} in {store.location} is {what}, not {_a(integration)} "
+        f"{integration} session; use another session id"
     )
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
