@@ -12,7 +12,9 @@ histories, ported with their inputs and expected values:
 - langchain-community ``tests/unit_tests/chat_message_histories/test_sql.py``
   (``SQLChatMessageHistory``: two sessions in one database, sync and async);
 - langchain-core ``tests/unit_tests/runnables/test_history.py``
-  (``RunnableWithMessageHistory`` with the history as its store).
+  (``RunnableWithMessageHistory`` with the history as its store, sync, async and
+  streamed). Not ported from it: the tests of the runnable's input and output schemas and
+  of its output validation, which do not involve the history.
 
 Adapted: where a test compared LangChain's in-memory history objects (``store == {...:
 ChatMessageHistory(messages=[...])}``) it compares the messages; the base-class tests that
@@ -23,14 +25,17 @@ PostgreSQL unless it needs a file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.tool import invalid_tool_call as create_invalid_tool_call
 from langchain_core.messages.tool import tool_call as create_tool_call
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables.base import RunnableLambda
 from langchain_core.runnables.config import RunnableConfig
 from langchain_core.runnables.history import RunnableWithMessageHistory
@@ -72,6 +77,22 @@ def session_factory(store: EventStore) -> Callable[..., ChatledgerMessageHistory
 
 def test_add_message_implementation_only(store: EventStore) -> None:
     chat_history = ChatledgerMessageHistory("sample", store)
+    chat_history.add_message(HumanMessage(content="Hello"))
+    assert len(chat_history.messages) == 1
+    assert chat_history.messages[0] == HumanMessage(content="Hello")
+    chat_history.add_message(HumanMessage(content="World"))
+    assert len(chat_history.messages) == 2
+    assert chat_history.messages[1] == HumanMessage(content="World")
+
+    chat_history.add_messages([HumanMessage(content="Hello"), HumanMessage(content="World")])
+    assert len(chat_history.messages) == 4
+    assert chat_history.messages[2] == HumanMessage(content="Hello")
+    assert chat_history.messages[3] == HumanMessage(content="World")
+
+
+def test_bulk_message_implementation_only(store: EventStore) -> None:
+    # Upstream runs the same calls on a subclass that only implements add_messages.
+    chat_history = ChatledgerMessageHistory("bulk_only", store)
     chat_history.add_message(HumanMessage(content="Hello"))
     assert len(chat_history.messages) == 1
     assert chat_history.messages[0] == HumanMessage(content="Hello")
@@ -363,15 +384,28 @@ async def test_async_clear_messages(
 def test_interfaces(store: EventStore) -> None:
     history = ChatledgerMessageHistory("interfaces", store)
     history.add_message(SystemMessage(content="system"))
-    history.add_user_message("human 1")
-    history.add_ai_message("ai")
-    history.add_message(HumanMessage(content="human 2"))
-    assert str(history) == "System: system\nHuman: human 1\nAI: ai\nHuman: human 2"
+    history.add_message(HumanMessage(content="human 1"))
+    history.add_message(AIMessage(content="ai"))
+    assert str(history) == "System: system\nHuman: human 1\nAI: ai"
 
 
-def _you_said(messages: list[BaseMessage], *extra: str) -> str:
+def _you_said(messages: Sequence[BaseMessage], *extra: str) -> str:
     said = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
     return "you said: " + "\n".join([*said, *extra])
+
+
+def _history_of(store: EventStore, session_id: str) -> list[BaseMessage]:
+    return ChatledgerMessageHistory(session_id, store).messages
+
+
+THREE_TURNS = [
+    HumanMessage(content="hello"),
+    AIMessage(content="you said: hello"),
+    HumanMessage(content="good bye"),
+    AIMessage(content="you said: hello\ngood bye"),
+    HumanMessage(content="hi again"),
+    AIMessage(content="you said: hello\ngood bye\nhi again"),
+]
 
 
 @runnable_with_history
@@ -383,6 +417,9 @@ def test_input_messages(store: EventStore) -> None:
     assert output == "you said: hello"
     output = with_history.invoke([HumanMessage(content="good bye")], config)
     assert output == "you said: hello\ngood bye"
+    output = [*with_history.stream([HumanMessage(content="hi again")], config)]
+    assert output == ["you said: hello\ngood bye\nhi again"]
+    assert _history_of(store, "1") == THREE_TURNS
 
 
 @runnable_with_history
@@ -394,16 +431,23 @@ async def test_input_messages_async(store: EventStore) -> None:
     assert output == "you said: hello"
     output = await with_history.ainvoke([HumanMessage(content="good bye")], config)
     assert output == "you said: hello\ngood bye"
+    output = [c async for c in with_history.astream([HumanMessage(content="hi again")], config)]
+    assert output == ["you said: hello\ngood bye\nhi again"]
+    assert _history_of(store, "1_async") == THREE_TURNS
 
 
-@runnable_with_history
-def test_input_dict(store: EventStore) -> None:
-    runnable = RunnableLambda(lambda input: _you_said(input["messages"]))
-    with_history = RunnableWithMessageHistory(
+def _input_dict(store: EventStore) -> RunnableWithMessageHistory:
+    runnable = RunnableLambda(lambda params: _you_said(params["messages"]))
+    return RunnableWithMessageHistory(
         runnable,  # type: ignore[arg-type]
         session_factory(store),
         input_messages_key="messages",
     )
+
+
+@runnable_with_history
+def test_input_dict(store: EventStore) -> None:
+    with_history = _input_dict(store)
     config: RunnableConfig = {"configurable": {"session_id": "2"}}
     output = with_history.invoke({"messages": [HumanMessage(content="hello")]}, config)
     assert output == "you said: hello"
@@ -412,58 +456,111 @@ def test_input_dict(store: EventStore) -> None:
 
 
 @runnable_with_history
-def test_input_dict_with_history_key(store: EventStore) -> None:
-    runnable = RunnableLambda(lambda input: _you_said(input["history"], input["input"]))
-    with_history = RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
+async def test_input_dict_async(store: EventStore) -> None:
+    with_history = _input_dict(store)
+    config: RunnableConfig = {"configurable": {"session_id": "2_async"}}
+    output = await with_history.ainvoke({"messages": [HumanMessage(content="hello")]}, config)
+    assert output == "you said: hello"
+    output = await with_history.ainvoke({"messages": [HumanMessage(content="good bye")]}, config)
+    assert output == "you said: hello\ngood bye"
+
+
+def _with_history_key(store: EventStore, body: Callable[[dict[str, Any]], Any], **keys: str) -> Any:
+    return RunnableWithMessageHistory(
+        RunnableLambda(body),  # type: ignore[arg-type]
         session_factory(store),
         input_messages_key="input",
         history_messages_key="history",
+        **keys,  # type: ignore[arg-type]
     )
+
+
+def _said(params: dict[str, Any]) -> str:
+    return _you_said(params["history"], params["input"])
+
+
+@runnable_with_history
+def test_input_dict_with_history_key(store: EventStore) -> None:
+    with_history = _with_history_key(store, _said)
     config: RunnableConfig = {"configurable": {"session_id": "3"}}
-    output = with_history.invoke({"input": "hello"}, config)
-    assert output == "you said: hello"
-    output = with_history.invoke({"input": "good bye"}, config)
+    assert with_history.invoke({"input": "hello"}, config) == "you said: hello"
+    assert with_history.invoke({"input": "good bye"}, config) == "you said: hello\ngood bye"
+
+
+@runnable_with_history
+async def test_input_dict_with_history_key_async(store: EventStore) -> None:
+    with_history = _with_history_key(store, _said)
+    config: RunnableConfig = {"configurable": {"session_id": "3_async"}}
+    assert await with_history.ainvoke({"input": "hello"}, config) == "you said: hello"
+    output = await with_history.ainvoke({"input": "good bye"}, config)
     assert output == "you said: hello\ngood bye"
 
 
 @runnable_with_history
 def test_output_message(store: EventStore) -> None:
-    runnable = RunnableLambda(
-        lambda input: AIMessage(content=_you_said(input["history"], input["input"]))
-    )
-    with_history = RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
-        session_factory(store),
-        input_messages_key="input",
-        history_messages_key="history",
-    )
+    with_history = _with_history_key(store, lambda params: AIMessage(content=_said(params)))
     config: RunnableConfig = {"configurable": {"session_id": "4"}}
     output = with_history.invoke({"input": "hello"}, config)
     assert output == AIMessage(content="you said: hello")
     output = with_history.invoke({"input": "good bye"}, config)
     assert output == AIMessage(content="you said: hello\ngood bye")
     # What the log holds: each turn's input and output, in order.
-    assert ChatledgerMessageHistory("4", store).messages == [
-        HumanMessage(content="hello"),
-        AIMessage(content="you said: hello"),
-        HumanMessage(content="good bye"),
-        AIMessage(content="you said: hello\ngood bye"),
-    ]
+    assert _history_of(store, "4") == THREE_TURNS[:4]
+
+
+@runnable_with_history
+async def test_output_message_async(store: EventStore) -> None:
+    with_history = _with_history_key(store, lambda params: AIMessage(content=_said(params)))
+    config: RunnableConfig = {"configurable": {"session_id": "4_async"}}
+    output = await with_history.ainvoke({"input": "hello"}, config)
+    assert output == AIMessage(content="you said: hello")
+    output = await with_history.ainvoke({"input": "good bye"}, config)
+    assert output == AIMessage(content="you said: hello\ngood bye")
+
+
+class LengthChatModel(BaseChatModel):
+    """A fake chat model that returns the length of the messages passed in."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return ChatResult(
+            generations=[ChatGeneration(message=AIMessage(content=str(len(messages))))]
+        )
+
+    @property
+    def _llm_type(self) -> str:
+        return "length-fake-chat-model"
+
+
+@runnable_with_history
+def test_input_messages_output_message(store: EventStore) -> None:
+    with_history = RunnableWithMessageHistory(LengthChatModel(), session_factory(store))
+    config: RunnableConfig = {"configurable": {"session_id": "5"}}
+    output = with_history.invoke([HumanMessage(content="hi")], config)
+    assert output.content == "1"
+    output = with_history.invoke([HumanMessage(content="hi")], config)
+    assert output.content == "3"
+
+
+@runnable_with_history
+async def test_input_messages_output_message_async(store: EventStore) -> None:
+    with_history = RunnableWithMessageHistory(LengthChatModel(), session_factory(store))
+    config: RunnableConfig = {"configurable": {"session_id": "5_async"}}
+    output = await with_history.ainvoke([HumanMessage(content="hi")], config)
+    assert output.content == "1"
+    output = await with_history.ainvoke([HumanMessage(content="hi")], config)
+    assert output.content == "3"
 
 
 @runnable_with_history
 def test_output_messages(store: EventStore) -> None:
-    runnable = RunnableLambda(
-        lambda input: [AIMessage(content=_you_said(input["history"], input["input"]))]
-    )
-    with_history = RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
-        session_factory(store),
-        input_messages_key="input",
-        history_messages_key="history",
-    )
-    config: RunnableConfig = {"configurable": {"session_id": "5"}}
+    with_history = _with_history_key(store, lambda params: [AIMessage(content=_said(params))])
+    config: RunnableConfig = {"configurable": {"session_id": "6"}}
     output = with_history.invoke({"input": "hello"}, config)
     assert output == [AIMessage(content="you said: hello")]
     output = with_history.invoke({"input": "good bye"}, config)
@@ -471,18 +568,23 @@ def test_output_messages(store: EventStore) -> None:
 
 
 @runnable_with_history
+async def test_output_messages_async(store: EventStore) -> None:
+    with_history = _with_history_key(store, lambda params: [AIMessage(content=_said(params))])
+    config: RunnableConfig = {"configurable": {"session_id": "6_async"}}
+    output = await with_history.ainvoke({"input": "hello"}, config)
+    assert output == [AIMessage(content="you said: hello")]
+    output = await with_history.ainvoke({"input": "good bye"}, config)
+    assert output == [AIMessage(content="you said: hello\ngood bye")]
+
+
+def _output_dict(params: dict[str, Any]) -> dict[str, Any]:
+    return {"output": [AIMessage(content=_said(params))]}
+
+
+@runnable_with_history
 def test_output_dict(store: EventStore) -> None:
-    runnable = RunnableLambda(
-        lambda input: {"output": [AIMessage(content=_you_said(input["history"], input["input"]))]}
-    )
-    with_history = RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
-        session_factory(store),
-        input_messages_key="input",
-        history_messages_key="history",
-        output_messages_key="output",
-    )
-    config: RunnableConfig = {"configurable": {"session_id": "6"}}
+    with_history = _with_history_key(store, _output_dict, output_messages_key="output")
+    config: RunnableConfig = {"configurable": {"session_id": "7"}}
     output = with_history.invoke({"input": "hello"}, config)
     assert output == {"output": [AIMessage(content="you said: hello")]}
     output = with_history.invoke({"input": "good bye"}, config)
@@ -490,11 +592,21 @@ def test_output_dict(store: EventStore) -> None:
 
 
 @runnable_with_history
-def test_using_custom_config_specs(store: EventStore) -> None:
-    def _fake_llm(input: dict[str, Any]) -> list[BaseMessage]:
-        return [AIMessage(content=_you_said(input["messages"]))]
+async def test_output_dict_async(store: EventStore) -> None:
+    with_history = _with_history_key(store, _output_dict, output_messages_key="output")
+    config: RunnableConfig = {"configurable": {"session_id": "7_async"}}
+    output = await with_history.ainvoke({"input": "hello"}, config)
+    assert output == {"output": [AIMessage(content="you said: hello")]}
+    output = await with_history.ainvoke({"input": "good bye"}, config)
+    assert output == {"output": [AIMessage(content="you said: hello\ngood bye")]}
 
-    runnable = RunnableLambda(_fake_llm)
+
+def _custom_config_specs(
+    store: EventStore,
+) -> tuple[RunnableWithMessageHistory, Callable[[], dict[tuple[str, str], list[BaseMessage]]]]:
+    def _fake_llm(params: dict[str, Any]) -> list[BaseMessage]:
+        return [AIMessage(content=_you_said(params["messages"]))]
+
     opened: dict[tuple[str, str], ChatledgerMessageHistory] = {}
 
     def get_session_history(user_id: str, conversation_id: str) -> ChatledgerMessageHistory:
@@ -504,7 +616,7 @@ def test_using_custom_config_specs(store: EventStore) -> None:
         return opened[(user_id, conversation_id)]
 
     with_message_history = RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
+        RunnableLambda(_fake_llm),  # type: ignore[arg-type]
         get_session_history=get_session_history,
         input_messages_key="messages",
         history_messages_key="history",
@@ -529,42 +641,86 @@ def test_using_custom_config_specs(store: EventStore) -> None:
     )
 
     def stored() -> dict[tuple[str, str], list[BaseMessage]]:
+        # Adapted: upstream compares its in-memory histories; here, what the log holds.
         return {key: history.messages for key, history in opened.items()}
 
-    result = with_message_history.invoke(
-        {"messages": [HumanMessage(content="hello")]},
-        {"configurable": {"user_id": "user1", "conversation_id": "1"}},
-    )
-    assert result == [AIMessage(content="you said: hello")]
+    return with_message_history, stored
+
+
+@runnable_with_history
+def test_using_custom_config_specs(store: EventStore) -> None:
+    with_message_history, stored = _custom_config_specs(store)
+
+    def send(text: str, user: str) -> Any:
+        return with_message_history.invoke(
+            {"messages": [HumanMessage(content=text)]},
+            {"configurable": {"user_id": user, "conversation_id": "1"}},
+        )
+
+    assert send("hello", "user1") == [AIMessage(content="you said: hello")]
     assert stored() == {
         ("user1", "1"): [HumanMessage(content="hello"), AIMessage(content="you said: hello")]
     }
-
-    result = with_message_history.invoke(
-        {"messages": [HumanMessage(content="goodbye")]},
-        {"configurable": {"user_id": "user1", "conversation_id": "1"}},
-    )
-    assert result == [AIMessage(content="you said: goodbye")]
+    assert send("goodbye", "user1") == [AIMessage(content="you said: goodbye")]
+    user1 = [
+        HumanMessage(content="hello"),
+        AIMessage(content="you said: hello"),
+        HumanMessage(content="goodbye"),
+        AIMessage(content="you said: goodbye"),
+    ]
+    assert stored() == {("user1", "1"): user1}
+    assert send("meow", "user2") == [AIMessage(content="you said: meow")]
     assert stored() == {
-        ("user1", "1"): [
-            HumanMessage(content="hello"),
-            AIMessage(content="you said: hello"),
-            HumanMessage(content="goodbye"),
-            AIMessage(content="you said: goodbye"),
-        ]
-    }
-
-    result = with_message_history.invoke(
-        {"messages": [HumanMessage(content="meow")]},
-        {"configurable": {"user_id": "user2", "conversation_id": "1"}},
-    )
-    assert result == [AIMessage(content="you said: meow")]
-    assert stored() == {
-        ("user1", "1"): [
-            HumanMessage(content="hello"),
-            AIMessage(content="you said: hello"),
-            HumanMessage(content="goodbye"),
-            AIMessage(content="you said: goodbye"),
-        ],
+        ("user1", "1"): user1,
         ("user2", "1"): [HumanMessage(content="meow"), AIMessage(content="you said: meow")],
     }
+
+
+@runnable_with_history
+async def test_using_custom_config_specs_async(store: EventStore) -> None:
+    with_message_history, stored = _custom_config_specs(store)
+
+    async def send(text: str, user: str) -> Any:
+        return await with_message_history.ainvoke(
+            {"messages": [HumanMessage(content=text)]},
+            {"configurable": {"user_id": user, "conversation_id": "1_async"}},
+        )
+
+    assert await send("hello", "user1_async") == [AIMessage(content="you said: hello")]
+    assert stored() == {
+        ("user1_async", "1_async"): [
+            HumanMessage(content="hello"),
+            AIMessage(content="you said: hello"),
+        ]
+    }
+    assert await send("goodbye", "user1_async") == [AIMessage(content="you said: goodbye")]
+    user1 = [
+        HumanMessage(content="hello"),
+        AIMessage(content="you said: hello"),
+        HumanMessage(content="goodbye"),
+        AIMessage(content="you said: goodbye"),
+    ]
+    assert stored() == {("user1_async", "1_async"): user1}
+    assert await send("meow", "user2_async") == [AIMessage(content="you said: meow")]
+    assert stored() == {
+        ("user1_async", "1_async"): user1,
+        ("user2_async", "1_async"): [
+            HumanMessage(content="meow"),
+            AIMessage(content="you said: meow"),
+        ],
+    }
+
+
+@runnable_with_history
+def test_ignore_session_id(store: EventStore) -> None:
+    def _fake_llm(messages: list[BaseMessage]) -> list[BaseMessage]:
+        return [AIMessage(content=_you_said(messages))]
+
+    history = ChatledgerMessageHistory("no-session-id", store)
+    with_message_history = RunnableWithMessageHistory(
+        RunnableLambda(_fake_llm),  # type: ignore[arg-type]
+        lambda: history,
+    )
+    _ = with_message_history.invoke("hello")
+    _ = with_message_history.invoke("hello again")
+    assert len(history.messages) == 4
