@@ -40,11 +40,19 @@ SQLITE_VIEW_SHA256 = {
 }
 
 
+SQLITE_MIGRATION = "007_views_for_sql_readers"
+POSTGRES_MIGRATION = "008_views_for_sql_readers"
+
+
 def old_migrations() -> list[Any]:
     """The SQLite migrations an older chatledger (before the views) knew."""
     names = [name for name, _ in sqlite_store.MIGRATIONS]
-    assert names[-1] == "007_views_for_sql_readers"
-    return sqlite_store.MIGRATIONS[:-1]
+    assert SQLITE_MIGRATION in names
+    return sqlite_store.MIGRATIONS[: names.index(SQLITE_MIGRATION)]
+
+
+def mine() -> Any:
+    return next(m for m in sqlite_store.MIGRATIONS if m[0] == SQLITE_MIGRATION)
 
 
 def schema(path: Path) -> set[tuple[str, str, str | None]]:
@@ -63,8 +71,10 @@ def test_the_sqlite_migration_creates_exactly_two_views(
         patch.setattr(sqlite_store, "MIGRATIONS", old_migrations())
         SQLiteStore(path).close()
     before = schema(path)
-    with SQLiteStore(path) as store:
-        assert store.applied_migrations()[-1] == "007_views_for_sql_readers"
+    with monkeypatch.context() as patch:  # this migration alone, whatever comes after it
+        patch.setattr(sqlite_store, "MIGRATIONS", [*old_migrations(), mine()])
+        with SQLiteStore(path) as store:
+            assert store.applied_migrations()[-1] == SQLITE_MIGRATION
     added = schema(path) - before
     assert added == {("view", name, sql) for name, sql in SQLITE_VIEWS.items()}
     assert before - schema(path) == set()  # nothing else changed: no table, index, trigger
@@ -93,7 +103,7 @@ def test_an_older_chatledger_still_reads_and_writes_a_file_with_the_views(
         chat.send_message("written by the new version")
     monkeypatch.setattr(sqlite_store, "MIGRATIONS", old_migrations())
     with SQLiteStore(path) as old:  # finds every migration it knows applied
-        assert "007_views_for_sql_readers" in old.applied_migrations()
+        assert SQLITE_MIGRATION in old.applied_migrations()
         events = old.read(chat.id)
         assert len(events) == 4
         old.append(
@@ -147,8 +157,7 @@ def test_a_view_filtered_by_conversation_reads_only_that_conversation(tmp_path: 
 
 
 def test_the_postgres_migration_creates_exactly_two_views() -> None:
-    names = [name for name, _ in postgres_store.MIGRATIONS]
-    assert names[-1] == "008_views_for_sql_readers"
+    assert POSTGRES_MIGRATION in [name for name, _ in postgres_store.MIGRATIONS]
     with scratch_database("chatledger_views") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE SCHEMA old")
