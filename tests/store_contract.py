@@ -53,6 +53,9 @@ from chatledger.events import (
     NewEvent,
     ParentRef,
     RecordedEvent,
+    SessionCleared,
+    SessionItemPopped,
+    SessionItemsAdded,
     Snapshot,
     TurnAbandoned,
     TurnRewound,
@@ -194,6 +197,9 @@ EVERY_KIND: list[EventData] = [
     TurnAbandoned(turn=2, reason="lease expired"),
     ConfigChanged(config={"temperature": 0.1}, model="gemini-2.5-pro"),
     HistoryReplaced(history=[{"role": "user", "parts": [{"text": "again"}]}]),
+    SessionItemsAdded(items=[{"role": "user", "content": "hi ✓"}, {"type": "x", "n": [1.5]}]),
+    SessionItemPopped(item_version=14, item_index=1, item_conversation_id="parent"),
+    SessionCleared(count=1),
 ]
 
 # ----------------------------------------------------------------------------- strategies

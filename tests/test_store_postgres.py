@@ -131,6 +131,7 @@ MIGRATION_NAMES = [
     "005_allocate_positions",
     "006_append",
     "007_no_index_on_updated_at",
+    "008_views_for_sql_readers",
 ]
 
 C = "C"
@@ -166,6 +167,42 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
         ("updated_at", "text", "NO", C),
         ("parent_id", "text", "YES", C),
         ("parent_version", "bigint", "YES", None),
+    ],
+    # The views for SQL readers (chatledger/events/views.py, docs/integrations.md).
+    "chat_conversations": [
+        ("conversation_id", "text", "YES", C),
+        ("kind", "text", "YES", None),
+        ("model", "text", "YES", None),
+        ("title", "text", "YES", None),
+        ("user_messages", "bigint", "YES", None),
+        ("total_tokens", "numeric", "YES", None),
+        ("events", "bigint", "YES", None),
+        ("actor", "text", "YES", None),
+        ("created_at", "text", "YES", C),
+        ("updated_at", "text", "YES", C),
+        ("parent_id", "text", "YES", C),
+        ("parent_version", "bigint", "YES", None),
+    ],
+    "chat_messages": [
+        ("conversation_id", "text", "YES", C),
+        ("version", "bigint", "YES", None),
+        ("item_index", "bigint", "YES", None),
+        ("position", "bigint", "YES", None),
+        ("turn", "numeric", "YES", None),
+        ("role", "text", "YES", None),
+        ("kind", "text", "YES", None),
+        ("text", "text", "YES", None),
+        ("model", "text", "YES", None),
+        ("model_version", "text", "YES", None),
+        ("prompt_tokens", "numeric", "YES", None),
+        ("output_tokens", "numeric", "YES", None),
+        ("total_tokens", "numeric", "YES", None),
+        ("finish_reason", "text", "YES", None),
+        ("latency_ms", "numeric", "YES", None),
+        ("current", "boolean", "YES", None),
+        ("actor", "text", "YES", None),
+        ("recorded_at", "text", "YES", C),
+        ("event_type", "text", "YES", None),
     ],
 }
 

@@ -34,6 +34,7 @@ from chatledger.events import (
     event_hash,
 )
 from chatledger.events import sqlite as sqlite_module
+from chatledger.events.views import SQLITE_VIEWS
 from tests.store_contract import message, new_id, start
 
 MIGRATION_NAMES = [
@@ -43,6 +44,7 @@ MIGRATION_NAMES = [
     "004_snapshots",
     "005_events_are_never_replaced",
     "006_no_index_on_updated_at",
+    "007_views_for_sql_readers",
 ]
 
 # What the migrations produce, exactly: (type, name, tbl_name, sql) from sqlite_master.
@@ -140,6 +142,9 @@ EXPECTED_SCHEMA = [
         "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
         "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END",
     ),
+    # The views for SQL readers (their text is pinned in tests/integrations/test_sql_views.py).
+    ("view", "chat_conversations", "chat_conversations", SQLITE_VIEWS["chat_conversations"]),
+    ("view", "chat_messages", "chat_messages", SQLITE_VIEWS["chat_messages"]),
 ]
 
 EVENT_COLUMNS = (

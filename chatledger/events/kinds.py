@@ -35,6 +35,9 @@ __all__ = [
     "ModelCallStarted",
     "ModelResponded",
     "ParentRef",
+    "SessionCleared",
+    "SessionItemPopped",
+    "SessionItemsAdded",
     "TurnAbandoned",
     "TurnRewound",
     "UnknownEvent",
@@ -254,6 +257,35 @@ class HistoryReplaced(EventData, frozen=True, kw_only=True, omit_defaults=True):
     history: list[WireContent] = []
 
 
+class SessionItemsAdded(EventData, frozen=True, kw_only=True, omit_defaults=True):
+    """Items were added to another framework's session kept in this conversation (an
+    openai-agents ``Session``, a LangChain message history; see
+    :mod:`chatledger.integrations`). Each item is a JSON object, stored exactly as given."""
+
+    type_name: ClassVar[str] = "session_items_added"
+    items: list[dict[str, Any]]
+
+
+class SessionItemPopped(EventData, frozen=True, kw_only=True, omit_defaults=True):
+    """The session's last item was taken off (``pop_item``); nothing is deleted. The item
+    is the one at ``item_index`` of the ``session_items_added`` event at ``item_version``
+    of this conversation, or of ``item_conversation_id`` when it came from an ancestor (a
+    fork starts with its parent's items)."""
+
+    type_name: ClassVar[str] = "session_item_popped"
+    item_version: int
+    item_index: int
+    item_conversation_id: str | None = None
+
+
+class SessionCleared(EventData, frozen=True, kw_only=True, omit_defaults=True):
+    """Every item of the session was taken off (``clear_session``, ``clear()``); nothing is
+    deleted. ``count`` is how many items there were."""
+
+    type_name: ClassVar[str] = "session_cleared"
+    count: int = 0
+
+
 class UnknownEvent(EventData, frozen=True, kw_only=True):
     """An event of a type this version of chatledger does not know (written by a newer one).
 
@@ -280,6 +312,9 @@ KINDS: dict[str, type[EventData]] = {
         TurnAbandoned,
         ConfigChanged,
         HistoryReplaced,
+        SessionItemsAdded,
+        SessionItemPopped,
+        SessionCleared,
     )
 }
 

@@ -120,6 +120,7 @@ from .store import (
     parent_of,
     parent_of_rows,
 )
+from .views import POSTGRES_VIEWS
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
@@ -297,6 +298,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         """
         DROP INDEX IF EXISTS {schema}.streams_updated;
         """,
+    ),
+    (
+        "008_views_for_sql_readers",
+        # chat_conversations and chat_messages, for any SQL tool (see views.py and
+        # docs/integrations.md): stored queries only, so appends cost nothing more.
+        ";\n".join(POSTGRES_VIEWS.values()),
     ),
 ]
 

@@ -41,6 +41,7 @@ from .store import (
     parent_of,
     parent_of_rows,
 )
+from .views import SQLITE_VIEWS
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -136,6 +137,13 @@ def _m006_no_index_on_updated_at(db: sqlite_utils.Database) -> None:
     db.execute("DROP INDEX IF EXISTS streams_updated")
 
 
+def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
+    # chat_conversations and chat_messages, for Datasette or any SQL tool (see views.py and
+    # docs/integrations.md): stored queries only, so appends cost nothing more.
+    for statement in SQLITE_VIEWS.values():
+        db.execute(statement)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
@@ -143,6 +151,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("004_snapshots", _m004_snapshots),
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
+    ("007_views_for_sql_readers", _m007_views_for_sql_readers),
 ]
 
 _COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"

@@ -62,6 +62,9 @@ def kind_data(name: str) -> dict[str, Any]:
         "turn_abandoned": {"turn": 1, "reason": "r"},
         "config_changed": {"config": {"temperature": 1}, "model": MODEL},
         "history_replaced": {"history": [content]},
+        "session_items_added": {"items": [{"role": "user", "content": "hi"}]},
+        "session_item_popped": {"item_version": 2, "item_index": 0},
+        "session_cleared": {"count": 1},
     }[name]
 
 
