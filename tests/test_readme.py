@@ -69,7 +69,11 @@ def test_a_fence_that_is_not_python_is_not_run() -> None:
 @pytest.mark.local_model
 def test_every_readme_block_runs_as_written(tmp_path: Path) -> None:
     outputs = run_blocks(README, tmp_path)
-    (replay,) = [out for block, out in zip(blocks(README), outputs) if "ReplayTransport" in block]
+    (replay,) = [
+        out
+        for block, out in zip(blocks(README), outputs, strict=True)
+        if "ReplayTransport" in block
+    ]
     # What the comments promise: the changed message is caught where it changed.
     assert (
         "replay differs from the log at turn 2 (model call 2), contents[2].parts[0].text: "
