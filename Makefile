@@ -23,7 +23,7 @@ $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
 	@echo "Installing chatledger with every extra (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[dev,local,server,postgres]'
+	$(PIP) install --progress-bar off -e '.[dev,local,server,postgres,serve]'
 	touch $@ $(VENV)/.installed-local
 
 demo: $(VENV)/.installed-local

@@ -43,6 +43,7 @@ from .events.kinds import (
     UserMessageAdded,
 )
 from .events.store import EventStore
+from .serve.command import serve as serve_command
 from .types import Content, GenerateContentResponse
 
 __all__ = ["cli", "default_db", "default_model", "main", "resolve_conversation_id"]
@@ -815,6 +816,9 @@ def import_(file: str) -> None:
     )
     for cid in report.already_present:
         click.echo(f"Already present: {cid}")
+
+
+cli.add_command(serve_command)  # chatledger/serve/command.py: imports the web stack lazily
 
 
 def main() -> None:
