@@ -132,19 +132,25 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+def page_context(request: Request) -> dict[str, Any]:
+    """What every page template is given."""
+    state = state_of(request)
+    return {
+        "settings": state.settings,
+        "session": getattr(request.state, "session", None),
+        "tokens": bool(state.settings.tokens),
+        "read_only": state.settings.read_only,
+        "path": request.url.path,
+    }
+
+
 def error_response(request: Request, status: int, body: dict[str, Any]) -> Response:
     """An error as JSON for the API, as a page for a browser."""
     if wants_json(request):
         return JSONResponse({"error": body}, status_code=status)
     state = state_of(request)
-    template = state.templates.get_template("error.html")
-    html = template.render(
-        status=status,
-        error=body,
-        settings=state.settings,
-        session=getattr(request.state, "session", None),
-        tokens=bool(state.settings.tokens),
-        path=request.url.path,
+    html = state.templates.get_template("error.html").render(
+        **page_context(request), status=status, error=body
     )
     return HTMLResponse(html, status_code=status)
 

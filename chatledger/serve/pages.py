@@ -27,6 +27,7 @@ from .app import (
     ServeState,
     check_form,
     conversation_url,
+    page_context,
     page_session,
     page_writer,
     state_of,
@@ -48,15 +49,10 @@ TIMELINE_PAGE = 200
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    state = state_of(request)
-    session: Session | None = getattr(request.state, "session", None)
-    html = state.templates.get_template(template).render(
-        settings=state.settings,
-        session=session,
-        tokens=bool(state.settings.tokens),
-        read_only=state.settings.read_only,
-        path=request.url.path,
-        **context,
+    html = (
+        state_of(request)
+        .templates.get_template(template)
+        .render(**page_context(request), **context)
     )
     return HTMLResponse(html, status_code=status)
 

@@ -113,7 +113,14 @@ def serve_subprocess(
     port = free_port()
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-c", "from chatledger.cli import main; main()", *args, "--port", str(port)],
+        [
+            sys.executable,
+            "-c",
+            "from chatledger.cli import main; main()",
+            *args,
+            "--port",
+            str(port),
+        ],
         cwd=REPO,
         env=environment,
         stdout=subprocess.PIPE,
@@ -138,7 +145,9 @@ def serve_subprocess(
                 break
             except httpx.HTTPError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"chatledger serve did not start: {''.join(output)}") from None
+                    raise RuntimeError(
+                        f"chatledger serve did not start: {''.join(output)}"
+                    ) from None
                 time.sleep(0.1)
         yield Process(process, base_url, output)
     finally:
