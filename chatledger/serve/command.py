@@ -3,7 +3,6 @@ works without the ``serve`` extra."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import click
@@ -140,6 +139,7 @@ def serve(
         import uvicorn
 
         from .app import create_app
+        from .logs import log_config
     except ImportError as exc:
         raise click.ClickException(
             f"`chatledger serve` needs the 'serve' extra ({exc.name} is missing): "
@@ -196,7 +196,7 @@ def serve(
         "ws": "none",
         "lifespan": "on",
         "timeout_graceful_shutdown": 5,
+        "log_config": log_config(log_level),
     }
-    logging.getLogger("chatledger.serve").setLevel(log_level.upper())
     uvicorn.run(app, **config)
     ctx.exit(0)

@@ -158,6 +158,8 @@ def serve_subprocess(
             process.kill()
             process.wait()
         reader.join(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
