@@ -231,10 +231,12 @@ def timeline(
     conversation_id: str,
     session: Viewer,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
-    turn: Annotated[int | None, Query(ge=0)] = None,
+    turn: Annotated[str | None, Query(max_length=12, description="A turn number.")] = None,
     after_version: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
+    """The events of a conversation; ``turn`` may be empty (the form's blank field)."""
     state = state_of(request)
+    turn_number = _form_int({"turn": turn}, "turn")
     validate_conversation_id(conversation_id)
     store = state.client.store
     info = store.stream_info(conversation_id)
@@ -252,7 +254,7 @@ def timeline(
             position = event.version
             if chosen and event.type not in chosen:
                 continue
-            if turn is not None and getattr(event.data, "turn", None) != turn:
+            if turn_number is not None and getattr(event.data, "turn", None) != turn_number:
                 continue
             shown.append(
                 {
@@ -264,8 +266,8 @@ def timeline(
             if len(shown) >= TIMELINE_PAGE:
                 break
     query: list[tuple[str, str | int]] = [("type", name) for name in chosen]
-    if turn is not None:
-        query.append(("turn", turn))
+    if turn_number is not None:
+        query.append(("turn", turn_number))
     more = position < info.version
     return render(
         request,
@@ -276,7 +278,7 @@ def timeline(
         rows=shown,
         types=EVENT_TYPES,
         chosen=chosen,
-        turn=turn,
+        turn=turn_number,
         next_url=(
             conversation_url(conversation_id, "/events?")
             + urlencode([*query, ("after_version", position)])

@@ -74,6 +74,7 @@ def build_hostile(store: Any) -> dict[str, str]:
 
 ALLOWED_SCRIPT = "/static/chatledger.js"
 ALLOWED_STYLESHEET = "/static/chatledger.css"
+ALLOWED_ICON = "/static/favicon.svg"
 URL_ATTRIBUTES = {"href", "src", "action", "formaction", "xlink:href", "data", "poster", "srcdoc"}
 FORBIDDEN_TAGS = {"iframe", "object", "embed", "img", "style", "base", "math", "frame", "video"}
 SVG_TAGS = {"svg", "path", "circle", "text", "a"}
@@ -103,7 +104,7 @@ class ActiveContentFinder(HTMLParser):
                 self.problems.append(f"<{tag} style=...>")
         if tag == "script" and values.get("src") != ALLOWED_SCRIPT:
             self.problems.append(f"<script {values}>")
-        if tag == "link" and values.get("href") != ALLOWED_STYLESHEET:
+        if tag == "link" and values.get("href") not in (ALLOWED_STYLESHEET, ALLOWED_ICON):
             self.problems.append(f"<link {values}>")
         if tag == "meta" and not (
             "charset" in values
