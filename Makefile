@@ -86,5 +86,12 @@ faults: $(VENV)/.installed-dev
 
 .PHONY: faults
 
+# Screenshots of chatledger serve's main pages (docs/img), taken with headless Chromium
+# (apt-get install chromium chromium-driver) from a demo log: tests/serve/screenshots.py.
+screenshots: $(VENV)/.installed-dev
+	$(PY) -m tests.serve.screenshots docs/img
+
+.PHONY: screenshots
+
 clean-venv:
 	rm -rf $(VENV)

@@ -47,13 +47,20 @@ def take(out_dir: Path) -> list[Path]:
                 for name, path, marker in PAGES:
                     driver.get(served.base_url + path.format(support=demo.support, fork=demo.fork))
                     WebDriverWait(driver, 20).until(lambda d, m=marker: d.find_element(By.ID, m))
-                    height = driver.execute_script(
-                        "return Math.min(document.documentElement.scrollHeight, 1800)"
+                    height = driver.execute_script("return document.documentElement.scrollHeight")
+                    # The whole page (up to 1800 px), at an exact viewport size.
+                    driver.execute_cdp_cmd(
+                        "Emulation.setDeviceMetricsOverride",
+                        {
+                            "width": 1280,
+                            "height": min(max(600, int(height)), 1800),
+                            "deviceScaleFactor": 1,
+                            "mobile": False,
+                        },
                     )
-                    driver.set_window_size(1280, max(600, int(height)))
                     target = out_dir / name
                     driver.save_screenshot(str(target))
-                    driver.set_window_size(1280, 900)
+                    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
                     saved.append(target)
         finally:
             client.close()
