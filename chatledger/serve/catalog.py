@@ -12,6 +12,12 @@ What the index knows of each conversation: its id, its current model, a title (t
 first words of the first message it added; a fork without one yet shows its parent's),
 every actor who wrote to it, when it started and was last updated, its version and its
 parent. Text search looks at the id and the title, not at every message.
+
+The index follows the log in position order, as every subscriber does: on PostgreSQL an
+event becomes readable that way once every older transaction of the server has ended
+(so that a reader never skips one), so the index can trail the newest events by the
+longest transaction running at the time. A plain listing reads the store's heads and is
+never behind; only a brand-new conversation's title may show a moment late.
 """
 
 from __future__ import annotations
