@@ -2,6 +2,7 @@
 first streamed token through the server against the library directly.
 
     python -m tests.serve.measure catalog 1000 100000     # listing and search
+    python -m tests.serve.measure catalog 100000 --keep /tmp   # keep (and reuse) the db
     python -m tests.serve.measure first-token             # the local model, 5 runs
 
 Conversations are written through the store's public append (one conversation_started,
@@ -111,14 +112,17 @@ def timed(work: Callable[[], Any], repeat: int = 5) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def measure_catalog(count: int) -> dict[str, Any]:
+def measure_catalog(count: int, directory: str | None = None) -> dict[str, Any]:
+    """Listing and search times at ``count`` conversations (the database is kept in
+    ``directory`` when given, and reused by the next run)."""
     with tempfile.TemporaryDirectory() as scratch:
-        path = str(Path(scratch) / "catalog.db")
-        started = time.perf_counter()
-        with chatledger.SQLiteStore(path) as store:
-            populate(store, count)
-        write_s = time.perf_counter() - started
-        results: dict[str, Any] = {"conversations": count, "write_s": round(write_s, 1)}
+        path = str(Path(directory or scratch) / f"catalog-{count}.db")
+        results: dict[str, Any] = {"conversations": count}
+        if not Path(path).exists():
+            started = time.perf_counter()
+            with chatledger.SQLiteStore(path) as store:
+                populate(store, count)
+            results["write_s"] = round(time.perf_counter() - started, 1)
         with chatledger.SQLiteStore(path) as store:
             catalog = StoreCatalog(store, build_wait=600)
             ms, _ = timed(lambda: catalog.search(page=1), repeat=5)
@@ -144,15 +148,19 @@ def measure_catalog(count: int) -> dict[str, Any]:
                 results[f"{name}_ms"] = round(ms, 2)
                 if page.total is not None:
                     results[f"{name}_matches"] = page.total
+            print(json.dumps(results), file=sys.stderr, flush=True)
+            catalog.close()
             client = chatledger.Client(store=store)
             with serve_in_thread(client) as served:
+                served.state.catalog.wait_until_ready(600)  # the server's own index
                 served.http.get("/api/conversations")  # warm
                 for name, url in (
                     ("http_list", "/api/conversations"),
                     ("http_search", "/api/conversations?text=refund&actor=agent-5"),
-                    ("http_page", "/?q=refund"),
+                    ("http_list_page", "/"),
+                    ("http_search_page", "/?q=refund"),
                 ):
-                    ms, response = timed(lambda u=url: served.http.get(u))
+                    ms, response = timed(lambda u=url: served.http.get(u, timeout=120))
                     assert response.status_code == 200, response.text
                     results[f"{name}_ms"] = round(ms, 2)
     return results
@@ -210,9 +218,13 @@ def main(argv: list[str]) -> None:
     if argv and argv[0] == "first-token":
         print(json.dumps(measure_first_token(int(argv[1]) if len(argv) > 1 else 5), indent=2))
         return
+    directory = None
+    if "--keep" in argv:
+        directory = argv[argv.index("--keep") + 1]
+        argv = [arg for arg in argv if arg not in ("--keep", directory)]
     counts = [int(arg) for arg in argv[1:]] if argv and argv[0] == "catalog" else [1000]
     for count in counts:
-        print(json.dumps(measure_catalog(count), indent=2), flush=True)
+        print(json.dumps(measure_catalog(count, directory), indent=2), flush=True)
 
 
 if __name__ == "__main__":
