@@ -399,20 +399,22 @@ def list_conversations(
     actor: Annotated[str | None, Query(max_length=200, description="Wrote to it.")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 25,
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     result = state.catalog.search(
         text=text, model=model, actor=actor, page=page, page_size=page_size
     )
-    return {
-        "conversations": cards_of(result.items),
-        "page": result.page,
-        "page_size": result.page_size,
-        "has_more": result.has_more,
-        "total": result.total,
-        "complete": result.complete,
-        "elapsed_ms": round(result.elapsed_ms, 3),
-    }
+    return JSONResponse(
+        {
+            "conversations": cards_of(result.items),
+            "page": result.page,
+            "page_size": result.page_size,
+            "has_more": result.has_more,
+            "total": result.total,
+            "complete": result.complete,
+            "elapsed_ms": round(result.elapsed_ms, 3),
+        }
+    )
 
 
 @router.post(
@@ -422,9 +424,7 @@ def list_conversations(
     responses=ERRORS,
     summary="Start a conversation",
 )
-def create_conversation(
-    request: Request, body: CreateConversation, actor: Writer
-) -> dict[str, Any]:
+def create_conversation(request: Request, body: CreateConversation, actor: Writer) -> JSONResponse:
     state = state_of(request)
     with acting_as(actor):
         chat = state.client.chats.create(
@@ -432,7 +432,7 @@ def create_conversation(
             config=body.config,
             history=body.history,
         )
-    return conversation_body(state, chat)
+    return JSONResponse(conversation_body(state, chat), status_code=201)
 
 
 @router.get(
@@ -441,9 +441,9 @@ def create_conversation(
     responses=ERRORS,
     summary="One conversation: model, version, turns, usage, parent",
 )
-def get_conversation(request: Request, conversation_id: str, actor: Reader) -> dict[str, Any]:
+def get_conversation(request: Request, conversation_id: str, actor: Reader) -> JSONResponse:
     state = state_of(request)
-    return conversation_body(state, get_chat(state, conversation_id))
+    return JSONResponse(conversation_body(state, get_chat(state, conversation_id)))
 
 
 @router.get(
@@ -458,16 +458,18 @@ def get_history(
     actor: Reader,
     view: Literal["full", "curated", "context"] = "full",
     as_of: Annotated[int | None, Query(ge=1, description="Time travel: this version.")] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     chat = get_chat(state, conversation_id)
-    return {
-        "conversation_id": chat.id,
-        "view": view,
-        "as_of": as_of,
-        "version": chat.version,
-        "contents": history_contents(chat, view, as_of),
-    }
+    return JSONResponse(
+        {
+            "conversation_id": chat.id,
+            "view": view,
+            "as_of": as_of,
+            "version": chat.version,
+            "contents": history_contents(chat, view, as_of),
+        }
+    )
 
 
 @router.get(
@@ -476,13 +478,13 @@ def get_history(
     responses=ERRORS,
     summary="Each turn: actor, models, attempts, latency, tokens, failures",
 )
-def get_turns(request: Request, conversation_id: str, actor: Reader) -> list[dict[str, Any]]:
+def get_turns(request: Request, conversation_id: str, actor: Reader) -> JSONResponse:
     state = state_of(request)
     validate_conversation_id(conversation_id)
     events = state.client.store.read(conversation_id)
     if not events:
         raise NotFoundError(f"no conversation {conversation_id!r} in this log")
-    return [vars(row) for row in turn_rows(events)]
+    return JSONResponse([vars(row) for row in turn_rows(events)])
 
 
 @router.post(
@@ -536,7 +538,7 @@ def conversation_events(
     actor: Reader,
     after_version: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     validate_conversation_id(conversation_id)
     if state.client.store.stream_info(conversation_id) is None:
@@ -544,7 +546,7 @@ def conversation_events(
     events = state.client.store.read(
         conversation_id, after_version=after_version, to_version=after_version + limit
     )
-    return _events_body(events, events[-1].version if events else after_version)
+    return JSONResponse(_events_body(events, events[-1].version if events else after_version))
 
 
 @router.get(
@@ -558,10 +560,10 @@ def store_events(
     actor: Reader,
     after_position: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     events = state.client.store.read_all(after_position=after_position, limit=limit)
-    return _events_body(events, events[-1].position if events else after_position)
+    return JSONResponse(_events_body(events, events[-1].position if events else after_position))
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -728,13 +730,13 @@ async def stream_conversation_events(
 )
 def fork_conversation(
     request: Request, conversation_id: str, actor: Writer, body: ForkRequest | None = None
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     body = body or ForkRequest()
     with acting_as(actor):
         chat = get_chat(state, conversation_id)
         fork = chat.fork(at=body.at, turn=body.turn, model=body.model)
-    return conversation_body(state, fork)
+    return JSONResponse(conversation_body(state, fork), status_code=201)
 
 
 @router.post(
@@ -743,15 +745,17 @@ def fork_conversation(
     responses=ERRORS,
     summary="Take back the last turn (recorded as an event; nothing is deleted)",
 )
-def rewind_conversation(request: Request, conversation_id: str, actor: Writer) -> dict[str, Any]:
+def rewind_conversation(request: Request, conversation_id: str, actor: Writer) -> JSONResponse:
     state = state_of(request)
     with acting_as(actor):
         chat = get_chat(state, conversation_id)
         user, model = chat.rewind()
-    return {
-        "removed": [user.to_wire(), model.to_wire()],
-        "conversation": conversation_body(state, chat),
-    }
+    return JSONResponse(
+        {
+            "removed": [user.to_wire(), model.to_wire()],
+            "conversation": conversation_body(state, chat),
+        }
+    )
 
 
 @router.get(
@@ -760,16 +764,18 @@ def rewind_conversation(request: Request, conversation_id: str, actor: Writer) -
     responses=ERRORS,
     summary="Verify one conversation's hash chain, versions, parent and snapshot",
 )
-def verify_conversation(request: Request, conversation_id: str, actor: Reader) -> dict[str, Any]:
+def verify_conversation(request: Request, conversation_id: str, actor: Reader) -> JSONResponse:
     state = state_of(request)
     chat = get_chat(state, conversation_id)
     started = time.perf_counter()
     report = chat.verify()
-    return report_body(
-        report,
-        scope=chat.id,
-        seconds=time.perf_counter() - started,
-        location=state.client.store.location,
+    return JSONResponse(
+        report_body(
+            report,
+            scope=chat.id,
+            seconds=time.perf_counter() - started,
+            location=state.client.store.location,
+        )
     )
 
 
@@ -779,15 +785,17 @@ def verify_conversation(request: Request, conversation_id: str, actor: Reader) -
     responses=ERRORS,
     summary="Verify the whole store (reads every event)",
 )
-def verify_everything(request: Request, actor: Reader) -> dict[str, Any]:
+def verify_everything(request: Request, actor: Reader) -> JSONResponse:
     state = state_of(request)
     started = time.perf_counter()
     report = verify_store(state.client.store)
-    return report_body(
-        report,
-        scope="store",
-        seconds=time.perf_counter() - started,
-        location=state.client.store.location,
+    return JSONResponse(
+        report_body(
+            report,
+            scope="store",
+            seconds=time.perf_counter() - started,
+            location=state.client.store.location,
+        )
     )
 
 
@@ -823,7 +831,7 @@ def export(
     responses=ERRORS,
     summary="The tree of forks the conversation belongs to, from its root",
 )
-def tree(request: Request, conversation_id: str, actor: Reader) -> dict[str, Any]:
+def tree(request: Request, conversation_id: str, actor: Reader) -> JSONResponse:
     state = state_of(request)
     validate_conversation_id(conversation_id)
     root = state.client.chats.tree(conversation_id)
@@ -843,7 +851,7 @@ def tree(request: Request, conversation_id: str, actor: Reader) -> dict[str, Any
                 "divergence": node.divergence,
             }
         )
-    return {"root": root.conversation_id, "nodes": nodes}
+    return JSONResponse({"root": root.conversation_id, "nodes": nodes})
 
 
 @router.get(
@@ -857,9 +865,11 @@ def diff(
     actor: Reader,
     a: Annotated[str, Query(max_length=200)],
     b: Annotated[str, Query(max_length=200)],
-) -> dict[str, Any]:
+) -> JSONResponse:
     state = state_of(request)
     left = [c.to_wire() for c in get_chat(state, a).get_history()]
     right = [c.to_wire() for c in get_chat(state, b).get_history()]
     common = common_prefix(left, right)
-    return {"a": a, "b": b, "common": common, "a_rest": left[common:], "b_rest": right[common:]}
+    return JSONResponse(
+        {"a": a, "b": b, "common": common, "a_rest": left[common:], "b_rest": right[common:]}
+    )

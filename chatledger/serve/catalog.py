@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
@@ -92,7 +93,8 @@ class Catalog(Protocol):
         page: int = 1,
         page_size: int = 25,
     ) -> CatalogPage:
-        """Conversations matching every filter given, most recently updated first.
+        """Conversations matching every filter given, most recently updated first (the
+        store's order of their last events).
 
         ``text``: case-insensitive, in the id or the title; ``model``: case-insensitive,
         in the current model's name; ``actor``: exactly one of the actors."""
@@ -180,9 +182,13 @@ class _Entry:
 
 
 def _apply(entries: dict[str, _Entry], event: RecordedEvent) -> None:
+    """Apply one event to the index. In an ``OrderedDict`` the conversation moves to the
+    end: the entries stay in the order of their last event, newest last."""
     entry = entries.get(event.conversation_id)
     if entry is None:
         entry = entries[event.conversation_id] = _Entry(event.conversation_id)
+    elif isinstance(entries, OrderedDict):
+        entries.move_to_end(event.conversation_id)
     data = event.data
     if isinstance(data, ConversationStarted):
         entry.model = data.model
@@ -246,13 +252,16 @@ class StoreCatalog:
         self.store = store
         self.build_wait = build_wait
         self.batch = batch
-        self._entries: dict[str, _Entry] = {}
+        # In the order of each conversation's last event (store order), newest last: a
+        # listing walks it backwards and stops after a page, with no sort.
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._position = 0
         self._lock = threading.Lock()  # guards _entries and _position
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: ChatledgerError | None = None
+        self._suggestions: tuple[float, list[str], list[str]] | None = None
         #: Seconds the first build took (None until it is done).
         self.build_seconds: float | None = None
 
@@ -354,7 +363,9 @@ class StoreCatalog:
         actor = _check_filter(actor, "actor")
         _check_page(page, page_size)
         offset = (page - 1) * page_size
-        if text is None and model is None and actor is None:
+        unfiltered = text is None and model is None and actor is None
+        if unfiltered and not self._ready.is_set():
+            # The index is being built: the store's own listing (fresh, sorted in SQL).
             infos = self.store.conversations(limit=offset + page_size + 1)
             shown = infos[offset : offset + page_size]
             return CatalogPage(
@@ -364,45 +375,55 @@ class StoreCatalog:
                 has_more=len(infos) > offset + page_size,
                 elapsed_ms=(time.perf_counter() - started) * 1000,
             )
-        complete = self.wait_until_ready()
+        complete = True if unfiltered else self.wait_until_ready()
         if complete:
             self.refresh()
         needle = text.lower() if text else None
         model_needle = model.lower() if model else None
+        wanted = offset + page_size + 1  # one more than the page says whether there is more
+        matches: list[_Entry] = []
+        scanned_all = True
         with self._lock:
-            matches = [
-                entry
-                for entry in self._entries.values()
-                if entry.version
-                and (needle is None or needle in entry.haystack)
-                and (model_needle is None or model_needle in entry.model.lower())
-                and (actor is None or actor in entry.actors)
-            ]
-            matches.sort(key=lambda e: (e.updated_at, e.conversation_id), reverse=True)
+            for entry in reversed(self._entries.values()):
+                if (
+                    entry.version
+                    and (needle is None or needle in entry.haystack)
+                    and (model_needle is None or model_needle in entry.model.lower())
+                    and (actor is None or actor in entry.actors)
+                ):
+                    matches.append(entry)
+                    if len(matches) >= wanted and unfiltered:
+                        scanned_all = False
+                        break
             items = [entry.card() for entry in matches[offset : offset + page_size]]
         return CatalogPage(
             items=items,
             page=page,
             page_size=page_size,
             has_more=len(matches) > offset + page_size,
-            total=len(matches),
+            total=len(matches) if scanned_all and not unfiltered else None,
             complete=complete,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def models(self) -> list[str]:
-        """Every current model name in the index (for the search form's suggestions)."""
+    def suggestions(self) -> tuple[list[str], list[str]]:
+        """Up to 100 model names and 100 actor names seen in the log, for the search
+        form (recomputed at most every 10 seconds: it walks the whole index)."""
+        now = time.monotonic()
+        cached = self._suggestions
+        if cached is not None and now - cached[0] < 10:
+            return cached[1], cached[2]
+        models: set[str] = set()
+        actors: set[str] = set()
         with self._lock:
-            return sorted({entry.model for entry in self._entries.values() if entry.model})[:100]
-
-    def actors(self) -> list[str]:
-        with self._lock:
-            names: set[str] = set()
             for entry in self._entries.values():
-                names.update(entry.actors)
-                if len(names) > 100:
-                    break
-            return sorted(names)[:100]
+                if len(models) < 100 and entry.model:
+                    models.add(entry.model)
+                if len(actors) < 100:
+                    actors.update(entry.actors)
+        result = (sorted(models), sorted(actors)[:100])
+        self._suggestions = (now, *result)
+        return result
 
 
 def cards_of(entries: Iterable[ConversationCard]) -> list[dict[str, Any]]:

@@ -150,6 +150,7 @@ def index(
         return "/?" + urlencode({**query, "page": number})
 
     catalog: Any = state.catalog
+    models, actors = catalog.suggestions() if hasattr(catalog, "suggestions") else ([], [])
     return render(
         request,
         "index.html",
@@ -160,8 +161,8 @@ def index(
         filtered=bool(query),
         prev_url=page_url(page - 1) if page > 1 else None,
         next_url=page_url(page + 1) if result.has_more else None,
-        models=catalog.models() if hasattr(catalog, "models") else [],
-        actors=catalog.actors() if hasattr(catalog, "actors") else [],
+        models=models,
+        actors=actors,
     )
 
 
