@@ -22,6 +22,8 @@ never behind; only a brand-new conversation's title may show a moment late.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -144,6 +146,7 @@ class _Entry:
         "own_title",
         "parent_id",
         "parent_version",
+        "position",
         "title",
         "updated_at",
         "version",
@@ -160,6 +163,8 @@ class _Entry:
         self.version = 0
         self.parent_id: str | None = None
         self.parent_version: int | None = None
+        #: The store-wide position of its last event: the listing's order.
+        self.position = 0
         self.haystack = conversation_id.lower()
 
     def set_title(self, title: str, *, own: bool) -> None:
@@ -179,6 +184,10 @@ class _Entry:
             parent_id=self.parent_id,
             parent_version=self.parent_version,
         )
+
+
+def _position(entry: _Entry) -> int:
+    return entry.position
 
 
 def _apply(entries: dict[str, _Entry], event: RecordedEvent) -> None:
@@ -222,6 +231,7 @@ def _apply(entries: dict[str, _Entry], event: RecordedEvent) -> None:
         entry.actors.append(actor)
     entry.version = event.version
     entry.updated_at = event.recorded_at
+    entry.position = event.position
 
 
 def _check_filter(value: str | None, name: str) -> str | None:
@@ -255,6 +265,8 @@ class StoreCatalog:
         # In the order of each conversation's last event (store order), newest last: a
         # listing walks it backwards and stops after a page, with no sort.
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # The same entries in a plain dict, which a search scans (twice as fast).
+        self._by_id: dict[str, _Entry] = {}
         self._position = 0
         self._lock = threading.Lock()  # guards _entries and _position
         self._ready = threading.Event()
@@ -301,6 +313,8 @@ class StoreCatalog:
             events = self.store.read_all(after_position=self._position, limit=self.batch)
             for event in events:
                 _apply(self._entries, event)
+                if event.version == 1 or event.conversation_id not in self._by_id:
+                    self._by_id[event.conversation_id] = self._entries[event.conversation_id]
             if events:
                 self._position = events[-1].position
             return len(events) == self.batch
@@ -381,27 +395,34 @@ class StoreCatalog:
         needle = text.lower() if text else None
         model_needle = model.lower() if model else None
         wanted = offset + page_size + 1  # one more than the page says whether there is more
-        matches: list[_Entry] = []
-        scanned_all = True
         with self._lock:
-            for entry in reversed(self._entries.values()):
-                if (
-                    entry.version
-                    and (needle is None or needle in entry.haystack)
-                    and (model_needle is None or model_needle in entry.model.lower())
-                    and (actor is None or actor in entry.actors)
-                ):
-                    matches.append(entry)
-                    if len(matches) >= wanted and unfiltered:
-                        scanned_all = False
-                        break
+            if unfiltered:
+                # Newest first is the index's own order: walk back one page, no sort.
+                matches = list(itertools.islice(reversed(self._entries.values()), wanted))
+                total = None
+            else:
+                # A plain dict iterates twice as fast as the ordered one: scan it, then
+                # take the newest matches by position.
+                entries = self._by_id.values()
+                if needle is not None and model_needle is None and actor is None:
+                    found = [e for e in entries if needle in e.haystack]
+                else:
+                    found = [
+                        e
+                        for e in entries
+                        if (needle is None or needle in e.haystack)
+                        and (model_needle is None or model_needle in e.model.lower())
+                        and (actor is None or actor in e.actors)
+                    ]
+                total = len(found)
+                matches = heapq.nlargest(wanted, found, key=_position)
             items = [entry.card() for entry in matches[offset : offset + page_size]]
         return CatalogPage(
             items=items,
             page=page,
             page_size=page_size,
             has_more=len(matches) > offset + page_size,
-            total=len(matches) if scanned_all and not unfiltered else None,
+            total=total,
             complete=complete,
             elapsed_ms=(time.perf_counter() - started) * 1000,
         )
