@@ -285,13 +285,18 @@ class HealthOut(BaseModel):
 # --------------------------------------------------------------------------- helpers
 
 
-def get_chat(state: ServeState, conversation_id: str) -> Chat:
-    """The conversation's chat, rebuilt from the log (404 if there is none)."""
+def require_conversation(state: ServeState, conversation_id: str) -> None:
+    """404 unless the conversation exists (reads only its head)."""
     validate_conversation_id(conversation_id)
     if state.client.store.stream_info(conversation_id) is None:
         raise NotFoundError(
             f"no conversation {conversation_id!r} in this log; list them with GET /api/conversations"
         )
+
+
+def get_chat(state: ServeState, conversation_id: str) -> Chat:
+    """The conversation's chat, rebuilt from the log (404 if there is none)."""
+    require_conversation(state, conversation_id)
     return state.client.chats.get(conversation_id)
 
 
@@ -504,7 +509,7 @@ async def send_message(
     request: Request, conversation_id: str, body: SendMessage, actor: Writer
 ) -> Response:
     state = state_of(request)
-    await run_in_threadpool(get_chat, state, conversation_id)  # 404 before starting
+    await run_in_threadpool(require_conversation, state, conversation_id)  # 404 first
     stream = wants_stream(request, body)
     job = state.sender.start(
         conversation_id, body.message, actor=actor, stream=stream, config=body.config

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import jinja2
 from fastapi import FastAPI, Request
@@ -269,9 +269,11 @@ def check_same_origin(request: Request) -> None:
         )
     origin = request.headers.get("origin")
     if origin is not None:
-        host = request.headers.get("host", "")
-        expected = f"{request.url.scheme}://{host}"
-        if origin.lower() != expected.lower():
+        # The host and port must be this server's; the scheme may differ behind a
+        # TLS-terminating proxy (the browser says https, the server sees http).
+        host = request.headers.get("host", "").lower()
+        parsed = urlsplit(origin.lower())
+        if origin == "null" or parsed.scheme not in ("http", "https") or parsed.netloc != host:
             raise HTTPProblem(
                 403,
                 "CrossSiteRequest",

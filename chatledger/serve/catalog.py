@@ -143,6 +143,7 @@ class _Entry:
         "created_at",
         "haystack",
         "model",
+        "model_key",
         "own_title",
         "parent_id",
         "parent_version",
@@ -155,6 +156,7 @@ class _Entry:
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         self.model = ""
+        self.model_key = ""  # lowercased, for searches
         self.title = ""
         self.own_title = False
         self.actors: list[str] = []
@@ -201,6 +203,7 @@ def _apply(entries: dict[str, _Entry], event: RecordedEvent) -> None:
     data = event.data
     if isinstance(data, ConversationStarted):
         entry.model = data.model
+        entry.model_key = data.model.lower()
         entry.created_at = event.recorded_at
         if data.parent is not None:
             entry.parent_id = data.parent.conversation_id
@@ -226,6 +229,7 @@ def _apply(entries: dict[str, _Entry], event: RecordedEvent) -> None:
                 entry.set_title(text, own=True)
     elif isinstance(data, ConfigChanged) and data.model is not None:
         entry.model = data.model
+        entry.model_key = data.model.lower()
     actor = event.actor
     if actor and actor not in entry.actors and len(entry.actors) < MAX_ACTORS:
         entry.actors.append(actor)
@@ -404,14 +408,23 @@ class StoreCatalog:
                 # A plain dict iterates twice as fast as the ordered one: scan it, then
                 # take the newest matches by position.
                 entries = self._by_id.values()
+                # One comprehension per single filter (the common searches), one for more.
+                only: str | None = None
                 if needle is not None and model_needle is None and actor is None:
-                    found = [e for e in entries if needle in e.haystack]
+                    only = needle
+                    found = [e for e in entries if only in e.haystack]
+                elif model_needle is not None and needle is None and actor is None:
+                    only = model_needle
+                    found = [e for e in entries if only in e.model_key]
+                elif actor is not None and needle is None and model_needle is None:
+                    only = actor
+                    found = [e for e in entries if only in e.actors]
                 else:
                     found = [
                         e
                         for e in entries
                         if (needle is None or needle in e.haystack)
-                        and (model_needle is None or model_needle in e.model.lower())
+                        and (model_needle is None or model_needle in e.model_key)
                         and (actor is None or actor in e.actors)
                     ]
                 total = len(found)

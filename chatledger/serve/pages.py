@@ -21,7 +21,14 @@ from fastapi.responses import StreamingResponse as _StreamingResponse
 from ..client import Chat, acting_as
 from ..errors import InvalidInputError, NotFoundError
 from ..events.envelope import validate_conversation_id
-from .api import SSE_HEADERS, export_response, get_chat, history_contents, sse
+from .api import (
+    SSE_HEADERS,
+    export_response,
+    get_chat,
+    history_contents,
+    require_conversation,
+    sse,
+)
 from .app import (
     HTTPProblem,
     ServeState,
@@ -408,7 +415,7 @@ async def send_page(request: Request, conversation_id: str, session: Editor) -> 
     state = state_of(request)
     form = await request.form()
     message = _form_text(form, "message", limit=MAX_MESSAGE, required=True)
-    await run_in_threadpool(get_chat, state, conversation_id)
+    await run_in_threadpool(require_conversation, state, conversation_id)
     job = state.sender.start(
         conversation_id, message, actor=session.actor or state.actor, stream=True
     )

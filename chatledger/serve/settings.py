@@ -185,8 +185,8 @@ class ServeSettings:
     read_only: bool = False
     #: The largest request body accepted, in bytes.
     max_body: int = DEFAULT_MAX_BODY
-    #: Host header names accepted (DNS rebinding protection). None: loopback names and
-    #: ``bind_host``; ``("*",)`` accepts any (only sensible with tokens).
+    #: Host header names accepted besides loopback names and ``bind_host`` (DNS
+    #: rebinding protection); ``("*",)`` accepts any (only sensible with tokens).
     allowed_hosts: tuple[str, ...] | None = None
     #: The address the server is bound to (for the Host check and the bind rule).
     bind_host: str = "127.0.0.1"
@@ -221,15 +221,14 @@ class ServeSettings:
             )
 
     def host_names(self) -> list[str]:
-        """The Host header names the server answers to."""
-        if self.allowed_hosts is not None:
-            return list(self.allowed_hosts)
+        """The Host header names the server answers to: the loopback names, the bound
+        address and ``allowed_hosts``; any name (``"*"``) when bound to every address
+        (tokens are required then, and they are what protects it)."""
         names = list(LOOPBACK_NAMES)
         bind = self.bind_host.strip().strip("[]")
-        if bind in ("0.0.0.0", "::", ""):
-            # Bound to every address: which names reach it is not known here; tokens are
-            # required in that case (check_bind), and they protect against rebinding.
+        if bind in ("0.0.0.0", "::", "") and not self.allowed_hosts:
             return ["*"]
-        if bind not in names:
-            names.append(bind)
+        if bind not in names and bind not in ("0.0.0.0", "::", ""):
+            names.append(f"[{bind}]" if ":" in bind else bind)
+        names.extend(name.lower() for name in self.allowed_hosts or () if name not in names)
         return names

@@ -67,6 +67,13 @@ def test_binding_beyond_loopback_needs_a_token() -> None:
     settings = ServeSettings(bind_host="0.0.0.0", tokens=TokenTable([("a", ALICE_TOKEN)]))
     assert settings.host_names() == ["*"]  # tokens protect it; the Host check cannot
     assert "127.0.0.1" in ServeSettings().host_names()
+    named = ServeSettings(
+        bind_host="0.0.0.0",
+        tokens=TokenTable([("a", ALICE_TOKEN)]),
+        allowed_hosts=("Chat.Example",),
+    )
+    assert named.host_names() == ["localhost", "127.0.0.1", "::1", "[::1]", "chat.example"]
+    assert "[::1]" in ServeSettings(bind_host="::1").host_names()
 
 
 def test_tokens_are_checked_and_kept_as_digests(tmp_path: Path) -> None:
