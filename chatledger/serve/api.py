@@ -379,7 +379,8 @@ async def send_events(
 
 
 @router.get("/health", response_model=HealthOut, summary="Is the server up, and how is it set up")
-def health(request: Request) -> dict[str, Any]:
+def health(request: Request, actor: Reader) -> dict[str, Any]:
+    """With tokens, only for their holders: it names the store."""
     state = state_of(request)
     return {
         "ok": True,

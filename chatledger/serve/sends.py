@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from ..client import Client, acting_as
+from ..client import Chat, Client, acting_as
 from ..errors import ChatledgerError
 from ..types import GenerateContentResponse
 
@@ -131,6 +131,31 @@ def _chunk_data(chunk: GenerateContentResponse) -> dict[str, Any]:
     return {"text": chunk.text or "", "chunk": chunk.to_wire()}
 
 
+class ChatPool:
+    """Chats kept between sends, so that a send does not rebuild its conversation from
+    the log each time (a chat catches up on what others appended when it sends). A chat
+    is taken out while it is used: two sends to one conversation at once get two chats,
+    and the library makes their turns take turns."""
+
+    def __init__(self, client: Client, size: int = 256) -> None:
+        self.client = client
+        self.size = size
+        self._chats: OrderedDict[str, Chat] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, conversation_id: str) -> Chat:
+        with self._lock:
+            chat = self._chats.pop(conversation_id, None)
+        return chat if chat is not None else self.client.chats.get(conversation_id)
+
+    def give(self, chat: Chat) -> None:
+        with self._lock:
+            self._chats[chat.id] = chat
+            self._chats.move_to_end(chat.id)
+            while len(self._chats) > self.size:
+                self._chats.popitem(last=False)
+
+
 class Sender:
     """Runs sends for a server: at most ``max_running`` at once (more are refused with
     :class:`SendsBusyError`), each readable for ``keep_seconds`` after it ends."""
@@ -151,6 +176,7 @@ class Sender:
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._on_done = on_done
+        self.chats = ChatPool(client)
 
     def get(self, job_id: str) -> SendJob | None:
         with self._lock:
@@ -197,7 +223,7 @@ class Sender:
     def _run(self, job: SendJob, message: Any, config: Any) -> None:
         try:
             with acting_as(job.actor):
-                chat = self.client.chats.get(job.conversation_id)
+                chat = self.chats.take(job.conversation_id)
                 if job.stream:
                     chunks = chat.send_message_stream(message, config=config)
                     try:
@@ -210,6 +236,7 @@ class Sender:
                     response = chat.last
                 else:
                     response = chat.send_message(message, config=config)
+                self.chats.give(chat)
                 job.push(
                     "done",
                     {

@@ -17,6 +17,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -166,52 +167,121 @@ def measure_catalog(count: int, directory: str | None = None) -> dict[str, Any]:
     return results
 
 
-def measure_first_token(runs: int = 5) -> dict[str, Any]:
-    """Milliseconds from sending to the first streamed chunk, on the real local model:
-    the library in process, then through the server (HTTP + SSE), alternating."""
+def _served_first_chunk(served: Any, cid: str, message: str) -> float:
+    started = time.perf_counter()
+    with served.http.stream(
+        "POST",
+        f"/api/conversations/{cid}/messages",
+        json={"message": message, "stream": True},
+        timeout=httpx.Timeout(300),
+    ) as response:
+        events = sse_events(response.iter_lines())
+        first = next(events)
+        elapsed = (time.perf_counter() - started) * 1000
+        assert first[0] == "chunk", first
+        for _ in events:
+            pass
+    return elapsed
+
+
+def _direct_first_chunk(chat: Any, message: str) -> float:
+    started = time.perf_counter()
+    stream = chat.send_message_stream(message)
+    next(iter(stream))
+    elapsed = (time.perf_counter() - started) * 1000
+    for _ in stream:
+        pass
+    return elapsed
+
+
+def _in_thread(work: Callable[[], float]) -> float:
+    """``work()`` in a worker thread, as the server runs every send."""
+    result: list[float] = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _summary(direct: list[float], served: list[float]) -> dict[str, Any]:
+    return {
+        "direct_ms": [round(x, 1) for x in direct],
+        "served_ms": [round(x, 1) for x in served],
+        "direct_median_ms": round(statistics.median(direct), 1),
+        "served_median_ms": round(statistics.median(served), 1),
+        "median_paired_difference_ms": round(
+            statistics.median(s - d for s, d in zip(served, direct, strict=True)), 2
+        ),
+    }
+
+
+def measure_first_token(runs: int = 5, overhead_runs: int = 40) -> dict[str, Any]:
+    """Milliseconds from sending to the first streamed chunk: the library in process,
+    then through the server (HTTP, a send thread, server-sent events).
+
+    ``local``: the real offline model, alternating which goes first, every prompt
+    distinct. ``overhead``: a model server that answers at once (the loopback
+    Gemini-protocol server), so the difference is the server's own cost."""
+    from tests.support.gemini_server import GeminiServer, text_response
+
     config = {"max_output_tokens": 16, "temperature": 0.0}
-    direct: list[float] = []
-    served_ms: list[float] = []
-    with tempfile.TemporaryDirectory() as scratch:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as scratch, GeminiServer() as gemini:
+        chunks = [
+            text_response("Hel", finish_reason=None),
+            text_response("lo", finish_reason="STOP"),
+        ]
+        client = chatledger.Client(
+            api_key="measure-key-0000000000",
+            http_options={"base_url": gemini.base_url},
+            store=str(Path(scratch) / "overhead.db"),
+        )
+        direct: list[float] = []
+        served_ms: list[float] = []
+        with serve_in_thread(client) as served:
+            chat = client.chats.create(model="gemini-2.5-flash")
+            cid = served.api_post("/api/conversations", {"model": "gemini-2.5-flash"}).json()[
+                "conversation_id"
+            ]
+            for run in range(overhead_runs + 3):
+                gemini.reply_sse(chunks)
+                d = _direct_first_chunk(chat, f"hello {run}")
+                gemini.reply_sse(chunks)
+                s = _served_first_chunk(served, cid, f"hello {run}")
+                if run >= 3:  # the first runs warm connections up
+                    direct.append(d)
+                    served_ms.append(s)
+        client.close()
+        results["overhead"] = {"runs": overhead_runs, **_summary(direct, served_ms)}
+
+        if runs == 0:
+            return results
         client = chatledger.Client(store=str(Path(scratch) / "ttft.db"))
-        warm = client.chats.create(model="local", config=config)
-        warm.send_message("Hello")  # loads the model once
+        client.chats.create(model="local", config=config).send_message("Hello")  # load it
+        direct, served_ms, main_thread = [], [], []
         with serve_in_thread(client) as served:
             for run in range(runs):
                 chat = client.chats.create(model="local", config=config)
-                started = time.perf_counter()
-                stream = chat.send_message_stream(f"Name a colour ({run}).")
-                next(iter(stream))
-                direct.append((time.perf_counter() - started) * 1000)
-                for _ in stream:
-                    pass
                 cid = served.api_post(
                     "/api/conversations", {"model": "local", "config": config}
                 ).json()["conversation_id"]
-                started = time.perf_counter()
-                with served.http.stream(
-                    "POST",
-                    f"/api/conversations/{cid}/messages",
-                    json={"message": f"Name a colour ({run}).", "stream": True},
-                    timeout=httpx.Timeout(120),
-                ) as response:
-                    events = sse_events(response.iter_lines())
-                    first = next(events)
-                    served_ms.append((time.perf_counter() - started) * 1000)
-                    assert first[0] == "chunk"
-                    for _ in events:
-                        pass
+                first_direct = run % 2 == 0
+                message = f"Name a colour ({run} a)."
+                if first_direct:
+                    direct.append(_in_thread(lambda c=chat, m=message: _direct_first_chunk(c, m)))
+                served_ms.append(_served_first_chunk(served, cid, f"Name a colour ({run} b)."))
+                if not first_direct:
+                    direct.append(_in_thread(lambda c=chat, m=message: _direct_first_chunk(c, m)))
+                # The same call from the main thread (see the docs: llama.cpp's threads).
+                other = client.chats.create(model="local", config=config)
+                main_thread.append(_direct_first_chunk(other, f"Name a colour ({run} c)."))
         client.close()
-    return {
-        "runs": runs,
-        "direct_ms": [round(x, 1) for x in direct],
-        "served_ms": [round(x, 1) for x in served_ms],
-        "direct_median_ms": round(statistics.median(direct), 1),
-        "served_median_ms": round(statistics.median(served_ms), 1),
-        "median_difference_ms": round(
-            statistics.median(s - d for s, d in zip(served_ms, direct, strict=True)), 1
-        ),
-    }
+        results["local"] = {
+            "runs": runs,
+            **_summary(direct, served_ms),
+            "direct_main_thread_ms": [round(x, 1) for x in main_thread],
+        }
+    return results
 
 
 def main(argv: list[str]) -> None:

@@ -76,9 +76,10 @@ def test_a_served_process_never_writes_a_token_or_the_key(
         env={"GEMINI_API_KEY": API_KEY},
     ) as served:
         http = httpx.Client(base_url=served.base_url, timeout=30)
-        health = http.get("/api/health").json()
-        assert health["authentication"] == "bearer" and health["read_only"] is False
-        assert "server" not in http.get("/api/health").headers
+        assert http.get("/api/health").status_code == 401  # it names the store
+        health = http.get("/api/health", headers=bearer(ALICE_TOKEN))
+        assert health.json()["authentication"] == "bearer" and health.json()["read_only"] is False
+        assert "server" not in health.headers
         created = http.post("/api/conversations", json={}, headers=bearer(ALICE_TOKEN))
         assert created.status_code == 201, created.text
         cid = created.json()["conversation_id"]
