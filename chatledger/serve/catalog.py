@@ -345,7 +345,7 @@ class StoreCatalog:
         return self._cards([info])[0]
 
     def _cards(self, infos: Sequence[StreamInfo]) -> list[ConversationCard]:
-        if self._ready.is_set():
+        if self._ready.is_set() and self._error is None:
             self.refresh()
         cards: list[ConversationCard] = []
         for info in infos:
@@ -382,8 +382,9 @@ class StoreCatalog:
         _check_page(page, page_size)
         offset = (page - 1) * page_size
         unfiltered = text is None and model is None and actor is None
-        if unfiltered and not self._ready.is_set():
-            # The index is being built: the store's own listing (fresh, sorted in SQL).
+        if unfiltered and (not self._ready.is_set() or self._error is not None):
+            # The index is being built (or a damaged log stopped it): the store's own
+            # listing, fresh and sorted in SQL.
             infos = self.store.conversations(limit=offset + page_size + 1)
             shown = infos[offset : offset + page_size]
             return CatalogPage(

@@ -195,3 +195,27 @@ def test_the_api_and_page_list_through_the_catalog(tmp_path: Path) -> None:
         assert ids["refund"] in page.text and ids["poem"] not in page.text
         bad = served.http.get("/api/conversations?page=0")
         assert bad.status_code == 400
+
+
+def test_a_damaged_log_still_lists_and_says_so_on_search(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "damaged.db"
+    client, scripted = make(chatledger.SQLiteStore(str(path)))
+    ids = fill(client, scripted)
+    client.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute(
+            'UPDATE events SET data = \'{"turn": "x"}\' WHERE conversation_id = ? AND version = 2',
+            (ids["poem"],),
+        )
+    with chatledger.SQLiteStore(str(path)) as store:
+        catalog = StoreCatalog(store)
+        catalog.start()
+        assert catalog.wait_until_ready(10)
+        listing = catalog.search(page_size=2)
+        assert ids_of(listing) == [ids["fork"], ids["refund"]]
+        with pytest.raises(chatledger.IntegrityError, match="run verify"):
+            catalog.search(text="refund")
+        catalog.close()
