@@ -506,6 +506,7 @@ def test_every_command_and_option_has_help(runner: CliRunner) -> None:
         "log",
         "ls",
         "replay",
+        "serve",  # chatledger/serve/command.py
         "show",
         "tree",
         "verify",

@@ -58,7 +58,13 @@ def build_settings(
     show_default=True,
     help="Address to listen on. Anything but loopback needs --token or --token-file.",
 )
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="Port to listen on (0: any free port).",
+)
 @click.option(
     "--token",
     "tokens",
@@ -111,6 +117,7 @@ def build_settings(
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
     show_default=True,
+    help="How much the server logs (the access log is at info); secrets are masked.",
 )
 @click.pass_context
 def serve(
