@@ -28,7 +28,7 @@ PAGES = (
     ("timeline.png", "/c/{support}/events", "timeline"),
     ("branches.png", "/c/{support}/tree", "fork-tree"),
     ("side-by-side.png", "/diff?a={support}&b={fork}", "diff"),
-    ("time-travel.png", "/c/{support}?as_of=4", "as-of-notice"),
+    ("time-travel.png", "/c/{support}?as_of=8", "as-of-notice"),
     ("audit.png", "/c/{support}/audit", "verdict"),
     ("chat.png", "/c/{fork}/chat", "send-form"),
 )
