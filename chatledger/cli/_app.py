@@ -55,6 +55,7 @@ COMMANDS: dict[str, str] = {
     "replay": "chatledger.cli._branching:replay",
     "export": "chatledger.cli._audit:export_",
     "import": "chatledger.cli._audit:import_",
+    "serve": "chatledger.serve.command:serve",
 }
 
 GEMINI_MODEL = "gemini-2.5-flash"
