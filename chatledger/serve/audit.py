@@ -2,9 +2,7 @@
 
 :func:`verify_store` is what ``chatledger verify`` runs (every hash chain, gapless
 versions and positions, fork parents, and every snapshot against the log). The public
-API has ``store.verify()`` (without the snapshot check) and ``chat.verify()`` (one
-conversation, with it); the whole-store check with snapshots is the client's internal
-``verify_log``, used here behind this one function until it is public.
+check is the public :func:`chatledger.client.verify_log`, which the CLI runs too.
 
 Checkpoints (signed tree heads) do not exist yet: every result carries ``checkpoint``
 (None today), the place where "the checkpoint it was checked against" will go.
@@ -17,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ..client._conversation import verify_log
+from ..client import verify_log
 from ..errors import ChatledgerError
 from ..events.store import EventStore, VerificationReport
 
