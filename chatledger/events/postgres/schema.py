@@ -1,0 +1,258 @@
+"""The PostgreSQL schema: named, ordered migrations, applied once under an advisory lock.
+
+Each migration is SQL with ``{schema}`` (an identifier) and ``{schema_name}`` (a
+literal). They are applied in one transaction under a transaction-level advisory lock
+(so several processes opening a fresh database at once are safe) and recorded by name
+in ``chatledger_migrations``. Why each object is there: see the package docstring and
+``docs/stores.md``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from ...errors import StoreUnavailableError
+from .connection import Connection
+
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATIONS_LOCK_CLASS",
+    "POSITIONS_LOCK_CLASS",
+    "SCHEMA_NAME",
+    "check_server",
+    "migrate",
+    "pending_migrations",
+]
+
+#: What a schema name may be (an identifier that needs no quoting).
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: advisory lock classes ("chlg" and the next value), keyed by hashtext(schema)
+POSITIONS_LOCK_CLASS = 1667787879
+MIGRATIONS_LOCK_CLASS = 1667787880
+
+# ----------------------------------------------------------------------------- migrations
+
+# Each migration is SQL with {schema} (an identifier) and {schema_name} (a literal).
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_events",
+        """
+        CREATE SEQUENCE {schema}.events_position_seq AS bigint CACHE 1;
+        CREATE TABLE {schema}.events (
+            position bigint PRIMARY KEY,
+            conversation_id text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            event_id text COLLATE "C" NOT NULL,
+            type text NOT NULL,
+            schema_version integer NOT NULL,
+            data text NOT NULL,
+            metadata text NOT NULL,
+            recorded_at text COLLATE "C" NOT NULL,
+            hash text NOT NULL,
+            xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+            CONSTRAINT events_stream UNIQUE (conversation_id, version),
+            CONSTRAINT events_event_id UNIQUE (event_id)
+        );
+        ALTER SEQUENCE {schema}.events_position_seq OWNED BY {schema}.events.position;
+        """,
+    ),
+    (
+        "002_streams",
+        """
+        CREATE TABLE {schema}.streams (
+            conversation_id text COLLATE "C" PRIMARY KEY,
+            version bigint NOT NULL,
+            head_hash text NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            updated_at text COLLATE "C" NOT NULL,
+            parent_id text COLLATE "C",
+            parent_version bigint
+        );
+        CREATE INDEX streams_updated ON {schema}.streams (updated_at);
+        CREATE INDEX streams_parent ON {schema}.streams (parent_id);
+        """,
+    ),
+    (
+        "003_events_are_immutable",
+        """
+        CREATE FUNCTION {schema}.chatledger_refuse_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'chatledger events are immutable' USING ERRCODE = 'integrity_constraint_violation';
+        END
+        $$;
+        CREATE TRIGGER events_no_update_or_delete BEFORE UPDATE OR DELETE ON {schema}.events
+            FOR EACH ROW EXECUTE FUNCTION {schema}.chatledger_refuse_change();
+        CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {schema}.events
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.chatledger_refuse_change();
+        """,
+    ),
+    (
+        "004_snapshots",
+        """
+        CREATE TABLE {schema}.snapshots (
+            conversation_id text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            state bytea NOT NULL,
+            PRIMARY KEY (conversation_id, name)
+        );
+        """,
+    ),
+    (
+        "005_allocate_positions",
+        # See the module docstring: the transaction id and the positions are assigned
+        # together under a lock held for microseconds, so their orders agree. The
+        # exception block makes sure a cancelled call never keeps the session lock.
+        """
+        CREATE FUNCTION {schema}.chatledger_allocate_positions(n integer) RETURNS bigint[]
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            positions bigint[];
+        BEGIN
+            IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+                RAISE EXCEPTION 'chatledger positions must be allocated by the first write of a transaction'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            BEGIN
+                PERFORM pg_advisory_lock(1667787879, hashtext({schema_name}));
+                PERFORM pg_current_xact_id();
+                SELECT array_agg(allocated.p ORDER BY allocated.p) INTO positions
+                FROM (SELECT nextval('{schema}.events_position_seq') AS p
+                      FROM generate_series(1, n)) AS allocated;
+                PERFORM pg_advisory_unlock(1667787879, hashtext({schema_name}));
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                PERFORM pg_advisory_unlock_all();
+                RAISE;
+            END;
+            RETURN positions;
+        END
+        $$;
+        """,
+    ),
+    (
+        "006_append",
+        # One call per append: lock the conversation, check its head, and only then
+        # allocate positions and write. See the module docstring.
+        """
+        CREATE FUNCTION {schema}.chatledger_append(
+            p_conversation_id text,
+            p_expected_version bigint,
+            p_expected_hash text,
+            p_events json,
+            p_parent_id text,
+            p_parent_version bigint,
+            OUT positions bigint[],
+            OUT version bigint,
+            OUT head_hash text
+        )
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            n integer := json_array_length(p_events);
+            last json := p_events -> (n - 1);
+        BEGIN
+            -- What the NOTIFY after COMMIT announces ('' for nothing): a session setting.
+            PERFORM set_config('chatledger.notify_position', '', false);
+            -- Takes no transaction id, so waiting here holds no reader back.
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_conversation_id, 0));
+            -- A new statement, so a new snapshot: it sees what the lock's last holder wrote.
+            SELECT s.version, s.head_hash INTO version, head_hash
+            FROM {schema}.streams AS s WHERE s.conversation_id = p_conversation_id;
+            IF coalesce(version, 0) <> p_expected_version
+                    OR coalesce(head_hash, '') <> coalesce(p_expected_hash, '') THEN
+                version := coalesce(version, 0);
+                RETURN;  -- positions NULL: the head is not what the caller hashed against
+            END IF;
+            positions := {schema}.chatledger_allocate_positions(n);
+            INSERT INTO {schema}.events (position, conversation_id, version, event_id, type,
+                schema_version, data, metadata, recorded_at, hash)
+            SELECT positions[e.i], p_conversation_id, p_expected_version + e.i, e.event_id,
+                e.type, e.schema_version, e.data, e.metadata, e.recorded_at, e.hash
+            FROM ROWS FROM (json_to_recordset(p_events) AS (event_id text, type text,
+                schema_version integer, data text, metadata text, recorded_at text, hash text))
+                WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, recorded_at,
+                hash, i);
+            version := p_expected_version + n;
+            head_hash := last ->> 'hash';
+            PERFORM set_config('chatledger.notify_position', positions[n]::text, false);
+            IF p_expected_version = 0 THEN
+                INSERT INTO {schema}.streams (conversation_id, version, head_hash, created_at,
+                    updated_at, parent_id, parent_version)
+                VALUES (p_conversation_id, version, head_hash, p_events -> 0 ->> 'recorded_at',
+                    last ->> 'recorded_at', p_parent_id, p_parent_version);
+            ELSE
+                UPDATE {schema}.streams AS s SET version = chatledger_append.version,
+                    head_hash = chatledger_append.head_hash, updated_at = last ->> 'recorded_at'
+                WHERE s.conversation_id = p_conversation_id;
+            END IF;
+        END
+        $$;
+        """,
+    ),
+    (
+        "007_no_index_on_updated_at",
+        # Every append moves its stream's updated_at: with an index on it, no update of the
+        # head could be HOT, so each append also wrote an index entry (and its WAL).
+        # Listings order by (updated_at, conversation_id) and sort anyway.
+        """
+        DROP INDEX IF EXISTS {schema}.streams_updated;
+        """,
+    ),
+]
+
+
+def check_server(conn: Connection, location: str) -> None:
+    """Refuse a server older than PostgreSQL 14 (``xid8`` snapshots) or a database whose
+    encoding is not UTF-8."""
+    if conn.info.server_version < 140000:
+        raise StoreUnavailableError(
+            f"PostgreSQL at {location} is version {conn.info.server_version // 10000}; "
+            "chatledger needs PostgreSQL 14 or later"
+        )
+    encoding = conn.execute("SHOW server_encoding").fetchone()
+    if encoding is None or str(encoding[0]).upper() not in {"UTF8", "UTF-8"}:
+        raise StoreUnavailableError(
+            f"the database at {location} uses the {encoding[0] if encoding else '?'} "
+            "encoding; chatledger stores text as UTF-8: create the database with "
+            "ENCODING 'UTF8'"
+        )
+
+
+def migrate(conn: Connection, schema: str) -> None:
+    """Apply the migrations ``schema`` lacks (creating it if needed), once."""
+    s = sql.Identifier(schema)
+    table = sql.SQL("{}.chatledger_migrations").format(s)
+    if pending_migrations(conn, schema) == []:
+        return
+    with conn.transaction():
+        # Serialise migrators (two processes opening a fresh database at once).
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATIONS_LOCK_CLASS, schema)
+        )
+        if schema != "public":
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(table)
+        )
+        for name in pending_migrations(conn, schema) or []:
+            body = dict(MIGRATIONS)[name]
+            conn.execute(sql.SQL(body).format(schema=s, schema_name=sql.Literal(schema)))
+            conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), (name,))
+
+
+def pending_migrations(conn: Connection, schema: str) -> list[str] | None:
+    """Migration names not applied yet, or None when there is no migrations table."""
+    exists = conn.execute(
+        "SELECT to_regclass(quote_ident(%s) || '.chatledger_migrations')", (schema,)
+    ).fetchone()
+    if exists is None or exists[0] is None:
+        return None
+    table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(schema))
+    applied = {row[0] for row in conn.execute(sql.SQL("SELECT name FROM {}").format(table))}
+    return [name for name, _ in MIGRATIONS if name not in applied]
