@@ -247,7 +247,7 @@ class EventStore(abc.ABC):
         ``connection`` is the backend's DB-API connection (``sqlite3`` with ``?``
         placeholders; ``psycopg`` with ``%s``). It is for tables kept beside the log,
         such as a read model and the position it has reached, which then commit together
-        (see :mod:`chatledger.projections.runner`). Do not append events or call other
+        (see :mod:`chatledger.readmodels`). Do not append events or call other
         methods of this store inside ``work``, and do not change the log's own tables.
         Database errors are raised as :class:`StoreError` subclasses. A store without a
         database (memory) raises :class:`StoreError`.
