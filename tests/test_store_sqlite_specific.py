@@ -438,7 +438,7 @@ TAMPERINGS: dict[str, tuple[Tamper, int, int | None, str]] = {
         lambda conn, cid, events: _forge(conn, cid, events, rehash=True),
         6,
         None,
-        "stream head says version 5",
+        "head row says version 5",
     ),
 }
 

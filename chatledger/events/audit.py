@@ -39,6 +39,7 @@ from ..errors import IntegrityError, InvalidInputError, NotFoundError
 from .envelope import MAX_NESTING, check_json, validate_conversation_id, validate_event_id
 from .kinds import decode_data, shape_problem
 from .memory import MemoryStore
+from .rows import parent_of_rows
 from .store import EventStore, RawRow
 
 __all__ = ["ImportReport", "export_conversation", "import_lines"]
@@ -115,26 +116,45 @@ def export_conversation(
     store: EventStore, conversation_id: str, *, include_forks: bool = False
 ) -> Iterator[str]:
     """The conversation (its ancestors up to the fork points first; with
-    ``include_forks``, its descendants after) as JSON lines, one event each."""
+    ``include_forks``, its descendants after) as JSON lines, one event each.
+
+    Ancestors are found from each fork's own first event (hashed, so it cannot name
+    another parent without breaking the chain), never from the head rows; forks are
+    found through the head rows, which a listing checks against those first events."""
     chain: list[tuple[str, int | None]] = []
     current: str | None = conversation_id
     to_version: int | None = None
     while current is not None:
-        info = store.stream_info(current)
-        if info is None:
-            raise NotFoundError(f"no conversation {current!r} in {store.location}")
         if any(cid == current for cid, _ in chain):
-            raise IntegrityError(f"conversation {current} is its own ancestor")
+            raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
+        first = store._read(current, 0, 1)
+        if not first:
+            if not chain:
+                raise NotFoundError(f"no conversation {current!r} in {store.location}")
+            raise IntegrityError(
+                f"{chain[-1][0]} was forked from {current} v{to_version}, which is not in "
+                f"{store.location}; run verify"
+            )
         chain.append((current, to_version))
-        current, to_version = info.parent_id, info.parent_version
+        parent_id, parent_version = parent_of_rows(first)
+        if parent_id is not None and parent_version is None:
+            raise IntegrityError(
+                f"the first event of {current} names a parent without a version; run verify"
+            )
+        current, to_version = parent_id, parent_version
     for cid, limit in reversed(chain):
         for row in store._read(cid, 0, limit):
             yield msgspec.json.encode(_export_row(row)).decode()
     if include_forks:
-        pending = [conversation_id]
+        pending, seen = [conversation_id], {conversation_id}
         while pending:
             parent = pending.pop(0)
             for child in reversed(store.conversations(parent_id=parent)):
+                if child.conversation_id in seen:
+                    raise IntegrityError(
+                        f"conversation {child.conversation_id} is its own ancestor; run verify"
+                    )
+                seen.add(child.conversation_id)
                 for row in store._read(child.conversation_id, 0, None):
                     yield msgspec.json.encode(_export_row(row)).decode()
                 pending.append(child.conversation_id)

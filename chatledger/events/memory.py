@@ -6,7 +6,9 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
+from .rows import StreamRow
 from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .verification import SnapshotRow
 
 __all__ = ["MemoryStore"]
 
@@ -153,6 +155,30 @@ class MemoryStore(EventStore):
         with self._lock:
             if len(self._rows) <= position:
                 self._lock.wait(poll_interval)
+
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        with self._lock:
+            return [
+                StreamRow(
+                    info.conversation_id,
+                    info.version,
+                    self._streams[cid][-1].hash,
+                    info.created_at,
+                    info.updated_at,
+                    info.parent_id,
+                    info.parent_version,
+                )
+                for cid, info in self._info.items()
+                if conversation_id is None or cid == conversation_id
+            ]
+
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        with self._lock:
+            return [
+                SnapshotRow(cid, name, snapshot.version)
+                for (cid, name), snapshot in self._snapshots.items()
+                if conversation_id is None or cid == conversation_id
+            ]
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock:

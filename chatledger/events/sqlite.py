@@ -14,12 +14,13 @@ The schema is created by named, ordered migrations (sqlite-utils), recorded in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import sqlite_utils
 
@@ -30,17 +31,21 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import utc_now
+from .rows import StreamRow, head_error, missing_head_reason
 from .store import (
     EncodedEvent,
     EventStore,
+    PreparedEvent,
     Problem,
     RawRow,
     Snapshot,
     StreamInfo,
     VerificationReport,
+    checked_head,
     parent_of,
     parent_of_rows,
 )
+from .verification import SnapshotRow
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -145,7 +150,27 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
 ]
 
+_RELEASED_MIGRATIONS = tuple(MIGRATIONS)
+
 _COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"
+
+
+def _head_sql(source: str, *, with_parent: bool) -> str:
+    """The head rows of ``source`` (``streams``, or a subquery of it) with what their
+    events say (:data:`chatledger.events.store.HEAD_COLUMNS`): index lookups, plus the
+    first event's data when the parent is checked."""
+    first = ", f.type, f.data" if with_parent else ", NULL, NULL"
+    return (
+        "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+        "s.parent_id, s.parent_version, (SELECT max(m.version) FROM events AS m "
+        "WHERE m.conversation_id = s.conversation_id), h.hash, h.recorded_at, f.recorded_at"
+        f"{first} FROM {source} AS s "
+        "LEFT JOIN events AS h ON h.conversation_id = s.conversation_id AND h.version = s.version "
+        "LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1"
+    )
+
+
+_STREAM_INFO_SQL = _head_sql("streams", with_parent=True) + " WHERE s.conversation_id = ?"
 
 
 class SQLiteStore(EventStore):
@@ -272,6 +297,11 @@ class SQLiteStore(EventStore):
                     (conversation_id,),
                 ).fetchone()
                 current = head[0] if head else 0
+                if head is None or current != expected_version:
+                    # A new stream, or a stale expectation: the head row must agree with
+                    # the events before a writer is told to catch up and retry (with a
+                    # deleted or moved head, it would retry forever).
+                    self._check_head(conversation_id)
                 if current != expected_version:
                     conn.execute("ROLLBACK")
                     retried = self._retried_positions(
@@ -281,32 +311,23 @@ class SQLiteStore(EventStore):
                         return retried
                     raise ConcurrencyError(conversation_id, expected_version, current)
                 if head and head[1] != head[2]:
-                    raise IntegrityError(
-                        f"{self.path}: the head of conversation {conversation_id} does not "
-                        f"match its last event (version {current}): the file is damaged. "
-                        "Nothing was written; run `chatledger verify` and restore the file "
-                        "from a backup or an export"
+                    # New events must never chain onto a damaged head (verify would then
+                    # blame them).
+                    self._check_head(conversation_id)
+                    raise head_error(
+                        self.path, conversation_id, "its head row does not match its last event"
                     )
                 prepared = self._prepare(conversation_id, events, current, head[1] if head else "")
                 positions: list[int] = []
-                for event in prepared:
-                    cursor = conn.execute(
-                        "INSERT INTO events (conversation_id, version, event_id, type, "
-                        "schema_version, data, metadata, recorded_at, hash) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            conversation_id,
-                            event.version,
-                            event.event_id,
-                            event.type,
-                            event.schema_version,
-                            event.data.decode("utf-8"),
-                            event.metadata.decode("utf-8"),
-                            event.recorded_at,
-                            event.hash,
-                        ),
-                    )
-                    positions.append(int(cursor.lastrowid or 0))
+                try:
+                    self._insert_prepared(conn, conversation_id, prepared, positions)
+                except sqlite3.IntegrityError:
+                    # Only a damaged or edited file collides here (versions and ids were
+                    # checked): name the head row if it is the cause.
+                    conn.execute("ROLLBACK")
+                    self._check_head(conversation_id)
+                    self._check_ids_are_free(conversation_id, prepared)
+                    raise
                 last = prepared[-1]
                 if head:
                     conn.execute(
@@ -336,6 +357,51 @@ class SQLiteStore(EventStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    @staticmethod
+    def _insert_prepared(
+        conn: sqlite3.Connection,
+        conversation_id: str,
+        prepared: Sequence[PreparedEvent],
+        positions: list[int],
+    ) -> None:
+        for event in prepared:
+            cursor = conn.execute(
+                "INSERT INTO events (conversation_id, version, event_id, type, "
+                "schema_version, data, metadata, recorded_at, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    event.version,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    event.data.decode("utf-8"),
+                    event.metadata.decode("utf-8"),
+                    event.recorded_at,
+                    event.hash,
+                ),
+            )
+            positions.append(int(cursor.lastrowid or 0))
+
+    def _check_head(self, conversation_id: str) -> None:
+        """Raise IntegrityError if the stream's head row disagrees with its events (or
+        is missing while it has events)."""
+        self._checked_info(conversation_id)
+
+    def _check_ids_are_free(self, conversation_id: str, prepared: Sequence[PreparedEvent]) -> None:
+        """Raise IntegrityError naming an event id of ``prepared`` that another event
+        already has (the insert collided on it)."""
+        found = self._find_event_ids([event.event_id for event in prepared])
+        for event in prepared:
+            if event.event_id in found:
+                cid, version, _ = found[event.event_id]
+                raise IntegrityError(
+                    f"{self.path}: event id {event.event_id!r} is already used by "
+                    f"{'this conversation' if cid == conversation_id else cid} v{version}; "
+                    "nothing was written. An idempotent retry must resend exactly the same "
+                    "events; new events need new ids"
+                )
+
     def verify(self, conversation_id: str | None = None) -> VerificationReport:
         """:meth:`EventStore.verify`; for the whole log, also SQLite's own check of the
         file, which finds damaged indexes that reads would otherwise go through."""
@@ -363,13 +429,38 @@ class SQLiteStore(EventStore):
                 )
         return report
 
-    def _recorded_head_hash(self, conversation_id: str) -> str | None:
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        sql = (
+            "SELECT conversation_id, version, head_hash, created_at, updated_at, parent_id, "
+            "parent_version FROM streams"
+        )
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            sql, params = sql + " WHERE conversation_id = ?", (conversation_id,)
         with self._lock, self._errors():
-            rows = self._query(
-                "SELECT head_hash FROM streams WHERE conversation_id = ?", (conversation_id,)
-            )
-        value = rows[0][0] if rows else None
-        return value if isinstance(value, str) else repr(value)
+            return [StreamRow(*row) for row in self._query(sql, params)]
+
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        sql = "SELECT conversation_id, name, version FROM snapshots"
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            sql, params = sql + " WHERE conversation_id = ?", (conversation_id,)
+        with self._lock, self._errors():
+            return [SnapshotRow(*row) for row in self._query(sql, params)]
+
+    def _schema_problems(self) -> list[str]:
+        """The log's tables, indexes and triggers against what the migrations make (a
+        dropped trigger would let events be changed; a dropped unique index, duplicated),
+        and every migration recorded."""
+        with self._lock, self._errors():
+            found = _schema_of(self._conn)
+            applied = {row[0] for row in self._query("SELECT name FROM _chatledger_migrations")}
+        problems = [
+            f"migration {name} is not recorded in _chatledger_migrations (the table was edited)"
+            for name, _ in MIGRATIONS
+            if name not in applied
+        ]
+        return problems + _schema_differences(_expected_schema(), found)
 
     def _import_rows(
         self, conversation_id: str, rows: list[RawRow], after_version: int
@@ -379,6 +470,8 @@ class SQLiteStore(EventStore):
             head = conn.execute(
                 "SELECT version FROM streams WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()
+            if head is None or head[0] != after_version:
+                self._check_head(conversation_id)
             if (head[0] if head else 0) != after_version:
                 raise ConcurrencyError(conversation_id, after_version, head[0] if head else 0)
             positions = []
@@ -462,30 +555,40 @@ class SQLiteStore(EventStore):
         return {row[0]: (row[1], row[2], row[3]) for row in rows}
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
+        """:meth:`EventStore.stream_info`, its head row checked against the events."""
+        return self._checked_info(conversation_id)
+
+    def _checked_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock, self._errors():
-            rows = self._query(
-                "SELECT conversation_id, version, created_at, updated_at, parent_id, "
-                "parent_version FROM streams WHERE conversation_id = ?",
-                (conversation_id,),
+            rows = self._query(_STREAM_INFO_SQL, (conversation_id,))
+            if rows:
+                return checked_head(self.path, rows[0], with_parent=True)[0]
+            last = self._query(
+                "SELECT max(version) FROM events WHERE conversation_id = ?", (conversation_id,)
             )
-        return _info(rows[0], self.path) if rows else None
+        if last and last[0][0] is not None:
+            raise head_error(self.path, conversation_id, missing_head_reason(last[0][0]))
+        return None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
-        sql = (
-            "SELECT conversation_id, version, created_at, updated_at, parent_id, parent_version "
-            "FROM streams"
-        )
+        # The page of head rows first, then what their events say, row by row (index
+        # lookups; the first event's data only for a listing of forks).
+        source = "SELECT * FROM streams"
         params: tuple[object, ...] = ()
         if parent_id is not None:
-            sql += " WHERE parent_id = ?"
+            source += " WHERE parent_id = ?"
             params = (parent_id,)
-        sql += " ORDER BY updated_at DESC, conversation_id"
+        order = " ORDER BY updated_at DESC, conversation_id"
+        source += order
         if limit is not None:
-            sql += " LIMIT ?"
+            source += " LIMIT ?"
             params += (limit,)
+        sql = _head_sql(f"({source})", with_parent=parent_id is not None) + order.replace(
+            " updated_at", " s.updated_at"
+        ).replace(" conversation_id", " s.conversation_id")
         with self._lock, self._errors():
             rows = self._query(sql, params)
-        return [_info(row, self.path) for row in rows]
+        return [checked_head(self.path, row, with_parent=parent_id is not None)[0] for row in rows]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._lock, self._errors():
@@ -683,18 +786,86 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def _info(row: tuple[object, ...], path: str) -> StreamInfo:
-    version = row[1]
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise IntegrityError(
-            f"{path}: the head of conversation {row[0]!r} is damaged (its version is "
-            f"{version!r}); restore the file from a backup or an export"
+# ----------------------------------------------------------------------------- schema checks
+
+#: The log's own tables (another program's tables beside them are not looked at).
+_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots")
+
+
+class _Schema(NamedTuple):
+    """The parts of a schema that ``verify`` compares, table by table."""
+
+    #: table -> its columns as PRAGMA table_info gives them (name, type, notnull, pk).
+    columns: dict[str, list[tuple[object, ...]]]
+    #: table -> {index name: (unique, columns)}.
+    indexes: dict[str, dict[str, tuple[bool, tuple[object, ...]]]]
+    #: table -> {trigger name: its SQL, whitespace normalised}.
+    triggers: dict[str, dict[str, str]]
+
+
+def _schema_of(conn: sqlite3.Connection) -> _Schema:
+    columns: dict[str, list[tuple[object, ...]]] = {}
+    indexes: dict[str, dict[str, tuple[bool, tuple[object, ...]]]] = {}
+    triggers: dict[str, dict[str, str]] = {table: {} for table in _OWN_TABLES}
+    for table in _OWN_TABLES:
+        info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
+        if not info:
+            continue
+        columns[table] = [(row[1], str(row[2]).upper(), row[3], row[5]) for row in info]
+        indexes[table] = {
+            str(row[1]): (
+                bool(row[2]),
+                tuple(col[2] for col in conn.execute(f'PRAGMA index_info("{row[1]}")')),
+            )
+            for row in conn.execute(f'PRAGMA index_list("{table}")')
+        }
+    for name, table, sql in conn.execute(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'trigger'"
+    ):
+        if table in triggers:
+            triggers[table][str(name)] = " ".join(str(sql).split())
+    return _Schema(columns, indexes, triggers)
+
+
+@functools.cache
+def _expected_schema() -> _Schema:
+    """What the migrations make, read from a scratch database they ran in (the
+    migrations of this release, as they were when the module was loaded)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(
+            "CREATE TABLE _chatledger_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-    return StreamInfo(
-        conversation_id=str(row[0]),
-        version=version,
-        created_at=str(row[2]),
-        updated_at=str(row[3]),
-        parent_id=row[4] if isinstance(row[4], str) else None,
-        parent_version=row[5] if isinstance(row[5], int) else None,
-    )
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        for _, migration in _RELEASED_MIGRATIONS:
+            migration(db)
+        return _schema_of(conn)
+
+
+def _schema_differences(expected: _Schema, found: _Schema) -> list[str]:
+    problems: list[str] = []
+    for table, columns in expected.columns.items():
+        if table not in found.columns:
+            problems.append(f"the table {table} is missing")
+            continue
+        if found.columns[table] != columns:
+            problems.append(f"the table {table} does not have the columns chatledger made")
+        for name, (unique, indexed) in expected.indexes[table].items():
+            if name.startswith("sqlite_autoindex_"):
+                # A primary key's index: its name follows the table's definition.
+                if (unique, indexed) not in found.indexes[table].values():
+                    problems.append(f"the primary key index of {table} is missing")
+            elif found.indexes[table].get(name) != (unique, indexed):
+                what = "unique index" if unique else "index"
+                problems.append(f"the {what} {name} on {table} is missing or changed")
+        for name, sql in expected.triggers[table].items():
+            if found.triggers[table].get(name) != sql:
+                problems.append(
+                    f"the trigger {name} on {table} is missing or changed: events are no "
+                    "longer protected from being changed or replaced"
+                )
+        for name in sorted(found.triggers[table].keys() - expected.triggers[table].keys()):
+            problems.append(
+                f"the trigger {name} on {table} is not chatledger's: it may change what the "
+                "library writes"
+            )
+    return problems

@@ -29,9 +29,17 @@ from .envelope import (
     validate_event_id,
 )
 from .kinds import ConversationStarted, EventData, data_to_builtins
-from .rows import RawRow, parent_of_rows
+from .rows import (
+    HeadEvidence,
+    RawRow,
+    StreamRow,
+    head_error,
+    head_problem,
+    parent_of_data,
+    parent_of_rows,
+)
 from .rows import row_to_event as _row_to_event
-from .verification import Problem, VerificationReport, verify_log_tables
+from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
     "EventStore",
@@ -102,6 +110,58 @@ def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
     if isinstance(first, ConversationStarted) and first.parent is not None:
         return first.parent.conversation_id, first.parent.version
     return None, None
+
+
+#: The columns a backend reads for a head row checked against its events (see
+#: :func:`checked_head`): the ``streams`` row, then the stream's highest version, the hash
+#: and time of the event at the row's version, the time of version 1, and (only when the
+#: parent is checked) version 1's ``type`` and ``data``.
+HEAD_COLUMNS = (
+    "conversation_id",
+    "version",
+    "head_hash",
+    "created_at",
+    "updated_at",
+    "parent_id",
+    "parent_version",
+    "last_version",
+    "event_hash",
+    "event_recorded_at",
+    "first_recorded_at",
+    "first_type",
+    "first_data",
+)
+
+
+def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> tuple[StreamInfo, str]:
+    """A stream's head row (as :data:`HEAD_COLUMNS`) as a :class:`StreamInfo` and its
+    head hash, once checked against what its events say; :class:`IntegrityError` naming
+    the conversation when they disagree. ``with_parent``: the row holds version 1's type
+    and data, and its parent is checked too (a JSON decode of the first event)."""
+    head = StreamRow(*row[:7])
+    evidence = HeadEvidence(
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        parent_of_data(row[11], row[12]) if with_parent else None,
+    )
+    problem = head_problem(head, evidence)
+    if problem is not None:
+        raise head_error(location, head.conversation_id, problem)
+    info = StreamInfo(
+        conversation_id=str(head.conversation_id),
+        version=head.version,
+        created_at=str(head.created_at),
+        updated_at=str(head.updated_at),
+        parent_id=head.parent_id if isinstance(head.parent_id, str) else None,
+        parent_version=(
+            int(head.parent_version)
+            if isinstance(head.parent_version, int) and not isinstance(head.parent_version, bool)
+            else None
+        ),
+    )
+    return info, str(head.head_hash)
 
 
 def _is_count(value: object) -> bool:
@@ -365,10 +425,19 @@ class EventStore(abc.ABC):
     def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
         """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
 
-    def _recorded_head_hash(self, conversation_id: str) -> str | None:
-        """The hash the stream's head records for its last event, for ``verify`` to
-        compare; None when a backend keeps no separate head."""
-        return None
+    @abc.abstractmethod
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        """The head rows as stored (of one stream, or all), for ``verify`` to check."""
+
+    @abc.abstractmethod
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        """The snapshots' anchors (of one stream, or all), for ``verify`` to check."""
+
+    def _schema_problems(self) -> list[str]:
+        """What is missing or changed in the database's schema (the triggers that keep
+        events immutable, the unique indexes, the recorded migrations...), for a
+        whole-log ``verify``. A store without a schema has nothing to say."""
+        return []
 
     def _wait_for_new(
         self, position: int, poll_interval: float, stop: threading.Event | None

@@ -24,6 +24,7 @@ __all__ = [
     "check_server",
     "migrate",
     "pending_migrations",
+    "schema_problems",
 ]
 
 #: What a schema name may be (an identifier that needs no quoting).
@@ -256,3 +257,112 @@ def pending_migrations(conn: Connection, schema: str) -> list[str] | None:
     table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(schema))
     applied = {row[0] for row in conn.execute(sql.SQL("SELECT name FROM {}").format(table))}
     return [name for name, _ in MIGRATIONS if name not in applied]
+
+
+# ----------------------------------------------------------------------------- verify
+
+#: The triggers on ``events`` the migrations make: name -> pg_trigger.tgtype (ROW 1,
+#: BEFORE 2, DELETE 8, UPDATE 16, TRUNCATE 32), each calling chatledger_refuse_change.
+EXPECTED_TRIGGERS = {"events_no_update_or_delete": 1 | 2 | 8 | 16, "events_no_truncate": 2 | 32}
+#: The keys the migrations make: (table, constraint) -> pg_get_constraintdef.
+EXPECTED_CONSTRAINTS = {
+    ("chatledger_migrations", "chatledger_migrations_pkey"): "PRIMARY KEY (name)",
+    ("events", "events_event_id"): "UNIQUE (event_id)",
+    ("events", "events_pkey"): 'PRIMARY KEY ("position")',
+    ("events", "events_stream"): "UNIQUE (conversation_id, version)",
+    ("snapshots", "snapshots_pkey"): "PRIMARY KEY (conversation_id, name)",
+    ("streams", "streams_pkey"): "PRIMARY KEY (conversation_id)",
+}
+_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots")
+_FUNCTION = re.compile(r"CREATE FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
+
+
+def expected_functions(conn: Connection, schema: str) -> dict[str, str]:
+    """Each function the migrations make, and its body (``pg_proc.prosrc``) exactly."""
+    functions: dict[str, str] = {}
+    for _, body in MIGRATIONS:
+        text = (
+            sql.SQL(body)
+            .format(schema=sql.Identifier(schema), schema_name=sql.Literal(schema))
+            .as_string(conn)
+        )
+        functions.update(_FUNCTION.findall(text))
+    return functions
+
+
+def schema_problems(conn: Connection, schema: str) -> list[str]:
+    """What ``verify`` finds missing or changed in the schema the migrations made: every
+    migration recorded; the triggers that refuse UPDATE, DELETE and TRUNCATE of events,
+    present, enabled and calling chatledger's function; no other trigger on the log's
+    tables; the functions' bodies as written (``chatledger_append`` checks the head
+    before it writes); the primary keys and unique constraints."""
+    problems: list[str] = []
+    table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(schema))
+    applied = {row[0] for row in conn.execute(sql.SQL("SELECT name FROM {}").format(table))}
+    problems.extend(
+        f"migration {name} is not recorded in chatledger_migrations (the table was edited)"
+        for name, _ in MIGRATIONS
+        if name not in applied
+    )
+    triggers = conn.execute(
+        "SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname, pn.nspname "
+        "FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "JOIN pg_proc AS p ON p.oid = t.tgfoid JOIN pg_namespace AS pn ON pn.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND NOT t.tgisinternal",
+        (schema, list(_OWN_TABLES)),
+    ).fetchall()
+    found = {(str(row[0]), str(row[1])): row[2:] for row in triggers}
+    for name, tgtype in EXPECTED_TRIGGERS.items():
+        trigger = found.pop(("events", name), None)
+        if (
+            trigger is None
+            or trigger[0] != tgtype
+            or trigger[2:]
+            != (
+                "chatledger_refuse_change",
+                schema,
+            )
+        ):
+            problems.append(
+                f"the trigger {name} on events is missing or changed: events are no longer "
+                "protected from being changed or deleted"
+            )
+        elif trigger[1] not in ("O", "A"):
+            problems.append(
+                f"the trigger {name} on events is disabled: events are no longer protected "
+                "from being changed or deleted"
+            )
+    problems.extend(
+        f"the trigger {name} on {on} is not chatledger's: it may change what the library writes"
+        for on, name in sorted(found)
+    )
+    bodies: dict[str, str] = dict(
+        conn.execute(
+            "SELECT p.proname, p.prosrc FROM pg_proc AS p "
+            "JOIN pg_namespace AS n ON n.oid = p.pronamespace WHERE n.nspname = %s",
+            (schema,),
+        ).fetchall()
+    )
+    problems.extend(
+        f"the function {name} is missing or changed (appends and the immutability of events "
+        "rely on it)"
+        for name, body in expected_functions(conn, schema).items()
+        if bodies.get(name) != body
+    )
+    constraints = {
+        (str(row[0]), str(row[1])): str(row[2])
+        for row in conn.execute(
+            "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint AS k "
+            "JOIN pg_class AS c ON c.oid = k.conrelid "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s)",
+            (schema, list(_OWN_TABLES)),
+        )
+    }
+    problems.extend(
+        f"the constraint {name} ({definition}) on {on} is missing or changed"
+        for (on, name), definition in EXPECTED_CONSTRAINTS.items()
+        if constraints.get((on, name)) != definition
+    )
+    return problems

@@ -20,12 +20,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ...errors import (
     ConcurrencyError,
+    IntegrityError,
     InvalidInputError,
     StoreError,
     StoreUnavailableError,
     register_secret,
 )
 from ..envelope import RecordedEvent
+from ..rows import StreamRow, head_error, missing_head_reason
 from ..store import (
     EncodedEvent,
     EventStore,
@@ -33,9 +35,11 @@ from ..store import (
     RawRow,
     Snapshot,
     StreamInfo,
+    checked_head,
     parent_of,
     parent_of_rows,
 )
+from ..verification import SnapshotRow
 from .connection import (
     Connection,
     Connections,
@@ -46,7 +50,7 @@ from .connection import (
     split_url,
     wait_for_notification,
 )
-from .schema import SCHEMA_NAME, check_server, migrate
+from .schema import SCHEMA_NAME, check_server, migrate, schema_problems
 
 __all__ = ["PostgresStore"]
 
@@ -56,7 +60,6 @@ _COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
     "recorded_at, hash"
 )
-_INFO_COLUMNS = "conversation_id, version, created_at, updated_at, parent_id, parent_version"
 
 
 _HEADS_KEPT = 10_000
@@ -167,7 +170,10 @@ class PostgresStore(EventStore):
             "WHERE current_setting('chatledger.notify_position', true) <> ''"
         ).format(schema=s, channel=sql.Literal(self.channel))
         self._sql_head = q(
-            "SELECT version, head_hash FROM {schema}.streams WHERE conversation_id = %s"
+            "SELECT s.version, s.head_hash, e.hash FROM {schema}.streams AS s "
+            "LEFT JOIN {schema}.events AS e "
+            "ON e.conversation_id = s.conversation_id AND e.version = s.version "
+            "WHERE s.conversation_id = %s"
         )
         self._sql_read = q(
             f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE conversation_id = %s AND version > %s"
@@ -185,10 +191,20 @@ class PostgresStore(EventStore):
             "SELECT event_id, conversation_id, version, position FROM {schema}.events "
             "WHERE event_id = ANY(%s)"
         )
-        self._sql_stream_info = q(
-            f"SELECT {_INFO_COLUMNS} FROM {{schema}}.streams WHERE conversation_id = %s"
+        self._sql_stream_info = sql.Composed(
+            [
+                self._head_sql(q("{schema}.streams"), with_parent=True),
+                sql.SQL(" WHERE s.conversation_id = %s"),
+            ]
         )
-        self._sql_conversations = q(f"SELECT {_INFO_COLUMNS} FROM {{schema}}.streams")
+        self._sql_last_version = q(
+            "SELECT max(version) FROM {schema}.events WHERE conversation_id = %s"
+        )
+        self._sql_stream_rows = q(
+            "SELECT conversation_id, version, head_hash, created_at, updated_at, parent_id, "
+            "parent_version FROM {schema}.streams"
+        )
+        self._sql_snapshot_rows = q("SELECT conversation_id, name, version FROM {schema}.snapshots")
         self._sql_save_snapshot = q(
             "INSERT INTO {schema}.snapshots AS old (conversation_id, name, version, state) "
             "VALUES (%s, %s, %s, %s) ON CONFLICT (conversation_id, name) DO UPDATE "
@@ -203,6 +219,22 @@ class PostgresStore(EventStore):
         )
         self._sql_listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self._sql_search_path = sql.SQL("SET LOCAL search_path TO {}, public").format(s)
+
+    def _head_sql(self, source: sql.Composable, *, with_parent: bool) -> sql.Composed:
+        """The head rows of ``source`` (the streams table, or a subquery of it) with what
+        their events say (:data:`chatledger.events.store.HEAD_COLUMNS`): index lookups,
+        plus the first event's data when the parent is checked."""
+        first = ", f.type, f.data" if with_parent else ", NULL, NULL"
+        return sql.SQL(
+            "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+            "s.parent_id, s.parent_version, (SELECT max(m.version) FROM {schema}.events AS m "
+            "WHERE m.conversation_id = s.conversation_id), h.hash, h.recorded_at, f.recorded_at"
+            + first
+            + " FROM {source} AS s LEFT JOIN {schema}.events AS h "
+            "ON h.conversation_id = s.conversation_id AND h.version = s.version "
+            "LEFT JOIN {schema}.events AS f "
+            "ON f.conversation_id = s.conversation_id AND f.version = 1"
+        ).format(schema=sql.Identifier(self.schema), source=source)
 
     def applied_migrations(self) -> list[str]:
         table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(self.schema))
@@ -244,7 +276,9 @@ class PostgresStore(EventStore):
                 return positions
             if version != expected_version:
                 return self._mismatch(conversation_id, event_ids, expected_version, version)
-            # Same version, another head hash than the one remembered: hash again.
+            # Same version, another head hash than the one remembered: read the head
+            # again (checked against its event) and hash again.
+            self._heads.pop(conversation_id, None)
         raise StoreError(f"{self.location}: the head of {conversation_id} keeps changing; retry")
 
     def _import_rows(
@@ -252,6 +286,7 @@ class PostgresStore(EventStore):
     ) -> list[int]:
         prev_hash = self._head_hash(conversation_id, after_version)
         if isinstance(prev_hash, int):
+            self.stream_info(conversation_id)  # a head row the events contradict: say so
             raise ConcurrencyError(conversation_id, after_version, prev_hash)
         prepared = [
             PreparedEvent(
@@ -275,6 +310,7 @@ class PostgresStore(EventStore):
         except OutcomeUnknown as unknown:
             return self._settle(unknown, conversation_id, [row.event_id for row in rows])
         if positions is None:
+            self.stream_info(conversation_id)
             raise ConcurrencyError(conversation_id, after_version, version)
         return positions
 
@@ -289,6 +325,12 @@ class PostgresStore(EventStore):
         rows = self._fetch(self._sql_head, (conversation_id,))
         if not rows or int(rows[0][0]) != version:
             return int(rows[0][0]) if rows else 0
+        if rows[0][1] != rows[0][2]:
+            # The head row's hash is not its event's: never chain onto it.
+            self.stream_info(conversation_id)
+            raise head_error(
+                self.location, conversation_id, "its head row does not match its last event"
+            )
         self._remember(conversation_id, version, str(rows[0][1]))
         return str(rows[0][1])
 
@@ -304,6 +346,9 @@ class PostgresStore(EventStore):
     def _mismatch(
         self, conversation_id: str, event_ids: list[str], expected_version: int, actual: int
     ) -> list[int]:
+        # Before a writer is told to catch up and retry: the head row must agree with the
+        # events (with a deleted or moved head row, it would retry forever).
+        self.stream_info(conversation_id)
         retried = self._retried_positions(conversation_id, event_ids)
         if retried is not None:
             return retried
@@ -373,7 +418,9 @@ class PostgresStore(EventStore):
             row = cursor.fetchone()
             assert row is not None
             positions = [int(position) for position in row[0]] if row[0] is not None else None
-            if row[2] is not None:
+            if positions is not None:
+                # Only the head this append wrote: a head row that did not match is not
+                # to be trusted (verify, or the next read, says why).
                 self._remember(conversation_id, int(row[1]), str(row[2]))
             return positions, int(row[1])
 
@@ -459,20 +506,61 @@ class PostgresStore(EventStore):
         return {str(row[0]): (str(row[1]), int(row[2]), int(row[3])) for row in rows}
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
+        """:meth:`EventStore.stream_info`, its head row checked against the events."""
         rows = self._fetch(self._sql_stream_info, (conversation_id,))
-        return _info(rows[0]) if rows else None
+        if rows:
+            return checked_head(self.location, rows[0], with_parent=True)[0]
+        last = self._fetch(self._sql_last_version, (conversation_id,))
+        if last and last[0][0] is not None:
+            raise head_error(self.location, conversation_id, missing_head_reason(last[0][0]))
+        return None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
-        parts: list[sql.Composable] = [self._sql_conversations]
+        # The page of head rows first, then what their events say, row by row (index
+        # lookups; the first event's data only for a listing of forks).
+        order = sql.SQL(" ORDER BY updated_at DESC, conversation_id")
+        parts: list[sql.Composable] = [
+            sql.SQL("(SELECT * FROM {}.streams").format(sql.Identifier(self.schema))
+        ]
         params: tuple[object, ...] = ()
         if parent_id is not None:
             parts.append(sql.SQL(" WHERE parent_id = %s"))
             params = (parent_id,)
-        parts.append(sql.SQL(" ORDER BY updated_at DESC, conversation_id"))
+        parts.append(order)
         if limit is not None:
             parts.append(sql.SQL(" LIMIT %s"))
             params += (limit,)
-        return [_info(row) for row in self._fetch(sql.Composed(parts), params)]
+        parts.append(sql.SQL(")"))
+        with_parent = parent_id is not None
+        query = sql.Composed(
+            [
+                self._head_sql(sql.Composed(parts), with_parent=with_parent),
+                sql.SQL(" ORDER BY s.updated_at DESC, s.conversation_id"),
+            ]
+        )
+        return [
+            checked_head(self.location, row, with_parent=with_parent)[0]
+            for row in self._fetch(query, params)
+        ]
+
+    def _schema_problems(self) -> list[str]:
+        return self._run(lambda conn, _: schema_problems(conn, self.schema), writing=False)
+
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        query: sql.Composed = self._sql_stream_rows
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            query = sql.Composed([query, sql.SQL(" WHERE conversation_id = %s")])
+            params = (conversation_id,)
+        return [StreamRow(*row) for row in self._fetch(query, params)]
+
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        query: sql.Composed = self._sql_snapshot_rows
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            query = sql.Composed([query, sql.SQL(" WHERE conversation_id = %s")])
+            params = (conversation_id,)
+        return [SnapshotRow(*row) for row in self._fetch(query, params)]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         def save(conn: Connection, progress: Progress) -> None:
@@ -610,9 +698,12 @@ class PostgresStore(EventStore):
             )
             if not moved:
                 return None
-            return ConcurrencyError(
-                conversation_id, expected_version or 0, self._head_version(conversation_id)
-            )
+            try:
+                # With a deleted or moved head row, this is no race a retry would win.
+                version = self._head_version(conversation_id)
+            except IntegrityError as damaged:
+                return damaged
+            return ConcurrencyError(conversation_id, expected_version or 0, version)
 
         return self._db.run(operation, writing=writing, refine=conflict)
 
@@ -626,14 +717,3 @@ class PostgresStore(EventStore):
 
 def _bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
-
-
-def _info(row: tuple[Any, ...]) -> StreamInfo:
-    return StreamInfo(
-        conversation_id=str(row[0]),
-        version=int(row[1]),
-        created_at=str(row[2]),
-        updated_at=str(row[3]),
-        parent_id=row[4] if isinstance(row[4], str) else None,
-        parent_version=int(row[5]) if row[5] is not None else None,
-    )

@@ -1,0 +1,176 @@
+"""``verify`` checks every table the library reads, not only the events: snapshots (their
+anchors: a stream with events, a version it has) and the schema the migrations made
+(the triggers that keep events immutable, the unique keys, the functions appends run,
+every migration recorded), on SQLite and PostgreSQL. Each test edits a real database
+the way someone with write access could, and expects ``verify`` to name the change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatledger.events import EventStore, Snapshot, SQLiteStore
+from chatledger.events.postgres import PostgresStore
+from tests.faults import ledger
+from tests.store_contract import message, new_id, start
+from tests.support.postgres import connect, scratch_database
+
+
+@dataclass
+class Backend:
+    name: str
+    open: Callable[[], EventStore]
+    execute: Callable[[str, tuple[Any, ...]], None]
+    schema: str = ""
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with scratch_database("chatledger_tables") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "tables.db"
+
+        def execute_sqlite(statement: str, params: tuple[Any, ...] = ()) -> None:
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute(statement.replace("%s", "?"), params)
+
+        return Backend("sqlite", lambda: SQLiteStore(path), execute_sqlite)
+    url = request.getfixturevalue("postgres_url")
+    schema = f"tables_{uuid.uuid4().hex[:10]}"
+
+    def execute_postgres(statement: str, params: tuple[Any, ...] = ()) -> None:
+        with connect(url) as conn:
+            conn.execute(f"SET search_path TO {schema}")
+            conn.execute(statement, params)  # type: ignore[arg-type]
+
+    return Backend("postgres", lambda: PostgresStore(url, schema=schema), execute_postgres, schema)
+
+
+def problems(store: EventStore, conversation_id: str | None = None) -> list[str]:
+    return [str(problem) for problem in store.verify(conversation_id).problems]
+
+
+def snapshot(cid: str, version: int) -> Snapshot:
+    return Snapshot(conversation_id=cid, name="history", version=version, state=b"state")
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+def test_a_snapshot_past_the_last_event_is_named(backend: Backend) -> None:
+    with backend.open() as store:
+        cid = new_id()
+        start(store, cid, message(1), message(2))
+        store.save_snapshot(snapshot(cid, 3))
+        assert store.verify().ok
+        backend.execute("UPDATE snapshots SET version = 7 WHERE conversation_id = %s", (cid,))
+        for found in (problems(store), problems(store, cid)):
+            assert any(cid in p and "snapshot" in p and "version 7" in p for p in found), found
+    ledger.record("store", f"snapshot-anchor/{backend.name}", faults=1)
+
+
+def test_a_snapshot_of_a_conversation_with_no_events_is_named(backend: Backend) -> None:
+    with backend.open() as store:
+        ghost = new_id()
+        store.save_snapshot(snapshot(ghost, 1))
+        found = problems(store)
+        assert any(ghost in p and "no (sound) events" in p for p in found), found
+        assert any(ghost in p for p in problems(store, ghost))
+    ledger.record("store", f"snapshot-orphan/{backend.name}", faults=1)
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+SQLITE_EDITS = {
+    "dropped-trigger": ("DROP TRIGGER events_no_delete", "events_no_delete"),
+    "replaced-trigger": (
+        "DROP TRIGGER events_no_update; CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        "WHEN 0 BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END",
+        "events_no_update",
+    ),
+    "foreign-trigger": (
+        "CREATE TRIGGER shadow AFTER INSERT ON events BEGIN "
+        "UPDATE streams SET updated_at = '2999' WHERE conversation_id = NEW.conversation_id; END",
+        "shadow",
+    ),
+    "dropped-unique-index": (
+        "DROP INDEX events_event_id; CREATE INDEX events_event_id ON events (event_id)",
+        "events_event_id",
+    ),
+    "forgotten-migration": (
+        "DELETE FROM _chatledger_migrations WHERE name = '005_events_are_never_replaced'",
+        "005_events_are_never_replaced",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(SQLITE_EDITS))
+def test_a_changed_sqlite_schema_is_named(tmp_path: Path, edit: str) -> None:
+    statements, named = SQLITE_EDITS[edit]
+    path = tmp_path / "schema.db"
+    with SQLiteStore(path) as store:
+        start(store, new_id(), message(1))
+        assert store.verify().ok
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.executescript(statements)
+        found = problems(store)
+        assert any(named in p for p in found), found
+    ledger.record("store", "schema/sqlite", faults=1)
+
+
+POSTGRES_EDITS = {
+    "disabled-trigger": (
+        "ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete",
+        "events_no_update_or_delete on events is disabled",
+    ),
+    "dropped-trigger": ("DROP TRIGGER events_no_truncate ON events", "events_no_truncate"),
+    "foreign-trigger": (
+        "CREATE FUNCTION shadow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; "
+        "CREATE TRIGGER shadow BEFORE INSERT ON streams FOR EACH ROW EXECUTE FUNCTION shadow()",
+        "shadow",
+    ),
+    "replaced-append": (
+        "CREATE OR REPLACE FUNCTION chatledger_append(p_conversation_id text, "
+        "p_expected_version bigint, p_expected_hash text, p_events json, p_parent_id text, "
+        "p_parent_version bigint, OUT positions bigint[], OUT version bigint, "
+        "OUT head_hash text) LANGUAGE plpgsql AS $$ BEGIN RETURN; END $$",
+        "chatledger_append",
+    ),
+    "dropped-unique-constraint": (
+        "ALTER TABLE events DROP CONSTRAINT events_stream",
+        "events_stream",
+    ),
+    "forgotten-migration": (
+        "DELETE FROM chatledger_migrations WHERE name = '006_append'",
+        "006_append",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", list(POSTGRES_EDITS))
+def test_a_changed_postgres_schema_is_named(postgres_url: str, edit: str) -> None:
+    statements, named = POSTGRES_EDITS[edit]
+    schema = f"schema_{uuid.uuid4().hex[:10]}"
+    with PostgresStore(postgres_url, schema=schema) as store:
+        start(store, new_id(), message(1))
+        assert store.verify().ok
+        with connect(postgres_url) as conn:
+            conn.execute(f"SET search_path TO {schema}")
+            conn.execute(statements)  # type: ignore[arg-type]
+        found = problems(store)
+        assert any(named in p for p in found), found
+    ledger.record("store", "schema/postgres", faults=1)
