@@ -38,7 +38,7 @@ class MemoryStore(EventStore):
             current = len(stream)
             if current != expected_version:
                 retried = self._retried_positions(
-                    conversation_id, [e.event.event_id for e in events]
+                    conversation_id, [e.event.event_id for e in events], events
                 )
                 if retried is not None:
                     return retried
@@ -141,13 +141,9 @@ class MemoryStore(EventStore):
         with self._lock:
             return list(self._streams)
 
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
         with self._lock:
-            return {
-                eid: (row.conversation_id, row.version, row.position)
-                for eid in event_ids
-                if (row := self._ids.get(eid)) is not None
-            }
+            return [row for eid in dict.fromkeys(event_ids) if (row := self._ids.get(eid))]
 
     def _wait_for_new(
         self, position: int, poll_interval: float, stop: threading.Event | None

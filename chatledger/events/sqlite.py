@@ -305,7 +305,7 @@ class SQLiteStore(EventStore):
                 if current != expected_version:
                     conn.execute("ROLLBACK")
                     retried = self._retried_positions(
-                        conversation_id, [event.event_id for event, *_ in events]
+                        conversation_id, [event.event_id for event, *_ in events], events
                     )
                     if retried is not None:
                         return retried
@@ -544,15 +544,13 @@ class SQLiteStore(EventStore):
         # verify's position check names the row itself.
         return sorted(cid for cid in ids if isinstance(cid, str))
 
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
         marks = ", ".join("?" for _ in event_ids)
         with self._lock, self._errors():
             rows = self._query(
-                f"SELECT event_id, conversation_id, version, position FROM events "
-                f"WHERE event_id IN ({marks})",
-                tuple(event_ids),
+                f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", tuple(event_ids)
             )
-        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+        return [RawRow(*row) for row in rows]
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         """:meth:`EventStore.stream_info`, its head row checked against the events."""

@@ -164,6 +164,28 @@ def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> tup
     return info, str(head.head_hash)
 
 
+def _difference(stored: RawRow, new: EncodedEvent) -> str | None:
+    """What differs between a stored event and one appended again with its id, or None."""
+    if stored.type != new.event.type:
+        return f"another type ({stored.type!s:.60}, not {new.event.type})"
+    if stored.schema_version != new.event.schema_version:
+        return (
+            f"another schema_version ({stored.schema_version!s:.20}, not "
+            f"{new.event.schema_version})"
+        )
+    for part, text, canonical in (
+        ("data", stored.data, new.canonical_data),
+        ("metadata", stored.metadata, new.canonical_metadata),
+    ):
+        try:
+            same = canonical_json(_decode(text) if text else {}) == canonical
+        except (msgspec.DecodeError, RecursionError, UnicodeError, InvalidInputError):
+            same = False
+        if not same:
+            return f"other {part}"
+    return None
+
+
 def _is_count(value: object) -> bool:
     """An int >= 0 (a bool is not a version)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -422,8 +444,8 @@ class EventStore(abc.ABC):
     def _stream_ids(self) -> list[str]: ...
 
     @abc.abstractmethod
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-        """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
+        """The stored events whose ids are among ``event_ids`` (any stream, any order)."""
 
     @abc.abstractmethod
     def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
@@ -546,25 +568,57 @@ class EventStore(abc.ABC):
         return prepared
 
     def _retried_positions(
-        self, conversation_id: str, event_ids: Sequence[str]
+        self,
+        conversation_id: str,
+        event_ids: Sequence[str],
+        events: Sequence[EncodedEvent] | None = None,
     ) -> list[int] | None:
         """Positions of an earlier identical append, or None if these ids are new.
 
-        Raises IntegrityError when only some ids exist, or they belong elsewhere.
+        A retry is a no-op only when it resends the same events: the same ids, in the same
+        conversation at consecutive versions, and (when ``events`` are given) the same
+        type, schema version, data and metadata. Anything else raises IntegrityError
+        naming the event and what differs: silently keeping the old event would drop
+        the new one.
         """
-        found = self._find_event_ids(event_ids)
-        if not found:
+        stored = {row.event_id: row for row in self._rows_with_event_ids(event_ids)}
+        if not stored:
             return None
-        missing = [eid for eid in event_ids if eid not in found]
-        elsewhere = [eid for eid, (cid, _, _) in found.items() if cid != conversation_id]
+        missing = [eid for eid in event_ids if eid not in stored]
+        elsewhere = [eid for eid, row in stored.items() if row.conversation_id != conversation_id]
         if missing or elsewhere:
             raise IntegrityError(
-                f"event ids {sorted(found)[:3]} were already appended"
-                + (f" to another conversation ({found[elsewhere[0]][0]!r})" if elsewhere else "")
+                f"event ids {sorted(stored)[:3]} were already appended"
+                + (
+                    f" to another conversation ({stored[elsewhere[0]].conversation_id!r})"
+                    if elsewhere
+                    else ""
+                )
                 + (f", but {missing[:3]} were not" if missing else "")
-                + ": an idempotent retry must resend exactly the same events"
+                + ": an idempotent retry must resend exactly the same events; nothing was "
+                "written"
             )
-        versions = [found[eid][1] for eid in event_ids]
+        versions = [stored[eid].version for eid in event_ids]
         if versions != list(range(versions[0], versions[0] + len(versions))):
-            raise IntegrityError("retried event ids are not consecutive in their stream")
-        return [found[eid][2] for eid in event_ids]
+            raise IntegrityError(
+                f"event ids {list(event_ids)[:3]} were already appended, but not as one "
+                "append (they are not consecutive in their stream): an idempotent retry must "
+                "resend exactly the same events; nothing was written"
+            )
+        for new in events or ():
+            difference = _difference(stored[new.event.event_id], new)
+            if difference is not None:
+                raise IntegrityError(
+                    f"event id {new.event.event_id!r} was already appended to {conversation_id} "
+                    f"(v{stored[new.event.event_id].version}) with {difference}: an idempotent "
+                    "retry must resend exactly the same events, and new events need new ids; "
+                    "nothing was written"
+                )
+        return [stored[eid].position for eid in event_ids]
+
+    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
+        return {
+            row.event_id: (row.conversation_id, row.version, row.position)
+            for row in self._rows_with_event_ids(event_ids)
+        }

@@ -187,6 +187,9 @@ class PostgresStore(EventStore):
             "SELECT conversation_id FROM {schema}.streams "
             "UNION SELECT DISTINCT conversation_id FROM {schema}.events"
         )
+        self._sql_rows_with_ids = q(
+            f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE event_id = ANY(%s)"
+        )
         self._sql_find_ids = q(
             "SELECT event_id, conversation_id, version, position FROM {schema}.events "
             "WHERE event_id = ANY(%s)"
@@ -259,7 +262,7 @@ class PostgresStore(EventStore):
         for _ in range(3):
             prev_hash = self._head_hash(conversation_id, expected_version)
             if isinstance(prev_hash, int):
-                return self._mismatch(conversation_id, event_ids, expected_version, prev_hash)
+                return self._mismatch(conversation_id, events, expected_version, prev_hash)
             prepared = self._prepare(conversation_id, events, expected_version, prev_hash)
             try:
                 positions, version = self._write(
@@ -275,7 +278,7 @@ class PostgresStore(EventStore):
             if positions is not None:
                 return positions
             if version != expected_version:
-                return self._mismatch(conversation_id, event_ids, expected_version, version)
+                return self._mismatch(conversation_id, events, expected_version, version)
             # Same version, another head hash than the one remembered: read the head
             # again (checked against its event) and hash again.
             self._heads.pop(conversation_id, None)
@@ -344,12 +347,18 @@ class PostgresStore(EventStore):
             self._heads[conversation_id] = (version, head_hash)
 
     def _mismatch(
-        self, conversation_id: str, event_ids: list[str], expected_version: int, actual: int
+        self,
+        conversation_id: str,
+        events: list[EncodedEvent],
+        expected_version: int,
+        actual: int,
     ) -> list[int]:
         # Before a writer is told to catch up and retry: the head row must agree with the
         # events (with a deleted or moved head row, it would retry forever).
         self.stream_info(conversation_id)
-        retried = self._retried_positions(conversation_id, event_ids)
+        retried = self._retried_positions(
+            conversation_id, [event.event_id for event, *_ in events], events
+        )
         if retried is not None:
             return retried
         raise ConcurrencyError(conversation_id, expected_version, actual)
@@ -501,9 +510,8 @@ class PostgresStore(EventStore):
     def _stream_ids(self) -> list[str]:
         return sorted(str(row[0]) for row in self._fetch(self._sql_stream_ids))
 
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-        rows = self._fetch(self._sql_find_ids, (list(event_ids),))
-        return {str(row[0]): (str(row[1]), int(row[2]), int(row[3])) for row in rows}
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
+        return self._rows(self._sql_rows_with_ids, (list(event_ids),))
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         """:meth:`EventStore.stream_info`, its head row checked against the events."""
