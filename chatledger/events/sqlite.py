@@ -178,6 +178,13 @@ class SQLiteStore(EventStore):
 
     ``path`` is a file path (created if missing) or ``":memory:"``. ``busy_timeout`` is how
     long a write waits for another process's write lock before giving up, in seconds.
+    ``synchronous`` is SQLite's setting (``NORMAL``: a commit survives a crash of the
+    process; ``FULL``: also of the machine).
+
+    A file that is not empty must already hold a chatledger log: another program's
+    database is refused (:class:`StoreUnavailableError`) and left byte for byte as it was,
+    unless ``create_in_existing=True`` asks for the log's tables to be added to it (the
+    file is then switched to WAL, as every log is). An empty file becomes a new log.
     """
 
     gapless_positions = True
@@ -188,6 +195,7 @@ class SQLiteStore(EventStore):
         *,
         busy_timeout: float = 10.0,
         synchronous: str = "NORMAL",
+        create_in_existing: bool = False,
     ) -> None:
         self.path = str(path)
         self.location = f"sqlite:///{self.path}"
@@ -218,13 +226,22 @@ class SQLiteStore(EventStore):
             try:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
                 self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-                tables, ours = self._conn.execute(
-                    "SELECT count(*), max(name = '_chatledger_migrations') FROM sqlite_master "
-                    "WHERE type = 'table'"
-                ).fetchone()
-                if tables and not ours:
-                    # Another program's database: migrate before switching it to WAL, so
-                    # that a refused one (its tables clash with ours) is left as it was.
+                # Only reads until the file is known to be a log, a new file, or (when asked)
+                # a database to create the log in: another program's database is refused
+                # byte for byte as it was (reading a WAL file makes -wal and -shm files,
+                # which closing the last connection removes).
+                others = [
+                    str(row[0])
+                    for row in self._conn.execute(
+                        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                        "ORDER BY type = 'table' DESC, name"
+                    )
+                ]
+                if others and "_chatledger_migrations" not in others:
+                    if not create_in_existing:
+                        raise StoreUnavailableError(self._foreign(others))
+                    # Asked for: migrate before switching the file to WAL, so that a
+                    # refused one (its tables clash with ours) is left as it was.
                     self._migrate()
                 if self.path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode = WAL")
@@ -233,6 +250,16 @@ class SQLiteStore(EventStore):
                 # Not a usable store (locked, corrupt...): do not leak the connection.
                 self._conn.close()
                 raise
+
+    def _foreign(self, names: list[str]) -> str:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return (
+            f"{self.path} is not a chatledger database: it is another program's SQLite "
+            f"database (it holds {shown}, and no chatledger log); nothing was changed. Give "
+            "the path of a chatledger log or of a new file; to keep a log inside this "
+            "database, beside its tables, open it with create_in_existing=True (the command "
+            "line's --create-in-existing)"
+        )
 
     # ----------------------------------------------------------------- schema
 

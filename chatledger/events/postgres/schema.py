@@ -22,6 +22,7 @@ __all__ = [
     "POSITIONS_LOCK_CLASS",
     "SCHEMA_NAME",
     "check_server",
+    "foreign_relations",
     "migrate",
     "pending_migrations",
     "schema_problems",
@@ -222,8 +223,14 @@ def check_server(conn: Connection, location: str) -> None:
         )
 
 
-def migrate(conn: Connection, schema: str) -> None:
-    """Apply the migrations ``schema`` lacks (creating it if needed), once."""
+def migrate(
+    conn: Connection, schema: str, *, location: str = "", create_in_existing: bool = False
+) -> None:
+    """Apply the migrations ``schema`` lacks (creating it if needed), once.
+
+    A schema that holds another application's tables, views or sequences (not an
+    extension's) and no chatledger log is refused, unchanged, unless
+    ``create_in_existing``: the log's tables would be added among them."""
     s = sql.Identifier(schema)
     table = sql.SQL("{}.chatledger_migrations").format(s)
     if pending_migrations(conn, schema) == []:
@@ -233,6 +240,17 @@ def migrate(conn: Connection, schema: str) -> None:
         conn.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATIONS_LOCK_CLASS, schema)
         )
+        if pending_migrations(conn, schema) is None and not create_in_existing:
+            others = foreign_relations(conn, schema)
+            if others:
+                raise StoreUnavailableError(
+                    f"the schema {schema!r} of {location or 'the database'} holds another "
+                    f"application's tables ({', '.join(others)}) and no chatledger log; "
+                    "nothing was changed. Put the log in a schema of its own (add "
+                    "?schema=chatledger to the URL: it is created), or, to add the log's "
+                    "tables beside these, open the store with create_in_existing=True (the "
+                    "command line's --create-in-existing)"
+                )
         if schema != "public":
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
         conn.execute(
@@ -245,6 +263,18 @@ def migrate(conn: Connection, schema: str) -> None:
             body = dict(MIGRATIONS)[name]
             conn.execute(sql.SQL(body).format(schema=s, schema_name=sql.Literal(schema)))
             conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), (name,))
+
+
+def foreign_relations(conn: Connection, schema: str, limit: int = 3) -> list[str]:
+    """Up to ``limit`` tables, views and sequences in ``schema`` that no extension owns."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass "
+        "AND d.objid = c.oid AND d.deptype = 'e') ORDER BY c.relkind, c.relname LIMIT %s",
+        (schema, limit),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
 
 
 def pending_migrations(conn: Connection, schema: str) -> list[str] | None:

@@ -89,6 +89,10 @@ class PostgresStore(EventStore):
     ``connect_timeout`` is how long an operation waits for a connection (the server
     unreachable, or every pooled connection busy) before raising
     :class:`StoreUnavailableError`.
+
+    A schema that holds another application's tables and no chatledger log is refused
+    and left unchanged, unless ``create_in_existing=True`` asks for the log's tables to be
+    added beside them; a schema of its own (``?schema=chatledger``) is created.
     """
 
     gapless_positions = False
@@ -101,6 +105,7 @@ class PostgresStore(EventStore):
         pool_max: int = 10,
         schema: str | None = None,
         connect_timeout: float = 10.0,
+        create_in_existing: bool = False,
     ) -> None:
         if not isinstance(url, str) or not url:
             raise InvalidInputError("a PostgreSQL store needs a postgresql:// URL")
@@ -147,7 +152,12 @@ class PostgresStore(EventStore):
         )
         with self._db.direct() as conn:
             check_server(conn, self.location)
-            migrate(conn, self.schema)
+            migrate(
+                conn,
+                self.schema,
+                location=self.location,
+                create_in_existing=create_in_existing,
+            )
         self._db.open(wait=pool_min > 0)
 
     # ----------------------------------------------------------------- schema
