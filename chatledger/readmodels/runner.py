@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ..errors import InvalidInputError
+from ..errors import IntegrityError, InvalidInputError
 from ..events.envelope import RecordedEvent, utc_now
 from ..events.store import EventStore
 
@@ -94,6 +94,12 @@ class ReadModel(abc.ABC):
     def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
         """Apply a batch of events, in position order, in the runner's transaction."""
 
+    def reset(self, tx: Transaction) -> None:  # noqa: B027 - optional for read models
+        """Empty the tables (after :meth:`setup`): the runner starts the read model from
+        the log's first event, because it has no position for it (a first run, or its
+        position row was deleted). Override it: rows kept from before would be counted
+        again."""
+
 
 class _Moved(Exception):
     """Another runner of the same read model advanced the stored position."""
@@ -117,7 +123,9 @@ class ProjectionRunner:
         self._ready = False
 
     def setup(self) -> None:
-        """Create the positions table and the read model's tables (idempotent)."""
+        """Create the positions table and the read model's tables (idempotent). A read
+        model with no position row starts from the first event, its tables emptied
+        (:meth:`ReadModel.reset`): its position and its rows are one unit."""
 
         def work(connection: Any) -> None:
             tx = Transaction(connection)
@@ -128,23 +136,30 @@ class ProjectionRunner:
                 f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
                 "position BIGINT NOT NULL, updated_at TEXT NOT NULL)"
             )
-            tx.execute(
+            created = tx.execute(
                 f"INSERT INTO {POSITIONS_TABLE} (name, position, updated_at) VALUES (?, 0, ?) "
                 "ON CONFLICT (name) DO NOTHING",
                 (self.read_model.name, utc_now()),
-            )
+            ).rowcount
             self.read_model.setup(tx)
+            if created == 1:
+                self.read_model.reset(tx)
 
         self.store.run_in_transaction(work)
         self._ready = True
 
     @property
     def position(self) -> int:
-        """The position of the last event the read model has applied (committed)."""
+        """The position of the last event the read model has applied (committed).
+
+        Raises :class:`IntegrityError` when the stored position is missing (its row was
+        deleted while the runner ran), not a position, or past the log's last event (the
+        log was restored from an older backup, or the row edited): the read model cannot
+        know which events it holds, and going on would skip or repeat them."""
         if not self._ready:
             self.setup()
 
-        def work(connection: Any) -> int:
+        def work(connection: Any) -> object:
             row = (
                 Transaction(connection)
                 .execute(
@@ -153,9 +168,34 @@ class ProjectionRunner:
                 )
                 .fetchone()
             )
-            return int(row[0]) if row else 0
+            return row[0] if row else None
 
-        return self.store.run_in_transaction(work)
+        position = self.store.run_in_transaction(work)
+        if position is None:
+            raise self._damaged(
+                f"its position is missing from {POSITIONS_TABLE} (the row was deleted while it ran)"
+            )
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise self._damaged(
+                f"its position in {POSITIONS_TABLE} is {position!r:.40}, not a position"
+            )
+        if position > 0:
+            found = self.store.read_all(after_position=position - 1, limit=1)
+            if not found or found[0].position != position:
+                raise self._damaged(
+                    f"its position in {POSITIONS_TABLE} is {position}, but the log has no "
+                    f"event at position {position} (the log was restored from an older "
+                    "backup than the read model, or the row edited)"
+                )
+        return position
+
+    def _damaged(self, reason: str) -> IntegrityError:
+        return IntegrityError(
+            f"read model {self.read_model.name!r} in {self.store.location}: {reason}. It "
+            "cannot know which events it holds; nothing was applied. Rebuild it from the "
+            f"log: delete its row from {POSITIONS_TABLE} and run the runner again (it "
+            "starts from the first event, its tables emptied)"
+        )
 
     def run_once(self) -> int:
         """Apply every event committed so far; return how many were applied."""

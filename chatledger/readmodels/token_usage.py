@@ -108,6 +108,10 @@ class TokenUsageByModel(ReadModel):
             "(conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL)"
         )
 
+    def reset(self, tx: Transaction) -> None:
+        tx.execute("DELETE FROM token_usage_by_model")
+        tx.execute("DELETE FROM token_usage_models")
+
     def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
         ids = sorted({e.conversation_id for e in events if isinstance(e.data, ModelResponded)})
         models: dict[str, str] = {}
