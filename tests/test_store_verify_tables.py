@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+import chatledger
+from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.events import EventStore, Snapshot, SQLiteStore
 from chatledger.events.postgres import PostgresStore
 from tests.faults import ledger
@@ -174,3 +176,34 @@ def test_a_changed_postgres_schema_is_named(postgres_url: str, edit: str) -> Non
         found = problems(store)
         assert any(named in p for p in found), found
     ledger.record("store", "schema/postgres", faults=1)
+
+
+# ----------------------------------------------------------------------------- damaged snapshot rows
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("version", "three"), ("version", 2.5), ("state", "not bytes")]
+)
+def test_a_damaged_snapshot_row_is_ignored_by_reads_and_named_by_verify(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    """SQLite keeps whatever a column is given: a snapshot row whose version is not an
+    integer, or whose state is text, is a damaged cache. A resume must not crash on it
+    (it starts from the events instead) and verify names it."""
+    path = tmp_path / "snapshots.db"
+    with SQLiteStore(path) as store:
+        transport = ScriptedTransport().enqueue("one")
+        client = chatledger.Client(store=store, transport=transport)
+        chat = client.chats.create(model="m")
+        chat.send_message("hello")
+        store.save_snapshot(
+            Snapshot(conversation_id=chat.id, name="conversation", version=3, state=b"\x80")
+        )
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute(f"UPDATE snapshots SET {column} = ?", (value,))
+        assert store.load_snapshot(chat.id, "conversation") is None
+        resumed = chatledger.Client(store=store).chats.get(chat.id)
+        assert [content.role for content in resumed.get_history()] == ["user", "model"]
+        found = problems(store)
+        assert any(chat.id in p and "snapshot" in p and "damaged" in p for p in found), found
+    ledger.record("store", "snapshot-damaged/sqlite", faults=1)

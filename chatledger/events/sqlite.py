@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -48,6 +49,8 @@ from .store import (
 from .verification import SnapshotRow
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
+
+logger = logging.getLogger(__name__)
 
 Migration = Callable[[sqlite_utils.Database], None]
 T = TypeVar("T")
@@ -468,12 +471,15 @@ class SQLiteStore(EventStore):
             return [StreamRow(*row) for row in self._query(sql, params)]
 
     def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
-        sql = "SELECT conversation_id, name, version FROM snapshots"
+        sql = "SELECT conversation_id, name, version, typeof(state) = 'blob' FROM snapshots"
         params: tuple[object, ...] = ()
         if conversation_id is not None:
             sql, params = sql + " WHERE conversation_id = ?", (conversation_id,)
         with self._lock, self._errors():
-            return [SnapshotRow(*row) for row in self._query(sql, params)]
+            return [
+                SnapshotRow(row[0], row[1], row[2], bool(row[3]))
+                for row in self._query(sql, params)
+            ]
 
     def _schema_problems(self) -> list[str]:
         """The log's tables, indexes and triggers against what the migrations make (a
@@ -640,7 +646,22 @@ class SQLiteStore(EventStore):
             ).fetchone()
         if row is None:
             return None
-        return Snapshot(conversation_id=conversation_id, name=name, version=row[0], state=row[1])
+        version, state = row
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not isinstance(state, bytes)
+        ):
+            # A damaged cache row (SQLite keeps what a column is given): resumes start from
+            # the events instead, and verify names it.
+            logger.warning(
+                "ignoring a damaged snapshot %s of %s in %s; run verify",
+                name,
+                conversation_id,
+                self.path,
+            )
+            return None
+        return Snapshot(conversation_id=conversation_id, name=name, version=version, state=state)
 
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's

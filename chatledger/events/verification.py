@@ -85,11 +85,13 @@ class VerificationReport(msgspec.Struct, kw_only=True):
 
 
 class SnapshotRow(NamedTuple):
-    """A stored snapshot's anchor, as ``verify`` checks it (its state is the client's)."""
+    """A stored snapshot's anchor, as ``verify`` checks it (its state is the client's;
+    the store can only say whether it is bytes)."""
 
     conversation_id: object
     name: object
     version: object
+    state_is_bytes: bool = True
 
 
 class LogTables(Protocol):
@@ -227,8 +229,21 @@ def _verify_snapshots(
                     f"a snapshot ({snapshot.name!s:.40}) of a conversation with no (sound) "
                     "events: the snapshots table was edited"
                 )
-            elif not isinstance(version, int) or isinstance(version, bool) or version < 1:
-                reason = f"its snapshot {snapshot.name!s:.40} is at version {version!r:.40}"
+            elif (
+                not isinstance(version, int)
+                or isinstance(version, bool)
+                or version < 1
+                or not snapshot.state_is_bytes
+            ):
+                what = (
+                    "its state is not bytes"
+                    if not snapshot.state_is_bytes
+                    else f"its version is {version!r:.40}"
+                )
+                reason = (
+                    f"its snapshot {snapshot.name!s:.40} is damaged ({what}): resumes ignore "
+                    "this cache and fold the events; delete it (EventStore.delete_snapshot)"
+                )
             elif version > summary.last_version:
                 reason = (
                     f"its snapshot {snapshot.name!s:.40} is at version {version}, but its events "
