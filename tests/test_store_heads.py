@@ -319,3 +319,29 @@ def test_events_with_no_head_row_cannot_be_created_over(backend: Backend) -> Non
             pytest.fail("a conversation was created over existing events")
         assert store.read(cid) == events
     tally(backend, "deleted-create")
+
+
+# ----------------------------------------------------------------------------- a gap in the events
+
+
+def test_a_read_across_a_deleted_event_is_an_error(backend: Backend) -> None:
+    """The same class of damage in the events themselves: with a middle event deleted (its
+    trigger dropped first), a read across the gap raises instead of returning a history
+    without it; reads after the gap, and the head, are untouched."""
+    with backend.open() as store:
+        cid = new_id()
+        start(store, cid, message(1), message(2), message(3))
+        events = store.read(cid)
+        if backend.name == "sqlite":
+            backend.execute("DROP TRIGGER events_no_delete", ())
+        else:
+            backend.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_or_delete", ())
+        backend.execute("DELETE FROM events WHERE conversation_id = %s AND version = 2", (cid,))
+    with backend.open() as store:
+        with pytest.raises(IntegrityError, match="v3 where v2 belongs"):
+            store.read(cid)
+        with pytest.raises(IntegrityError, match="v2 belongs"):
+            chat_on(store)[0].chats.get(cid)
+        assert store.read(cid, after_version=2) == events[2:]
+        assert any(cid in p and "version gap" in p for p in problems(store))
+    tally(backend, "deleted-event")

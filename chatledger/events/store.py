@@ -251,14 +251,26 @@ class EventStore(abc.ABC):
     ) -> list[RecordedEvent]:
         """The events of one stream with ``after_version < version <= to_version``.
 
-        An unknown conversation reads as an empty list.
+        An unknown conversation reads as an empty list. The versions read must follow on
+        from ``after_version`` with no gap, in the stream asked for: a missing event (a
+        damaged or edited database) is an IntegrityError, never a history silently
+        without it.
         """
         validate_conversation_id(conversation_id)
         if not _is_count(after_version) or not (to_version is None or _is_count(to_version)):
             raise InvalidInputError("after_version and to_version must be integers >= 0")
-        return [
+        events = [
             _row_to_event(row) for row in self._read(conversation_id, after_version, to_version)
         ]
+        for expected, event in enumerate(events, start=after_version + 1):
+            if event.version != expected or event.conversation_id != conversation_id:
+                raise IntegrityError(
+                    f"{self.location}: conversation {conversation_id}: reading from version "
+                    f"{after_version + 1}, found {event.conversation_id} v{event.version} where "
+                    f"v{expected} belongs (events deleted, or the database damaged); nothing "
+                    "was changed. Run `chatledger verify` to find every damaged event"
+                )
+        return events
 
     def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of every stream with ``position > after_position``, in
