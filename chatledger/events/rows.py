@@ -164,9 +164,10 @@ def head_error(location: str, conversation_id: object, reason: str) -> Integrity
     """The error a read or an append raises for a head row its events contradict."""
     return IntegrityError(
         f"{location}: conversation {conversation_id!s:.200}: {reason}. Nothing was written. "
-        "The events are the record and are not changed: run `chatledger verify` to find "
-        "every such row, then export the conversation (`chatledger export ID`) and import "
-        "it into a new log, or restore the database from a backup"
+        "The events are the record and are intact: run `chatledger verify` to find every "
+        "such row, then export the conversation from its events "
+        "(chatledger.export_conversation(store, ID)) and import it into a new log, or "
+        "restore the database from a backup"
     )
 
 
