@@ -60,7 +60,6 @@ from chatledger.events import (
     UserMessageAdded,
 )
 from chatledger.events.envelope import utc_now
-from tests.faults import ledger
 
 HEX = set("0123456789abcdef")
 
@@ -566,7 +565,6 @@ class StoreContract:
         ]
         assert store.read(cid) == before
         assert store.stream_info(cid) == info
-        ledger.record("store", f"conflicting-retry/{type(store).__name__}", faults=2)
 
     def test_partially_overlapping_event_ids_raise_and_write_nothing(
         self, store: EventStore

@@ -16,7 +16,7 @@ import pytest
 
 import chatledger
 from chatledger.client.transports.scripted import ScriptedTransport, text_response
-from chatledger.errors import IntegrityError, ServerError, StoreError
+from chatledger.errors import ServerError, StoreError
 from chatledger.events import (
     ConversationStarted,
     EventStore,
@@ -28,7 +28,6 @@ from chatledger.events import (
 )
 from chatledger.events.postgres import PostgresStore
 from chatledger.readmodels import (
-    POSITIONS_TABLE,
     ModelTokens,
     ProjectionRunner,
     TokenUsageByModel,
@@ -36,7 +35,6 @@ from chatledger.readmodels import (
     qmark_to_format,
     usage_deltas,
 )
-from tests.faults import ledger
 from tests.store_contract import events_after
 from tests.support.postgres import run_projection_until_crash, scratch_database
 
@@ -326,68 +324,3 @@ def test_placeholders_are_translated_outside_quotes() -> None:
 def test_a_store_without_a_database_cannot_run_projections() -> None:
     with pytest.raises(StoreError, match="keeps no database"):
         ProjectionRunner(MemoryStore(), TokenUsageByModel()).run_once()
-
-
-# ----------------------------------------------------------------------------- a damaged position
-
-
-def run_or_hang(runner: ProjectionRunner) -> BaseException | int:
-    """``runner.run_once()`` in a thread: what it raised or returned. Still running after
-    30 s (it takes milliseconds) fails the test: it would never have returned."""
-    outcome: list[BaseException | int] = []
-
-    def work() -> None:
-        try:
-            outcome.append(runner.run_once())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert outcome, "run_once was still running after 30 s: it spins"
-    return outcome[0]
-
-
-def positions_table(store: EventStore, statement: str, params: tuple[Any, ...] = ()) -> None:
-    """Change the runner's positions table behind its back (someone with the database)."""
-    store.run_in_transaction(lambda conn: Transaction(conn).execute(statement, params))
-
-
-def test_a_deleted_position_row_is_an_error_then_a_rebuild(store: EventStore) -> None:
-    expected = fill(store, conversations=2, responses=5)
-    runner = ProjectionRunner(store, TokenUsageByModel(), batch=4)
-    runner.run_once()
-    assert TokenUsageByModel.totals(store) == expected
-    positions_table(
-        store, f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", (runner.read_model.name,)
-    )
-    more = fill(store, conversations=1, responses=3)
-
-    raised = run_or_hang(runner)
-    assert isinstance(raised, IntegrityError), raised
-    assert "position" in str(raised) and "missing" in str(raised)
-
-    # Started again, the runner rebuilds the read model from the first event: its
-    # position and its tables are one unit. Nothing is counted twice.
-    again = ProjectionRunner(store, TokenUsageByModel(), batch=4)
-    again.run_once()
-    assert TokenUsageByModel.totals(store) == add(expected, more)
-    ledger.record("store", f"runner-position-deleted/{type(store).__name__}", faults=1)
-
-
-def test_a_position_past_the_log_is_an_error(store: EventStore) -> None:
-    fill(store, conversations=1, responses=3)
-    runner = ProjectionRunner(store, TokenUsageByModel())
-    runner.run_once()
-    for bad in (last_position(store) + 1000, -3):
-        positions_table(
-            store,
-            f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ?",
-            (bad, runner.read_model.name),
-        )
-        for fresh in (runner, ProjectionRunner(store, TokenUsageByModel())):
-            raised = run_or_hang(fresh)
-            assert isinstance(raised, IntegrityError), raised
-            assert str(bad) in str(raised)
-    ledger.record("store", f"runner-position-moved/{type(store).__name__}", faults=2)

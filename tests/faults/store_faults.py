@@ -33,6 +33,12 @@ Faults, and how each is made honestly:
   leaves behind, cut short or flipped: every commit before the damage survives.
 - **not a database**: text, binary, a chatledger export, another program's database, a
   folder; an empty file is a new, empty log (SQLite's rule; see the test).
+- **damaged tables** (``_heads``, ``_tables``): head rows deleted, added, moved, re-hashed,
+  re-parented or re-timed; snapshots past the log, of no conversation, or damaged; the
+  schema's triggers, keys, functions and migrations changed; the projection runner's
+  position deleted or moved; a retry that reuses an event id with other content.
+- **another program's database** (``_foreign``) and **what an import takes from another
+  host** (``_imports``): leases, times, repeated ids and turns a file leaves open.
 
 ``ledger.scale(fast, full)`` sizes the loops: the normal suite runs a sample, ``make
 faults`` many more.
@@ -42,16 +48,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 import chatledger
 from chatledger.errors import StoreError
-from chatledger.events import NewEvent, RecordedEvent, SQLiteStore
+from chatledger.events import EventStore, NewEvent, RecordedEvent, SQLiteStore
 from tests.conftest import API_KEY
 from tests.faults import ledger
 from tests.support.gemini_server import GeminiServer, text_response
@@ -239,3 +248,43 @@ def template_fixture(tmp_path_factory: pytest.TempPathFactory) -> Template:
     for suffix in ("-wal", "-shm"):  # closed cleanly: everything is in the file itself
         assert not Path(f"{path}{suffix}").exists()
     return Template(path, path.read_bytes(), events)
+
+
+# --------------------------------------------------------------------------- damaged tables
+
+
+@dataclass
+class Backend:
+    """A store on a real database (SQLite or PostgreSQL), and a way to change its tables
+    behind its back, as someone with write access to the database could."""
+
+    name: str
+    open: Callable[[], EventStore]
+    #: Run one SQL statement (``%s`` placeholders) on the log's tables, unqualified.
+    execute: Callable[[str, tuple[Any, ...]], None]
+
+
+def backend_for(kind: str, tmp_path: Path, postgres_url: str | None) -> Backend:
+    """A SQLite file in ``tmp_path``, or a schema of its own in the PostgreSQL database."""
+    if kind == "sqlite":
+        path = tmp_path / "damaged.db"
+
+        def execute_sqlite(statement: str, params: tuple[Any, ...] = ()) -> None:
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute(statement.replace("%s", "?"), params)
+
+        return Backend("sqlite", lambda: SQLiteStore(path), execute_sqlite)
+    assert postgres_url is not None
+    schema = f"damaged_{uuid.uuid4().hex[:10]}"
+
+    def execute_postgres(statement: str, params: tuple[Any, ...] = ()) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {schema}")
+            conn.execute(statement, params)  # type: ignore[arg-type]
+
+    def open_postgres() -> EventStore:
+        from chatledger.events.postgres import PostgresStore
+
+        return PostgresStore(postgres_url, schema=schema)
+
+    return Backend("postgres", open_postgres, execute_postgres)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,15 @@ import pytest
 
 import chatledger
 from chatledger.client.transports.scripted import ScriptedTransport
+from chatledger.errors import IntegrityError
 from chatledger.events import EventStore, Snapshot, SQLiteStore
 from chatledger.events.postgres import PostgresStore
+from chatledger.readmodels import POSITIONS_TABLE, ProjectionRunner, TokenUsageByModel, Transaction
 from tests.faults import ledger
+from tests.faults.store_faults import Backend, backend_for
 from tests.store_contract import message, new_id, start
 from tests.support.postgres import connect, scratch_database
-
-
-@dataclass
-class Backend:
-    name: str
-    open: Callable[[], EventStore]
-    execute: Callable[[str, tuple[Any, ...]], None]
-    schema: str = ""
+from tests.test_projection_runner import add, fill, last_position
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +38,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        path = tmp_path / "tables.db"
-
-        def execute_sqlite(statement: str, params: tuple[Any, ...] = ()) -> None:
-            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-                conn.execute(statement.replace("%s", "?"), params)
-
-        return Backend("sqlite", lambda: SQLiteStore(path), execute_sqlite)
-    url = request.getfixturevalue("postgres_url")
-    schema = f"tables_{uuid.uuid4().hex[:10]}"
-
-    def execute_postgres(statement: str, params: tuple[Any, ...] = ()) -> None:
-        with connect(url) as conn:
-            conn.execute(f"SET search_path TO {schema}")
-            conn.execute(statement, params)  # type: ignore[arg-type]
-
-    return Backend("postgres", lambda: PostgresStore(url, schema=schema), execute_postgres, schema)
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return backend_for(request.param, tmp_path, url)
 
 
 def problems(store: EventStore, conversation_id: str | None = None) -> list[str]:
@@ -207,3 +188,96 @@ def test_a_damaged_snapshot_row_is_ignored_by_reads_and_named_by_verify(
         found = problems(store)
         assert any(chat.id in p and "snapshot" in p and "damaged" in p for p in found), found
     ledger.record("store", "snapshot-damaged/sqlite", faults=1)
+
+
+# ----------------------------------------------------------------------------- the runner's position
+
+
+def run_or_hang(runner: ProjectionRunner) -> BaseException | int:
+    """``runner.run_once()`` in a thread: what it raised or returned. Still running after
+    30 s (it takes milliseconds) fails the test: it would never have returned."""
+    outcome: list[BaseException | int] = []
+
+    def work() -> None:
+        try:
+            outcome.append(runner.run_once())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert outcome, "run_once was still running after 30 s: it spins"
+    return outcome[0]
+
+
+def positions_table(store: EventStore, statement: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the runner's positions table behind its back (someone with the database)."""
+    store.run_in_transaction(lambda conn: Transaction(conn).execute(statement, params))
+
+
+def test_a_deleted_position_row_is_an_error_then_a_rebuild(backend: Backend) -> None:
+    with backend.open() as store:
+        deleted_position_row(store)
+
+
+def deleted_position_row(store: EventStore) -> None:
+    expected = fill(store, conversations=2, responses=5)
+    runner = ProjectionRunner(store, TokenUsageByModel(), batch=4)
+    runner.run_once()
+    assert TokenUsageByModel.totals(store) == expected
+    positions_table(
+        store, f"DELETE FROM {POSITIONS_TABLE} WHERE name = ?", (runner.read_model.name,)
+    )
+    more = fill(store, conversations=1, responses=3)
+
+    raised = run_or_hang(runner)
+    assert isinstance(raised, IntegrityError), raised
+    assert "position" in str(raised) and "missing" in str(raised)
+
+    # Started again, the runner rebuilds the read model from the first event: its
+    # position and its tables are one unit. Nothing is counted twice.
+    again = ProjectionRunner(store, TokenUsageByModel(), batch=4)
+    again.run_once()
+    assert TokenUsageByModel.totals(store) == add(expected, more)
+    ledger.record("store", f"runner-position-deleted/{type(store).__name__}", faults=1)
+
+
+def test_a_position_past_the_log_is_an_error(backend: Backend) -> None:
+    with backend.open() as store:
+        position_past_the_log(store)
+
+
+def position_past_the_log(store: EventStore) -> None:
+    fill(store, conversations=1, responses=3)
+    runner = ProjectionRunner(store, TokenUsageByModel())
+    runner.run_once()
+    for bad in (last_position(store) + 1000, -3):
+        positions_table(
+            store,
+            f"UPDATE {POSITIONS_TABLE} SET position = ? WHERE name = ?",
+            (bad, runner.read_model.name),
+        )
+        for fresh in (runner, ProjectionRunner(store, TokenUsageByModel())):
+            raised = run_or_hang(fresh)
+            assert isinstance(raised, IntegrityError), raised
+            assert str(bad) in str(raised)
+    ledger.record("store", f"runner-position-moved/{type(store).__name__}", faults=2)
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+def test_a_retry_with_other_content_is_refused(backend: Backend) -> None:
+    """An append that reuses stored event ids with other data is no retry: refused,
+    naming the event, and the stored event is kept (see the store contract)."""
+    with backend.open() as store:
+        cid = new_id()
+        original = message(1, "hello")
+        start(store, cid, original)
+        before = store.read(cid)
+        forged = message(1, "I never said that", event_id=original.event_id)
+        with pytest.raises(IntegrityError, match=original.event_id):
+            store.append(cid, [forged], expected_version=1)
+        assert store.read(cid) == before
+    ledger.record("store", f"conflicting-retry/{backend.name}", faults=1)

@@ -11,14 +11,9 @@ SQL on the table), then looks at every code path that reads the row.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import threading
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -27,22 +22,13 @@ from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.errors import ConcurrencyError, IntegrityError
 from chatledger.events import EventStore, SQLiteStore
 from chatledger.events.audit import export_conversation, import_lines
-from chatledger.events.postgres import PostgresStore
 from tests.faults import ledger
+from tests.faults.store_faults import Backend, backend_for
 from tests.store_contract import message, new_id, start
-from tests.support.postgres import connect, scratch_database
+from tests.support.postgres import scratch_database
 
 #: How long a send may take before the test calls it a hang (it takes milliseconds).
 HANG = 30.0
-
-
-@dataclass
-class Backend:
-    """A store on a real database, and a way to change its tables behind its back."""
-
-    name: str
-    open: Callable[[], EventStore]
-    execute: Callable[[str, tuple[Any, ...]], None]
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +39,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        path = tmp_path / "heads.db"
-
-        def execute_sqlite(statement: str, params: tuple[Any, ...] = ()) -> None:
-            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-                conn.execute(statement.replace("%s", "?"), params)
-
-        return Backend("sqlite", lambda: SQLiteStore(path), execute_sqlite)
-    url = request.getfixturevalue("postgres_url")
-    schema = f"heads_{uuid.uuid4().hex[:10]}"
-
-    def execute_postgres(statement: str, params: tuple[Any, ...] = ()) -> None:
-        with connect(url) as conn:
-            conn.execute(f"SET search_path TO {schema}")
-            conn.execute(statement, params)  # type: ignore[arg-type]
-
-    return Backend("postgres", lambda: PostgresStore(url, schema=schema), execute_postgres)
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    return backend_for(request.param, tmp_path, url)
 
 
 def chat_on(store: EventStore, replies: int = 3) -> tuple[chatledger.Client, chatledger.Chat]:
