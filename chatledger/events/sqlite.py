@@ -352,8 +352,8 @@ class SQLiteStore(EventStore):
                 try:
                     self._insert_prepared(conn, conversation_id, prepared, positions)
                 except sqlite3.IntegrityError:
-                    # Only a damaged or edited file collides here (versions and ids were
-                    # checked): name the head row if it is the cause.
+                    # The head matched, so only an event id another event has, or events
+                    # past a damaged head, collide here: say which.
                     conn.execute("ROLLBACK")
                     self._check_head(conversation_id)
                     self._check_ids_are_free(conversation_id, prepared)
@@ -593,7 +593,7 @@ class SQLiteStore(EventStore):
         with self._lock, self._errors():
             rows = self._query(_STREAM_INFO_SQL, (conversation_id,))
             if rows:
-                return checked_head(self.path, rows[0], with_parent=True)[0]
+                return checked_head(self.path, rows[0], with_parent=True)
             last = self._query(
                 "SELECT max(version) FROM events WHERE conversation_id = ?", (conversation_id,)
             )
@@ -609,17 +609,17 @@ class SQLiteStore(EventStore):
         if parent_id is not None:
             source += " WHERE parent_id = ?"
             params = (parent_id,)
-        order = " ORDER BY updated_at DESC, conversation_id"
-        source += order
+        source += " ORDER BY updated_at DESC, conversation_id"
         if limit is not None:
             source += " LIMIT ?"
             params += (limit,)
-        sql = _head_sql(f"({source})", with_parent=parent_id is not None) + order.replace(
-            " updated_at", " s.updated_at"
-        ).replace(" conversation_id", " s.conversation_id")
+        sql = (
+            _head_sql(f"({source})", with_parent=parent_id is not None)
+            + " ORDER BY s.updated_at DESC, s.conversation_id"
+        )
         with self._lock, self._errors():
             rows = self._query(sql, params)
-        return [checked_head(self.path, row, with_parent=parent_id is not None)[0] for row in rows]
+        return [checked_head(self.path, row, with_parent=parent_id is not None) for row in rows]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._lock, self._errors():

@@ -133,10 +133,10 @@ HEAD_COLUMNS = (
 )
 
 
-def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> tuple[StreamInfo, str]:
-    """A stream's head row (as :data:`HEAD_COLUMNS`) as a :class:`StreamInfo` and its
-    head hash, once checked against what its events say; :class:`IntegrityError` naming
-    the conversation when they disagree. ``with_parent``: the row holds version 1's type
+def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> StreamInfo:
+    """A stream's head row (as :data:`HEAD_COLUMNS`) as a :class:`StreamInfo`, once
+    checked against what its events say; :class:`IntegrityError` naming the conversation
+    when they disagree. ``with_parent``: the row holds version 1's type
     and data, and its parent is checked too (a JSON decode of the first event)."""
     head = StreamRow(*row[:7])
     evidence = HeadEvidence(
@@ -149,7 +149,7 @@ def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> tup
     problem = head_problem(head, evidence)
     if problem is not None:
         raise head_error(location, head.conversation_id, problem)
-    info = StreamInfo(
+    return StreamInfo(
         conversation_id=str(head.conversation_id),
         version=head.version,
         created_at=str(head.created_at),
@@ -161,7 +161,6 @@ def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> tup
             else None
         ),
     )
-    return info, str(head.head_hash)
 
 
 def _difference(stored: RawRow, new: EncodedEvent) -> str | None:

@@ -146,14 +146,18 @@ def verify_log_tables(store: LogTables, conversation_id: str | None = None) -> V
                 )
             )
     ids = [conversation_id] if conversation_id else sorted({*store._stream_ids(), *heads})
+    #: Per stream verified: what its events say, None when it has none, and absent when
+    #: they are damaged (already named: neither its head nor its snapshots can be judged).
     summaries: dict[str, StreamSummary | None] = {}
     for stream_id in ids:
         summary, has_events = _verify_stream(store, stream_id, report, heads.get(stream_id))
-        summaries[stream_id] = summary
         if has_events and summary is None:
-            continue  # its events are damaged (named): the head cannot be judged
-        _verify_head(stream_id, heads.get(stream_id), summary, has_events, report)
-    _verify_snapshots(store._snapshot_rows(conversation_id), summaries, store, report)
+            continue
+        summaries[stream_id] = summary
+        _verify_head(stream_id, heads.get(stream_id), summary, report)
+    damaged = set(ids) - summaries.keys()
+    snapshots = [row for row in store._snapshot_rows(conversation_id) if row[0] not in damaged]
+    _verify_snapshots(snapshots, summaries, store, report)
     if conversation_id is None:
         if store.gapless_positions:
             _verify_positions(store, report)
@@ -168,7 +172,6 @@ def _verify_head(
     conversation_id: str,
     head: StreamRow | None,
     summary: StreamSummary | None,
-    has_events: bool,
     report: VerificationReport,
 ) -> None:
     if head is None:
@@ -226,8 +229,8 @@ def _verify_snapshots(
             summary = summaries[cid]
             if summary is None:
                 reason = (
-                    f"a snapshot ({snapshot.name!s:.40}) of a conversation with no (sound) "
-                    "events: the snapshots table was edited"
+                    f"a snapshot ({snapshot.name!s:.40}) of a conversation with no events: "
+                    "the snapshots table was edited"
                 )
             elif (
                 not isinstance(version, int)

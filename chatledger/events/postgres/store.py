@@ -527,7 +527,7 @@ class PostgresStore(EventStore):
         """:meth:`EventStore.stream_info`, its head row checked against the events."""
         rows = self._fetch(self._sql_stream_info, (conversation_id,))
         if rows:
-            return checked_head(self.location, rows[0], with_parent=True)[0]
+            return checked_head(self.location, rows[0], with_parent=True)
         last = self._fetch(self._sql_last_version, (conversation_id,))
         if last and last[0][0] is not None:
             raise head_error(self.location, conversation_id, missing_head_reason(last[0][0]))
@@ -557,7 +557,7 @@ class PostgresStore(EventStore):
             ]
         )
         return [
-            checked_head(self.location, row, with_parent=with_parent)[0]
+            checked_head(self.location, row, with_parent=with_parent)
             for row in self._fetch(query, params)
         ]
 
