@@ -173,7 +173,17 @@ def _head_sql(source: str, *, with_parent: bool) -> str:
     )
 
 
-_STREAM_INFO_SQL = _head_sql("streams", with_parent=True) + " WHERE s.conversation_id = ?"
+#: One conversation's head row checked against its events, in one statement (so one
+#: snapshot): always one row, whose head columns are NULL when there is no head row, and
+#: whose last_version then says whether the conversation has events all the same.
+_STREAM_INFO_SQL = (
+    "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+    "s.parent_id, s.parent_version, (SELECT max(m.version) FROM events AS m "
+    "WHERE m.conversation_id = q.cid), h.hash, h.recorded_at, f.recorded_at, f.type, f.data "
+    "FROM (SELECT ? AS cid) AS q LEFT JOIN streams AS s ON s.conversation_id = q.cid "
+    "LEFT JOIN events AS h ON h.conversation_id = s.conversation_id AND h.version = s.version "
+    "LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1"
+)
 
 
 class SQLiteStore(EventStore):
@@ -591,14 +601,11 @@ class SQLiteStore(EventStore):
 
     def _checked_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock, self._errors():
-            rows = self._query(_STREAM_INFO_SQL, (conversation_id,))
-            if rows:
-                return checked_head(self.path, rows[0], with_parent=True)
-            last = self._query(
-                "SELECT max(version) FROM events WHERE conversation_id = ?", (conversation_id,)
-            )
-        if last and last[0][0] is not None:
-            raise head_error(self.path, conversation_id, missing_head_reason(last[0][0]))
+            row = self._query(_STREAM_INFO_SQL, (conversation_id,))[0]
+        if row[0] is not None:
+            return checked_head(self.path, row, with_parent=True)
+        if row[7] is not None:
+            raise head_error(self.path, conversation_id, missing_head_reason(row[7]))
         return None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:

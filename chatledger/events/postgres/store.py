@@ -204,14 +204,18 @@ class PostgresStore(EventStore):
             "SELECT event_id, conversation_id, version, position FROM {schema}.events "
             "WHERE event_id = ANY(%s)"
         )
-        self._sql_stream_info = sql.Composed(
-            [
-                self._head_sql(q("{schema}.streams"), with_parent=True),
-                sql.SQL(" WHERE s.conversation_id = %s"),
-            ]
-        )
-        self._sql_last_version = q(
-            "SELECT max(version) FROM {schema}.events WHERE conversation_id = %s"
+        # One statement, so one snapshot: always one row, whose head columns are NULL
+        # when there is no head row (last_version then says whether there are events).
+        self._sql_stream_info = q(
+            "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+            "s.parent_id, s.parent_version, (SELECT max(m.version) FROM {schema}.events AS m "
+            "WHERE m.conversation_id = q.cid), h.hash, h.recorded_at, f.recorded_at, f.type, "
+            'f.data FROM (SELECT %s::text COLLATE "C" AS cid) AS q '
+            "LEFT JOIN {schema}.streams AS s ON s.conversation_id = q.cid "
+            "LEFT JOIN {schema}.events AS h "
+            "ON h.conversation_id = s.conversation_id AND h.version = s.version "
+            "LEFT JOIN {schema}.events AS f "
+            "ON f.conversation_id = s.conversation_id AND f.version = 1"
         )
         self._sql_stream_rows = q(
             "SELECT conversation_id, version, head_hash, created_at, updated_at, parent_id, "
@@ -525,12 +529,11 @@ class PostgresStore(EventStore):
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         """:meth:`EventStore.stream_info`, its head row checked against the events."""
-        rows = self._fetch(self._sql_stream_info, (conversation_id,))
-        if rows:
-            return checked_head(self.location, rows[0], with_parent=True)
-        last = self._fetch(self._sql_last_version, (conversation_id,))
-        if last and last[0][0] is not None:
-            raise head_error(self.location, conversation_id, missing_head_reason(last[0][0]))
+        row = self._fetch(self._sql_stream_info, (conversation_id,))[0]
+        if row[0] is not None:
+            return checked_head(self.location, row, with_parent=True)
+        if row[7] is not None:
+            raise head_error(self.location, conversation_id, missing_head_reason(row[7]))
         return None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
