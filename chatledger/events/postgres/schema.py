@@ -240,7 +240,7 @@ def migrate(
         conn.execute(
             "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATIONS_LOCK_CLASS, schema)
         )
-        if pending_migrations(conn, schema) is None and not create_in_existing:
+        if not create_in_existing:
             others = foreign_relations(conn, schema)
             if others:
                 raise StoreUnavailableError(
@@ -266,12 +266,19 @@ def migrate(
 
 
 def foreign_relations(conn: Connection, schema: str, limit: int = 3) -> list[str]:
-    """Up to ``limit`` tables, views and sequences in ``schema`` that no extension owns."""
+    """Up to ``limit`` tables, views and sequences in ``schema`` that no extension owns,
+    when the schema holds no ``chatledger_migrations`` (else none: it is a log).
+
+    One scan of the catalog with the statement's snapshot: a process that waited for the
+    migration lock sees what the migrator before it committed (``to_regclass`` may still
+    answer from this session's catalog cache)."""
     rows = conn.execute(
         "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
         "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
         "AND NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass "
-        "AND d.objid = c.oid AND d.deptype = 'e') ORDER BY c.relkind, c.relname LIMIT %s",
+        "AND d.objid = c.oid AND d.deptype = 'e') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_class AS m WHERE m.relnamespace = n.oid "
+        "AND m.relname = 'chatledger_migrations') ORDER BY c.relkind, c.relname LIMIT %s",
         (schema, limit),
     ).fetchall()
     return [str(row[0]) for row in rows]
