@@ -139,6 +139,8 @@ class Connections:
         )
 
     def open(self, *, wait: bool) -> None:
+        """Open the pool (``wait``: until ``pool_min`` connections are up); an
+        unreachable server is a :class:`StoreUnavailableError` saying why."""
         try:
             self.pool.open(wait=wait, timeout=self.connect_timeout)
         except psycopg.Error as exc:
@@ -146,6 +148,7 @@ class Connections:
             raise self.unreachable(exc) from None
 
     def close(self) -> None:
+        """Close the pool; later operations raise :class:`StoreError` (closed)."""
         with self._close_lock:
             if self.closed:
                 return
@@ -348,6 +351,7 @@ def connection_lost(exc: psycopg.Error) -> bool:
 
 
 def cause(exc: psycopg.Error) -> str:
+    """Why a connection was lost, in words for an error message."""
     if isinstance(exc, SESSION_ENDED):
         return "the server ended the session (shutdown, restart or pg_terminate_backend)"
     return "the connection to the server was lost"
@@ -412,6 +416,7 @@ def location_of(params: dict[str, Any], schema: str) -> str:
 
 
 def first_line(exc: BaseException) -> str:
+    """An exception's message on one line, for quoting in the library's errors."""
     text = str(exc).strip() or type(exc).__name__
     text = text.removeprefix("connection failed: ")
     return " ".join(text.split())
