@@ -528,6 +528,50 @@ class StoreContract:
         assert [e.position for e in mine] == first_positions + second_positions
         assert store.verify(cid).ok
 
+    @pytest.mark.parametrize("change", ["data", "metadata", "type", "schema_version"])
+    def test_reappending_an_event_id_with_other_content_is_refused_naming_it(
+        self, store: EventStore, change: str
+    ) -> None:
+        """A retry is a no-op only when it resends the same events. An event id appended
+        again with other content must not return the old positions (silently dropping
+        the new event): it is an error naming the event and what differs."""
+        cid = new_id()
+        first, second = started(), message(1, "hello", metadata={"actor": "alice"})
+        store.append(cid, [first, second], expected_version=0)
+        store.append(cid, [message(2)], expected_version=2)
+        before, info = store.read(cid), store.stream_info(cid)
+        same = {"event_id": second.event_id, "metadata": {"actor": "alice"}}
+        changed = {
+            "data": message(1, "I never said that", **same),
+            "metadata": message(1, "hello", event_id=second.event_id, metadata={"actor": "eve"}),
+            "type": NewEvent(data=TurnRewound(turn=1), **same),
+            "schema_version": NewEvent(
+                data=UnknownEvent(
+                    type="user_message_added", data=before[1].to_export()["data"], version=2
+                ),
+                **same,
+            ),
+        }[change]
+        words = {
+            "data": "other data",
+            "metadata": "other metadata",
+            "type": "another type",
+            "schema_version": "another schema_version",
+        }[change]
+        for expected_version in (0, 1):  # a stale expectation: what a retry sends
+            with pytest.raises(IntegrityError, match=second.event_id) as caught:
+                store.append(
+                    cid, [first, changed][expected_version:], expected_version=expected_version
+                )
+            assert words in str(caught.value)
+            assert "nothing was written" in str(caught.value)
+        # The identical retry is still a no-op returning the original positions.
+        assert store.append(cid, [first, second], expected_version=0) == [
+            e.position for e in before[:2]
+        ]
+        assert store.read(cid) == before
+        assert store.stream_info(cid) == info
+
     def test_partially_overlapping_event_ids_raise_and_write_nothing(
         self, store: EventStore
     ) -> None:

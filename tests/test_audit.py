@@ -206,6 +206,10 @@ def test_verify_names_the_first_bad_event_in_the_database(
             "UPDATE events SET metadata = ? WHERE conversation_id = ? AND version = 2",
             (json.dumps({"actor": "mallory"}), chat.id),
         )
+        conn.execute(  # and puts the trigger back (verify checks the triggers too)
+            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+            "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
+        )
     report = client.store.verify()
     problems: list[Any] = report.problems
     assert [(p.conversation_id, p.version) for p in problems] == [(chat.id, 2)]

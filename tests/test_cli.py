@@ -426,6 +426,11 @@ def test_verify_finds_a_tampered_event(
             "WHERE conversation_id = ? AND version = 2",
             (conversation_id,),
         ).rowcount
+        for action in ("UPDATE", "DELETE"):  # and puts the triggers back (verify checks them)
+            conn.execute(
+                f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
+                "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
+            )
         conn.commit()
     assert changed == 1
 

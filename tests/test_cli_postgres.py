@@ -103,6 +103,8 @@ def test_verify_finds_an_event_changed_behind_the_library(url: str) -> None:
             "WHERE conversation_id = %s AND version = 2",
             (cid,),
         ).rowcount
+        # ... and enables it again (verify checks the triggers too).
+        conn.execute(f"ALTER TABLE {schema}.events ENABLE TRIGGER events_no_update_or_delete")
     assert changed == 1
     result = run("--db", url, "verify")
     assert result.exit_code == 1

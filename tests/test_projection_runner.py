@@ -27,7 +27,7 @@ from chatledger.events import (
     SQLiteStore,
 )
 from chatledger.events.postgres import PostgresStore
-from chatledger.projections.runner import (
+from chatledger.readmodels import (
     ModelTokens,
     ProjectionRunner,
     TokenUsageByModel,

@@ -38,8 +38,9 @@ from chatledger.events import (
     TurnRewound,
     open_store,
 )
-from chatledger.events import postgres as pg
 from chatledger.events.postgres import PostgresStore
+from chatledger.events.postgres import schema as pg_schema
+from chatledger.events.postgres import store as pg_store
 from tests.store_contract import StoreContract, events_after, message, new_id, start, started
 from tests.support.postgres import (
     Collector,
@@ -99,9 +100,9 @@ def document(
 ) -> str:
     """The JSON argument of chatledger_append for ``events``, hashed as the store would."""
     prepared = store._prepare(conversation_id, [store._encode(e) for e in events], after, prev_hash)
-    return pg._encode_events(
+    return pg_store._encode_events(
         [
-            pg._EventRow(
+            pg_store._EventRow(
                 event_id=e.event_id,
                 type=e.type,
                 schema_version=e.schema_version,
@@ -701,7 +702,9 @@ def test_a_connection_killed_mid_append(database_url: str, raw: psycopg.Connecti
     with PostgresStore(f"{database_url}?application_name={name}") as store:
         cid = new_id()
         events = [started(), message(1)]
-        raw.execute("SELECT pg_advisory_lock(%s, hashtext('public'))", (pg.POSITIONS_LOCK_CLASS,))
+        raw.execute(
+            "SELECT pg_advisory_lock(%s, hashtext('public'))", (pg_schema.POSITIONS_LOCK_CLASS,)
+        )
         errors: list[BaseException] = []
 
         def append() -> None:
@@ -718,7 +721,8 @@ def test_a_connection_killed_mid_append(database_url: str, raw: psycopg.Connecti
             thread.join(30)
         finally:
             raw.execute(
-                "SELECT pg_advisory_unlock(%s, hashtext('public'))", (pg.POSITIONS_LOCK_CLASS,)
+                "SELECT pg_advisory_unlock(%s, hashtext('public'))",
+                (pg_schema.POSITIONS_LOCK_CLASS,),
             )
         assert len(errors) == 1 and isinstance(errors[0], StoreUnavailableError), errors
         assert "nothing was written" in str(errors[0])
@@ -829,7 +833,9 @@ def test_the_server_restarted_under_a_chat(database_url: str, raw: psycopg.Conne
             except BaseException as exc:
                 errors.append(exc)
 
-        raw.execute("SELECT pg_advisory_lock(%s, hashtext('public'))", (pg.POSITIONS_LOCK_CLASS,))
+        raw.execute(
+            "SELECT pg_advisory_lock(%s, hashtext('public'))", (pg_schema.POSITIONS_LOCK_CLASS,)
+        )
         thread = threading.Thread(target=append)
         thread.start()
         try:
@@ -899,6 +905,8 @@ def test_sqlite_and_postgres_hash_identically(database_url: str, tmp_path: Path)
         lines = list(export_conversation(source, cid))
         hashes = [e.hash for e in source.read(cid)]
     with PostgresStore(database_url) as store:
-        import_lines(store, lines)
-        assert [e.hash for e in store.read(cid)] == hashes
+        report = import_lines(store, lines)
+        # The file's events, then the turn it left open closed by the import.
+        assert report.closed_turns == [(cid, 2)]
+        assert [e.hash for e in store.read(cid)][: len(hashes)] == hashes
         assert store.verify(cid).ok

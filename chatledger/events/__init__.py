@@ -72,6 +72,11 @@ def open_store(store: Any = None, **options: Any) -> EventStore:
 
     URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
     ``postgresql://user@host/db``. ``None`` means ``CHATLEDGER_DB`` if set, else memory.
+    ``options`` go to the store: :class:`SQLiteStore` takes ``busy_timeout``,
+    ``synchronous`` and ``create_in_existing``; ``PostgresStore`` takes ``schema``,
+    ``pool_min``, ``pool_max``, ``connect_timeout`` and ``create_in_existing`` (a log
+    inside a database that holds another application's tables is created only when
+    asked for; see ``docs/stores.md``).
     """
     if isinstance(store, EventStore):
         return store

@@ -9,7 +9,19 @@ standard library alone: ``examples/verify_export.py`` (and the README) show how.
 
 An import verifies everything first (hash chains, gapless versions, fork parents, that
 every event decodes as its kind) in a scratch store, and writes nothing unless the whole
-file is sound. Any change to an exported event, a dropped, duplicated or reordered line,
+file is sound. Values another host wrote are bounded as well: every ``recorded_at`` is a
+UTC time in the form chatledger writes, no later than the import's own clock plus
+:data:`MAX_CLOCK_SKEW_SECONDS`, and no earlier than the event before it in its stream
+(or, for a fork's first event, its parent's event at the fork) by more than that; every
+turn's lease is finite and at most :data:`~chatledger.events.kinds.MAX_LEASE_SECONDS`;
+an event id appears once in the file.
+
+An import never leaves a turn open: a conversation whose file ends inside a turn (an
+export taken while a reply was streaming, or after its writer crashed) is imported with
+that turn closed by a ``turn_abandoned`` event the importer records after the file's
+events, in the same transaction. No writer in the target store owns that turn, so
+otherwise every send would wait for its lease. Importing the same file again changes
+nothing (the conversation is already there, with the closing event after it). Any change to an exported event, a dropped, duplicated or reordered line,
 a line spliced in from another conversation, or a changed hash breaks the chain, and the
 import refuses the file naming the line or event.
 
@@ -36,12 +48,38 @@ from typing import Any
 import msgspec
 
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
-from .envelope import MAX_NESTING, check_json, validate_conversation_id, validate_event_id
-from .kinds import decode_data, shape_problem
+from .envelope import (
+    MAX_NESTING,
+    check_json,
+    event_hash,
+    new_event_id,
+    utc_now,
+    validate_conversation_id,
+    validate_event_id,
+)
+from .kinds import (
+    MAX_LEASE_SECONDS,
+    ConversationStarted,
+    HistoryReplaced,
+    ModelCallFailed,
+    ModelResponded,
+    TurnAbandoned,
+    UserMessageAdded,
+    data_to_builtins,
+    decode_data,
+    shape_problem,
+)
 from .memory import MemoryStore
+from .rows import parent_of_rows
 from .store import EventStore, RawRow
 
-__all__ = ["ImportReport", "export_conversation", "import_lines"]
+__all__ = [
+    "MAX_CLOCK_SKEW_SECONDS",
+    "ImportReport",
+    "export_conversation",
+    "import_lines",
+    "open_turn",
+]
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "conversation_id": str,
@@ -60,7 +98,12 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 # data (a history, a response's candidates) and in the export line's envelope.
 MAX_LINE_NESTING = MAX_NESTING + 8
 _HASH = re.compile(r"[0-9a-f]{64}")
-_RECORDED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+#: Exactly what chatledger writes (:func:`~chatledger.events.envelope.utc_now`): UTC, in
+#: microseconds. One form, so that times compare as text (listings sort by them).
+_RECORDED_AT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
+#: How far an imported time may be ahead of this host's clock, or behind the event
+#: before it in its stream (clocks of different writers differ a little).
+MAX_CLOCK_SKEW_SECONDS = 300.0
 _TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
 
 
@@ -81,7 +124,8 @@ def _check_line(value: dict[str, Any]) -> None:
         _dt.datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInputError(
-            f"'recorded_at' {recorded_at!r:.60} is not an ISO 8601 UTC time"
+            f"'recorded_at' {recorded_at!r:.60} is not a UTC time as chatledger writes it "
+            "(YYYY-MM-DDTHH:MM:SS.ffffffZ)"
         ) from None
     check_json(value, "the line", max_nesting=MAX_LINE_NESTING)
 
@@ -93,6 +137,9 @@ class ImportReport(msgspec.Struct, kw_only=True):
     events: int
     #: Conversations already in the store, identical to the file's (nothing written).
     already_present: list[str]
+    #: (conversation, turn) of each turn the file left open, closed by the import with
+    #: a ``turn_abandoned`` event (counted in ``events``).
+    closed_turns: list[tuple[str, int]] = msgspec.field(default_factory=list)
 
 
 def _export_row(row: RawRow) -> dict[str, Any]:
@@ -115,26 +162,45 @@ def export_conversation(
     store: EventStore, conversation_id: str, *, include_forks: bool = False
 ) -> Iterator[str]:
     """The conversation (its ancestors up to the fork points first; with
-    ``include_forks``, its descendants after) as JSON lines, one event each."""
+    ``include_forks``, its descendants after) as JSON lines, one event each.
+
+    Ancestors are found from each fork's own first event (hashed, so it cannot name
+    another parent without breaking the chain), never from the head rows; forks are
+    found through the head rows, which a listing checks against those first events."""
     chain: list[tuple[str, int | None]] = []
     current: str | None = conversation_id
     to_version: int | None = None
     while current is not None:
-        info = store.stream_info(current)
-        if info is None:
-            raise NotFoundError(f"no conversation {current!r} in {store.location}")
         if any(cid == current for cid, _ in chain):
-            raise IntegrityError(f"conversation {current} is its own ancestor")
+            raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
+        first = store._read(current, 0, 1)
+        if not first:
+            if not chain:
+                raise NotFoundError(f"no conversation {current!r} in {store.location}")
+            raise IntegrityError(
+                f"{chain[-1][0]} was forked from {current} v{to_version}, which is not in "
+                f"{store.location}; run verify"
+            )
         chain.append((current, to_version))
-        current, to_version = info.parent_id, info.parent_version
+        parent_id, parent_version = parent_of_rows(first)
+        if parent_id is not None and parent_version is None:
+            raise IntegrityError(
+                f"the first event of {current} names a parent without a version; run verify"
+            )
+        current, to_version = parent_id, parent_version
     for cid, limit in reversed(chain):
         for row in store._read(cid, 0, limit):
             yield msgspec.json.encode(_export_row(row)).decode()
     if include_forks:
-        pending = [conversation_id]
+        pending, seen = [conversation_id], {conversation_id}
         while pending:
             parent = pending.pop(0)
             for child in reversed(store.conversations(parent_id=parent)):
+                if child.conversation_id in seen:
+                    raise IntegrityError(
+                        f"conversation {child.conversation_id} is its own ancestor; run verify"
+                    )
+                seen.add(child.conversation_id)
                 for row in store._read(child.conversation_id, 0, None):
                     yield msgspec.json.encode(_export_row(row)).decode()
                 pending.append(child.conversation_id)
@@ -142,6 +208,7 @@ def export_conversation(
 
 def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
     streams: dict[str, list[RawRow]] = {}
+    lines_of_ids: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):
         if isinstance(line, bytes):
             try:
@@ -171,6 +238,13 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
             _check_line(value)
         except InvalidInputError as exc:
             raise InvalidInputError(f"line {number}: {exc}") from None
+        earlier = lines_of_ids.setdefault(value["event_id"], number)
+        if earlier != number:
+            raise IntegrityError(
+                f"event id {value['event_id']!r:.110} appears twice in the file (lines "
+                f"{earlier} and {number}): every event has an id of its own; nothing was "
+                "imported"
+            )
         row = RawRow(
             value["conversation_id"],
             value["version"],
@@ -218,13 +292,17 @@ def _order_parents_first(streams: dict[str, list[RawRow]]) -> list[str]:
     return ordered
 
 
-def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportReport:
+def import_lines(
+    store: EventStore, lines: Iterable[str | bytes], *, actor: str | None = None
+) -> ImportReport:
     """Verify an export and write its conversations into ``store``, as they were.
 
     Event ids, versions, times, metadata and hashes are kept (positions are the store's).
-    A conversation already in the store is skipped if identical, refused otherwise.
+    A conversation already in the store is skipped if identical, refused otherwise. A
+    conversation the file leaves inside an open turn gets a ``turn_abandoned`` event
+    after the file's, recorded with ``actor`` (default ``"chatledger import"``).
     Raises InvalidInputError for a malformed file and IntegrityError when anything fails
-    verification; the store is then unchanged.
+    verification or the rules above; the store is then unchanged.
     """
     streams = _parse(lines)
     ordered = _order_parents_first(streams)
@@ -244,6 +322,7 @@ def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportRepor
         scratch.import_stream(cid, streams[cid])
     scratch.verify().raise_for_problems()
     _check_shapes(streams)
+    _check_times_and_leases(streams, scratch)
 
     present: list[str] = []
     for cid in ordered:
@@ -251,22 +330,132 @@ def import_lines(store: EventStore, lines: Iterable[str | bytes]) -> ImportRepor
         incoming = [(r.event_id, r.hash) for r in streams[cid]]
         shorter = min(len(existing), len(incoming))
         if existing[:shorter] != incoming[:shorter]:
+            differs = next(i for i in range(shorter) if existing[i] != incoming[i]) + 1
             raise IntegrityError(
-                f"conversation {cid} is already in {store.location} with different events; "
-                "nothing was imported"
+                f"conversation {cid} is already in {store.location} with different events "
+                f"from version {differs} on (a file taken from another copy of it, or a "
+                "turn an earlier import closed); nothing was imported"
             )
         if len(existing) >= len(incoming):
             present.append(cid)
-    _check_event_ids_are_free(store, [cid for cid in ordered if cid not in present], streams)
+    to_write = [cid for cid in ordered if cid not in present]
+    _check_event_ids_are_free(store, to_write, streams)
+    closing: dict[str, tuple[int, RawRow]] = {}
+    for cid in to_write:
+        turn = open_turn(streams[cid])
+        if turn is not None:
+            closing[cid] = (turn, _closing_row(streams[cid][-1], turn, actor))
     written = 0
-    for cid in ordered:
-        if cid not in present:
-            written += len(store.import_stream(cid, streams[cid]))
+    for cid in to_write:
+        rows = streams[cid] + ([closing[cid][1]] if cid in closing else [])
+        written += len(store.import_stream(cid, rows))
     return ImportReport(
-        conversations=[cid for cid in ordered if cid not in present],
+        conversations=to_write,
         events=written,
         already_present=present,
+        closed_turns=[(cid, turn) for cid, (turn, _) in closing.items()],
     )
+
+
+def open_turn(rows: Iterable[RawRow]) -> int | None:
+    """The turn a stream's events leave open, or None: the history projection's rule
+    (:mod:`chatledger.projections.history`), which the events package cannot import. A
+    ``user_message_added`` opens its turn; a response or failure that ends it, a
+    ``turn_abandoned`` of it, a replaced history or a (fork's) start closes it."""
+    pending: int | None = None
+    for row in rows:
+        data = decode_data(row.type, row.schema_version, row.data)
+        if isinstance(data, UserMessageAdded):
+            pending = data.turn
+        elif isinstance(data, (ModelResponded, ModelCallFailed)):
+            if data.ends_turn and pending == data.turn:
+                pending = None
+        elif isinstance(data, TurnAbandoned):
+            if pending == data.turn:
+                pending = None
+        elif isinstance(data, (ConversationStarted, HistoryReplaced)):
+            pending = None
+    return pending
+
+
+def _closing_row(last: RawRow, turn: int, actor: str | None) -> RawRow:
+    """The ``turn_abandoned`` event that closes ``turn`` after ``last``, hashed onto it."""
+    data = data_to_builtins(
+        TurnAbandoned(
+            turn=turn,
+            reason="imported with this turn open: no writer in this log owns it",
+        )
+    )
+    metadata = {"actor": actor or "chatledger import"}
+    event_id, recorded_at = new_event_id(), utc_now()
+    digest = event_hash(
+        conversation_id=last.conversation_id,
+        version=last.version + 1,
+        event_id=event_id,
+        type=TurnAbandoned.type_name,
+        schema_version=TurnAbandoned.schema_version,
+        data=data,
+        metadata=metadata,
+        recorded_at=recorded_at,
+        prev_hash=last.hash,
+    )
+    return RawRow(
+        last.conversation_id,
+        last.version + 1,
+        0,
+        event_id,
+        TurnAbandoned.type_name,
+        TurnAbandoned.schema_version,
+        msgspec.json.encode(data),
+        msgspec.json.encode(metadata),
+        recorded_at,
+        digest,
+    )
+
+
+def _check_times_and_leases(streams: dict[str, list[RawRow]], scratch: EventStore) -> None:
+    """Refuse times from the future or running backwards, and leases over the maximum:
+    from another host's clock or a forged file, they would hold a conversation (its
+    turn's lease never running out) or reorder listings."""
+    latest = _parse_time(utc_now()) + MAX_CLOCK_SKEW_SECONDS
+    for cid, rows in streams.items():
+        previous: tuple[float, str] | None = None
+        parent_id, parent_version = parent_of_rows(rows)
+        if parent_id is not None and parent_version is not None:
+            fork_point = scratch._read(parent_id, parent_version - 1, parent_version)
+            if fork_point:
+                previous = (
+                    _parse_time(fork_point[0].recorded_at),
+                    f"its parent's event {parent_id} v{parent_version}",
+                )
+        for row in rows:
+            when = _parse_time(row.recorded_at)
+            if when > latest:
+                raise IntegrityError(
+                    f"{cid} v{row.version} was recorded at {row.recorded_at}, after this "
+                    f"host's clock (by more than {MAX_CLOCK_SKEW_SECONDS:g} s): a clock that "
+                    "runs ahead, or a forged file; nothing was imported"
+                )
+            if previous is not None and when < previous[0] - MAX_CLOCK_SKEW_SECONDS:
+                raise IntegrityError(
+                    f"{cid} v{row.version} was recorded at {row.recorded_at}, more than "
+                    f"{MAX_CLOCK_SKEW_SECONDS:g} s before {previous[1]}: times in a "
+                    "conversation do not run backwards; nothing was imported"
+                )
+            previous = (when, f"v{row.version} before it")
+            data = decode_data(row.type, row.schema_version, row.data)
+            if isinstance(data, UserMessageAdded) and not (
+                0 < data.lease_seconds <= MAX_LEASE_SECONDS
+            ):
+                raise IntegrityError(
+                    f"{cid} v{row.version} gives its turn a lease of {data.lease_seconds!r:.30} "
+                    f"s; a lease is more than 0 and at most {MAX_LEASE_SECONDS:g} s (a day); "
+                    "nothing was imported"
+                )
+
+
+def _parse_time(recorded_at: str) -> float:
+    return _dt.datetime.fromisoformat(recorded_at.replace("Z", "+00:00")).timestamp()
 
 
 def _check_shapes(streams: dict[str, list[RawRow]]) -> None:

@@ -24,6 +24,7 @@ import msgspec
 
 __all__ = [
     "KINDS",
+    "MAX_LEASE_SECONDS",
     "ConfigChanged",
     "ConversationStarted",
     "ErrorInfo",
@@ -138,11 +139,17 @@ class ConversationStarted(EventData, frozen=True, kw_only=True, omit_defaults=Tr
     parent: ParentRef | None = None
 
 
+#: The longest lease a turn may carry (one day): an import refuses a longer one, so that
+#: no file can hold a conversation closed to every other writer for longer.
+MAX_LEASE_SECONDS = 86_400.0
+
+
 class UserMessageAdded(EventData, frozen=True, kw_only=True, omit_defaults=True):
     """The caller sent a message: this opens turn ``turn``.
 
     ``lease_seconds`` is how long other writers must wait for this turn to close before
-    they may take the conversation over (a writer that crashed never closes its turn).
+    they may take the conversation over (a writer that crashed never closes its turn); at
+    most :data:`MAX_LEASE_SECONDS`.
     """
 
     type_name: ClassVar[str] = "user_message_added"

@@ -6,7 +6,9 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
+from .rows import StreamRow
 from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .verification import SnapshotRow
 
 __all__ = ["MemoryStore"]
 
@@ -36,7 +38,7 @@ class MemoryStore(EventStore):
             current = len(stream)
             if current != expected_version:
                 retried = self._retried_positions(
-                    conversation_id, [e.event.event_id for e in events]
+                    conversation_id, [e.event.event_id for e in events], events
                 )
                 if retried is not None:
                     return retried
@@ -139,13 +141,9 @@ class MemoryStore(EventStore):
         with self._lock:
             return list(self._streams)
 
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
         with self._lock:
-            return {
-                eid: (row.conversation_id, row.version, row.position)
-                for eid in event_ids
-                if (row := self._ids.get(eid)) is not None
-            }
+            return [row for eid in dict.fromkeys(event_ids) if (row := self._ids.get(eid))]
 
     def _wait_for_new(
         self, position: int, poll_interval: float, stop: threading.Event | None
@@ -153,6 +151,30 @@ class MemoryStore(EventStore):
         with self._lock:
             if len(self._rows) <= position:
                 self._lock.wait(poll_interval)
+
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        with self._lock:
+            return [
+                StreamRow(
+                    info.conversation_id,
+                    info.version,
+                    self._streams[cid][-1].hash,
+                    info.created_at,
+                    info.updated_at,
+                    info.parent_id,
+                    info.parent_version,
+                )
+                for cid, info in self._info.items()
+                if conversation_id is None or cid == conversation_id
+            ]
+
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        with self._lock:
+            return [
+                SnapshotRow(cid, name, snapshot.version)
+                for (cid, name), snapshot in self._snapshots.items()
+                if conversation_id is None or cid == conversation_id
+            ]
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock:

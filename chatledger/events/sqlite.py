@@ -7,13 +7,15 @@ most embedded logs), a busy timeout so concurrent writers wait instead of failin
 Positions are SQLite rowids assigned inside that write lock, so they are in commit order
 and gapless: a reader following positions can never skip a late commit.
 
-The schema is created by named, ordered migrations (sqlite-utils), recorded in
-``_chatledger_migrations``. Triggers refuse UPDATE and DELETE on ``events``.
+The schema is created by named, ordered migrations (sqlite-utils, in
+:mod:`chatledger.events.sqlite_schema`), recorded in ``_chatledger_migrations``. Triggers
+refuse UPDATE and DELETE on ``events``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -30,131 +32,59 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import utc_now
+from .rows import StreamRow, head_error, missing_head_reason
+from .sqlite_schema import MIGRATIONS, schema_differences
 from .store import (
     EncodedEvent,
     EventStore,
+    PreparedEvent,
     Problem,
     RawRow,
     Snapshot,
     StreamInfo,
     VerificationReport,
+    checked_head,
     parent_of,
     parent_of_rows,
 )
-from .views import SQLITE_VIEWS
+from .verification import SnapshotRow
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
-Migration = Callable[[sqlite_utils.Database], None]
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
-def _m001_events(db: sqlite_utils.Database) -> None:
-    db["events"].create(  # type: ignore[union-attr]
-        {
-            "position": int,
-            "conversation_id": str,
-            "version": int,
-            "event_id": str,
-            "type": str,
-            "schema_version": int,
-            "data": str,
-            "metadata": str,
-            "recorded_at": str,
-            "hash": str,
-        },
-        pk="position",
-        not_null={
-            "conversation_id",
-            "version",
-            "event_id",
-            "type",
-            "schema_version",
-            "data",
-            "metadata",
-            "recorded_at",
-            "hash",
-        },
-    )
-    db["events"].create_index(  # type: ignore[union-attr]
-        ["conversation_id", "version"], index_name="events_stream", unique=True
-    )
-    db["events"].create_index(  # type: ignore[union-attr]
-        ["event_id"], index_name="events_event_id", unique=True
-    )
-
-
-def _m002_streams(db: sqlite_utils.Database) -> None:
-    db["streams"].create(  # type: ignore[union-attr]
-        {
-            "conversation_id": str,
-            "version": int,
-            "head_hash": str,
-            "created_at": str,
-            "updated_at": str,
-            "parent_id": str,
-            "parent_version": int,
-        },
-        pk="conversation_id",
-        not_null={"version", "head_hash", "created_at", "updated_at"},
-    )
-    db["streams"].create_index(["updated_at"], index_name="streams_updated")  # type: ignore[union-attr]
-    db["streams"].create_index(["parent_id"], index_name="streams_parent")  # type: ignore[union-attr]
-
-
-def _m003_events_are_immutable(db: sqlite_utils.Database) -> None:
-    for action in ("UPDATE", "DELETE"):
-        db.execute(
-            f"CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events "
-            f"BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
-        )
-
-
-def _m004_snapshots(db: sqlite_utils.Database) -> None:
-    db["snapshots"].create(  # type: ignore[union-attr]
-        {"conversation_id": str, "name": str, "version": int, "state": bytes},
-        pk=("conversation_id", "name"),
-        not_null={"version", "state"},
-    )
-
-
-def _m005_events_are_never_replaced(db: sqlite_utils.Database) -> None:
-    # INSERT OR REPLACE deletes the old row without firing DELETE triggers: refuse any
-    # insert that would collide with a stored event, before conflict resolution runs.
-    db.execute(
-        "CREATE TRIGGER events_no_replace BEFORE INSERT ON events WHEN EXISTS ("
-        "SELECT 1 FROM events WHERE position = NEW.position OR event_id = NEW.event_id "
-        "OR (conversation_id = NEW.conversation_id AND version = NEW.version)) "
-        "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
-    )
-
-
-def _m006_no_index_on_updated_at(db: sqlite_utils.Database) -> None:
-    # Every append moves its stream's updated_at, so this index cost a page write per
-    # append (about 10% of an append, measured) while saving a listing almost nothing:
-    # listings order by (updated_at, conversation_id), which sorts anyway (20 of 100,000
-    # conversations: 9 ms with it, 14 ms without).
-    db.execute("DROP INDEX IF EXISTS streams_updated")
-
-
-def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
-    # chat_conversations and chat_messages, for Datasette or any SQL tool (see views.py and
-    # docs/integrations.md): stored queries only, so appends cost nothing more.
-    for statement in SQLITE_VIEWS.values():
-        db.execute(statement)
-
-
-MIGRATIONS: list[tuple[str, Migration]] = [
-    ("001_events", _m001_events),
-    ("002_streams", _m002_streams),
-    ("003_events_are_immutable", _m003_events_are_immutable),
-    ("004_snapshots", _m004_snapshots),
-    ("005_events_are_never_replaced", _m005_events_are_never_replaced),
-    ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
-    ("007_views_for_sql_readers", _m007_views_for_sql_readers),
-]
-
 _COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"
+
+
+def _head_sql(source: str, *, with_parent: bool) -> str:
+    """The head rows of ``source`` (``streams``, or a subquery of it) with what their
+    events say (:data:`chatledger.events.store.HEAD_COLUMNS`): index lookups, plus the
+    first event's data when the parent is checked."""
+    first = ", f.type, f.data" if with_parent else ", NULL, NULL"
+    return (
+        "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+        "s.parent_id, s.parent_version, (SELECT max(m.version) FROM events AS m "
+        "WHERE m.conversation_id = s.conversation_id), h.hash, h.recorded_at, f.recorded_at"
+        f"{first} FROM {source} AS s "
+        "LEFT JOIN events AS h ON h.conversation_id = s.conversation_id AND h.version = s.version "
+        "LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1"
+    )
+
+
+#: One conversation's head row checked against its events, in one statement (so one
+#: snapshot): always one row, whose head columns are NULL when there is no head row, and
+#: whose last_version then says whether the conversation has events all the same.
+_STREAM_INFO_SQL = (
+    "SELECT s.conversation_id, s.version, s.head_hash, s.created_at, s.updated_at, "
+    "s.parent_id, s.parent_version, (SELECT max(m.version) FROM events AS m "
+    "WHERE m.conversation_id = q.cid), h.hash, h.recorded_at, f.recorded_at, f.type, f.data "
+    "FROM (SELECT ? AS cid) AS q LEFT JOIN streams AS s ON s.conversation_id = q.cid "
+    "LEFT JOIN events AS h ON h.conversation_id = s.conversation_id AND h.version = s.version "
+    "LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1"
+)
 
 
 class SQLiteStore(EventStore):
@@ -162,6 +92,13 @@ class SQLiteStore(EventStore):
 
     ``path`` is a file path (created if missing) or ``":memory:"``. ``busy_timeout`` is how
     long a write waits for another process's write lock before giving up, in seconds.
+    ``synchronous`` is SQLite's setting (``NORMAL``: a commit survives a crash of the
+    process; ``FULL``: also of the machine).
+
+    A file that is not empty must already hold a chatledger log: another program's
+    database is refused (:class:`StoreUnavailableError`) and left byte for byte as it was,
+    unless ``create_in_existing=True`` asks for the log's tables to be added to it (the
+    file is then switched to WAL, as every log is). An empty file becomes a new log.
     """
 
     gapless_positions = True
@@ -172,6 +109,7 @@ class SQLiteStore(EventStore):
         *,
         busy_timeout: float = 10.0,
         synchronous: str = "NORMAL",
+        create_in_existing: bool = False,
     ) -> None:
         self.path = str(path)
         self.location = f"sqlite:///{self.path}"
@@ -202,13 +140,22 @@ class SQLiteStore(EventStore):
             try:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
                 self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-                tables, ours = self._conn.execute(
-                    "SELECT count(*), max(name = '_chatledger_migrations') FROM sqlite_master "
-                    "WHERE type = 'table'"
-                ).fetchone()
-                if tables and not ours:
-                    # Another program's database: migrate before switching it to WAL, so
-                    # that a refused one (its tables clash with ours) is left as it was.
+                # Only reads until the file is known to be a log, a new file, or (when asked)
+                # a database to create the log in: another program's database is refused
+                # byte for byte as it was (reading a WAL file makes -wal and -shm files,
+                # which closing the last connection removes).
+                others = [
+                    str(row[0])
+                    for row in self._conn.execute(
+                        "SELECT name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+                        "ORDER BY type = 'table' DESC, name"
+                    )
+                ]
+                if others and "_chatledger_migrations" not in others:
+                    if not create_in_existing:
+                        raise StoreUnavailableError(self._foreign(others))
+                    # Asked for: migrate before switching the file to WAL, so that a
+                    # refused one (its tables clash with ours) is left as it was.
                     self._migrate()
                 if self.path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode = WAL")
@@ -217,6 +164,16 @@ class SQLiteStore(EventStore):
                 # Not a usable store (locked, corrupt...): do not leak the connection.
                 self._conn.close()
                 raise
+
+    def _foreign(self, names: list[str]) -> str:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return (
+            f"{self.path} is not a chatledger database: it is another program's SQLite "
+            f"database (it holds {shown}, and no chatledger log); nothing was changed. Give "
+            "the path of a chatledger log or of a new file; to keep a log inside this "
+            "database, beside its tables, open it with create_in_existing=True (the command "
+            "line's --create-in-existing)"
+        )
 
     # ----------------------------------------------------------------- schema
 
@@ -281,41 +238,37 @@ class SQLiteStore(EventStore):
                     (conversation_id,),
                 ).fetchone()
                 current = head[0] if head else 0
+                if head is None or current != expected_version:
+                    # A new stream, or a stale expectation: the head row must agree with
+                    # the events before a writer is told to catch up and retry (with a
+                    # deleted or moved head, it would retry forever).
+                    self._check_head(conversation_id)
                 if current != expected_version:
                     conn.execute("ROLLBACK")
                     retried = self._retried_positions(
-                        conversation_id, [event.event_id for event, *_ in events]
+                        conversation_id, [event.event_id for event, *_ in events], events
                     )
                     if retried is not None:
                         return retried
                     raise ConcurrencyError(conversation_id, expected_version, current)
                 if head and head[1] != head[2]:
-                    raise IntegrityError(
-                        f"{self.path}: the head of conversation {conversation_id} does not "
-                        f"match its last event (version {current}): the file is damaged. "
-                        "Nothing was written; run `chatledger verify` and restore the file "
-                        "from a backup or an export"
+                    # New events must never chain onto a damaged head (verify would then
+                    # blame them).
+                    self._check_head(conversation_id)
+                    raise head_error(
+                        self.path, conversation_id, "its head row does not match its last event"
                     )
                 prepared = self._prepare(conversation_id, events, current, head[1] if head else "")
                 positions: list[int] = []
-                for event in prepared:
-                    cursor = conn.execute(
-                        "INSERT INTO events (conversation_id, version, event_id, type, "
-                        "schema_version, data, metadata, recorded_at, hash) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            conversation_id,
-                            event.version,
-                            event.event_id,
-                            event.type,
-                            event.schema_version,
-                            event.data.decode("utf-8"),
-                            event.metadata.decode("utf-8"),
-                            event.recorded_at,
-                            event.hash,
-                        ),
-                    )
-                    positions.append(int(cursor.lastrowid or 0))
+                try:
+                    self._insert_prepared(conn, conversation_id, prepared, positions)
+                except sqlite3.IntegrityError:
+                    # The head matched, so only an event id another event has, or events
+                    # past a damaged head, collide here: say which.
+                    conn.execute("ROLLBACK")
+                    self._check_head(conversation_id)
+                    self._check_ids_are_free(conversation_id, prepared)
+                    raise
                 last = prepared[-1]
                 if head:
                     conn.execute(
@@ -345,6 +298,51 @@ class SQLiteStore(EventStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    @staticmethod
+    def _insert_prepared(
+        conn: sqlite3.Connection,
+        conversation_id: str,
+        prepared: Sequence[PreparedEvent],
+        positions: list[int],
+    ) -> None:
+        for event in prepared:
+            cursor = conn.execute(
+                "INSERT INTO events (conversation_id, version, event_id, type, "
+                "schema_version, data, metadata, recorded_at, hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    event.version,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    event.data.decode("utf-8"),
+                    event.metadata.decode("utf-8"),
+                    event.recorded_at,
+                    event.hash,
+                ),
+            )
+            positions.append(int(cursor.lastrowid or 0))
+
+    def _check_head(self, conversation_id: str) -> None:
+        """Raise IntegrityError if the stream's head row disagrees with its events (or
+        is missing while it has events)."""
+        self._checked_info(conversation_id)
+
+    def _check_ids_are_free(self, conversation_id: str, prepared: Sequence[PreparedEvent]) -> None:
+        """Raise IntegrityError naming an event id of ``prepared`` that another event
+        already has (the insert collided on it)."""
+        found = self._find_event_ids([event.event_id for event in prepared])
+        for event in prepared:
+            if event.event_id in found:
+                cid, version, _ = found[event.event_id]
+                raise IntegrityError(
+                    f"{self.path}: event id {event.event_id!r} is already used by "
+                    f"{'this conversation' if cid == conversation_id else cid} v{version}; "
+                    "nothing was written. An idempotent retry must resend exactly the same "
+                    "events; new events need new ids"
+                )
+
     def verify(self, conversation_id: str | None = None) -> VerificationReport:
         """:meth:`EventStore.verify`; for the whole log, also SQLite's own check of the
         file, which finds damaged indexes that reads would otherwise go through."""
@@ -372,13 +370,41 @@ class SQLiteStore(EventStore):
                 )
         return report
 
-    def _recorded_head_hash(self, conversation_id: str) -> str | None:
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        sql = (
+            "SELECT conversation_id, version, head_hash, created_at, updated_at, parent_id, "
+            "parent_version FROM streams"
+        )
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            sql, params = sql + " WHERE conversation_id = ?", (conversation_id,)
         with self._lock, self._errors():
-            rows = self._query(
-                "SELECT head_hash FROM streams WHERE conversation_id = ?", (conversation_id,)
-            )
-        value = rows[0][0] if rows else None
-        return value if isinstance(value, str) else repr(value)
+            return [StreamRow(*row) for row in self._query(sql, params)]
+
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        sql = "SELECT conversation_id, name, version, typeof(state) = 'blob' FROM snapshots"
+        params: tuple[object, ...] = ()
+        if conversation_id is not None:
+            sql, params = sql + " WHERE conversation_id = ?", (conversation_id,)
+        with self._lock, self._errors():
+            return [
+                SnapshotRow(row[0], row[1], row[2], bool(row[3]))
+                for row in self._query(sql, params)
+            ]
+
+    def _schema_problems(self) -> list[str]:
+        """The log's tables, indexes and triggers against what the migrations make (a
+        dropped trigger would let events be changed; a dropped unique index, duplicated),
+        and every migration recorded."""
+        with self._lock, self._errors():
+            applied = {row[0] for row in self._query("SELECT name FROM _chatledger_migrations")}
+            differences = schema_differences(self._conn)
+        problems = [
+            f"migration {name} is not recorded in _chatledger_migrations (the table was edited)"
+            for name, _ in MIGRATIONS
+            if name not in applied
+        ]
+        return problems + differences
 
     def _import_rows(
         self, conversation_id: str, rows: list[RawRow], after_version: int
@@ -388,6 +414,8 @@ class SQLiteStore(EventStore):
             head = conn.execute(
                 "SELECT version FROM streams WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()
+            if head is None or head[0] != after_version:
+                self._check_head(conversation_id)
             if (head[0] if head else 0) != after_version:
                 raise ConcurrencyError(conversation_id, after_version, head[0] if head else 0)
             positions = []
@@ -460,41 +488,46 @@ class SQLiteStore(EventStore):
         # verify's position check names the row itself.
         return sorted(cid for cid in ids if isinstance(cid, str))
 
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
         marks = ", ".join("?" for _ in event_ids)
         with self._lock, self._errors():
             rows = self._query(
-                f"SELECT event_id, conversation_id, version, position FROM events "
-                f"WHERE event_id IN ({marks})",
-                tuple(event_ids),
+                f"SELECT {_COLUMNS} FROM events WHERE event_id IN ({marks})", tuple(event_ids)
             )
-        return {row[0]: (row[1], row[2], row[3]) for row in rows}
+        return [RawRow(*row) for row in rows]
 
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
+        """:meth:`EventStore.stream_info`, its head row checked against the events."""
+        return self._checked_info(conversation_id)
+
+    def _checked_info(self, conversation_id: str) -> StreamInfo | None:
         with self._lock, self._errors():
-            rows = self._query(
-                "SELECT conversation_id, version, created_at, updated_at, parent_id, "
-                "parent_version FROM streams WHERE conversation_id = ?",
-                (conversation_id,),
-            )
-        return _info(rows[0], self.path) if rows else None
+            row = self._query(_STREAM_INFO_SQL, (conversation_id,))[0]
+        if row[0] is not None:
+            return checked_head(self.path, row, with_parent=True)
+        if row[7] is not None:
+            raise head_error(self.path, conversation_id, missing_head_reason(row[7]))
+        return None
 
     def _conversations(self, limit: int | None, parent_id: str | None) -> list[StreamInfo]:
-        sql = (
-            "SELECT conversation_id, version, created_at, updated_at, parent_id, parent_version "
-            "FROM streams"
-        )
+        # The page of head rows first, then what their events say, row by row (index
+        # lookups; the first event's data only for a listing of forks).
+        source = "SELECT * FROM streams"
         params: tuple[object, ...] = ()
         if parent_id is not None:
-            sql += " WHERE parent_id = ?"
+            source += " WHERE parent_id = ?"
             params = (parent_id,)
-        sql += " ORDER BY updated_at DESC, conversation_id"
+        source += " ORDER BY updated_at DESC, conversation_id"
         if limit is not None:
-            sql += " LIMIT ?"
+            source += " LIMIT ?"
             params += (limit,)
+        sql = (
+            _head_sql(f"({source})", with_parent=parent_id is not None)
+            + " ORDER BY s.updated_at DESC, s.conversation_id"
+        )
         with self._lock, self._errors():
             rows = self._query(sql, params)
-        return [_info(row, self.path) for row in rows]
+        return [checked_head(self.path, row, with_parent=parent_id is not None) for row in rows]
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         with self._lock, self._errors():
@@ -521,7 +554,22 @@ class SQLiteStore(EventStore):
             ).fetchone()
         if row is None:
             return None
-        return Snapshot(conversation_id=conversation_id, name=name, version=row[0], state=row[1])
+        version, state = row
+        if (
+            not isinstance(version, int)
+            or isinstance(version, bool)
+            or not isinstance(state, bytes)
+        ):
+            # A damaged cache row (SQLite keeps what a column is given): resumes start from
+            # the events instead, and verify names it.
+            logger.warning(
+                "ignoring a damaged snapshot %s of %s in %s; run verify",
+                name,
+                conversation_id,
+                self.path,
+            )
+            return None
+        return Snapshot(conversation_id=conversation_id, name=name, version=version, state=state)
 
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's
@@ -690,20 +738,3 @@ def _damaged_text(value: bytes) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
-def _info(row: tuple[object, ...], path: str) -> StreamInfo:
-    version = row[1]
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise IntegrityError(
-            f"{path}: the head of conversation {row[0]!r} is damaged (its version is "
-            f"{version!r}); restore the file from a backup or an export"
-        )
-    return StreamInfo(
-        conversation_id=str(row[0]),
-        version=version,
-        created_at=str(row[2]),
-        updated_at=str(row[3]),
-        parent_id=row[4] if isinstance(row[4], str) else None,
-        parent_version=row[5] if isinstance(row[5], int) else None,
-    )

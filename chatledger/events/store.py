@@ -2,8 +2,9 @@
 
 A store keeps streams of events, one stream per conversation, each with gapless
 versions 1, 2, 3 ... and a store-wide ``position`` order. Backends implement a handful
-of primitives (``_append``, ``_read``, ...); hashing, validation, idempotent retries,
-verification and subscriptions are written once here.
+of primitives (``_append``, ``_read``, ...); hashing, validation, idempotent retries and
+subscriptions are written once here. Reading rows is :mod:`chatledger.events.rows`,
+checking them :mod:`chatledger.events.verification`.
 """
 
 from __future__ import annotations
@@ -22,21 +23,34 @@ from .envelope import (
     NewEvent,
     RecordedEvent,
     canonical_json,
-    event_hash,
     spliced_event_hash,
     utc_now,
     validate_conversation_id,
     validate_event_id,
 )
-from .kinds import ConversationStarted, EventData, NewerSchemaError, data_to_builtins, decode_data
+from .kinds import ConversationStarted, EventData, data_to_builtins
+from .rows import (
+    HeadEvidence,
+    RawRow,
+    StreamRow,
+    head_error,
+    head_problem,
+    parent_of_data,
+    parent_of_rows,
+)
+from .rows import row_to_event as _row_to_event
+from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
     "EventStore",
     "PreparedEvent",
     "Problem",
+    "RawRow",
     "Snapshot",
     "StreamInfo",
     "VerificationReport",
+    "parent_of",
+    "parent_of_rows",
 ]
 
 T = TypeVar("T")
@@ -79,42 +93,6 @@ class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
     hash: str
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    """One thing ``verify`` found wrong, naming the event where it was found."""
-
-    conversation_id: str
-    version: int | None
-    reason: str
-    event_id: str | None = None
-    position: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.conversation_id} v{self.version}" if self.version else self.conversation_id
-        if self.position is not None:
-            where += f" (position {self.position})"
-        return f"{where}: {self.reason}"
-
-
-class VerificationReport(msgspec.Struct, kw_only=True):
-    """The result of ``verify``: how much was checked and every problem found."""
-
-    streams_checked: int = 0
-    events_checked: int = 0
-    problems: list[Problem] = msgspec.field(default_factory=list)
-    #: Snapshots compared with the log (by a client's verify; a store's own is 0).
-    snapshots_checked: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def raise_for_problems(self) -> None:
-        """Raise :class:`IntegrityError` naming the first bad event, if any."""
-        if self.problems:
-            more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
-            raise IntegrityError(f"log verification failed at {self.problems[0]}{more}")
-
-
 class EncodedEvent(NamedTuple):
     """A new event encoded once, before anything is written: ``data`` and ``metadata``
     as stored, and the canonical encodings of what a reader will decode from them."""
@@ -126,21 +104,6 @@ class EncodedEvent(NamedTuple):
     canonical_metadata: bytes
 
 
-class RawRow(msgspec.Struct, frozen=True):
-    """A stored row, undecoded, as ``verify`` checks it."""
-
-    conversation_id: str
-    version: int
-    position: int
-    event_id: str
-    type: str
-    schema_version: int
-    data: bytes | str
-    metadata: bytes | str
-    recorded_at: str
-    hash: str
-
-
 def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
     """The parent stream and version named by a new stream's first event, if forked."""
     first = events[0][0].data
@@ -149,105 +112,82 @@ def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
     return None, None
 
 
-def parent_of_rows(rows: Sequence[RawRow]) -> tuple[str | None, int | None]:
-    """The parent stream and version named by a stored stream's first row, if forked."""
-    if not rows or rows[0].type != ConversationStarted.type_name:
-        return None, None
-    try:
-        data = _decode(rows[0].data)
-    except msgspec.DecodeError:
-        return None, None
-    parent = data.get("parent") if isinstance(data, dict) else None
-    if isinstance(parent, dict) and isinstance(parent.get("conversation_id"), str):
-        version = parent.get("version")
-        return parent["conversation_id"], version if isinstance(version, int) else None
-    return None, None
+#: The columns a backend reads for a head row checked against its events (see
+#: :func:`checked_head`): the ``streams`` row, then the stream's highest version, the hash
+#: and time of the event at the row's version, the time of version 1, and (only when the
+#: parent is checked) version 1's ``type`` and ``data``.
+HEAD_COLUMNS = (
+    "conversation_id",
+    "version",
+    "head_hash",
+    "created_at",
+    "updated_at",
+    "parent_id",
+    "parent_version",
+    "last_version",
+    "event_hash",
+    "event_recorded_at",
+    "first_recorded_at",
+    "first_type",
+    "first_data",
+)
+
+
+def checked_head(location: str, row: Sequence[Any], *, with_parent: bool) -> StreamInfo:
+    """A stream's head row (as :data:`HEAD_COLUMNS`) as a :class:`StreamInfo`, once
+    checked against what its events say; :class:`IntegrityError` naming the conversation
+    when they disagree. ``with_parent``: the row holds version 1's type
+    and data, and its parent is checked too (a JSON decode of the first event)."""
+    head = StreamRow(*row[:7])
+    evidence = HeadEvidence(
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        parent_of_data(row[11], row[12]) if with_parent else None,
+    )
+    problem = head_problem(head, evidence)
+    if problem is not None:
+        raise head_error(location, head.conversation_id, problem)
+    return StreamInfo(
+        conversation_id=str(head.conversation_id),
+        version=head.version,
+        created_at=str(head.created_at),
+        updated_at=str(head.updated_at),
+        parent_id=head.parent_id if isinstance(head.parent_id, str) else None,
+        parent_version=(
+            int(head.parent_version)
+            if isinstance(head.parent_version, int) and not isinstance(head.parent_version, bool)
+            else None
+        ),
+    )
+
+
+def _difference(stored: RawRow, new: EncodedEvent) -> str | None:
+    """What differs between a stored event and one appended again with its id, or None."""
+    if stored.type != new.event.type:
+        return f"another type ({stored.type!s:.60}, not {new.event.type})"
+    if stored.schema_version != new.event.schema_version:
+        return (
+            f"another schema_version ({stored.schema_version!s:.20}, not "
+            f"{new.event.schema_version})"
+        )
+    for part, text, canonical in (
+        ("data", stored.data, new.canonical_data),
+        ("metadata", stored.metadata, new.canonical_metadata),
+    ):
+        try:
+            same = canonical_json(_decode(text) if text else {}) == canonical
+        except (msgspec.DecodeError, RecursionError, UnicodeError, InvalidInputError):
+            same = False
+        if not same:
+            return f"other {part}"
+    return None
 
 
 def _is_count(value: object) -> bool:
     """An int >= 0 (a bool is not a version)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-_ENVELOPE_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("conversation_id", str),
-    ("version", int),
-    ("position", int),
-    ("event_id", str),
-    ("type", str),
-    ("schema_version", int),
-    ("data", (bytes, str)),
-    ("metadata", (bytes, str)),
-    ("recorded_at", str),
-    ("hash", str),
-)
-
-
-_TEXT_TYPES = (bytes, str)
-
-
-def _damaged_field(row: RawRow) -> str | None:
-    """What is wrong with a stored row's envelope (a column holding NULL, or a number
-    where text belongs: only a damaged file has such rows), or None."""
-    # The drivers return exactly these types for a sound row: check them in one go
-    # (a fifth of reading a conversation went into the loop below).
-    if (
-        type(row.conversation_id) is str
-        and type(row.version) is int
-        and type(row.position) is int
-        and type(row.event_id) is str
-        and type(row.type) is str
-        and type(row.schema_version) is int
-        and type(row.data) in _TEXT_TYPES
-        and type(row.metadata) in _TEXT_TYPES
-        and type(row.recorded_at) is str
-        and type(row.hash) is str
-    ):
-        return None
-    for name, kind in _ENVELOPE_TYPES:
-        value = getattr(row, name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return f"its {name} is damaged ({type(value).__name__} {value!r:.40})"
-    return None
-
-
-def _row_to_event(row: RawRow) -> RecordedEvent:
-    damage = _damaged_field(row)
-    if damage is not None:
-        raise IntegrityError(
-            f"{row.conversation_id!r:.80} v{row.version!r:.20} (position {row.position!r:.20}) "
-            f"is not a valid event: {damage}; run verify to find every damaged event"
-        )
-    try:
-        data = decode_data(row.type, row.schema_version, row.data)
-        metadata = _decode(row.metadata) if row.metadata else {}
-        if not isinstance(metadata, dict):
-            raise msgspec.ValidationError("its metadata is not a JSON object")
-    except NewerSchemaError as exc:
-        raise StoreError(f"{row.conversation_id} v{row.version}: {exc}") from None
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        KeyError,
-        RecursionError,
-        UnicodeError,
-    ) as exc:
-        raise IntegrityError(
-            f"{row.conversation_id} v{row.version} (position {row.position}) is not a valid "
-            f"{row.type} event ({exc}); run verify to find every damaged event"
-        ) from None
-    return RecordedEvent(
-        conversation_id=row.conversation_id,
-        version=row.version,
-        position=row.position,
-        event_id=row.event_id,
-        type=row.type,
-        schema_version=row.schema_version,
-        data=data,
-        metadata=metadata,
-        recorded_at=row.recorded_at,
-        hash=row.hash,
-    )
 
 
 class EventStore(abc.ABC):
@@ -310,14 +250,26 @@ class EventStore(abc.ABC):
     ) -> list[RecordedEvent]:
         """The events of one stream with ``after_version < version <= to_version``.
 
-        An unknown conversation reads as an empty list.
+        An unknown conversation reads as an empty list. The versions read must follow on
+        from ``after_version`` with no gap, in the stream asked for: a missing event (a
+        damaged or edited database) is an IntegrityError, never a history silently
+        without it.
         """
         validate_conversation_id(conversation_id)
         if not _is_count(after_version) or not (to_version is None or _is_count(to_version)):
             raise InvalidInputError("after_version and to_version must be integers >= 0")
-        return [
+        events = [
             _row_to_event(row) for row in self._read(conversation_id, after_version, to_version)
         ]
+        for expected, event in enumerate(events, start=after_version + 1):
+            if event.version != expected or event.conversation_id != conversation_id:
+                raise IntegrityError(
+                    f"{self.location}: conversation {conversation_id}: reading from version "
+                    f"{after_version + 1}, found {event.conversation_id} v{event.version} where "
+                    f"v{expected} belongs (events deleted, or the database damaged); nothing "
+                    "was changed. Run `chatledger verify` to find every damaged event"
+                )
+        return events
 
     def read_all(self, *, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         """Up to ``limit`` events of every stream with ``position > after_position``, in
@@ -388,7 +340,7 @@ class EventStore(abc.ABC):
         ``connection`` is the backend's DB-API connection (``sqlite3`` with ``?``
         placeholders; ``psycopg`` with ``%s``). It is for tables kept beside the log,
         such as a read model and the position it has reached, which then commit together
-        (see :mod:`chatledger.projections.runner`). Do not append events or call other
+        (see :mod:`chatledger.readmodels`). Do not append events or call other
         methods of this store inside ``work``, and do not change the log's own tables.
         Database errors are raised as :class:`StoreError` subclasses. A store without a
         database (memory) raises :class:`StoreError`.
@@ -433,17 +385,12 @@ class EventStore(abc.ABC):
         """The latest snapshot of that name, or None."""
 
     def verify(self, conversation_id: str | None = None) -> VerificationReport:
-        """Check hash chains and envelope invariants of one stream or of every stream.
+        """Check hash chains and envelope invariants of one stream or of every stream
+        (see :mod:`chatledger.events.verification`).
 
         Every problem names the event where it was found. The log is never modified.
         """
-        report = VerificationReport()
-        ids = [conversation_id] if conversation_id else self._stream_ids()
-        for stream_id in ids:
-            self._verify_stream(stream_id, report)
-        if conversation_id is None and self.gapless_positions:
-            self._verify_positions(report)
-        return report
+        return verify_log_tables(self, conversation_id)
 
     def import_stream(self, conversation_id: str, rows: Sequence[RawRow]) -> list[int]:
         """Write a stream exactly as given: versions, event ids, times, metadata and hashes
@@ -508,13 +455,22 @@ class EventStore(abc.ABC):
     def _stream_ids(self) -> list[str]: ...
 
     @abc.abstractmethod
-    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
-        """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
+    def _rows_with_event_ids(self, event_ids: Sequence[str]) -> list[RawRow]:
+        """The stored events whose ids are among ``event_ids`` (any stream, any order)."""
 
-    def _recorded_head_hash(self, conversation_id: str) -> str | None:
-        """The hash the stream's head records for its last event, for ``verify`` to
-        compare; None when a backend keeps no separate head."""
-        return None
+    @abc.abstractmethod
+    def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
+        """The head rows as stored (of one stream, or all), for ``verify`` to check."""
+
+    @abc.abstractmethod
+    def _snapshot_rows(self, conversation_id: str | None) -> list[SnapshotRow]:
+        """The snapshots' anchors (of one stream, or all), for ``verify`` to check."""
+
+    def _schema_problems(self) -> list[str]:
+        """What is missing or changed in the database's schema (the triggers that keep
+        events immutable, the unique indexes, the recorded migrations...), for a
+        whole-log ``verify``. A store without a schema has nothing to say."""
+        return []
 
     def _wait_for_new(
         self, position: int, poll_interval: float, stop: threading.Event | None
@@ -623,187 +579,57 @@ class EventStore(abc.ABC):
         return prepared
 
     def _retried_positions(
-        self, conversation_id: str, event_ids: Sequence[str]
+        self,
+        conversation_id: str,
+        event_ids: Sequence[str],
+        events: Sequence[EncodedEvent] | None = None,
     ) -> list[int] | None:
         """Positions of an earlier identical append, or None if these ids are new.
 
-        Raises IntegrityError when only some ids exist, or they belong elsewhere.
+        A retry is a no-op only when it resends the same events: the same ids, in the same
+        conversation at consecutive versions, and (when ``events`` are given) the same
+        type, schema version, data and metadata. Anything else raises IntegrityError
+        naming the event and what differs: silently keeping the old event would drop
+        the new one.
         """
-        found = self._find_event_ids(event_ids)
-        if not found:
+        stored = {row.event_id: row for row in self._rows_with_event_ids(event_ids)}
+        if not stored:
             return None
-        missing = [eid for eid in event_ids if eid not in found]
-        elsewhere = [eid for eid, (cid, _, _) in found.items() if cid != conversation_id]
+        missing = [eid for eid in event_ids if eid not in stored]
+        elsewhere = [eid for eid, row in stored.items() if row.conversation_id != conversation_id]
         if missing or elsewhere:
             raise IntegrityError(
-                f"event ids {sorted(found)[:3]} were already appended"
-                + (f" to another conversation ({found[elsewhere[0]][0]!r})" if elsewhere else "")
+                f"event ids {sorted(stored)[:3]} were already appended"
+                + (
+                    f" to another conversation ({stored[elsewhere[0]].conversation_id!r})"
+                    if elsewhere
+                    else ""
+                )
                 + (f", but {missing[:3]} were not" if missing else "")
-                + ": an idempotent retry must resend exactly the same events"
+                + ": an idempotent retry must resend exactly the same events; nothing was "
+                "written"
             )
-        versions = [found[eid][1] for eid in event_ids]
+        versions = [stored[eid].version for eid in event_ids]
         if versions != list(range(versions[0], versions[0] + len(versions))):
-            raise IntegrityError("retried event ids are not consecutive in their stream")
-        return [found[eid][2] for eid in event_ids]
-
-    def _verify_stream(self, conversation_id: str, report: VerificationReport) -> None:
-        report.streams_checked += 1
-        rows = self._read(conversation_id, 0, None)
-        prev_hash = ""
-        expected_version = 1
-        last_position = 0
-
-        def bad(row: RawRow | None, reason: str) -> None:
-            report.problems.append(
-                Problem(
-                    conversation_id=conversation_id,
-                    version=row.version if row else None,
-                    event_id=row.event_id if row else None,
-                    position=row.position if row else None,
-                    reason=reason,
+            raise IntegrityError(
+                f"event ids {list(event_ids)[:3]} were already appended, but not as one "
+                "append (they are not consecutive in their stream): an idempotent retry must "
+                "resend exactly the same events; nothing was written"
+            )
+        for new in events or ():
+            difference = _difference(stored[new.event.event_id], new)
+            if difference is not None:
+                raise IntegrityError(
+                    f"event id {new.event.event_id!r} was already appended to {conversation_id} "
+                    f"(v{stored[new.event.event_id].version}) with {difference}: an idempotent "
+                    "retry must resend exactly the same events, and new events need new ids; "
+                    "nothing was written"
                 )
-            )
+        return [stored[eid].position for eid in event_ids]
 
-        if not rows:
-            bad(None, "stream has no events")
-            return
-        for row in rows:
-            report.events_checked += 1
-            damage = _damaged_field(row) or (
-                None
-                if row.conversation_id == conversation_id
-                else f"it is stored under conversation {row.conversation_id!r:.60} (a damaged row "
-                "or index)"
-            )
-            if damage is not None:
-                bad(row, damage)
-                return
-            if row.version != expected_version:
-                bad(row, f"version gap: expected version {expected_version}, found {row.version}")
-                return
-            if row.position <= last_position:
-                bad(row, "positions are not increasing with versions (rows reordered?)")
-                return
-            try:
-                data = _decode(row.data)
-                metadata = _decode(row.metadata) if row.metadata else {}
-                decoded = decode_data(row.type, row.schema_version, row.data)
-                if not isinstance(metadata, dict):
-                    raise msgspec.ValidationError("its metadata is not a JSON object")
-                digest = event_hash(
-                    conversation_id=conversation_id,
-                    version=row.version,
-                    event_id=row.event_id,
-                    type=row.type,
-                    schema_version=row.schema_version,
-                    data=data,
-                    metadata=metadata,
-                    recorded_at=row.recorded_at,
-                    prev_hash=prev_hash,
-                )
-            except (
-                msgspec.DecodeError,
-                msgspec.ValidationError,
-                KeyError,
-                NewerSchemaError,
-                RecursionError,
-                UnicodeError,
-                InvalidInputError,
-            ) as exc:
-                bad(row, f"data is not a valid {row.type} event: {exc}")
-                return
-            if digest != row.hash:
-                bad(row, "hash mismatch: the event was modified, or an earlier one was")
-                return
-            if row.version == 1:
-                if not isinstance(decoded, ConversationStarted):
-                    bad(row, f"first event is {row.type}, not conversation_started")
-                    return
-                if decoded.parent is not None:
-                    problem = self._check_parent(decoded)
-                    if problem:
-                        bad(row, problem)
-                        return
-            elif isinstance(decoded, ConversationStarted):
-                bad(row, "conversation_started after the first event")
-                return
-            prev_hash = row.hash
-            expected_version += 1
-            last_position = row.position
-        try:
-            info = self.stream_info(conversation_id)
-        except IntegrityError as exc:
-            bad(None, str(exc))
-            return
-        if info is not None and info.version != rows[-1].version:
-            bad(
-                rows[-1],
-                f"stream head says version {info.version} but the last event is version "
-                f"{rows[-1].version} (events deleted?)",
-            )
-            return
-        head_hash = self._recorded_head_hash(conversation_id)
-        if info is not None and head_hash is not None and head_hash != rows[-1].hash:
-            bad(
-                rows[-1],
-                "the stream head's hash is not this last event's (the head was modified); "
-                "appends are refused until it is repaired",
-            )
-
-    def _check_parent(self, started: ConversationStarted) -> str | None:
-        parent = started.parent
-        assert parent is not None
-        rows = self._read(parent.conversation_id, parent.version - 1, parent.version)
-        if not rows:
-            return f"forked from {parent.conversation_id} v{parent.version}, which does not exist"
-        if rows[0].hash != parent.hash:
-            return f"parent event {parent.conversation_id} v{parent.version} hash differs"
-        return None
-
-    def _verify_positions(self, report: VerificationReport) -> None:
-        position = 0
-        while True:
-            rows = self._read_all(position, 5000)
-            if not rows:
-                return
-            for row in rows:
-                if not isinstance(row.position, int) or row.position <= position:
-                    report.problems.append(
-                        Problem(
-                            conversation_id=(
-                                row.conversation_id if isinstance(row.conversation_id, str) else "?"
-                            ),
-                            version=row.version if isinstance(row.version, int) else None,
-                            position=position,
-                            reason=(
-                                f"the positions go back from {position} to {row.position!r} "
-                                "(a damaged file)"
-                            ),
-                        )
-                    )
-                    return
-                if not isinstance(row.conversation_id, str):
-                    # In no stream, so no stream's check saw it.
-                    report.problems.append(
-                        Problem(
-                            conversation_id=repr(row.conversation_id),
-                            version=None,
-                            event_id=row.event_id if isinstance(row.event_id, str) else None,
-                            position=row.position,
-                            reason=_damaged_field(row) or "its conversation_id is damaged",
-                        )
-                    )
-                if row.position != position + 1:
-                    report.problems.append(
-                        Problem(
-                            conversation_id=row.conversation_id,
-                            version=row.version,
-                            event_id=row.event_id,
-                            position=row.position,
-                            reason=(
-                                f"positions {position + 1}..{row.position - 1} are missing "
-                                "(events deleted?)"
-                            ),
-                        )
-                    )
-                position = row.position
+    def _find_event_ids(self, event_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """Map each stored event id among ``event_ids`` to (conversation_id, version, position)."""
+        return {
+            row.event_id: (row.conversation_id, row.version, row.position)
+            for row in self._rows_with_event_ids(event_ids)
+        }

@@ -184,7 +184,7 @@ def run_projection_until_crash(location: str, crash_after: int, schema: str | No
     """Run the usage runner (batches of 50) in this child process; die abruptly,
     mid-transaction, once a batch takes it to ``crash_after`` events."""
     from chatledger.events import open_store
-    from chatledger.projections.runner import ProjectionRunner, TokenUsageByModel
+    from chatledger.readmodels import ProjectionRunner, TokenUsageByModel
 
     class CrashingUsage(TokenUsageByModel):
         handled = 0

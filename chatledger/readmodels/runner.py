@@ -1,4 +1,4 @@
-"""Keep read models beside the log up to date, exactly once, on SQLite and PostgreSQL.
+"""The projection runner: keep read models beside the log up to date, exactly once.
 
 A :class:`ProjectionRunner` follows the store (:meth:`EventStore.subscribe_batches`:
 catch-up, then live) and hands each batch of events to a :class:`ReadModel`, which writes
@@ -10,17 +10,7 @@ one twice. Several runners of the same read model may run at once (on several ho
 each batch moves the stored position with a compare-and-set, and a runner that finds it
 moved resumes from there.
 
-The example read model, :class:`TokenUsageByModel`, keeps a ``token_usage_by_model``
-table: per model, the calls answered and their prompt, candidate and total tokens, from
-``model_responded`` events' ``usageMetadata``::
-
-    store = chatledger.open_store("postgresql://app@db/chats")
-    runner = ProjectionRunner(store, TokenUsageByModel())
-    runner.run(stop=stop_event)        # or runner.run_once() from a cron job
-    TokenUsageByModel.totals(store)    # {"gemini-2.5-flash": ModelTokens(...), ...}
-
-The read model itself stays a fold: :func:`usage_deltas` turns events into per-model
-increments without I/O; ``handle`` only loads what it needs and writes the sums.
+The example read model is :class:`~chatledger.readmodels.token_usage.TokenUsageByModel`.
 """
 
 from __future__ import annotations
@@ -28,24 +18,14 @@ from __future__ import annotations
 import abc
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import msgspec
-
-from ..errors import InvalidInputError
+from ..errors import IntegrityError, InvalidInputError
 from ..events.envelope import RecordedEvent, utc_now
-from ..events.kinds import ConfigChanged, ConversationStarted, ModelCallStarted, ModelResponded
 from ..events.store import EventStore
 
-__all__ = [
-    "ModelTokens",
-    "ProjectionRunner",
-    "ReadModel",
-    "TokenUsageByModel",
-    "Transaction",
-    "usage_deltas",
-]
+__all__ = ["POSITIONS_TABLE", "ProjectionRunner", "ReadModel", "Transaction", "qmark_to_format"]
 
 POSITIONS_TABLE = "chatledger_projections"
 
@@ -114,6 +94,12 @@ class ReadModel(abc.ABC):
     def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
         """Apply a batch of events, in position order, in the runner's transaction."""
 
+    def reset(self, tx: Transaction) -> None:  # noqa: B027 - optional for read models
+        """Empty the tables (after :meth:`setup`): the runner starts the read model from
+        the log's first event, because it has no position for it (a first run, or its
+        position row was deleted). Override it: rows kept from before would be counted
+        again."""
+
 
 class _Moved(Exception):
     """Another runner of the same read model advanced the stored position."""
@@ -137,7 +123,9 @@ class ProjectionRunner:
         self._ready = False
 
     def setup(self) -> None:
-        """Create the positions table and the read model's tables (idempotent)."""
+        """Create the positions table and the read model's tables (idempotent). A read
+        model with no position row starts from the first event, its tables emptied
+        (:meth:`ReadModel.reset`): its position and its rows are one unit."""
 
         def work(connection: Any) -> None:
             tx = Transaction(connection)
@@ -148,23 +136,30 @@ class ProjectionRunner:
                 f"CREATE TABLE IF NOT EXISTS {POSITIONS_TABLE} (name TEXT PRIMARY KEY, "
                 "position BIGINT NOT NULL, updated_at TEXT NOT NULL)"
             )
-            tx.execute(
+            created = tx.execute(
                 f"INSERT INTO {POSITIONS_TABLE} (name, position, updated_at) VALUES (?, 0, ?) "
                 "ON CONFLICT (name) DO NOTHING",
                 (self.read_model.name, utc_now()),
-            )
+            ).rowcount
             self.read_model.setup(tx)
+            if created == 1:
+                self.read_model.reset(tx)
 
         self.store.run_in_transaction(work)
         self._ready = True
 
     @property
     def position(self) -> int:
-        """The position of the last event the read model has applied (committed)."""
+        """The position of the last event the read model has applied (committed).
+
+        Raises :class:`IntegrityError` when the stored position is missing (its row was
+        deleted while the runner ran), not a position, or past the log's last event (the
+        log was restored from an older backup, or the row edited): the read model cannot
+        know which events it holds, and going on would skip or repeat them."""
         if not self._ready:
             self.setup()
 
-        def work(connection: Any) -> int:
+        def work(connection: Any) -> object:
             row = (
                 Transaction(connection)
                 .execute(
@@ -173,9 +168,34 @@ class ProjectionRunner:
                 )
                 .fetchone()
             )
-            return int(row[0]) if row else 0
+            return row[0] if row else None
 
-        return self.store.run_in_transaction(work)
+        position = self.store.run_in_transaction(work)
+        if position is None:
+            raise self._damaged(
+                f"its position is missing from {POSITIONS_TABLE} (the row was deleted while it ran)"
+            )
+        if not isinstance(position, int) or isinstance(position, bool) or position < 0:
+            raise self._damaged(
+                f"its position in {POSITIONS_TABLE} is {position!r:.40}, not a position"
+            )
+        if position > 0:
+            found = self.store.read_all(after_position=position - 1, limit=1)
+            if not found or found[0].position != position:
+                raise self._damaged(
+                    f"its position in {POSITIONS_TABLE} is {position}, but the log has no "
+                    f"event at position {position} (the log was restored from an older "
+                    "backup than the read model, or the row edited)"
+                )
+        return position
+
+    def _damaged(self, reason: str) -> IntegrityError:
+        return IntegrityError(
+            f"read model {self.read_model.name!r} in {self.store.location}: {reason}. It "
+            "cannot know which events it holds; nothing was applied. Rebuild it from the "
+            f"log: delete its row from {POSITIONS_TABLE} and run the runner again (it "
+            "starts from the first event, its tables emptied)"
+        )
 
     def run_once(self) -> int:
         """Apply every event committed so far; return how many were applied."""
@@ -226,140 +246,3 @@ class ProjectionRunner:
 
         self.store.run_in_transaction(work)
         return last
-
-
-# ----------------------------------------------------------------------------- token usage
-
-
-class ModelTokens(msgspec.Struct, frozen=True):
-    """One model's totals: calls answered and the tokens their usageMetadata reported."""
-
-    calls: int = 0
-    prompt_tokens: int = 0
-    candidate_tokens: int = 0
-    total_tokens: int = 0
-
-    def __add__(self, other: ModelTokens) -> ModelTokens:
-        return ModelTokens(
-            self.calls + other.calls,
-            self.prompt_tokens + other.prompt_tokens,
-            self.candidate_tokens + other.candidate_tokens,
-            self.total_tokens + other.total_tokens,
-        )
-
-
-def _count(usage: Any, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def usage_deltas(
-    events: Iterable[RecordedEvent], models: dict[str, str]
-) -> tuple[dict[str, ModelTokens], dict[str, str]]:
-    """Fold events into per-model increments. No I/O.
-
-    A response counts for its ``modelVersion``, else for the model its conversation last
-    called (``model_call_started``), else the conversation's model. ``models`` maps
-    conversation ids to that model and is updated in place; returns the increments and
-    the conversations whose model changed.
-    """
-    deltas: dict[str, ModelTokens] = {}
-    changed: dict[str, str] = {}
-    for event in events:
-        data = event.data
-        model: str | None = None
-        if isinstance(data, (ConversationStarted, ModelCallStarted, ConfigChanged)):
-            model = data.model or None
-        elif isinstance(data, ModelResponded):
-            usage = data.response.get("usageMetadata")
-            version = data.response.get("modelVersion")
-            name = (
-                version
-                if isinstance(version, str) and version
-                else models.get(event.conversation_id, "unknown")
-            )
-            delta = ModelTokens(
-                1,
-                _count(usage, "promptTokenCount"),
-                _count(usage, "candidatesTokenCount"),
-                _count(usage, "totalTokenCount"),
-            )
-            deltas[name] = deltas.get(name, ModelTokens()) + delta
-        if model:
-            models[event.conversation_id] = model
-            changed[event.conversation_id] = model
-    return deltas, changed
-
-
-class TokenUsageByModel(ReadModel):
-    """Per model: calls answered and prompt, candidate and total tokens.
-
-    Tables: ``token_usage_by_model`` (model, calls, prompt_tokens, candidate_tokens,
-    total_tokens) and ``token_usage_models`` (each conversation's current model).
-    """
-
-    name = "token_usage_by_model"
-
-    def setup(self, tx: Transaction) -> None:
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS token_usage_by_model (model TEXT PRIMARY KEY, "
-            "calls BIGINT NOT NULL, prompt_tokens BIGINT NOT NULL, "
-            "candidate_tokens BIGINT NOT NULL, total_tokens BIGINT NOT NULL)"
-        )
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS token_usage_models "
-            "(conversation_id TEXT PRIMARY KEY, model TEXT NOT NULL)"
-        )
-
-    def handle(self, tx: Transaction, events: list[RecordedEvent]) -> None:
-        ids = sorted({e.conversation_id for e in events if isinstance(e.data, ModelResponded)})
-        models: dict[str, str] = {}
-        if ids:
-            marks = ", ".join("?" for _ in ids)
-            rows = tx.execute(
-                f"SELECT conversation_id, model FROM token_usage_models WHERE conversation_id IN ({marks})",
-                ids,
-            ).fetchall()
-            models = {str(row[0]): str(row[1]) for row in rows}
-        deltas, changed = usage_deltas(events, models)
-        for model, delta in sorted(deltas.items()):
-            tx.execute(
-                "INSERT INTO token_usage_by_model (model, calls, prompt_tokens, candidate_tokens, "
-                "total_tokens) VALUES (?, ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET "
-                "calls = token_usage_by_model.calls + excluded.calls, "
-                "prompt_tokens = token_usage_by_model.prompt_tokens + excluded.prompt_tokens, "
-                "candidate_tokens = token_usage_by_model.candidate_tokens + excluded.candidate_tokens, "
-                "total_tokens = token_usage_by_model.total_tokens + excluded.total_tokens",
-                (
-                    model,
-                    delta.calls,
-                    delta.prompt_tokens,
-                    delta.candidate_tokens,
-                    delta.total_tokens,
-                ),
-            )
-        for conversation_id, model in sorted(changed.items()):
-            tx.execute(
-                "INSERT INTO token_usage_models (conversation_id, model) VALUES (?, ?) "
-                "ON CONFLICT (conversation_id) DO UPDATE SET model = excluded.model",
-                (conversation_id, model),
-            )
-
-    @staticmethod
-    def totals(store: EventStore) -> dict[str, ModelTokens]:
-        """The table as it is now: model -> totals."""
-
-        def work(connection: Any) -> dict[str, ModelTokens]:
-            rows = (
-                Transaction(connection)
-                .execute(
-                    "SELECT model, calls, prompt_tokens, candidate_tokens, total_tokens "
-                    "FROM token_usage_by_model ORDER BY model"
-                )
-                .fetchall()
-            )
-            return {
-                str(r[0]): ModelTokens(int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows
-            }
-
-        return store.run_in_transaction(work)

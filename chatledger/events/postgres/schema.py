@@ -1,0 +1,412 @@
+"""The PostgreSQL schema: named, ordered migrations, applied once under an advisory lock.
+
+Each migration is SQL with ``{schema}`` (an identifier) and ``{schema_name}`` (a
+literal). They are applied in one transaction under a transaction-level advisory lock
+(so several processes opening a fresh database at once are safe) and recorded by name
+in ``chatledger_migrations``. Why each object is there: see the package docstring and
+``docs/stores.md``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from ...errors import StoreUnavailableError
+from ..views import POSTGRES_VIEWS
+from .connection import Connection
+
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATIONS_LOCK_CLASS",
+    "POSITIONS_LOCK_CLASS",
+    "SCHEMA_NAME",
+    "check_server",
+    "foreign_relations",
+    "migrate",
+    "pending_migrations",
+    "schema_problems",
+]
+
+#: What a schema name may be (an identifier that needs no quoting).
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+#: advisory lock classes ("chlg" and the next value), keyed by hashtext(schema)
+POSITIONS_LOCK_CLASS = 1667787879
+MIGRATIONS_LOCK_CLASS = 1667787880
+
+# ----------------------------------------------------------------------------- migrations
+
+# Each migration is SQL with {schema} (an identifier) and {schema_name} (a literal).
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "001_events",
+        """
+        CREATE SEQUENCE {schema}.events_position_seq AS bigint CACHE 1;
+        CREATE TABLE {schema}.events (
+            position bigint PRIMARY KEY,
+            conversation_id text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            event_id text COLLATE "C" NOT NULL,
+            type text NOT NULL,
+            schema_version integer NOT NULL,
+            data text NOT NULL,
+            metadata text NOT NULL,
+            recorded_at text COLLATE "C" NOT NULL,
+            hash text NOT NULL,
+            xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+            CONSTRAINT events_stream UNIQUE (conversation_id, version),
+            CONSTRAINT events_event_id UNIQUE (event_id)
+        );
+        ALTER SEQUENCE {schema}.events_position_seq OWNED BY {schema}.events.position;
+        """,
+    ),
+    (
+        "002_streams",
+        """
+        CREATE TABLE {schema}.streams (
+            conversation_id text COLLATE "C" PRIMARY KEY,
+            version bigint NOT NULL,
+            head_hash text NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            updated_at text COLLATE "C" NOT NULL,
+            parent_id text COLLATE "C",
+            parent_version bigint
+        );
+        CREATE INDEX streams_updated ON {schema}.streams (updated_at);
+        CREATE INDEX streams_parent ON {schema}.streams (parent_id);
+        """,
+    ),
+    (
+        "003_events_are_immutable",
+        """
+        CREATE FUNCTION {schema}.chatledger_refuse_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'chatledger events are immutable' USING ERRCODE = 'integrity_constraint_violation';
+        END
+        $$;
+        CREATE TRIGGER events_no_update_or_delete BEFORE UPDATE OR DELETE ON {schema}.events
+            FOR EACH ROW EXECUTE FUNCTION {schema}.chatledger_refuse_change();
+        CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON {schema}.events
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.chatledger_refuse_change();
+        """,
+    ),
+    (
+        "004_snapshots",
+        """
+        CREATE TABLE {schema}.snapshots (
+            conversation_id text COLLATE "C" NOT NULL,
+            name text COLLATE "C" NOT NULL,
+            version bigint NOT NULL,
+            state bytea NOT NULL,
+            PRIMARY KEY (conversation_id, name)
+        );
+        """,
+    ),
+    (
+        "005_allocate_positions",
+        # See the module docstring: the transaction id and the positions are assigned
+        # together under a lock held for microseconds, so their orders agree. The
+        # exception block makes sure a cancelled call never keeps the session lock.
+        """
+        CREATE FUNCTION {schema}.chatledger_allocate_positions(n integer) RETURNS bigint[]
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            positions bigint[];
+        BEGIN
+            IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+                RAISE EXCEPTION 'chatledger positions must be allocated by the first write of a transaction'
+                    USING ERRCODE = 'object_not_in_prerequisite_state';
+            END IF;
+            BEGIN
+                PERFORM pg_advisory_lock(1667787879, hashtext({schema_name}));
+                PERFORM pg_current_xact_id();
+                SELECT array_agg(allocated.p ORDER BY allocated.p) INTO positions
+                FROM (SELECT nextval('{schema}.events_position_seq') AS p
+                      FROM generate_series(1, n)) AS allocated;
+                PERFORM pg_advisory_unlock(1667787879, hashtext({schema_name}));
+            EXCEPTION WHEN OTHERS OR query_canceled THEN
+                PERFORM pg_advisory_unlock_all();
+                RAISE;
+            END;
+            RETURN positions;
+        END
+        $$;
+        """,
+    ),
+    (
+        "006_append",
+        # One call per append: lock the conversation, check its head, and only then
+        # allocate positions and write. See the module docstring.
+        """
+        CREATE FUNCTION {schema}.chatledger_append(
+            p_conversation_id text,
+            p_expected_version bigint,
+            p_expected_hash text,
+            p_events json,
+            p_parent_id text,
+            p_parent_version bigint,
+            OUT positions bigint[],
+            OUT version bigint,
+            OUT head_hash text
+        )
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            n integer := json_array_length(p_events);
+            last json := p_events -> (n - 1);
+        BEGIN
+            -- What the NOTIFY after COMMIT announces ('' for nothing): a session setting.
+            PERFORM set_config('chatledger.notify_position', '', false);
+            -- Takes no transaction id, so waiting here holds no reader back.
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_conversation_id, 0));
+            -- A new statement, so a new snapshot: it sees what the lock's last holder wrote.
+            SELECT s.version, s.head_hash INTO version, head_hash
+            FROM {schema}.streams AS s WHERE s.conversation_id = p_conversation_id;
+            IF coalesce(version, 0) <> p_expected_version
+                    OR coalesce(head_hash, '') <> coalesce(p_expected_hash, '') THEN
+                version := coalesce(version, 0);
+                RETURN;  -- positions NULL: the head is not what the caller hashed against
+            END IF;
+            positions := {schema}.chatledger_allocate_positions(n);
+            INSERT INTO {schema}.events (position, conversation_id, version, event_id, type,
+                schema_version, data, metadata, recorded_at, hash)
+            SELECT positions[e.i], p_conversation_id, p_expected_version + e.i, e.event_id,
+                e.type, e.schema_version, e.data, e.metadata, e.recorded_at, e.hash
+            FROM ROWS FROM (json_to_recordset(p_events) AS (event_id text, type text,
+                schema_version integer, data text, metadata text, recorded_at text, hash text))
+                WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, recorded_at,
+                hash, i);
+            version := p_expected_version + n;
+            head_hash := last ->> 'hash';
+            PERFORM set_config('chatledger.notify_position', positions[n]::text, false);
+            IF p_expected_version = 0 THEN
+                INSERT INTO {schema}.streams (conversation_id, version, head_hash, created_at,
+                    updated_at, parent_id, parent_version)
+                VALUES (p_conversation_id, version, head_hash, p_events -> 0 ->> 'recorded_at',
+                    last ->> 'recorded_at', p_parent_id, p_parent_version);
+            ELSE
+                UPDATE {schema}.streams AS s SET version = chatledger_append.version,
+                    head_hash = chatledger_append.head_hash, updated_at = last ->> 'recorded_at'
+                WHERE s.conversation_id = p_conversation_id;
+            END IF;
+        END
+        $$;
+        """,
+    ),
+    (
+        "007_no_index_on_updated_at",
+        # Every append moves its stream's updated_at: with an index on it, no update of the
+        # head could be HOT, so each append also wrote an index entry (and its WAL).
+        # Listings order by (updated_at, conversation_id) and sort anyway.
+        """
+        DROP INDEX IF EXISTS {schema}.streams_updated;
+        """,
+    ),
+    (
+        "008_views_for_sql_readers",
+        # chat_conversations and chat_messages, for any SQL tool (see views.py and
+        # docs/integrations.md): stored queries only, so appends cost nothing more.
+        ";\n".join(POSTGRES_VIEWS.values()),
+    ),
+]
+
+
+def check_server(conn: Connection, location: str) -> None:
+    """Refuse a server older than PostgreSQL 14 (``xid8`` snapshots) or a database whose
+    encoding is not UTF-8."""
+    if conn.info.server_version < 140000:
+        raise StoreUnavailableError(
+            f"PostgreSQL at {location} is version {conn.info.server_version // 10000}; "
+            "chatledger needs PostgreSQL 14 or later"
+        )
+    encoding = conn.execute("SHOW server_encoding").fetchone()
+    if encoding is None or str(encoding[0]).upper() not in {"UTF8", "UTF-8"}:
+        raise StoreUnavailableError(
+            f"the database at {location} uses the {encoding[0] if encoding else '?'} "
+            "encoding; chatledger stores text as UTF-8: create the database with "
+            "ENCODING 'UTF8'"
+        )
+
+
+def migrate(
+    conn: Connection, schema: str, *, location: str = "", create_in_existing: bool = False
+) -> None:
+    """Apply the migrations ``schema`` lacks (creating it if needed), once.
+
+    A schema that holds another application's tables, views or sequences (not an
+    extension's) and no chatledger log is refused, unchanged, unless
+    ``create_in_existing``: the log's tables would be added among them."""
+    s = sql.Identifier(schema)
+    table = sql.SQL("{}.chatledger_migrations").format(s)
+    if pending_migrations(conn, schema) == []:
+        return
+    with conn.transaction():
+        # Serialise migrators (two processes opening a fresh database at once).
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (MIGRATIONS_LOCK_CLASS, schema)
+        )
+        if not create_in_existing:
+            others = foreign_relations(conn, schema)
+            if others:
+                raise StoreUnavailableError(
+                    f"the schema {schema!r} of {location or 'the database'} holds another "
+                    f"application's tables ({', '.join(others)}) and no chatledger log; "
+                    "nothing was changed. Put the log in a schema of its own (add "
+                    "?schema=chatledger to the URL: it is created), or, to add the log's "
+                    "tables beside these, open the store with create_in_existing=True (the "
+                    "command line's --create-in-existing)"
+                )
+        if schema != "public":
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(table)
+        )
+        for name in pending_migrations(conn, schema) or []:
+            body = dict(MIGRATIONS)[name]
+            conn.execute(sql.SQL(body).format(schema=s, schema_name=sql.Literal(schema)))
+            conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), (name,))
+
+
+def foreign_relations(conn: Connection, schema: str, limit: int = 3) -> list[str]:
+    """Up to ``limit`` tables, views and sequences in ``schema`` that no extension owns,
+    when the schema holds no ``chatledger_migrations`` (else none: it is a log).
+
+    One scan of the catalog with the statement's snapshot: a process that waited for the
+    migration lock sees what the migrator before it committed (``to_regclass`` may still
+    answer from this session's catalog cache)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass "
+        "AND d.objid = c.oid AND d.deptype = 'e') "
+        "AND NOT EXISTS (SELECT 1 FROM pg_class AS m WHERE m.relnamespace = n.oid "
+        "AND m.relname = 'chatledger_migrations') ORDER BY c.relkind, c.relname LIMIT %s",
+        (schema, limit),
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def pending_migrations(conn: Connection, schema: str) -> list[str] | None:
+    """Migration names not applied yet, or None when there is no migrations table."""
+    exists = conn.execute(
+        "SELECT to_regclass(quote_ident(%s) || '.chatledger_migrations')", (schema,)
+    ).fetchone()
+    if exists is None or exists[0] is None:
+        return None
+    table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(schema))
+    applied = {row[0] for row in conn.execute(sql.SQL("SELECT name FROM {}").format(table))}
+    return [name for name, _ in MIGRATIONS if name not in applied]
+
+
+# ----------------------------------------------------------------------------- verify
+
+#: The triggers on ``events`` the migrations make: name -> pg_trigger.tgtype (ROW 1,
+#: BEFORE 2, DELETE 8, UPDATE 16, TRUNCATE 32), each calling chatledger_refuse_change.
+EXPECTED_TRIGGERS = {"events_no_update_or_delete": 1 | 2 | 8 | 16, "events_no_truncate": 2 | 32}
+#: The keys the migrations make: (table, constraint) -> pg_get_constraintdef.
+EXPECTED_CONSTRAINTS = {
+    ("chatledger_migrations", "chatledger_migrations_pkey"): "PRIMARY KEY (name)",
+    ("events", "events_event_id"): "UNIQUE (event_id)",
+    ("events", "events_pkey"): 'PRIMARY KEY ("position")',
+    ("events", "events_stream"): "UNIQUE (conversation_id, version)",
+    ("snapshots", "snapshots_pkey"): "PRIMARY KEY (conversation_id, name)",
+    ("streams", "streams_pkey"): "PRIMARY KEY (conversation_id)",
+}
+_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots")
+_FUNCTION = re.compile(r"CREATE FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
+
+
+def expected_functions(conn: Connection, schema: str) -> dict[str, str]:
+    """Each function the migrations make, and its body (``pg_proc.prosrc``) exactly."""
+    functions: dict[str, str] = {}
+    for _, body in MIGRATIONS:
+        text = (
+            sql.SQL(body)
+            .format(schema=sql.Identifier(schema), schema_name=sql.Literal(schema))
+            .as_string(conn)
+        )
+        functions.update(_FUNCTION.findall(text))
+    return functions
+
+
+def schema_problems(conn: Connection, schema: str) -> list[str]:
+    """What ``verify`` finds missing or changed in the schema the migrations made: every
+    migration recorded; the triggers that refuse UPDATE, DELETE and TRUNCATE of events,
+    present, enabled and calling chatledger's function; no other trigger on the log's
+    tables; the functions' bodies as written (``chatledger_append`` checks the head
+    before it writes); the primary keys and unique constraints."""
+    problems: list[str] = []
+    table = sql.SQL("{}.chatledger_migrations").format(sql.Identifier(schema))
+    applied = {row[0] for row in conn.execute(sql.SQL("SELECT name FROM {}").format(table))}
+    problems.extend(
+        f"migration {name} is not recorded in chatledger_migrations (the table was edited)"
+        for name, _ in MIGRATIONS
+        if name not in applied
+    )
+    triggers = conn.execute(
+        "SELECT c.relname, t.tgname, t.tgtype, t.tgenabled, p.proname, pn.nspname "
+        "FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "JOIN pg_proc AS p ON p.oid = t.tgfoid JOIN pg_namespace AS pn ON pn.oid = p.pronamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND NOT t.tgisinternal",
+        (schema, list(_OWN_TABLES)),
+    ).fetchall()
+    found = {(str(row[0]), str(row[1])): row[2:] for row in triggers}
+    for name, tgtype in EXPECTED_TRIGGERS.items():
+        trigger = found.pop(("events", name), None)
+        if (
+            trigger is None
+            or trigger[0] != tgtype
+            or trigger[2:]
+            != (
+                "chatledger_refuse_change",
+                schema,
+            )
+        ):
+            problems.append(
+                f"the trigger {name} on events is missing or changed: events are no longer "
+                "protected from being changed or deleted"
+            )
+        elif trigger[1] not in ("O", "A"):
+            problems.append(
+                f"the trigger {name} on events is disabled: events are no longer protected "
+                "from being changed or deleted"
+            )
+    problems.extend(
+        f"the trigger {name} on {on} is not chatledger's: it may change what the library writes"
+        for on, name in sorted(found)
+    )
+    bodies: dict[str, str] = dict(
+        conn.execute(
+            "SELECT p.proname, p.prosrc FROM pg_proc AS p "
+            "JOIN pg_namespace AS n ON n.oid = p.pronamespace WHERE n.nspname = %s",
+            (schema,),
+        ).fetchall()
+    )
+    problems.extend(
+        f"the function {name} is missing or changed (appends and the immutability of events "
+        "rely on it)"
+        for name, body in expected_functions(conn, schema).items()
+        if bodies.get(name) != body
+    )
+    constraints = {
+        (str(row[0]), str(row[1])): str(row[2])
+        for row in conn.execute(
+            "SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint AS k "
+            "JOIN pg_class AS c ON c.oid = k.conrelid "
+            "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s)",
+            (schema, list(_OWN_TABLES)),
+        )
+    }
+    problems.extend(
+        f"the constraint {name} ({definition}) on {on} is missing or changed"
+        for (on, name), definition in EXPECTED_CONSTRAINTS.items()
+        if constraints.get((on, name)) != definition
+    )
+    return problems
