@@ -14,6 +14,7 @@ import msgspec
 from ..client import BranchNode
 from ..events.envelope import RecordedEvent
 from ..events.kinds import (
+    KINDS,
     ConfigChanged,
     ConversationStarted,
     FunctionCalled,
@@ -22,6 +23,9 @@ from ..events.kinds import (
     ModelCallFailed,
     ModelCallStarted,
     ModelResponded,
+    SessionCleared,
+    SessionItemPopped,
+    SessionItemsAdded,
     TurnAbandoned,
     TurnRewound,
     UnknownEvent,
@@ -39,19 +43,8 @@ __all__ = [
     "turn_rows",
 ]
 
-EVENT_TYPES = (
-    "conversation_started",
-    "user_message_added",
-    "model_call_started",
-    "model_responded",
-    "model_call_failed",
-    "function_called",
-    "function_responded",
-    "turn_rewound",
-    "turn_abandoned",
-    "config_changed",
-    "history_replaced",
-)
+#: Every event kind, in the order the kinds are defined (the timeline filters by them).
+EVENT_TYPES = tuple(KINDS)
 
 SUMMARY_WIDTH = 120
 
@@ -153,6 +146,12 @@ def _summarize(event: RecordedEvent) -> str:
         return ", ".join(changes) or "config cleared"
     if isinstance(data, HistoryReplaced):
         return f"history set to {len(data.history)} contents"
+    if isinstance(data, SessionItemsAdded):
+        return f"{len(data.items)} session item{'s' if len(data.items) != 1 else ''} added"
+    if isinstance(data, SessionItemPopped):
+        return f"session item v{data.item_version}[{data.item_index}] popped"
+    if isinstance(data, SessionCleared):
+        return f"session cleared ({data.count} items)"
     if isinstance(data, UnknownEvent):
         return _compact(data.data)
     return _compact(msgspec.to_builtins(data))
