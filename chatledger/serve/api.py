@@ -27,9 +27,17 @@ from ..client import Chat, acting_as
 from ..errors import NotFoundError
 from ..events.audit import export_conversation
 from ..events.envelope import RecordedEvent, validate_conversation_id
-from .app import HTTPProblem, ServeState, api_actor, api_writer, error_response, state_of
 from .audit import report_body, verify_store
 from .catalog import cards_of
+from .context import (
+    HTTPProblem,
+    ServeState,
+    api_actor,
+    api_writer,
+    error_response,
+    state_of,
+    status_for,
+)
 from .sends import SendJob, error_body
 from .views import common_prefix, turn_rows
 
@@ -351,8 +359,6 @@ async def first_event(
 
 
 def job_error_response(request: Request, job: SendJob, data: dict[str, Any]) -> Response:
-    from .app import status_for
-
     status = status_for(job.exception) if job.exception is not None else 500
     return error_response(request, status, data)
 

@@ -29,7 +29,8 @@ from .api import (
     require_conversation,
     sse,
 )
-from .app import (
+from .audit import report_body
+from .context import (
     HTTPProblem,
     ServeState,
     check_form,
@@ -39,7 +40,6 @@ from .app import (
     page_writer,
     state_of,
 )
-from .audit import report_body
 from .render import content_views, pretty_json, render_markdown
 from .sessions import Session
 from .views import EVENT_TYPES, common_prefix, draw_tree, summarize_event, turn_rows
