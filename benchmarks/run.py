@@ -33,7 +33,16 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import appends, postgres, reads, report, resume, sends, storage  # noqa: E402
+from benchmarks import (  # noqa: E402
+    appends,
+    listing,
+    postgres,
+    reads,
+    report,
+    resume,
+    sends,
+    storage,
+)
 from benchmarks.measure import Progress, failure  # noqa: E402
 
 Figure = Callable[[dict[str, Any], Path, Progress], dict[str, Any]]
@@ -43,6 +52,7 @@ FIGURES: dict[str, Figure] = {
     "reads": reads.run,
     "resume": resume.run,
     "storage": storage.run,
+    "listing": listing.run,
     "send": sends.run_send,
     "stream": sends.run_stream,
     "postgres": postgres.run,
@@ -61,6 +71,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "resume_rounds": 10,
         "resume_peer_rounds": 5,
         "storage_turns": [100, 200, 400],
+        "listing_conversations": [1_000, 100_000],
+        "listing_rounds": 20,
+        "listing_long_turns": 100,
         "send_rounds": 20,
         "send_turns": 20,
     },
@@ -76,6 +89,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "resume_rounds": 3,
         "resume_peer_rounds": 2,
         "storage_turns": [10, 20, 40],
+        "listing_conversations": [1_000, 5_000],
+        "listing_rounds": 5,
+        "listing_long_turns": 20,
         "send_rounds": 2,
         "send_turns": 10,
     },
