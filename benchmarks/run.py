@@ -4,7 +4,8 @@
     python benchmarks/run.py --quick    # small sizes: a smoke run in a minute or two
     python benchmarks/run.py --only appends,reads
 
-Writes benchmarks/results/results.json, table.md and growth.png, and prints the table.
+Writes benchmarks/results/results.json, table.md and the plots (growth.png, listing.png,
+load.png), and prints the goals and the table.
 Each figure's module says what it measures and how; peers.py says how each library is
 driven. A library that fails (not installed, an error) is recorded as failed and the run
 goes on.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import json
 import os
 import platform
 import shutil
@@ -48,16 +50,17 @@ from benchmarks.measure import Progress, failure  # noqa: E402
 
 Figure = Callable[[dict[str, Any], Path, Progress], dict[str, Any]]
 
+#: In the order of issue 18's goals (1 to 7), then the checks of an earlier round.
 FIGURES: dict[str, Figure] = {
-    "appends": appends.run,
     "reads": reads.run,
     "resume": resume.run,
-    "storage": storage.run,
     "listing": listing.run,
+    "storage": storage.run,
+    "appends": appends.run,
+    "postgres": postgres.run,
     "load": load.run,
     "send": sends.run_send,
     "stream": sends.run_stream,
-    "postgres": postgres.run,
 }
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -146,6 +149,14 @@ def _git() -> str:
         return "unknown"
 
 
+def _load_average() -> str:
+    """The 1, 5 and 15-minute load averages: how busy the shared machine was."""
+    try:
+        return " ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def _environment() -> dict[str, Any]:
     versions = {}
     for name in DISTRIBUTIONS:
@@ -187,7 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the databases after the run")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: write the table and plots of an earlier run's results.json to --out",
+    )
     args = parser.parse_args(argv)
+    if args.render is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        _report(json.loads(args.render.read_text()), args.out)
+        return 0
 
     selected = [name.strip() for value in args.only for name in value.split(",") if name.strip()]
     unknown = [name for name in selected if name not in FIGURES]
@@ -217,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for index, name in enumerate(names, start=1):
             progress.figure = f"[{index}/{len(names)} {name}]"
-            progress("start")
+            load_before = _load_average()
+            progress(f"start (load average {load_before})")
             figure_started = time.monotonic()
             try:
                 figure = FIGURES[name](sizes, workdir, progress)
@@ -231,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                     "error": failure(exc),
                 }
             figure["duration_s"] = time.monotonic() - figure_started
+            figure["load_average"] = {"before": load_before, "after": _load_average()}
             results["figures"].append(figure)
             progress(f"done in {figure['duration_s']:.0f} s")
     finally:
@@ -242,24 +265,32 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     report.write_json(results, args.out / "results.json")
-    report.write_markdown(results, args.out / "table.md")
-    problem = report.plot(results, args.out / "growth.png")
+    _report(results, args.out)
+    return 0
+
+
+def _report(results: dict[str, Any], out: Path) -> None:
+    """Write table.md and the plots of ``results`` to ``out``; print the tables."""
+    report.write_markdown(results, out / "table.md")
+    plots = report.plot_all(results, out)
     print()
     print(report.format_table(report.table_rows(results), report.COLUMNS))
     print()
-    print(report.format_table(report.goal_lines(results), ("Goal", "Verdict", "Detail")))
+    print(report.format_table(report.goal_lines(results), report.GOAL_COLUMNS, limit=400))
     print()
     env = results["environment"]
     print(
         f"{env['machine']}; Python {env['python']}; SQLite {env['sqlite']}; chatledger at {env['git']}"
     )
     print(f"chatledger defaults: {env['chatledger_defaults']}")
-    print(
-        f"Wrote {args.out / 'results.json'}, {args.out / 'table.md'}"
-        + (f", {args.out / 'growth.png'}" if not problem else f" (no plot: {problem})")
+    drawn = [str(out / name) for name, problem in plots.items() if not problem]
+    print(f"Wrote {out / 'results.json'}, {out / 'table.md'}, " + ", ".join(drawn))
+    loads = ", ".join(
+        f"{figure['name']} {figure.get('load_average', {}).get('before', '?')}"
+        for figure in results["figures"]
     )
+    print(f"Load average (1, 5, 15 min) at the start of each figure: {loads}")
     print(f"Total {results['duration_s']:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":
