@@ -102,7 +102,8 @@ class _LoopWatch:
         self.slow: list[tuple[float, str]] = []
         self.longest = 0.0
         #: The most CPU time of the loop's thread one callback used (descheduling and
-        #: waiting for the GIL or a lock not counted): the work itself.
+        #: waiting for the GIL or a lock not counted): the work itself. Measured with
+        #: --sample-stalls only (else the same as ``longest``).
         self.longest_cpu = 0.0
         self.callbacks = 0
         self.current_started = 0.0
@@ -116,7 +117,9 @@ class _LoopWatch:
     def install(self) -> None:
         watch = self
         original = self._original
-        clock, cpu_clock = time.perf_counter, time.thread_time
+        clock = time.perf_counter
+        # The loop thread's CPU clock is a system call: only in diagnostic runs.
+        cpu_clock = time.thread_time if self.sample_stacks else time.perf_counter
 
         def _run(handle: asyncio.events.Handle) -> None:
             started, cpu = clock(), cpu_clock()
@@ -400,24 +403,29 @@ def run_clients(
     turns: int,
     db: str,
     extra: tuple[str, ...] = (),
+    wrapper: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run ``processes`` client processes of ``chats`` chats each, started together;
-    aggregate their results with the server's connection count."""
+    aggregate their results with the server's connection count. ``wrapper`` goes before
+    each client's command (a profiler such as ``py-spy record ... --``)."""
     with tempfile.TemporaryDirectory(prefix="chatledger-load-") as folder:
         children = []
         for index in range(processes):
             ready = str(Path(folder) / f"ready-{index}")
-            command = _client_command(
-                library,
-                server.base_url,
-                db,
-                chats,
-                turns,
-                "--wait-go",
-                "--ready-file",
-                ready,
-                *extra,
-            )
+            command = [
+                *wrapper,
+                *_client_command(
+                    library,
+                    server.base_url,
+                    db,
+                    chats,
+                    turns,
+                    "--wait-go",
+                    "--ready-file",
+                    ready,
+                    *extra,
+                ),
+            ]
             child = subprocess.Popen(
                 command,
                 cwd=str(ROOT),
@@ -749,7 +757,9 @@ def diagnose_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="chatledger-load-diagnose-"))
-    variants = [
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    spied: list[tuple[str, Path]] = []
+    plain: list[tuple[str, str, tuple[str, ...]]] = [
         ("chatledger", "chatledger", ()),
         ("chatledger, stall stacks", "chatledger", ("--sample-stalls",)),
         ("chatledger, precreated", "chatledger", ("--precreate",)),
@@ -767,10 +777,21 @@ def diagnose_main(argv: list[str]) -> int:
             ("--profile", str(args.out / "load-google-genai.prof")),
         ),
     ]
+    variants: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
+        (label, library, extra, ()) for label, library, extra in plain
+    ]
+    if Path(spy).exists():
+        for library in ("chatledger", "google-genai"):
+            out = args.out / f"load-{library}.pyspy.txt"
+            spied.append((f"{library}, py-spy", out))
+            wrapper = (spy, "record", "--format", "raw", "--threads", "--rate", "200")
+            variants.append(
+                (f"{library}, py-spy", library, (), (*wrapper, "--output", str(out), "--"))
+            )
     results = []
     with LoadServer(DELAY_S) as server:
         for round_number in range(args.rounds):
-            for label, library, extra in variants:
+            for label, library, extra, wrapper in variants:
                 db = str(workdir / f"{library}-{round_number}-{len(results)}.db")
                 print(f"[{round_number + 1}] {label} ...", file=sys.stderr, flush=True)
                 result = run_clients(
@@ -781,6 +802,7 @@ def diagnose_main(argv: list[str]) -> int:
                     turns=args.turns,
                     db=db,
                     extra=extra,
+                    wrapper=wrapper,
                 )
                 result["label"] = label
                 results.append(result)
@@ -804,11 +826,69 @@ def diagnose_main(argv: list[str]) -> int:
             )
             for stack, count in r["stall_stacks"].items():
                 print(f"  {count:4}  {stack}")
+    for label, out in spied:
+        if out.exists():
+            print(f"\nWhere each thread's py-spy samples fall ({label}, the whole process):")
+            for line in _spy_summary(out):
+                print(f"  {line}")
     for r in results:
         print(f"\nLongest callbacks ({r['label']}):")
         for item in r["slow_callbacks"][:5]:
             print(f"  {item['s'] * 1e3:7.1f} ms  {item['what']}")
     return 0
+
+
+#: Where a py-spy sample is counted: the innermost frame in one of these.
+_SPY_BUCKETS = (
+    ("chatledger store (SQLite, encode, hash, decode)", ("chatledger/events/",)),
+    ("chatledger projections", ("chatledger/projections/",)),
+    ("chatledger transport", ("chatledger/client/transports/",)),
+    ("chatledger client (turns, convert, stream)", ("chatledger/client/", "chatledger/types")),
+    ("httpcore/httpx/anyio/h11", ("httpcore", "httpx", "anyio", "h11", "sniffio")),
+    ("aiohttp", ("aiohttp", "yarl", "multidict")),
+    ("google-genai", ("google/genai",)),
+    ("pydantic", ("pydantic",)),
+    ("msgspec", ("msgspec",)),
+    ("asyncio", ("asyncio/",)),
+    ("threads, queues, locks", ("concurrent/futures", "threading.py", "queue.py")),
+    ("benchmark harness", ("benchmarks/",)),
+)
+
+
+def _spy_summary(path: Path) -> list[str]:
+    """py-spy's raw (collapsed) stacks as, per thread, the share of its samples whose
+    innermost recognised frame falls in each bucket. The loop thread's samples count only
+    during the timed load (inside the callback timer); py-spy attributes a sample taken
+    in a system call to the line making it, so syscall-heavy lines weigh more."""
+    per_thread: dict[str, dict[str, int]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or not stack:
+            continue
+        frames = stack.split(";")
+        thread = "loop thread" if "MainThread" in frames[0] else "worker threads"
+        if thread == "loop thread" and not any("_LoopWatch" in frame for frame in frames):
+            continue  # the loop thread outside the timed load (imports, set-up)
+        bucket = "other"
+        for frame in reversed(frames):
+            found = next(
+                (name for name, keys in _SPY_BUCKETS if any(k in frame for k in keys)), None
+            )
+            if found:
+                bucket = found
+                break
+        counts = per_thread.setdefault(thread, {})
+        counts[bucket] = counts.get(bucket, 0) + int(count)
+    lines = []
+    for thread, counts in sorted(per_thread.items()):
+        total = sum(counts.values())
+        shares = ", ".join(
+            f"{name} {count / total:.0%}"
+            for name, count in sorted(counts.items(), key=lambda kv: -kv[1])
+            if count / total >= 0.01
+        )
+        lines.append(f"{thread} ({total} samples): {shares}")
+    return lines
 
 
 if __name__ == "__main__":
