@@ -207,11 +207,15 @@ def _concurrent(
                 continue
             try:
                 samples[id(row)].append(function(library, WRITERS, batch))
-            except Exception as exc:
-                row["error"] = failure(exc)
-                progress(f"{row['library']} ({row['mode']}) failed: {row['error']}")
+            except Exception as exc:  # this round is lost (a peer's "database is locked")
+                row.setdefault("round_errors", []).append(failure(exc))
+                progress(f"{row['library']} ({row['mode']}) failed: {row['round_errors'][-1]}")
     for row, _, _ in runs:
         rates = samples[id(row)]
+        if row.get("round_errors"):
+            row["failed_rounds"] = len(row["round_errors"])
+            if not rates:
+                row["error"] = row["round_errors"][0]
         if "error" not in row and rates:
             row["per_second"] = statistics.median(rates)
             row["rates"] = rates
@@ -231,15 +235,18 @@ def _goal(
         return goal
     best = max(peers, key=lambda r: r["per_second"])
     ratio = subject["per_second"] / best["per_second"]
-    goal.update(
-        ratio=ratio,
-        met=ratio >= target,
-        best_peer=best["library"],
-        detail=(
-            f"chatledger {subject['per_second']:,.0f}/s vs {best['library']} "
-            f"{best['per_second']:,.0f}/s = {ratio:.2f}x"
-        ),
+    detail = (
+        f"chatledger {subject['per_second']:,.0f}/s vs {best['library']} "
+        f"{best['per_second']:,.0f}/s = {ratio:.2f}x"
     )
+    if mode == "single":
+        # A synced commit's time is bimodal on some disks: the mean's rates say it too.
+        mean_best = max(r["throughput_per_second"] for r in peers)
+        detail += (
+            f"; from mean call times {subject['throughput_per_second']:,.0f}/s vs "
+            f"{mean_best:,.0f}/s = {subject['throughput_per_second'] / mean_best:.2f}x"
+        )
+    goal.update(ratio=ratio, met=ratio >= target, best_peer=best["library"], detail=detail)
     return goal
 
 
@@ -299,6 +306,9 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
             "WAL or rollback-journal mode); chatledger at FULL and at its defaults",
             "llm's LogStore.append commits the message and then moves the thread's tip in a "
             "second transaction (two commits per call)",
+            "a round in which a writer fails (llm and LangChain in rollback-journal mode can "
+            "return 'database is locked' to concurrent writers at once, without waiting) is "
+            "counted as failed; the rate is the median of the rounds that completed",
             "openai-agents times `await session.add_items([item])` (its calls hop to a worker "
             "thread); LangGraph's update_state writes a full checkpoint of the thread's state",
         ],

@@ -334,9 +334,15 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
             errors.append(failure(exc))
 
     # Warm-up, untimed: one chat, one streamed turn (lazy imports, first-use costs).
-    warm = chats.create(model=corpus.MODEL)
-    async for _ in await warm.send_message_stream(corpus.user_text(0)):
-        pass
+    for attempt in range(3):
+        try:
+            warm = chats.create(model=corpus.MODEL)
+            async for _ in await warm.send_message_stream(corpus.user_text(0)):
+                pass
+            break
+        except Exception:
+            if attempt == 2:
+                raise
     prepared = [create() for _ in range(args.chats)] if args.precreate else [None] * args.chats
     if args.ready_file:
         Path(args.ready_file).write_text("ready")
@@ -613,7 +619,7 @@ def _summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     )
     out["turns"] = runs[0]["turns"] if runs else 0
     out["errors"] = sum(r["errors"] for r in runs)
-    out["error"] = next((r["error"] for r in runs if r["error"]), None)
+    out["first_error"] = next((r["error"] for r in runs if r["error"]), None)
     slow = sorted((i for r in runs for i in r["slow_callbacks"]), key=lambda i: -i["s"])
     out["slow_callbacks"] = slow[:KEEP_SLOW]
     out["rounds"] = len(runs)
@@ -654,13 +660,11 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
         ),
     ]
     runs: dict[str, list[dict[str, Any]]] = {key: [] for key, *_ in configs}
-    failures: dict[str, str] = {}
+    failures: dict[str, list[str]] = {key: [] for key, *_ in configs}
     with LoadServer(DELAY_S) as server:
         for round_number in range(rounds):
             shift = round_number % len(configs)
             for key, library, count, per_process, extra, _ in configs[shift:] + configs[:shift]:
-                if key in failures:
-                    continue
                 db = str(workdir / f"load-{key}-{round_number}.db")
                 progress(
                     f"round {round_number + 1}/{rounds}: {key} ({count} x {per_process} chats x {turns} turns)"
@@ -683,9 +687,9 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
                         f"{result['cpu_per_turn_s'] * 1e3:.2f} ms, {result['connections']} "
                         f"connections, {result['errors']} errors"
                     )
-                except Exception as exc:
-                    failures[key] = failure(exc)
-                    progress(f"  {key} failed: {failures[key]}")
+                except Exception as exc:  # this round is lost, not the others
+                    failures[key].append(failure(exc))
+                    progress(f"  {key} failed: {failures[key][-1]}")
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{db}{suffix}").unlink(missing_ok=True)
 
@@ -703,8 +707,11 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
             from importlib import metadata
 
             row["version"] = metadata.version(library)
-        if key in failures:
-            row["error"] = failures[key]
+        if failures[key]:
+            row["failed_rounds"] = len(failures[key])
+            row["round_errors"] = failures[key]
+            if not runs[key]:
+                row["error"] = failures[key][0]
         if runs[key]:
             row.update(_summarise(runs[key]))
         rows.append(row)
@@ -756,7 +763,12 @@ def _goals(rows: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
             f"client CPU/turn {ours['cpu_per_turn_s'] * 1e3:.2f} vs "
             f"{theirs['cpu_per_turn_s'] * 1e3:.2f} ms; new connections {ours['connections']:.0f} "
             f"vs {theirs['connections']:.0f} per {ours['turns']} turns"
-            + (f"; {ours['errors']} errors: {ours['error']}" if ours["errors"] else "")
+            + (f"; {ours['errors']} errors: {ours['first_error']}" if ours["errors"] else "")
+            + (
+                f"; google-genai {theirs['errors']} errors: {theirs['first_error']}"
+                if theirs["errors"]
+                else ""
+            )
         ),
     )
     extra_ms = (ours["first_chunk_p99_s"] - theirs["first_chunk_p99_s"]) * 1e3
@@ -830,8 +842,13 @@ def _goals(rows: list[dict[str, Any]], processes: int) -> list[dict[str, Any]]:
                 f"{many_theirs['first_chunk_p99_s'] * 1e3:.0f} ms; connections "
                 f"{many_ours['connections']:.0f} vs {many_theirs['connections']:.0f}"
                 + (
-                    f"; {many_ours['errors']} errors: {many_ours['error']}"
+                    f"; {many_ours['errors']} errors: {many_ours['first_error']}"
                     if many_ours["errors"]
+                    else ""
+                )
+                + (
+                    f"; google-genai {many_theirs['errors']} errors: {many_theirs['first_error']}"
+                    if many_theirs["errors"]
                     else ""
                 )
             ),

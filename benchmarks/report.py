@@ -62,7 +62,11 @@ def _figure_rows(figure: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             compared = f"{row['per_second']:,.0f}/s"
             if "vs_best_peer" in row:
                 compared += f" ({row['vs_best_peer']:.2f}x best peer)"
+            if row.get("throughput_per_second"):
+                compared += f"; mean {row['throughput_per_second']:,.0f}/s"
             median = _ms(row.get("median_s")) if row.get("mode") == "single" else "(rate)"
+            if row.get("failed_rounds"):
+                compared += f"; {row['failed_rounds']} rounds failed: {row['round_errors'][0]}"
             out.append((label, library, what, median, compared))
         elif name == "listing":
             what = f"{row['variant']} @ {row['conversations']:,} conversations"
@@ -82,7 +86,8 @@ def _figure_rows(figure: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 f"p99 1st chunk {_ms(row['first_chunk_p99_s'])}; worst lag "
                 f"{_ms(row['lag_worst_s'])}; CPU/turn {_ms(row['cpu_per_turn_s'])}; "
                 f"{row['connections']:.0f} connections"
-                + (f"; {row['errors']} errors" if row.get("errors") else "")
+                + (f"; {row['errors']} failed turns" if row.get("errors") else "")
+                + (f"; {row['failed_rounds']} rounds failed" if row.get("failed_rounds") else "")
             )
             out.append((label, library, what, f"{row['turns_per_s']:,.0f} turns/s", compared))
         elif name == "reads":
