@@ -77,6 +77,7 @@ LIBRARIES = {
     "google-genai": "google-genai AsyncChat, in memory",
     # Diagnostics (python -m benchmarks.load diagnose):
     "chatledger-pooled": "chatledger with an httpx.AsyncClient without pool limits",
+    "chatledger-httpx2": "chatledger with an httpx2.AsyncClient (httpcore2's pool; happy path only)",
     "google-genai-httpx": "google-genai AsyncChat over a default httpx.AsyncClient",
 }
 
@@ -217,16 +218,24 @@ def _make_client(library: str, url: str, db: str) -> tuple[Any, Any]:
     if library.startswith("chatledger"):
         import chatledger
 
-        if library == "chatledger-pooled":
-            import httpx
-
+        if library in ("chatledger-pooled", "chatledger-httpx2"):
             from chatledger.client.transports.gemini import GeminiTransport
             from chatledger.types import HttpOptions
 
-            pool = httpx.AsyncClient(
-                timeout=httpx.Timeout(None, connect=30.0),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
-            )
+            if library == "chatledger-pooled":
+                import httpx
+
+                pool: Any = httpx.AsyncClient(
+                    timeout=httpx.Timeout(None, connect=30.0),
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+                )
+            else:
+                # A drop-in fork of httpx (pydantic/httpx2): the same API, its own
+                # exception classes, so chatledger's error translation would not see
+                # them; enough for a run without errors.
+                import httpx2
+
+                pool = httpx2.AsyncClient(timeout=httpx2.Timeout(None, connect=30.0))
             transport = GeminiTransport(API_KEY, HttpOptions(base_url=url), async_http_client=pool)
             client = chatledger.Client(store=db, actor="bench", transport=transport)
         else:
@@ -873,6 +882,11 @@ def diagnose_main(argv: list[str]) -> int:
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only these variants: their labels, as printed, separated by '|'",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="chatledger-load-diagnose-"))
@@ -883,6 +897,7 @@ def diagnose_main(argv: list[str]) -> int:
         ("chatledger, stall stacks", "chatledger", ("--sample-stalls",)),
         ("chatledger, precreated", "chatledger", ("--precreate",)),
         ("chatledger, unlimited pool", "chatledger-pooled", ()),
+        ("chatledger over httpx2", "chatledger-httpx2", ()),
         ("google-genai (aiohttp)", "google-genai", ()),
         ("google-genai over httpx", "google-genai-httpx", ()),
         (
@@ -907,6 +922,9 @@ def diagnose_main(argv: list[str]) -> int:
             variants.append(
                 (f"{library}, py-spy", library, (), (*wrapper, "--output", str(out), "--"))
             )
+    chosen = {label.strip() for label in args.only.split("|") if label.strip()}
+    if chosen:
+        variants = [variant for variant in variants if variant[0] in chosen]
     results = []
     with LoadServer(DELAY_S) as server:
         for round_number in range(args.rounds):
