@@ -406,7 +406,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
         "lag_p99_s": _percentile(lags, 0.99) if lags else None,
         "ticks": len(lags),
         "longest_callback_s": watch.longest,
-        "longest_callback_cpu_s": watch.longest_cpu,
+        "longest_callback_cpu_s": watch.longest_cpu if args.sample_stalls else None,
         "callbacks": watch.callbacks,
         "slow_callbacks": watch.top(),
         "stall_stacks": dict(sorted(watch.stacks.items(), key=lambda kv: -kv[1])[:12]),
@@ -565,7 +565,14 @@ def _aggregate(
         "lag_max_s": max(r["lag_max_s"] or 0 for r in results),
         "lag_p99_s": max(r["lag_p99_s"] or 0 for r in results),
         "longest_callback_s": max(r["longest_callback_s"] for r in results),
-        "longest_callback_cpu_s": max(r["longest_callback_cpu_s"] for r in results),
+        "longest_callback_cpu_s": max(
+            (
+                r["longest_callback_cpu_s"]
+                for r in results
+                if r["longest_callback_cpu_s"] is not None
+            ),
+            default=None,
+        ),
         "slow_callbacks": slow,
         "stall_stacks": dict(sorted(stacks.items(), key=lambda kv: -kv[1])[:12]),
         "store_calls_on_loop": sum(r.get("store_calls_on_loop", 0) for r in results),
@@ -949,10 +956,12 @@ def diagnose_main(argv: list[str]) -> int:
         f"{'longest cb':>10} {'(its CPU)':>9} {'conns':>6} {'max open':>8} {'errors':>6}"
     )
     for r in results:
+        cpu = r["longest_callback_cpu_s"]  # read only with --sample-stalls
+        own = f"{cpu * 1e3:7.1f}ms" if cpu is not None else f"{'-':>9}"
         print(
             f"{r['label']:32} {r['turns_per_s']:8.0f} {r['cpu_per_turn_s'] * 1e3:7.2f}ms "
             f"{r['first_chunk_p99_s'] * 1e3:6.1f}ms {r['lag_max_s'] * 1e3:6.1f}ms "
-            f"{r['longest_callback_s'] * 1e3:8.1f}ms {r['longest_callback_cpu_s'] * 1e3:7.1f}ms "
+            f"{r['longest_callback_s'] * 1e3:8.1f}ms {own} "
             f"{r['connections']:6} {r['max_open_connections']:8} "
             f"{r['errors']:6}"
         )
