@@ -524,9 +524,15 @@ def run_clients(
             child.stdin.write("go\n")
             child.stdin.flush()
         results = []
-        for child, _ in children:
-            out, err = child.communicate(timeout=600)
-            results.append(_parse(out, err))
+        try:
+            for child, _ in children:
+                out, err = child.communicate(timeout=600)
+                results.append(_parse(out, err))
+        finally:
+            for child, _ in children:  # a stuck or failed run leaves no process behind
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
         connections = server.stats()
     return _aggregate(library, results, connections)
 
