@@ -8,7 +8,10 @@ Every class uses the library's own public calls at its own defaults (durability 
 - ``add_turns(first, count)``: a fast way to build a long conversation (bulk calls where the
   library has them; a build is never timed);
 - ``read_fresh()``: open the file with a new handle and get the messages (what a new process
-  or request does to resume); ``read_warm()``: get them through the open handle.
+  or request does to resume); ``read_warm()``: get them through the open handle;
+- ``thread_writer()`` / ``async_writer()``: for many writers in one process, a function that
+  appends one message (one transaction) to a conversation of its own, through the handle the
+  library shares between threads or tasks (one per process where it has one, else its own).
 
 A library that is not installed fails in its constructor; the runner records the error.
 """
@@ -21,6 +24,7 @@ import os
 import sqlite3
 import uuid
 import warnings
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +32,7 @@ from typing import Any, ClassVar
 from . import corpus
 from .measure import sqlite_durability
 
-__all__ = ["PEERS", "ChatledgerStore", "Library"]
+__all__ = ["PEERS", "ChatledgerStore", "Library", "turn_events"]
 
 HOST = "bench-host/0"
 
@@ -44,6 +48,8 @@ class Library:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Handles opened by thread_writer / async_writer, closed with the library.
+        self.writer_handles: list[Any] = []
 
     @classmethod
     def version(cls) -> str:
@@ -72,6 +78,21 @@ class Library:
     def write_turn(self, turn: int) -> None:
         raise NotImplementedError
 
+    def thread_writer(self) -> Callable[[int], None]:
+        """Called in a writer thread (untimed): start a conversation of its own and return
+        a function that appends message ``turn`` to it, one transaction per call."""
+        raise NotImplementedError
+
+    async def async_writer(self) -> Callable[[int], Awaitable[None]]:
+        """As :meth:`thread_writer`, for a task on an event loop. Libraries without an async
+        API run their sync call in a worker thread, as an async application must."""
+        append = await asyncio.to_thread(self.thread_writer)
+
+        async def write(turn: int) -> None:
+            await asyncio.to_thread(append, turn)
+
+        return write
+
     def add_turns(self, first: int, count: int) -> None:
         for turn in range(first, first + count):
             self.write_turn(turn)
@@ -87,6 +108,44 @@ class Library:
 
 
 # --------------------------------------------------------------------------- chatledger
+
+
+def turn_events(first: int, count: int) -> list[Any]:
+    """The events of ``count`` complete turns from turn ``first`` (0-based), as a send
+    writes them: user_message_added, model_call_started, model_responded. The request
+    digests are placeholders: no projection reads them."""
+    from chatledger.events import ModelCallStarted, ModelResponded, NewEvent, UserMessageAdded
+
+    events = []
+    for current in range(first, first + count):
+        number = current + 1
+        events.append(
+            NewEvent(
+                data=UserMessageAdded(turn=number, content=corpus.user_content(current)),
+                metadata={"actor": "bench", "host": HOST, "pid": os.getpid()},
+            )
+        )
+        events.append(
+            NewEvent(
+                data=ModelCallStarted(
+                    turn=number,
+                    model=corpus.MODEL,
+                    contents_count=2 * current + 1,
+                    contents_sha256=f"{number:064x}",
+                    transport="gemini",
+                ),
+                metadata={"actor": "bench"},
+            )
+        )
+        events.append(
+            NewEvent(
+                data=ModelResponded(
+                    turn=number, response=corpus.model_response(current), latency_ms=850.0
+                ),
+                metadata={"actor": "bench"},
+            )
+        )
+    return events
 
 
 class ChatledgerStore(Library):
@@ -138,6 +197,23 @@ class ChatledgerStore(Library):
         self.store.append(self.conversation_id, [self._new_event(turn)], expected_version=self.head)
         self.head += 1
 
+    def thread_writer(self) -> Callable[[int], None]:
+        # One store per process, shared by every thread (as one Client is).
+        from chatledger.events import ConversationStarted, NewEvent
+
+        store, conversation_id = self.store, str(uuid.uuid4())
+        started = NewEvent(
+            data=ConversationStarted(model=corpus.MODEL), metadata={"actor": "bench"}
+        )
+        store.append(conversation_id, [started], expected_version=0)
+        head = [1]
+
+        def append(turn: int) -> None:
+            store.append(conversation_id, [self._new_event(turn)], expected_version=head[0])
+            head[0] += 1
+
+        return append
+
     # A chat over the same store, answered by a ScriptedTransport with the canned replies.
     def chat(self) -> Any:
         import chatledger
@@ -164,44 +240,13 @@ class ChatledgerStore(Library):
 
     def append_turns_direct(self, first: int, count: int, *, batch: int = 300) -> None:
         """Append ``count`` complete turns straight to the store, as a send writes them
-        (user_message_added, model_call_started, model_responded), ``batch`` turns per
-        append. The request digests are placeholders: no projection reads them."""
-        from chatledger.events import ModelCallStarted, ModelResponded, NewEvent, UserMessageAdded
-
+        (see :func:`turn_events`), ``batch`` turns per append."""
         if not self.conversation_id:
             self.new_conversation()
         turn = first
         end = first + count
         while turn < end:
-            events = []
-            for current in range(turn, min(end, turn + batch)):
-                number = current + 1
-                events.append(
-                    NewEvent(
-                        data=UserMessageAdded(turn=number, content=corpus.user_content(current)),
-                        metadata={"actor": "bench", "host": HOST, "pid": os.getpid()},
-                    )
-                )
-                events.append(
-                    NewEvent(
-                        data=ModelCallStarted(
-                            turn=number,
-                            model=corpus.MODEL,
-                            contents_count=2 * current + 1,
-                            contents_sha256=f"{number:064x}",
-                            transport="gemini",
-                        ),
-                        metadata={"actor": "bench"},
-                    )
-                )
-                events.append(
-                    NewEvent(
-                        data=ModelResponded(
-                            turn=number, response=corpus.model_response(current), latency_ms=850.0
-                        ),
-                        metadata={"actor": "bench"},
-                    )
-                )
+            events = turn_events(turn, min(end, turn + batch) - turn)
             self.store.append(self.conversation_id, events, expected_version=self.head)
             self.head += len(events)
             turn += batch
@@ -264,20 +309,35 @@ class EventsourcingRecorder(Library):
         self.originator_id = uuid.uuid4()
         self.head = 0
 
-    def _stored(self, role: str, text: str) -> Any:
+    def _event(self, originator_id: uuid.UUID, version: int, role: str, text: str) -> Any:
         from eventsourcing.persistence import StoredEvent
 
-        self.head += 1
         state = json.dumps({"role": role, "text": text, "timestamp": "2026-01-01T00:00:00+00:00"})
         return StoredEvent(
-            originator_id=self.originator_id,
-            originator_version=self.head,
+            originator_id=originator_id,
+            originator_version=version,
             topic=self.topic,
             state=state.encode(),
         )
 
+    def _stored(self, role: str, text: str) -> Any:
+        self.head += 1
+        return self._event(self.originator_id, self.head, role, text)
+
     def append_message(self, turn: int) -> None:
         self.recorder.insert_events([self._stored("user", corpus.user_text(turn))])
+
+    def thread_writer(self) -> Callable[[int], None]:
+        # One recorder per application, shared by its threads (it pools connections).
+        recorder, originator_id, head = self.recorder, uuid.uuid4(), [0]
+
+        def append(turn: int) -> None:
+            head[0] += 1
+            recorder.insert_events(
+                [self._event(originator_id, head[0], "user", corpus.user_text(turn))]
+            )
+
+        return append
 
     def write_turn(self, turn: int) -> None:
         self.recorder.insert_events(
@@ -391,6 +451,26 @@ class AgentsSQLiteSession(Library):
             self.session.add_items([self._user(turn), self._assistant(turn)])
         )
 
+    def thread_writer(self) -> Callable[[int], None]:
+        # A session per conversation; a sync caller drives it with an event loop of its own.
+        session = self._session_class(str(uuid.uuid4()), str(self.path))
+        loop = asyncio.new_event_loop()
+        self.writer_handles += [session, loop]
+
+        def append(turn: int) -> None:
+            loop.run_until_complete(session.add_items([self._user(turn)]))
+
+        return append
+
+    async def async_writer(self) -> Callable[[int], Awaitable[None]]:
+        session = self._session_class(str(uuid.uuid4()), str(self.path))
+        self.writer_handles.append(session)
+
+        async def write(turn: int) -> None:
+            await session.add_items([self._user(turn)])
+
+        return write
+
     def add_turns(self, first: int, count: int) -> None:
         for start in range(first, first + count, 2000):
             items = []
@@ -409,6 +489,8 @@ class AgentsSQLiteSession(Library):
         return len(self.loop.run_until_complete(self.session.get_items()))
 
     def close(self) -> None:
+        for handle in self.writer_handles:
+            handle.close()
         self.session.close()
         self.loop.close()
 
@@ -468,6 +550,19 @@ class LLMLogStore(Library):
     def append_message(self, turn: int) -> None:
         self.store.append(self.thread_id, self._messages(turn, ("user",)))
 
+    def thread_writer(self) -> Callable[[int], None]:
+        # A connection per writer (sqlite-utils' Database is one connection), usable from
+        # any thread; sqlite3's defaults, as Database(path) opens it.
+        db = self._database(sqlite3.connect(str(self.path), check_same_thread=False))
+        self.writer_handles.append(db)
+        store = self._log_store(db)
+        thread_id = store.create_thread()
+
+        def append(turn: int) -> None:
+            store.append(thread_id, self._messages(turn, ("user",)))
+
+        return append
+
     def write_turn(self, turn: int) -> None:
         response = self.conversation.prompt(corpus.user_text(turn))
         response.text()
@@ -498,6 +593,8 @@ class LLMLogStore(Library):
         return len(self.store.thread_messages(self.thread_id))
 
     def close(self) -> None:
+        for db in self.writer_handles:
+            db.close()
         self.db.close()
 
 
@@ -553,6 +650,16 @@ class LangChainSQLHistory(Library):
     def append_message(self, turn: int) -> None:
         self.history.add_message(_langchain_messages(turn, reply=False)[0])
 
+    def thread_writer(self) -> Callable[[int], None]:
+        # A history object per session, as the library is used.
+        history = self._history_class(session_id=str(uuid.uuid4()), connection=self.url)
+        self.writer_handles.append(history)
+
+        def append(turn: int) -> None:
+            history.add_message(_langchain_messages(turn, reply=False)[0])
+
+        return append
+
     def write_turn(self, turn: int) -> None:
         self.history.add_messages(_langchain_messages(turn))
 
@@ -574,6 +681,8 @@ class LangChainSQLHistory(Library):
         return len(self.history.messages)
 
     def close(self) -> None:
+        for history in self.writer_handles:
+            history.engine.dispose()
         self.history.engine.dispose()
 
 
@@ -623,6 +732,15 @@ class LangGraphSqliteSaver(Library):
 
     def append_message(self, turn: int) -> None:
         self.graph.update_state(self.config, {"messages": _langchain_messages(turn, reply=False)})
+
+    def thread_writer(self) -> Callable[[int], None]:
+        # One compiled graph and checkpointer shared by every thread (it holds a lock).
+        graph, config = self.graph, {"configurable": {"thread_id": str(uuid.uuid4())}}
+
+        def append(turn: int) -> None:
+            graph.update_state(config, {"messages": _langchain_messages(turn, reply=False)})
+
+        return append
 
     def write_turn(self, turn: int) -> None:
         self.graph.invoke({"messages": _langchain_messages(turn, reply=False)}, self.config)

@@ -1,7 +1,11 @@
 """Profile chatledger's side of one benchmark figure with pyinstrument.
 
     .venv-bench/bin/python benchmarks/profile_chatledger.py appends
-    .venv-bench/bin/python benchmarks/profile_chatledger.py resume --events 100000
+    .venv-bench/bin/python benchmarks/profile_chatledger.py appends-full     # synchronous=FULL
+    .venv-bench/bin/python benchmarks/profile_chatledger.py reads            # fresh open + read
+    .venv-bench/bin/python benchmarks/profile_chatledger.py reads-open       # on an open client
+    .venv-bench/bin/python benchmarks/profile_chatledger.py resume --events 1000
+    .venv-bench/bin/python benchmarks/profile_chatledger.py list --conversations 100000
 
 Prints pyinstrument's call tree (and writes it to benchmarks/results/profile-NAME.txt), so a
 missed goal comes with where the time goes. The operations are the ones the figures time.
@@ -30,6 +34,35 @@ def appends(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
     ledger.append_timed(range(200))
     counter = iter(range(10**9))
     return lambda: ledger.append_message(next(counter))
+
+
+def appends_full(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
+    ledger = ChatledgerStore(workdir / "appends.db", synchronous="FULL")
+    ledger.new_conversation()
+    ledger.append_timed(range(20))
+    counter = iter(range(10**9))
+    return lambda: ledger.append_message(next(counter))
+
+
+def reads_open(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
+    import chatledger
+
+    ledger = ChatledgerStore(workdir / "reads.db")
+    for turn in range(args.turns):
+        ledger.write_turn(turn)
+    client = chatledger.Client(store=str(ledger.path))
+    conversation_id = ledger.conversation_id
+    return lambda: (client.chats.get(conversation_id).get_history(), None)[1]
+
+
+def listing(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
+    import chatledger
+    from benchmarks.listing import LIMIT, _build
+
+    path = workdir / "listing.db"
+    _build(path, args.conversations, Progress())
+    client = chatledger.Client(store=str(path))
+    return lambda: (client.chats.list(limit=LIMIT), None)[1]
 
 
 def reads(workdir: Path, args: argparse.Namespace) -> Callable[[], None]:
@@ -81,8 +114,11 @@ def _sends(workdir: Path, stream: bool) -> tuple[Callable[[], None], Callable[[]
 
 PROFILES: dict[str, Callable[[Path, argparse.Namespace], Callable[[], None]]] = {
     "appends": appends,
+    "appends-full": appends_full,
     "reads": reads,
+    "reads-open": reads_open,
     "resume": resume,
+    "list": listing,
 }
 
 
@@ -97,6 +133,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--turns", type=int, default=500, help="reads: conversation turns (default 500)"
+    )
+    parser.add_argument(
+        "--conversations",
+        type=int,
+        default=100_000,
+        help="list: conversations in the log (default 100000)",
     )
     args = parser.parse_args()
     from pyinstrument import Profiler
