@@ -1,0 +1,352 @@
+"""The Merkle tree over a store's events, kept in the store, and its verification.
+
+The leaves are the store's events in :meth:`~chatledger.events.store.EventStore.read_all`
+order, each leaf's input the event's 32-byte hash; leaf *i* is the (*i* + 1)-th event
+(its rank, not its position: PostgreSQL's positions may have gaps). The store keeps the
+hashes of the complete subtrees of 256 leaves and more (``merkle_nodes``), each with the
+position of its last leaf, so that a leaf's rank and the leaves under a subtree are found
+with an index lookup.
+
+The table is kept **lazily**: appends never touch it. :meth:`StoreTree.update` (called by
+every checkpoint, head and proof) reads the events after the last complete block of 256
+leaves, hashes them onto the right edge and inserts the subtrees they complete, with an
+insert that keeps a row already there: concurrent updaters compute the same rows from the
+same events. On PostgreSQL only events below the visibility horizon ``read_all`` uses are
+read, so a transaction committing late with a lower position can never reorder leaves.
+
+Verification never trusts the table: :func:`check_tree` recomputes the tree from the
+events themselves, compares it with a signed checkpoint's size and root, and compares the
+stored subtrees with it. See ``docs/proofs.md``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ..errors import IntegrityError, InvalidInputError, NotFoundError
+from .checkpoint import Checkpoint, make_checkpoint
+from .merkle import (
+    MAX_TREE_SIZE,
+    CompactRange,
+    ConsistencyProof,
+    InclusionProof,
+    Node,
+    TreeHead,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+)
+from .note import Signer
+
+if TYPE_CHECKING:
+    from ..events.store import EventStore, TreeRow
+
+__all__ = [
+    "BLOCK_LEVEL",
+    "LocatedEvent",
+    "StoreTree",
+    "TreeCheck",
+    "check_tree",
+]
+
+#: The lowest level of subtree a store keeps: blocks of 2**8 = 256 leaves.
+BLOCK_LEVEL = 8
+_BLOCK = 1 << BLOCK_LEVEL
+#: Events read per query while extending or recomputing the tree.
+_BATCH = 10_000
+#: How many stored subtrees that disagree with the events are described one by one.
+_MAX_NAMED = 10
+
+
+def _leaf_input(position: object, value: object) -> bytes:
+    """The leaf input of an event: the raw bytes of its hex ``hash``."""
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return binascii.unhexlify(value)
+        except (binascii.Error, ValueError):
+            pass
+    raise IntegrityError(
+        f"the event at position {position} has a damaged hash ({str(value)[:70]!r}), not 64 hex "
+        "digits: no tree can include it; run `chatledger verify` to see what else is damaged"
+    )
+
+
+@dataclass(frozen=True)
+class LocatedEvent:
+    """An event's place in the tree: its leaf index and leaf input (the event's hash)."""
+
+    event_id: str
+    conversation_id: str
+    version: int
+    position: int
+    leaf_index: int
+    leaf: bytes
+
+
+class StoreTree:
+    """The RFC 9162 Merkle tree over every event of ``store``, kept in the store.
+
+    A :class:`~chatledger.proofs.merkle.HashSource`: roots and proofs read the stored
+    subtrees and at most 255 leaves under each missing one. Every method that needs the
+    tree first extends it with the events appended since (:meth:`update`).
+
+    ``store`` is a SQLite, PostgreSQL or memory store.
+    """
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+
+    # -- the HashSource protocol -----------------------------------------------------------
+
+    def subtree_hashes(self, nodes: Collection[Node]) -> Mapping[Node, bytes]:
+        """The stored hashes of those of ``nodes`` the store keeps."""
+        return {node: row.hash for node, row in self.store._tree_nodes(list(nodes)).items()}
+
+    def leaf_hashes(self, start: int, end: int) -> Sequence[bytes]:
+        """The leaf hashes of leaves ``[start, end)``, read from the events."""
+        return [leaf_hash(value) for value in self._leaf_inputs(start, end)]
+
+    def _leaf_inputs(self, start: int, end: int) -> list[bytes]:
+        if end <= start:
+            return []
+        block = start >> BLOCK_LEVEL
+        after = 0
+        if block:
+            row = self.store._tree_nodes([(BLOCK_LEVEL, block - 1)]).get((BLOCK_LEVEL, block - 1))
+            if row is None:
+                raise IntegrityError(
+                    f"{self.store.location}: the Merkle tree's table lacks the subtree of leaves "
+                    f"[{(block - 1) << BLOCK_LEVEL}, {block << BLOCK_LEVEL}): it was changed. "
+                    "Run `chatledger verify`; deleting the table's rows (DELETE FROM "
+                    "merkle_nodes) lets the next checkpoint rebuild it from the events"
+                )
+            after = row.last_position
+        first = block << BLOCK_LEVEL
+        rows = self.store._leaf_rows(after, end - first)
+        return [_leaf_input(position, value) for position, value in rows[start - first :]]
+
+    # -- keeping the tree ------------------------------------------------------------------
+
+    def update(self) -> TreeHead:
+        """Extend the stored tree with every event appended since; return its head.
+
+        Costs O(N + log size) for N new events: the right edge is read from about
+        ``log2(size)`` stored subtrees, and only the events after the last complete block
+        of 256 are read and hashed.
+        """
+        store = self.store
+        with self._lock:
+            frontier = store._tree_frontier(BLOCK_LEVEL)
+            if frontier is None:
+                edge, after = CompactRange(), 0
+            else:
+                edge = CompactRange.from_source(self, (frontier.idx + 1) << BLOCK_LEVEL)
+                after = frontier.last_position
+            while True:
+                rows = store._leaf_rows(after, _BATCH)
+                if not rows:
+                    break
+                start = edge.size
+                finished = edge.extend(
+                    [leaf_hash(_leaf_input(position, value)) for position, value in rows],
+                    min_level=BLOCK_LEVEL,
+                )
+                store._tree_put(
+                    [_row(node.level, node.index, node.hash, rows, start) for node in finished]
+                )
+                after = rows[-1][0]
+                if len(rows) < _BATCH:
+                    break
+            return edge.head()
+
+    def head(self) -> TreeHead:
+        """The size and root of the tree of every event (after :meth:`update`)."""
+        return self.update()
+
+    def checkpoint(self, signer: Signer) -> tuple[Checkpoint, str]:
+        """Sign the tree head now: the :class:`Checkpoint` and its signed note.
+
+        Write the note somewhere the database's writers cannot change it (see
+        :mod:`chatledger.proofs.sinks`); a copy kept in the store would prove nothing.
+        """
+        return make_checkpoint(self.update(), signer)
+
+    # -- proofs ----------------------------------------------------------------------------
+
+    def locate(self, event_id: str) -> LocatedEvent:
+        """Where the event ``event_id`` is in the tree (after :meth:`update`).
+
+        Raises NotFoundError when the store has no such event, or when it is not in the
+        tree yet (on PostgreSQL, an event whose transaction committed after an older one
+        still open).
+        """
+        if not isinstance(event_id, str) or not event_id:
+            raise InvalidInputError("an event id is a non-empty string")
+        self.update()
+        found = self.store._rows_with_event_ids([event_id])
+        if not found:
+            raise NotFoundError(f"no event {event_id!r} in {self.store.location}")
+        event = found[0]
+        before = self.store._tree_before(BLOCK_LEVEL, event.position)
+        first = 0 if before is None else (before.idx + 1) << BLOCK_LEVEL
+        after = 0 if before is None else before.last_position
+        for offset, (position, value) in enumerate(self.store._leaf_rows(after, _BLOCK)):
+            if position == event.position:
+                leaf = _leaf_input(position, value)
+                return LocatedEvent(
+                    event.event_id,
+                    event.conversation_id,
+                    event.version,
+                    event.position,
+                    first + offset,
+                    leaf,
+                )
+        raise NotFoundError(
+            f"event {event_id!r} is not in the Merkle tree yet: it committed after a "
+            "transaction that is still open; try again in a moment"
+        )
+
+    def inclusion_proof(
+        self, event_id: str, size: int | None = None
+    ) -> tuple[InclusionProof, LocatedEvent]:
+        """The proof that event ``event_id`` is in the tree of ``size`` leaves (default:
+        the whole tree now), with where the event is."""
+        head = self.update()
+        size = self._checked_size(size, head)
+        event = self.locate(event_id)
+        if event.leaf_index >= size:
+            raise NotFoundError(
+                f"event {event_id!r} is leaf {event.leaf_index} of the tree, after the "
+                f"{size} a tree of that size holds: prove it against a newer checkpoint"
+            )
+        return inclusion_proof(self, event.leaf_index, size), event
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """The proof that the tree of ``new_size`` leaves (default: now) extends the tree
+        of ``old_size`` leaves."""
+        head = self.update()
+        new_size = self._checked_size(new_size, head)
+        self._checked_size(old_size, head)
+        return consistency_proof(self, old_size, new_size)
+
+    def root(self, size: int) -> bytes:
+        """The root of the tree of the first ``size`` leaves (from the stored subtrees)."""
+        from .merkle import root
+
+        head = self.update()
+        return root(self, self._checked_size(size, head))
+
+    def _checked_size(self, size: int | None, head: TreeHead) -> int:
+        if size is None:
+            return head.size
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TREE_SIZE:
+            raise InvalidInputError("a tree size is an integer >= 0")
+        if size > head.size:
+            raise IntegrityError(
+                f"{self.store.location} holds {head.size} events, fewer than the {size} of "
+                "the tree asked for: events were deleted or the store was rolled back to an "
+                "older copy (or this is another log)"
+            )
+        return size
+
+
+def _row(
+    level: int, index: int, value: bytes, rows: Sequence[tuple[int, str]], start: int
+) -> TreeRow:
+    from ..events.store import TreeRow
+
+    last_leaf = ((index + 1) << level) - 1
+    return TreeRow(level, index, value, int(rows[last_leaf - start][0]))
+
+
+# -- verification: the tree recomputed from the events ---------------------------------------
+
+
+@dataclass
+class TreeCheck:
+    """The tree recomputed from the events, compared with checkpoints and the stored tree."""
+
+    size: int = 0
+    """How many events the log holds now (the leaves ``read_all`` reads)."""
+    root_hash: bytes = b""
+    """The root of all of them, recomputed."""
+    roots: dict[int, bytes] = field(default_factory=dict)
+    """The recomputed root at each size asked for that the log reaches."""
+    stored_problems: list[str] = field(default_factory=list)
+    """Stored subtrees that disagree with the events (or name leaves the log lacks)."""
+    first_stored_difference: tuple[int, int] | None = None
+    """The first block of leaves ``[start, end)`` whose stored hash differs from the events."""
+
+    def head(self) -> TreeHead:
+        return TreeHead(self.size, self.root_hash)
+
+
+def check_tree(store: EventStore, sizes: Iterable[int] = ()) -> TreeCheck:
+    """Recompute the tree from every event of ``store``; compare the stored subtrees.
+
+    Returns the recomputed head, the root at each of ``sizes`` the log reaches, and every
+    stored subtree that does not match the events (its hash or its last leaf's position),
+    or that covers leaves the log does not have. Reads the events once, in batches.
+    """
+    wanted = sorted({size for size in sizes if size > 0})
+    check = TreeCheck()
+    edge = CompactRange()
+    after = 0
+    pending = list(wanted)
+    named = 0
+    while True:
+        rows = store._leaf_rows(after, _BATCH)
+        if not rows:
+            break
+        hashes = [leaf_hash(_leaf_input(position, value)) for position, value in rows]
+        start = edge.size
+        finished = []
+        offset = 0
+        while pending and pending[0] <= start + len(hashes):
+            cut = pending.pop(0) - start
+            finished.extend(edge.extend(hashes[offset:cut], min_level=BLOCK_LEVEL))
+            offset = cut
+            check.roots[edge.size] = edge.root()
+        finished.extend(edge.extend(hashes[offset:], min_level=BLOCK_LEVEL))
+        stored = store._tree_nodes([(node.level, node.index) for node in finished])
+        for node in finished:
+            row = stored.get((node.level, node.index))
+            if row is None:
+                continue
+            last = int(rows[((node.index + 1) << node.level) - 1 - start][0])
+            if row.hash == node.hash and row.last_position == last:
+                continue
+            lo, hi = node.index << node.level, (node.index + 1) << node.level
+            if node.level == BLOCK_LEVEL and check.first_stored_difference is None:
+                check.first_stored_difference = (lo, hi)
+            if named < _MAX_NAMED:
+                what = "hash" if row.hash != node.hash else "last position"
+                check.stored_problems.append(
+                    f"the stored Merkle subtree of leaves [{lo}, {hi}) has a {what} the events "
+                    "do not give (the merkle_nodes table was changed, or events were changed "
+                    "after the tree covered them)"
+                )
+            named += 1
+        after = rows[-1][0]
+        if len(rows) < _BATCH:
+            break
+    if named > _MAX_NAMED:
+        check.stored_problems.append(
+            f"{named - _MAX_NAMED} more stored Merkle subtrees do not match the events"
+        )
+    check.size = edge.size
+    check.root_hash = edge.root()
+    for level in range(BLOCK_LEVEL, 64):
+        top = store._tree_frontier(level)
+        if top is not None and (top.idx + 1) << level > check.size:
+            check.stored_problems.append(
+                f"the stored Merkle subtree of leaves [{top.idx << level}, "
+                f"{(top.idx + 1) << level}) covers events the log does not hold (events "
+                f"deleted, or the store rolled back; the log holds {check.size})"
+            )
+    return check
