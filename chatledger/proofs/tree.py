@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
 from .checkpoint import Checkpoint, make_checkpoint
 from .merkle import (
+    EMPTY_ROOT,
     MAX_TREE_SIZE,
     CompactRange,
     ConsistencyProof,
@@ -51,6 +52,7 @@ __all__ = [
     "StoreTree",
     "TreeCheck",
     "check_tree",
+    "checkpoint_problem",
 ]
 
 #: The lowest level of subtree a store keeps: blocks of 2**8 = 256 leaves.
@@ -185,9 +187,12 @@ class StoreTree:
         tree yet (on PostgreSQL, an event whose transaction committed after an older one
         still open).
         """
+        self.update()
+        return self._locate(event_id)
+
+    def _locate(self, event_id: str) -> LocatedEvent:
         if not isinstance(event_id, str) or not event_id:
             raise InvalidInputError("an event id is a non-empty string")
-        self.update()
         found = self.store._rows_with_event_ids([event_id])
         if not found:
             raise NotFoundError(f"no event {event_id!r} in {self.store.location}")
@@ -218,7 +223,7 @@ class StoreTree:
         the whole tree now), with where the event is."""
         head = self.update()
         size = self._checked_size(size, head)
-        event = self.locate(event_id)
+        event = self._locate(event_id)
         if event.leaf_index >= size:
             raise NotFoundError(
                 f"event {event_id!r} is leaf {event.leaf_index} of the tree, after the "
@@ -350,3 +355,35 @@ def check_tree(store: EventStore, sizes: Iterable[int] = ()) -> TreeCheck:
                 f"deleted, or the store rolled back; the log holds {check.size})"
             )
     return check
+
+
+def checkpoint_problem(check: TreeCheck, checkpoint: Checkpoint) -> str | None:
+    """Why the log (recomputed in ``check``) does not extend ``checkpoint``, or None.
+
+    The log extends a checkpoint of size *n* exactly when its first *n* events hash to
+    the checkpoint's root: the tree is recomputed from the events, never read from the
+    store's table.
+    """
+    size = checkpoint.size
+    if size > check.size:
+        return (
+            f"the checkpoint signed {size} events but the log holds only {check.size}: events "
+            "were deleted or the store was rolled back to an older copy"
+        )
+    found = check.roots.get(size, EMPTY_ROOT if size == 0 else None)
+    if found is None:  # pragma: no cover - check_tree computes every size asked for
+        raise InvalidInputError(f"the tree was not recomputed at size {size}")
+    if found == checkpoint.root_hash:
+        return None
+    where = ""
+    first = check.first_stored_difference
+    if first is not None and first[0] < size:
+        where = (
+            f"; the first block of events whose hashes differ from the tree the store kept "
+            f"is leaves [{first[0]}, {min(first[1], size)})"
+        )
+    return (
+        f"the log's first {size} events no longer hash to the root the checkpoint signed: an "
+        "event among them was edited (and its chain re-hashed), deleted, inserted or moved, "
+        f"or the store was replaced{where}"
+    )
