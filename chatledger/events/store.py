@@ -39,6 +39,7 @@ from .rows import (
     parent_of_rows,
 )
 from .rows import row_to_event as _row_to_event
+from .tree import TreeRow, check_tree
 from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
@@ -92,17 +93,6 @@ class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata: bytes
     recorded_at: str
     hash: str
-
-
-class TreeRow(NamedTuple):
-    """A complete subtree of the log's Merkle tree as a store keeps it (see
-    :mod:`chatledger.proofs.tree`): leaves ``[idx * 2**level, (idx + 1) * 2**level)``,
-    their RFC 9162 hash, and the store position of the last of them."""
-
-    level: int
-    idx: int
-    hash: bytes
-    last_position: int
 
 
 class EncodedEvent(NamedTuple):
@@ -412,8 +402,6 @@ class EventStore(abc.ABC):
     def _tree_problems(self) -> list[Problem]:
         """The stored Merkle subtrees that disagree with the events (see
         :func:`chatledger.proofs.tree.check_tree`): proofs are made from them."""
-        from ..proofs.tree import check_tree  # the proofs package builds on this module
-
         try:
             problems = check_tree(self).stored_problems
         except IntegrityError:

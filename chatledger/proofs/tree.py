@@ -21,13 +21,13 @@ stored subtrees with it. See ``docs/proofs.md``.
 
 from __future__ import annotations
 
-import binascii
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
+from ..events.tree import BATCH, BLOCK_LEVEL, TreeCheck, TreeRow, check_tree, leaf_input
 from .checkpoint import Checkpoint, make_checkpoint
 from .merkle import (
     EMPTY_ROOT,
@@ -42,9 +42,10 @@ from .merkle import (
     leaf_hash,
 )
 from .note import Signer
+from .sinks import Checkpointer, CheckpointSink
 
 if TYPE_CHECKING:
-    from ..events.store import EventStore, TreeRow
+    from ..events.store import EventStore
 
 __all__ = [
     "BLOCK_LEVEL",
@@ -55,26 +56,7 @@ __all__ = [
     "checkpoint_problem",
 ]
 
-#: The lowest level of subtree a store keeps: blocks of 2**8 = 256 leaves.
-BLOCK_LEVEL = 8
 _BLOCK = 1 << BLOCK_LEVEL
-#: Events read per query while extending or recomputing the tree.
-_BATCH = 10_000
-#: How many stored subtrees that disagree with the events are described one by one.
-_MAX_NAMED = 10
-
-
-def _leaf_input(position: object, value: object) -> bytes:
-    """The leaf input of an event: the raw bytes of its hex ``hash``."""
-    if isinstance(value, str) and len(value) == 64:
-        try:
-            return binascii.unhexlify(value)
-        except (binascii.Error, ValueError):
-            pass
-    raise IntegrityError(
-        f"the event at position {position} has a damaged hash ({str(value)[:70]!r}), not 64 hex "
-        "digits: no tree can include it; run `chatledger verify` to see what else is damaged"
-    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +112,7 @@ class StoreTree:
             after = row.last_position
         first = block << BLOCK_LEVEL
         rows = self.store._leaf_rows(after, end - first)
-        return [_leaf_input(position, value) for position, value in rows[start - first :]]
+        return [leaf_input(position, value) for position, value in rows[start - first :]]
 
     # -- keeping the tree ------------------------------------------------------------------
 
@@ -150,19 +132,19 @@ class StoreTree:
                 edge = CompactRange.from_source(self, (frontier.idx + 1) << BLOCK_LEVEL)
                 after = frontier.last_position
             while True:
-                rows = store._leaf_rows(after, _BATCH)
+                rows = store._leaf_rows(after, BATCH)
                 if not rows:
                     break
                 start = edge.size
                 finished = edge.extend(
-                    [leaf_hash(_leaf_input(position, value)) for position, value in rows],
+                    [leaf_hash(leaf_input(position, value)) for position, value in rows],
                     min_level=BLOCK_LEVEL,
                 )
                 store._tree_put(
                     [_row(node.level, node.index, node.hash, rows, start) for node in finished]
                 )
                 after = rows[-1][0]
-                if len(rows) < _BATCH:
+                if len(rows) < BATCH:
                     break
             return edge.head()
 
@@ -177,6 +159,32 @@ class StoreTree:
         :mod:`chatledger.proofs.sinks`); a copy kept in the store would prove nothing.
         """
         return make_checkpoint(self.update(), signer)
+
+    def checkpointer(
+        self,
+        signer: Signer,
+        sinks: Iterable[CheckpointSink],
+        *,
+        every_events: int | None = None,
+        every_seconds: float | None = None,
+        poll_seconds: float = 1.0,
+    ) -> Checkpointer:
+        """A :class:`~chatledger.proofs.sinks.Checkpointer` of this store's tree.
+
+        Started (``with tree.checkpointer(...):`` or ``.start()``), a background thread
+        extends the tree every ``poll_seconds`` and signs its head to every sink once it
+        grew by ``every_events`` events, or grew at all and ``every_seconds`` passed; on
+        stop it signs once more if the tree moved. It reads the store, so any process
+        (the one appending, or another) can run it.
+        """
+        return Checkpointer(
+            self.update,
+            signer,
+            sinks,
+            every_events=every_events,
+            every_seconds=every_seconds,
+            poll_seconds=poll_seconds,
+        )
 
     # -- proofs ----------------------------------------------------------------------------
 
@@ -202,7 +210,7 @@ class StoreTree:
         after = 0 if before is None else before.last_position
         for offset, (position, value) in enumerate(self.store._leaf_rows(after, _BLOCK)):
             if position == event.position:
-                leaf = _leaf_input(position, value)
+                leaf = leaf_input(position, value)
                 return LocatedEvent(
                     event.event_id,
                     event.conversation_id,
@@ -263,98 +271,8 @@ class StoreTree:
 def _row(
     level: int, index: int, value: bytes, rows: Sequence[tuple[int, str]], start: int
 ) -> TreeRow:
-    from ..events.store import TreeRow
-
     last_leaf = ((index + 1) << level) - 1
     return TreeRow(level, index, value, int(rows[last_leaf - start][0]))
-
-
-# -- verification: the tree recomputed from the events ---------------------------------------
-
-
-@dataclass
-class TreeCheck:
-    """The tree recomputed from the events, compared with checkpoints and the stored tree."""
-
-    size: int = 0
-    """How many events the log holds now (the leaves ``read_all`` reads)."""
-    root_hash: bytes = b""
-    """The root of all of them, recomputed."""
-    roots: dict[int, bytes] = field(default_factory=dict)
-    """The recomputed root at each size asked for that the log reaches."""
-    stored_problems: list[str] = field(default_factory=list)
-    """Stored subtrees that disagree with the events (or name leaves the log lacks)."""
-    first_stored_difference: tuple[int, int] | None = None
-    """The first block of leaves ``[start, end)`` whose stored hash differs from the events."""
-
-    def head(self) -> TreeHead:
-        return TreeHead(self.size, self.root_hash)
-
-
-def check_tree(store: EventStore, sizes: Iterable[int] = ()) -> TreeCheck:
-    """Recompute the tree from every event of ``store``; compare the stored subtrees.
-
-    Returns the recomputed head, the root at each of ``sizes`` the log reaches, and every
-    stored subtree that does not match the events (its hash or its last leaf's position),
-    or that covers leaves the log does not have. Reads the events once, in batches.
-    """
-    wanted = sorted({size for size in sizes if size > 0})
-    check = TreeCheck()
-    edge = CompactRange()
-    after = 0
-    pending = list(wanted)
-    named = 0
-    while True:
-        rows = store._leaf_rows(after, _BATCH)
-        if not rows:
-            break
-        hashes = [leaf_hash(_leaf_input(position, value)) for position, value in rows]
-        start = edge.size
-        finished = []
-        offset = 0
-        while pending and pending[0] <= start + len(hashes):
-            cut = pending.pop(0) - start
-            finished.extend(edge.extend(hashes[offset:cut], min_level=BLOCK_LEVEL))
-            offset = cut
-            check.roots[edge.size] = edge.root()
-        finished.extend(edge.extend(hashes[offset:], min_level=BLOCK_LEVEL))
-        stored = store._tree_nodes([(node.level, node.index) for node in finished])
-        for node in finished:
-            row = stored.get((node.level, node.index))
-            if row is None:
-                continue
-            last = int(rows[((node.index + 1) << node.level) - 1 - start][0])
-            if row.hash == node.hash and row.last_position == last:
-                continue
-            lo, hi = node.index << node.level, (node.index + 1) << node.level
-            if node.level == BLOCK_LEVEL and check.first_stored_difference is None:
-                check.first_stored_difference = (lo, hi)
-            if named < _MAX_NAMED:
-                what = "hash" if row.hash != node.hash else "last position"
-                check.stored_problems.append(
-                    f"the stored Merkle subtree of leaves [{lo}, {hi}) has a {what} the events "
-                    "do not give (the merkle_nodes table was changed, or events were changed "
-                    "after the tree covered them)"
-                )
-            named += 1
-        after = rows[-1][0]
-        if len(rows) < _BATCH:
-            break
-    if named > _MAX_NAMED:
-        check.stored_problems.append(
-            f"{named - _MAX_NAMED} more stored Merkle subtrees do not match the events"
-        )
-    check.size = edge.size
-    check.root_hash = edge.root()
-    for level in range(BLOCK_LEVEL, 64):
-        top = store._tree_frontier(level)
-        if top is not None and (top.idx + 1) << level > check.size:
-            check.stored_problems.append(
-                f"the stored Merkle subtree of leaves [{top.idx << level}, "
-                f"{(top.idx + 1) << level}) covers events the log does not hold (events "
-                f"deleted, or the store rolled back; the log holds {check.size})"
-            )
-    return check
 
 
 def checkpoint_problem(check: TreeCheck, checkpoint: Checkpoint) -> str | None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from chatledger.errors import IntegrityError, NotFoundError
 from chatledger.events import EventStore
+from chatledger.proofs.checkpoint import read_checkpoint_file
 from chatledger.proofs.merkle import (
     EMPTY_ROOT,
     MemoryTree,
@@ -18,7 +20,9 @@ from chatledger.proofs.merkle import (
     verify_inclusion,
 )
 from chatledger.proofs.merkle import leaf_hash as rfc_leaf_hash
-from chatledger.proofs.tree import StoreTree, check_tree
+from chatledger.proofs.note import Signer
+from chatledger.proofs.sinks import FileSink
+from chatledger.proofs.tree import StoreTree, check_tree, checkpoint_problem
 from tests.store_contract import events_after, message, new_id, started
 
 StoreFactory = Callable[[], EventStore]
@@ -182,3 +186,26 @@ def test_a_changed_stored_subtree_is_named_by_check_tree_and_plain_verify(
     assert any("[256, 512)" in problem for problem in check.stored_problems)
     report = store.verify()
     assert any("[256, 512)" in str(problem) for problem in report.problems), report.problems
+
+
+def test_a_periodic_checkpointer_signs_the_store_as_it_grows(
+    make_store: StoreFactory, tmp_path: Path
+) -> None:
+    store = make_store()
+    signer = Signer.generate("chatledger.test/periodic")
+    path = tmp_path / "checkpoints"
+    tree = StoreTree(store)
+    with tree.checkpointer(signer, [FileSink(path)], every_events=100, poll_seconds=0.02):
+        for _ in range(5):
+            add_conversation(store, 120)
+            deadline = time.monotonic() + 30
+            while not path.exists() or read_checkpoint_file(path, [signer.verifier])[-1].size < sum(
+                info.version for info in store.conversations()
+            ):
+                assert time.monotonic() < deadline, "no checkpoint of the new events"
+                time.sleep(0.02)
+    signed = read_checkpoint_file(path, [signer.verifier])
+    sizes = [item.size for item in signed]
+    assert sizes == sorted(sizes) and sizes[-1] == 600 and len(sizes) >= 5
+    check = check_tree(store, sizes)
+    assert [checkpoint_problem(check, item.checkpoint) for item in signed] == [None] * len(signed)
