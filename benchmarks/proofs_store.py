@@ -199,6 +199,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["stored_bytes_per_event"] = round(stored * (32 + 16) / size, 3)
     result.update(append_overhead(store, signer, folder, args.blocks, args.per_block))
     store.close()
+    if args.postgres:
+        import psycopg
+
+        schema = getattr(store, "schema", "")
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')  # the benchmark's own schema
     return result
 
 

@@ -84,6 +84,7 @@ class StoreTree:
     def __init__(self, store: EventStore) -> None:
         self.store = store
         self._lock = threading.Lock()
+        self._known: TreeHead | None = None  # the head the last update() returned
 
     # -- the HashSource protocol -----------------------------------------------------------
 
@@ -146,7 +147,8 @@ class StoreTree:
                 after = rows[-1][0]
                 if len(rows) < BATCH:
                     break
-            return edge.head()
+            self._known = edge.head()
+            return self._known
 
     def head(self) -> TreeHead:
         """The size and root of the tree of every event (after :meth:`update`)."""
@@ -229,9 +231,15 @@ class StoreTree:
     ) -> tuple[InclusionProof, LocatedEvent]:
         """The proof that event ``event_id`` is in the tree of ``size`` leaves (default:
         the whole tree now), with where the event is."""
-        head = self.update()
+        head, fresh = self._head_for(size)
         size = self._checked_size(size, head)
-        event = self._locate(event_id)
+        try:
+            event = self._locate(event_id)
+        except NotFoundError:
+            if fresh:
+                raise
+            self.update()  # the event may be newer than the tree this object last saw
+            event = self._locate(event_id)
         if event.leaf_index >= size:
             raise NotFoundError(
                 f"event {event_id!r} is leaf {event.leaf_index} of the tree, after the "
@@ -242,7 +250,7 @@ class StoreTree:
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         """The proof that the tree of ``new_size`` leaves (default: now) extends the tree
         of ``old_size`` leaves."""
-        head = self.update()
+        head, _ = self._head_for(new_size)
         new_size = self._checked_size(new_size, head)
         self._checked_size(old_size, head)
         return consistency_proof(self, old_size, new_size)
@@ -251,8 +259,17 @@ class StoreTree:
         """The root of the tree of the first ``size`` leaves (from the stored subtrees)."""
         from .merkle import root
 
-        head = self.update()
+        head, _ = self._head_for(size)
         return root(self, self._checked_size(size, head))
+
+    def _head_for(self, size: int | None) -> tuple[TreeHead, bool]:
+        """The head this object last saw when it covers ``size`` (the stored subtrees of
+        the first ``size`` leaves are then all kept); else a fresh :meth:`update`. And
+        whether it is fresh."""
+        known = self._known
+        if size is not None and known is not None and size <= known.size:
+            return known, False
+        return self.update(), True
 
     def _checked_size(self, size: int | None, head: TreeHead) -> int:
         if size is None:
