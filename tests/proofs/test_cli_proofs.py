@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,48 @@ def test_errors_name_what_to_do(db: Path, signer: tuple[Signer, Path], tmp_path:
         first = store.read(cid)[0].event_id
     result = run(other, "prove", first, "--checkpoint", str(head))
     assert result.exit_code == 1 and "fewer than the 9" in result.output
+
+
+def test_an_export_with_proofs_imports_and_a_changed_proof_fails_the_example(
+    db: Path, signer: tuple[Signer, Path], tmp_path: Path
+) -> None:
+    key, path = signer
+    head = tmp_path / "head"
+    assert run(db, "checkpoint", "--key", str(path), "-o", str(head)).exit_code == 0
+    with SQLiteStore(db) as store:
+        cid = store.read_all()[0].conversation_id
+        store.append(cid, [message(3)], expected_version=3)  # after the checkpoint
+    export = tmp_path / "export.jsonl"
+    result = run(db, "export", cid, "--proofs", "--checkpoint", str(head), "-o", str(export))
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in export.read_text().splitlines()]
+    assert [("proof" in line) for line in lines] == [True, True, True, False]
+    example = Path(__file__).resolve().parents[2] / "examples" / "verify_export.py"
+    vkey = key.verifier.verifier_key
+
+    def check(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(example), str(export), *extra],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    done = check("--checkpoint", str(head), "--verifier-key", vkey)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 proven in the checkpoint of 9 events, 1 after it, 0 problems" in done.stdout
+    other = Signer.generate("chatledger.test/cli").verifier.verifier_key
+    refused = check("--checkpoint", str(head), "--verifier-key", other)
+    assert refused.returncode == 1 and "PROBLEM the checkpoint" in refused.stdout
+    lines[1]["proof"]["leaf_index"] += 1
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    failed = check("--checkpoint", str(head), "--verifier-key", vkey)
+    assert failed.returncode == 1
+    assert f"{cid} v2: not in the log the checkpoint signed" in failed.stdout
+    assert check().returncode == 0  # the chains alone still verify: only the proof changed
+
+    imported = run(tmp_path / "copy.db", "import", str(export))
+    assert imported.exit_code == 0, imported.output
+    with SQLiteStore(tmp_path / "copy.db") as copy:
+        # (the import closes the turn the export left open with one more event)
+        assert [e.event_id for e in copy.read(cid)][:4] == [line["event_id"] for line in lines]
