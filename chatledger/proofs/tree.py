@@ -201,6 +201,10 @@ class StoreTree:
         return self._locate(event_id)
 
     def _locate(self, event_id: str) -> LocatedEvent:
+        return self._locate_in_block(event_id)[0]
+
+    def _locate_in_block(self, event_id: str) -> tuple[LocatedEvent, _Block]:
+        """The event's place, and the leaves of its block of 256 (read to find it)."""
         if not isinstance(event_id, str) or not event_id:
             raise InvalidInputError("an event id is a non-empty string")
         found = self.store._rows_with_event_ids([event_id])
@@ -210,17 +214,18 @@ class StoreTree:
         before = self.store._tree_before(BLOCK_LEVEL, event.position)
         first = 0 if before is None else (before.idx + 1) << BLOCK_LEVEL
         after = 0 if before is None else before.last_position
-        for offset, (position, value) in enumerate(self.store._leaf_rows(after, _BLOCK)):
+        rows = self.store._leaf_rows(after, _BLOCK)
+        for offset, (position, value) in enumerate(rows):
             if position == event.position:
-                leaf = leaf_input(position, value)
-                return LocatedEvent(
+                located = LocatedEvent(
                     event.event_id,
                     event.conversation_id,
                     event.version,
                     event.position,
                     first + offset,
-                    leaf,
+                    leaf_input(position, value),
                 )
+                return located, _Block(self, first, [leaf_input(p, v) for p, v in rows])
         raise NotFoundError(
             f"event {event_id!r} is not in the Merkle tree yet: it committed after a "
             "transaction that is still open; try again in a moment"
@@ -234,18 +239,18 @@ class StoreTree:
         head, fresh = self._head_for(size)
         size = self._checked_size(size, head)
         try:
-            event = self._locate(event_id)
+            event, block = self._locate_in_block(event_id)
         except NotFoundError:
             if fresh:
                 raise
             self.update()  # the event may be newer than the tree this object last saw
-            event = self._locate(event_id)
+            event, block = self._locate_in_block(event_id)
         if event.leaf_index >= size:
             raise NotFoundError(
                 f"event {event_id!r} is leaf {event.leaf_index} of the tree, after the "
                 f"{size} a tree of that size holds: prove it against a newer checkpoint"
             )
-        return inclusion_proof(self, event.leaf_index, size), event
+        return inclusion_proof(block, event.leaf_index, size), event
 
     def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
         """The proof that the tree of ``new_size`` leaves (default: now) extends the tree
@@ -290,6 +295,24 @@ def _row(
 ) -> TreeRow:
     last_leaf = ((index + 1) << level) - 1
     return TreeRow(level, index, value, int(rows[last_leaf - start][0]))
+
+
+class _Block:
+    """A :class:`StoreTree` with the leaves of one block already read (one proof's
+    worth: the proof of a leaf needs the other leaves of its block)."""
+
+    def __init__(self, tree: StoreTree, first: int, inputs: list[bytes]) -> None:
+        self.tree, self.first, self.inputs = tree, first, inputs
+
+    def subtree_hashes(self, nodes: Collection[Node]) -> Mapping[Node, bytes]:
+        return self.tree.subtree_hashes(nodes)
+
+    def leaf_hashes(self, start: int, end: int) -> Sequence[bytes]:
+        if self.first <= start and end <= self.first + len(self.inputs):
+            return [
+                leaf_hash(value) for value in self.inputs[start - self.first : end - self.first]
+            ]
+        return self.tree.leaf_hashes(start, end)
 
 
 def checkpoint_problem(check: TreeCheck, checkpoint: Checkpoint) -> str | None:
