@@ -176,6 +176,7 @@ class ModelCallStarted(EventData, frozen=True, kw_only=True, omit_defaults=True)
     contents_count: int = 0
     contents_sha256: str = ""
     transport: str = ""
+    endpoint: str = ""
 
 
 class ModelResponded(EventData, frozen=True, kw_only=True, omit_defaults=True):
