@@ -257,6 +257,10 @@ def resolve_vertex(
     ) or (DEFAULT_VERTEX_API_VERSION if not env_version or env_version == "beta" else env_version)
     if chosen_key:
         chosen_key = chosen_key.strip()
+    elif chosen_project or chosen_location:
+        # An access token will be needed: say now, not at the first send, if google-auth
+        # (and the requests transport its refresh uses) is missing.
+        _google_auth()
     if credentials is not None:
         _register_credentials(credentials)
     return VertexSettings(
