@@ -60,22 +60,28 @@ def static_credentials(token: str = TOKEN) -> Credentials:
     return Credentials(token=token, quota_project_id=QUOTA_PROJECT)  # type: ignore[no-untyped-call]
 
 
-def refreshable_credentials(token_uri: str, token: str | None = None) -> Credentials:
+def refreshable_credentials(
+    token_uri: str,
+    token: str | None = None,
+    *,
+    refresh_token: str = REFRESH_TOKEN,
+    client_secret: str = CLIENT_SECRET,
+) -> Credentials:
     """User credentials with a refresh token whose token endpoint is ``token_uri``
     (google-auth POSTs the refresh there); ``token`` None: no token yet."""
     return Credentials(  # type: ignore[no-untyped-call]
         token=token,
-        refresh_token=REFRESH_TOKEN,
+        refresh_token=refresh_token,
         client_id="test-client-id",
-        client_secret=CLIENT_SECRET,
+        client_secret=client_secret,
         token_uri=token_uri,
         quota_project_id=QUOTA_PROJECT,
     )
 
 
-def expired_credentials(token_uri: str, token: str = TOKEN) -> Credentials:
+def expired_credentials(token_uri: str, token: str = TOKEN, **secrets: str) -> Credentials:
     """:func:`refreshable_credentials` holding ``token``, expired an hour ago."""
-    credentials = refreshable_credentials(token_uri, token)
+    credentials = refreshable_credentials(token_uri, token, **secrets)
     # google-auth compares against a naive UTC time.
     credentials.expiry = datetime.datetime.now(datetime.timezone.utc).replace(
         tzinfo=None
