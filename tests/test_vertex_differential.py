@@ -188,6 +188,54 @@ def test_a_timeout_sends_the_same_server_timeout_header(
     assert led.requests[0].headers["x-server-timeout"] == "13"
 
 
+VERTEX_ONLY_CONFIG: dict[str, Any] = {
+    "temperature": 0.5,
+    "model_selection_config": {"feature_selection_preference": "PRIORITIZE_QUALITY"},
+    "model_armor_config": {"prompt_template_name": "projects/p/locations/l/templates/t"},
+    "audio_timestamp": True,
+    "routing_config": {"auto_mode": {"model_routing_preference": "BALANCED"}},
+}
+
+
+def test_vertex_only_config_fields_go_where_google_genai_puts_them(
+    vdiff: VertexDifferential,
+) -> None:
+    """``model_selection_config`` becomes ``generationConfig.modelConfig``,
+    ``model_armor_config`` a top-level ``modelArmorConfig``, as google-genai sends them."""
+    g, led = vdiff.run(
+        [text_response("ok")],
+        lambda chat, t: chat.send_message("hi").text,
+        model=MODEL,
+        config=VERTEX_ONLY_CONFIG,
+    )
+    assert_same_requests(g, led)
+    body = led.requests[0].body
+    assert body["modelArmorConfig"] == VERTEX_ONLY_CONFIG["model_armor_config"]
+    assert body["generationConfig"] == {
+        "temperature": 0.5,
+        "modelConfig": {"feature_selection_preference": "PRIORITIZE_QUALITY"},
+        "audioTimestamp": True,
+        "routingConfig": {"auto_mode": {"model_routing_preference": "BALANCED"}},
+    }
+
+
+@pytest.mark.parametrize("field", ["store", "enable_enhanced_civic_answers"])
+def test_a_developer_api_only_field_is_refused_by_both(
+    field: str, vdiff: VertexDifferential
+) -> None:
+    """google-genai raises ValueError before sending; chatledger refuses the chat before
+    anything is recorded."""
+    config = {field: True}
+    with pytest.raises(ValueError, match="only supported in Gemini Developer API"):
+        vdiff.genai.chats.create(model=MODEL, config=config).send_message("hi")  # type: ignore[arg-type]
+    with pytest.raises(
+        chatledger.InvalidInputError, match="only supported by the Gemini Developer API"
+    ):
+        vdiff.ledger.chats.create(model=MODEL, config=config)
+    assert vdiff.ledger.chats.list() == []
+    assert vdiff.server.requests == []
+
+
 # =========================================================================== streams
 
 

@@ -35,7 +35,12 @@ from ._summaries import BranchNode, ChatSummary
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport, check_model_name
-from .transports.vertex import VertexSettings, VertexTransport, resolve_vertex
+from .transports.vertex import (
+    VertexSettings,
+    VertexTransport,
+    check_vertex_config,
+    resolve_vertex,
+)
 
 __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
 
@@ -249,6 +254,12 @@ class Client:
             check_model_name(model)  # refused now, not at the first send
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
+        if (
+            self.vertex is not None
+            and self._transport_override is None
+            and transport_kind(model, self.http_options) == "gemini"
+        ):
+            check_vertex_config(config_wire)
         history_wire = history_to_wire(history)
         # The transport is built now, its settings (base_url, ...) checked: a chat that
         # could never send is refused before anything is written.

@@ -34,8 +34,9 @@ from typing import Any
 from urllib.parse import quote
 
 from ..._version import __version__
-from ...errors import ChatledgerError, InvalidInputError, ModelConnectionError, register_secret
+from ...errors import ChatledgerError, InvalidInputError, ModelConnectionError
 from ...types import HttpOptions
+from ._credentials import register_credentials
 from .base import ModelRequest
 from .gemini import GeminiTransport, check_model_name
 
@@ -43,8 +44,10 @@ __all__ = [
     "CLOUD_PLATFORM_SCOPE",
     "VertexSettings",
     "VertexTransport",
+    "check_vertex_config",
     "load_default_credentials",
     "resolve_vertex",
+    "vertex_body",
     "vertex_model_path",
 ]
 
@@ -75,14 +78,6 @@ def _google_auth() -> Any:
     return google.auth
 
 
-def _register_credentials(credentials: Any) -> None:
-    """The secrets a credentials object holds, masked everywhere from now on."""
-    for attribute in ("token", "refresh_token", "client_secret", "_refresh_token"):
-        value = getattr(credentials, attribute, None)
-        if isinstance(value, str):
-            register_secret(value)
-
-
 def load_default_credentials(project: str | None) -> tuple[Any, str]:
     """Application Default Credentials and their project, as google-genai's
     ``load_auth`` finds them (``google.auth.default`` with the cloud-platform scope).
@@ -96,7 +91,7 @@ def load_default_credentials(project: str | None) -> tuple[Any, str]:
             "`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
             f"({exc})"
         ) from None
-    _register_credentials(credentials)
+    register_credentials(credentials)
     project = project or found
     if not project:
         raise InvalidInputError(
@@ -262,7 +257,7 @@ def resolve_vertex(
         # (and the requests transport its refresh uses) is missing.
         _google_auth()
     if credentials is not None:
-        _register_credentials(credentials)
+        register_credentials(credentials)
     return VertexSettings(
         project=chosen_project,
         location=chosen_location,
@@ -271,6 +266,67 @@ def resolve_vertex(
         base_url=base_url,
         api_version=api_version,
     )
+
+
+# Config fields only Vertex AI has, and where google-genai 3.3.0 puts them in the body:
+# kept by chatledger's config as given (unknown fields), moved here as
+# ``_GenerateContentConfig_to_vertex`` moves them.
+_VERTEX_GENERATION_FIELDS: dict[str, str] = {
+    "routing_config": "routingConfig",
+    "routingConfig": "routingConfig",
+    "model_selection_config": "modelConfig",
+    "modelSelectionConfig": "modelConfig",
+    "audio_timestamp": "audioTimestamp",
+    "audioTimestamp": "audioTimestamp",
+}
+_VERTEX_TOP_LEVEL_FIELDS: dict[str, str] = {
+    "model_armor_config": "modelArmorConfig",
+    "modelArmorConfig": "modelArmorConfig",
+    "generation_output_config": "outputConfig",
+    "generationOutputConfig": "outputConfig",
+}
+#: Config fields the Gemini Developer API has and Vertex AI refuses (google-genai raises).
+DEVELOPER_API_ONLY_FIELDS = frozenset(
+    {"store", "enable_enhanced_civic_answers", "enableEnhancedCivicAnswers"}
+)
+
+
+def check_vertex_config(config: dict[str, Any] | None) -> None:
+    """Refuse a (wire) config holding a field Vertex AI does not support, as
+    google-genai 3.3.0 does, before anything is recorded."""
+    found = sorted(DEVELOPER_API_ONLY_FIELDS.intersection(config or {}))
+    if found:
+        raise InvalidInputError(
+            f"{found[0]} is only supported by the Gemini Developer API, not by Vertex AI: "
+            "remove it from the config, or make the client without vertexai=True"
+        )
+
+
+def vertex_body(body: dict[str, Any]) -> dict[str, Any]:
+    """A Gemini API request body with Vertex AI's own config fields where Vertex AI
+    (and google-genai) put them (``model_selection_config`` as
+    ``generationConfig.modelConfig``, ``model_armor_config`` and
+    ``generation_output_config`` at the top level as ``modelArmorConfig`` and
+    ``outputConfig``)."""
+    generation = body.get("generationConfig")
+    if not isinstance(generation, dict):
+        return body
+    check_vertex_config(generation)
+    if not any(k in _VERTEX_GENERATION_FIELDS or k in _VERTEX_TOP_LEVEL_FIELDS for k in generation):
+        return body
+    moved: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    for key, value in generation.items():
+        if key in _VERTEX_TOP_LEVEL_FIELDS:
+            moved[_VERTEX_TOP_LEVEL_FIELDS[key]] = value
+        else:
+            kept[_VERTEX_GENERATION_FIELDS.get(key) or key] = value
+    result = {**body, **moved}
+    if kept:
+        result["generationConfig"] = kept
+    else:
+        del result["generationConfig"]
+    return result
 
 
 def _is_resource_id(value: str) -> bool:
@@ -328,6 +384,9 @@ class VertexTransport(GeminiTransport):
         """Whether requests carry an access token (else the express-mode API key)."""
         return bool(self.vertex.project or self.vertex.location) and not self._api_key
 
+    def request_body(self, request: ModelRequest, *, stream: bool) -> dict[str, Any]:
+        return vertex_body(request.body())
+
     def url(self, model: str, method: str) -> str:
         path = vertex_model_path(model)
         if not path.startswith("projects/") and (self.vertex.project or self.vertex.location):
@@ -353,12 +412,12 @@ class VertexTransport(GeminiTransport):
             except Exception as exc:
                 # google-auth's errors may quote a token endpoint's answer: masked, and
                 # only its type and message kept.
-                _register_credentials(self._credentials)
+                register_credentials(self._credentials)
                 raise ModelConnectionError(
                     f"could not get a Vertex AI access token ({type(exc).__name__}: {exc}); "
                     "check the credentials (gcloud auth application-default login)"
                 ) from None
-            _register_credentials(credentials)
+            register_credentials(credentials)
             token = credentials.token
             if not isinstance(token, str) or not token:
                 raise ModelConnectionError(
