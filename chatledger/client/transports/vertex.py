@@ -437,9 +437,9 @@ class VertexTransport(GeminiTransport):
 
     def headers(self, *, stream: bool) -> dict[str, str]:
         """google-genai's headers: JSON in, its telemetry headers (naming chatledger
-        and Python), ``X-Server-Timeout`` when there is a timeout, the credentials, then
-        ``http_options.headers``. No ``Accept`` (httpx sends ``*/*``, as for
-        google-genai)."""
+        and Python), ``X-Server-Timeout`` when there is a timeout, the credentials and
+        ``http_options.headers`` in google-genai's order. No ``Accept`` (httpx sends
+        ``*/*``, as for google-genai)."""
         python = "gl-python/" + sys.version.split()[0]
         headers = {
             "Content-Type": "application/json",
@@ -450,8 +450,14 @@ class VertexTransport(GeminiTransport):
             headers["X-Server-Timeout"] = str(math.ceil(self._options.timeout / 1000))
         if self.endpoint.basic_auth:
             headers["Authorization"] = self.endpoint.basic_auth
-        headers.update(self._options.headers or {})
-        headers.update(self.key_headers())
+        if self.uses_token:
+            # As google-genai: the token is set last, over any Authorization header given.
+            headers.update(self._options.headers or {})
+            headers.update(self.key_headers())
+        else:
+            # As google-genai: http_options.headers may replace the express-mode key header.
+            headers.update(self.key_headers())
+            headers.update(self._options.headers or {})
         return headers
 
     # ----------------------------------------------------------------- async
