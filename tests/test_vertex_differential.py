@@ -30,10 +30,13 @@ import chatledger
 from chatledger.client.transports.vertex import VertexTransport
 from chatledger.events.kinds import ModelCallStarted
 from tests.support.differential import (
+    FAILED_TURN_EVENTS,
     TURN_EVENTS,
     Run,
     assert_same,
     canonical_request,
+    error_signature,
+    http_error,
     model,
     sse,
     stream_texts,
@@ -234,6 +237,48 @@ def test_a_developer_api_only_field_is_refused_by_both(
         vdiff.ledger.chats.create(model=MODEL, config=config)
     assert vdiff.ledger.chats.list() == []
     assert vdiff.server.requests == []
+
+
+def test_extra_headers_and_the_credentials_in_google_genais_order(
+    gemini_server: GeminiServer, db_path: Path
+) -> None:
+    """``http_options.headers`` are sent by both; an ``Authorization`` header given
+    there is replaced by the access token, as google-genai replaces it."""
+    headers = {"X-Team": "ledger", "Authorization": "Bearer user-given-1234"}
+    vdiff = VertexDifferential(gemini_server, db_path, http_options={"headers": headers})
+    try:
+        g, led = vdiff.run(
+            [text_response("ok")], lambda chat, t: chat.send_message("hi").text, model=MODEL
+        )
+    finally:
+        vdiff.close()
+    assert_same_requests(g, led)
+    assert led.requests[0].headers["x-team"] == "ledger"
+    assert led.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+
+
+def test_an_error_from_vertex_is_the_same_error(vdiff: VertexDifferential) -> None:
+    """A 403 from Vertex AI: the same class, code, status and message from both; the
+    history is unchanged and chatledger records the failed call."""
+    message = "Permission 'aiplatform.endpoints.predict' denied on resource"
+
+    def script(chat: Any, t: Any) -> Any:
+        try:
+            chat.send_message("hi")
+        except Exception as exc:
+            return error_signature(exc)
+        return None
+
+    g, led = vdiff.run([http_error(403, "PERMISSION_DENIED", message)], script, model=MODEL)
+    assert g.observed == led.observed
+    assert led.observed is not None and led.observed[:3] == (
+        "ClientError",
+        403,
+        "PERMISSION_DENIED",
+    )
+    assert_same_requests(g, led)
+    assert led.full == g.full == []
+    assert led.events == ["conversation_started", *FAILED_TURN_EVENTS]
 
 
 # =========================================================================== streams
