@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google import genai
+from google.oauth2.credentials import Credentials
 
 import chatledger
 from chatledger.client.transports.vertex import VertexTransport
@@ -669,30 +672,68 @@ def test_model_names_map_to_the_same_resource_paths(gemini_server: GeminiServer)
     google_client.close()
 
 
+class RecordingCredentials(Credentials):
+    """google-auth user credentials that note which thread each refresh runs in."""
+
+    threads: list[int]
+
+    def refresh(self, request: Any) -> None:
+        self.threads.append(threading.get_ident())
+        super().refresh(request)  # type: ignore[no-untyped-call]
+
+
 def test_async_refresh_happens_off_the_event_loop(
     gemini_server: GeminiServer, db_path: Path
 ) -> None:
-    """An async chat refreshes an expired token in a worker thread, then sends it."""
-    token_uri = gemini_server.base_url + "/token"
-    credentials = expired_credentials(token_uri)
+    """An async chat refreshes an expired token in a worker thread (google-auth's refresh
+    is blocking I/O), not on the event loop's thread, then sends the new token."""
+    credentials = RecordingCredentials(  # type: ignore[no-untyped-call]
+        token="ya29.old-token-1234",
+        refresh_token="1//refresh-async-test",
+        client_id="test-client-id",
+        client_secret="client-secret-async-test",
+        token_uri=gemini_server.base_url + "/token",
+        expiry=datetime.datetime(2000, 1, 1),
+    )
+    credentials.threads = []
     fresh = "ya29.async-fresh-DO-NOT-LEAK-77"
     gemini_server.reply_json(token_reply(fresh))
     gemini_server.reply_text("hi")
+    loop_threads: list[int] = []
 
     async def main() -> str | None:
-        async with contextlib.aclosing(
-            chatledger.Client(
-                vertexai=True,
-                project=PROJECT,
-                location=LOCATION,
-                credentials=credentials,
-                http_options={"base_url": gemini_server.base_url},
-                store=str(db_path),
-            )
-        ) as ledger:
-            return (await ledger.aio.chats.create(model=MODEL).send_message("x")).text
+        loop_threads.append(threading.get_ident())
+        client = chatledger.Client(
+            vertexai=True,
+            project=PROJECT,
+            location=LOCATION,
+            credentials=credentials,
+            http_options={"base_url": gemini_server.base_url},
+            store=str(db_path),
+        )
+        async with contextlib.aclosing(client.aio):
+            return (await client.aio.chats.create(model=MODEL).send_message("x")).text
 
     assert asyncio.run(main()) == "hi"
     assert [r.path for r in gemini_server.requests] == ["/token", f"{RESOURCE}:generateContent"]
     assert gemini_server.requests[1].headers["authorization"] == f"Bearer {fresh}"
     assert credentials.token == fresh and not credentials.expired
+    assert len(credentials.threads) == 1 and credentials.threads != loop_threads
+
+
+def test_credentials_that_are_not_google_auth_credentials_are_refused() -> None:
+    with pytest.raises(chatledger.InvalidInputError, match=r"must be google\.auth credentials"):
+        chatledger.Client(vertexai=True, project=PROJECT, location=LOCATION, credentials="ya29.x")
+
+
+def test_a_developer_api_only_field_in_a_per_message_config_fails_the_call(
+    vdiff: VertexDifferential,
+) -> None:
+    """Given with one message, the field is refused when that call's request is made:
+    nothing is sent, the history is unchanged, the failed call is recorded."""
+    chat = vdiff.ledger.chats.create(model=MODEL)
+    with pytest.raises(chatledger.InvalidInputError, match="only supported by the Gemini"):
+        chat.send_message("hi", config={"store": True})
+    assert vdiff.server.requests == []
+    assert chat.get_history() == []
+    assert [e.type for e in chat.events()] == ["conversation_started", *FAILED_TURN_EVENTS]

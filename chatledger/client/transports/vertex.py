@@ -34,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..._version import __version__
-from ...errors import ChatledgerError, InvalidInputError, ModelConnectionError
+from ...errors import ChatledgerError, InvalidInputError, ModelConnectionError, register_secret
 from ...types import HttpOptions
 from ._credentials import register_credentials
 from .base import ModelRequest
@@ -167,6 +167,15 @@ def resolve_vertex(
         )
     if not vertexai:
         return None
+    if credentials is not None and not all(
+        hasattr(credentials, name) for name in ("token", "expired", "refresh")
+    ):
+        raise InvalidInputError(
+            f"credentials must be google.auth credentials (with token, expired and refresh), "
+            f"not {type(credentials).__name__}: for example google.oauth2.service_account."
+            "Credentials.from_service_account_file(...), or leave them out to use "
+            "Application Default Credentials"
+        )
     for name, value in (("project", project), ("location", location)):
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(
@@ -252,6 +261,7 @@ def resolve_vertex(
     ) or (DEFAULT_VERTEX_API_VERSION if not env_version or env_version == "beta" else env_version)
     if chosen_key:
         chosen_key = chosen_key.strip()
+        register_secret(chosen_key)
     elif chosen_project or chosen_location:
         # An access token will be needed: say now, not at the first send, if google-auth
         # (and the requests transport its refresh uses) is missing.
