@@ -17,16 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google import genai
+from google.auth.exceptions import DefaultCredentialsError
 from google.oauth2.credentials import Credentials
 
 import chatledger
@@ -58,6 +56,7 @@ from tests.support.vertex import (
     expired_credentials,
     refreshable_credentials,
     token_reply,
+    write_service_account_file,
 )
 
 MODES = ["token", "express"]
@@ -443,25 +442,8 @@ def test_application_default_credentials(
     """No credentials given: both load Application Default Credentials (a service
     account key file named by ``GOOGLE_APPLICATION_CREDENTIALS``) at the first call and
     get a token from its token endpoint (the loopback server), by a signed JWT grant."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    adc = tmp_path / "service-account.json"
-    adc.write_text(
-        json.dumps(
-            {
-                "type": "service_account",
-                "project_id": PROJECT,
-                "private_key_id": "test-key-id",
-                "private_key": pem,
-                "client_email": "ledger@ledger-test-project.iam.gserviceaccount.com",
-                "client_id": "1234",
-                "token_uri": gemini_server.base_url + "/token",
-            }
-        )
+    adc = write_service_account_file(
+        tmp_path / "service-account.json", gemini_server.base_url + "/token"
     )
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     options = {"base_url": gemini_server.base_url}
@@ -486,6 +468,39 @@ def test_application_default_credentials(
         **comparable_headers(requests["genai"][1], "genai"),
         "authorization": "Bearer ya29.adc-chatledger-DO-NOT-LEAK",
     }
+
+
+def test_the_project_of_application_default_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No project and no key: both take the project of ADC when the client is made,
+    with the location ``global`` (nothing is sent)."""
+    adc = write_service_account_file(tmp_path / "sa.json", "http://127.0.0.1:9/token", "adc-proj")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    google_client = genai.Client(vertexai=True)
+    api = google_client._api_client
+    with chatledger.Client(vertexai=True) as ledger:
+        assert ledger.vertex is not None
+        assert (ledger.vertex.project, ledger.vertex.location) == (api.project, api.location)
+        assert (ledger.vertex.project, ledger.vertex.location) == ("adc-proj", "global")
+        assert ledger.vertex.base_url == api._http_options.base_url
+        assert type(ledger.vertex.credentials) is type(api._credentials)
+    google_client.close()
+
+
+def test_no_application_default_credentials_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADC needed but not found: google-genai raises google-auth's
+    DefaultCredentialsError; chatledger an InvalidInputError saying what to do."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(DefaultCredentialsError):
+        genai.Client(vertexai=True)
+    with pytest.raises(chatledger.InvalidInputError) as raised:
+        chatledger.Client(vertexai=True)
+    message = str(raised.value)
+    assert "no Google Cloud credentials for Vertex AI" in message
+    assert "gcloud auth application-default login" in message
 
 
 # =========================================================================== events

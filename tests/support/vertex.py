@@ -17,10 +17,13 @@ its client is made) and the library's own name and version in ``user-agent`` and
 from __future__ import annotations
 
 import datetime
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google import genai
 from google.oauth2.credentials import Credentials
 
@@ -40,6 +43,7 @@ __all__ = [
     "refreshable_credentials",
     "static_credentials",
     "token_reply",
+    "write_service_account_file",
 ]
 
 TOKEN = "ya29.vertex-test-token-DO-NOT-LEAK-7e31"
@@ -87,6 +91,29 @@ def expired_credentials(token_uri: str, token: str = TOKEN, **secrets: str) -> C
         tzinfo=None
     ) - datetime.timedelta(hours=1)
     return credentials
+
+
+def write_service_account_file(path: Path, token_uri: str, project: str = PROJECT) -> Path:
+    """A service account key file (a fresh RSA key) whose token endpoint is
+    ``token_uri``: what ``GOOGLE_APPLICATION_CREDENTIALS`` names for ADC. google-auth
+    gets its token by POSTing a JWT it signs with the key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": "test-key-id",
+        "private_key": pem,
+        "client_email": f"ledger@{project}.iam.gserviceaccount.com",
+        "client_id": "1234",
+        "token_uri": token_uri,
+    }
+    path.write_text(json.dumps(info))
+    return path
 
 
 def token_reply(access_token: str) -> dict[str, Any]:
