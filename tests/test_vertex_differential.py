@@ -241,13 +241,19 @@ def test_a_developer_api_only_field_is_refused_by_both(
     assert vdiff.server.requests == []
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_extra_headers_and_the_credentials_in_google_genais_order(
-    gemini_server: GeminiServer, db_path: Path
+    mode: str, gemini_server: GeminiServer, db_path: Path
 ) -> None:
     """``http_options.headers`` are sent by both; an ``Authorization`` header given
-    there is replaced by the access token, as google-genai replaces it."""
-    headers = {"X-Team": "ledger", "Authorization": "Bearer user-given-1234"}
-    vdiff = VertexDifferential(gemini_server, db_path, http_options={"headers": headers})
+    there is replaced by the access token, and an ``x-goog-api-key`` header replaces
+    the express-mode key, as in google-genai."""
+    headers = {
+        "X-Team": "ledger",
+        "Authorization": "Bearer user-given-1234",
+        "x-goog-api-key": "header-key-5678",
+    }
+    vdiff = VertexDifferential(gemini_server, db_path, mode=mode, http_options={"headers": headers})
     try:
         g, led = vdiff.run(
             [text_response("ok")], lambda chat, t: chat.send_message("hi").text, model=MODEL
@@ -255,8 +261,13 @@ def test_extra_headers_and_the_credentials_in_google_genais_order(
     finally:
         vdiff.close()
     assert_same_requests(g, led)
-    assert led.requests[0].headers["x-team"] == "ledger"
-    assert led.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
+    sent = led.requests[0].headers
+    assert sent["x-team"] == "ledger"
+    if mode == "token":
+        assert sent["authorization"] == f"Bearer {TOKEN}"
+    else:
+        assert sent["authorization"] == "Bearer user-given-1234"
+    assert sent["x-goog-api-key"] == "header-key-5678"
 
 
 def test_an_error_from_vertex_is_the_same_error(vdiff: VertexDifferential) -> None:
