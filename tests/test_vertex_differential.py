@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -763,3 +765,18 @@ def test_a_developer_api_only_field_in_a_per_message_config_fails_the_call(
     assert vdiff.server.requests == []
     assert chat.get_history() == []
     assert [e.type for e in chat.events()] == ["conversation_started", *FAILED_TURN_EVENTS]
+
+
+def test_google_auth_is_imported_only_when_used() -> None:
+    """``import chatledger`` (and a Gemini API or express-mode client) never imports
+    google-auth: the ``vertex`` extra is optional."""
+    code = (
+        "import sys, chatledger\n"
+        "chatledger.Client(vertexai=True, api_key='express-key-1234').close()\n"
+        "chatledger.Client(api_key='gemini-key-1234').close()\n"
+        "print('google.auth' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False", result.stderr
