@@ -611,6 +611,15 @@ CASES: list[Any] = [
         {}, {"GOOGLE_GENAI_USE_VERTEXAI": "false", "GOOGLE_API_KEY": "k"}, id="env-switch-off"
     ),
     pytest.param(
+        {"enterprise": True, "project": "p1", "location": "us-east4"}, {}, id="enterprise"
+    ),
+    pytest.param(
+        {"enterprise": False, "vertexai": False}, {"GOOGLE_API_KEY": "k"}, id="enterprise-agrees"
+    ),
+    pytest.param(
+        {"enterprise": True, "vertexai": False, "project": "p1"}, {}, id="enterprise-conflict"
+    ),
+    pytest.param(
         {"vertexai": True, "project": "p1", "location": "us-central1"},
         {"GOOGLE_GENAI_API_VERSION": "v1"},
         id="api-version-env",

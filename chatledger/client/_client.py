@@ -94,7 +94,7 @@ class Client:
     ``google.auth`` credentials object; Application Default Credentials when not given),
     or with an API key alone (express mode), chosen as google-genai 3.3.0 chooses them.
     Gemini models are then served by Vertex AI; ``local`` and OpenAI-compatible models
-    are unaffected.
+    are unaffected. ``enterprise`` is google-genai's newer name for ``vertexai``.
     """
 
     def __init__(
@@ -111,11 +111,17 @@ class Client:
         project: str | None = None,
         location: str | None = None,
         credentials: Any = None,
+        enterprise: bool | None = None,
     ) -> None:
         self.http_options = _parse_http_options(http_options)
         #: How Vertex AI is reached, or None for the Gemini Developer API.
+        if enterprise is not None and vertexai is not None and enterprise != vertexai:
+            raise InvalidInputError(
+                "enterprise and vertexai have conflicting values: set enterprise only "
+                "(it is google-genai's newer name for vertexai)"
+            )
         self.vertex: VertexSettings | None = resolve_vertex(
-            vertexai=vertexai,
+            vertexai=enterprise if enterprise is not None else vertexai,
             api_key=api_key,
             credentials=credentials,
             project=project,
