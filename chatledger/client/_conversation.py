@@ -316,6 +316,7 @@ class Conversation:
         IN_FLIGHT.discard((self.store.location, self.id, turn.number))
 
     def _call_started(self, turn: Turn, contents: list[dict[str, Any]]) -> ModelCallStarted:
+        transport = self.settings.transport_for(self.history.model)
         return ModelCallStarted(
             turn=turn.number,
             model=self.history.model,
@@ -324,7 +325,8 @@ class Conversation:
             config=turn.override,
             contents_count=len(contents),
             contents_sha256=contents_digest(contents),
-            transport=self.settings.transport_for(self.history.model).name,
+            transport=transport.name,
+            endpoint=transport.endpoint_kind,
         )
 
     def transport(self) -> Transport:
