@@ -85,6 +85,8 @@ class StoreTree:
         self.store = store
         self._lock = threading.Lock()
         self._known: TreeHead | None = None  # the head the last update() returned
+        self._edge: CompactRange | None = None  # its right edge, and the position of its
+        self._after = 0  # last leaf: the next update reads only the events after it
 
     # -- the HashSource protocol -----------------------------------------------------------
 
@@ -120,18 +122,22 @@ class StoreTree:
     def update(self) -> TreeHead:
         """Extend the stored tree with every event appended since; return its head.
 
-        Costs O(N + log size) for N new events: the right edge is read from about
-        ``log2(size)`` stored subtrees, and only the events after the last complete block
-        of 256 are read and hashed.
+        Costs O(N + log size) for N new events: the first call reads the right edge from
+        about ``log2(size)`` stored subtrees and the events after the last complete block
+        of 256; later calls on this object keep the edge in memory and read only the
+        events appended since (one query when there are none).
         """
         store = self.store
         with self._lock:
-            frontier = store._tree_frontier(BLOCK_LEVEL)
-            if frontier is None:
-                edge, after = CompactRange(), 0
+            if self._edge is not None:
+                edge, after = self._edge.copy(), self._after
             else:
-                edge = CompactRange.from_source(self, (frontier.idx + 1) << BLOCK_LEVEL)
-                after = frontier.last_position
+                frontier = store._tree_frontier(BLOCK_LEVEL)
+                if frontier is None:
+                    edge, after = CompactRange(), 0
+                else:
+                    edge = CompactRange.from_source(self, (frontier.idx + 1) << BLOCK_LEVEL)
+                    after = frontier.last_position
             while True:
                 rows = store._leaf_rows(after, BATCH)
                 if not rows:
@@ -147,6 +153,7 @@ class StoreTree:
                 after = rows[-1][0]
                 if len(rows) < BATCH:
                     break
+            self._edge, self._after = edge, after
             self._known = edge.head()
             return self._known
 
