@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -215,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         append_overhead(store, signer, folder, args.blocks, args.per_block, args.poll, args.every)
     )
     store.close()
+    shutil.rmtree(folder, ignore_errors=True)  # the log file: up to 0.5 GB at 1M events
     if args.postgres:
         import psycopg
 
