@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from chatledger.errors import IntegrityError, NotFoundError
 from chatledger.events import EventStore
+from chatledger.events.postgres import PostgresStore
 from chatledger.proofs.checkpoint import read_checkpoint_file
 from chatledger.proofs.merkle import (
     EMPTY_ROOT,
@@ -24,6 +26,7 @@ from chatledger.proofs.note import Signer
 from chatledger.proofs.sinks import FileSink
 from chatledger.proofs.tree import StoreTree, check_tree, checkpoint_problem
 from tests.store_contract import events_after, message, new_id, started
+from tests.support.postgres import connect
 
 StoreFactory = Callable[[], EventStore]
 
@@ -209,3 +212,30 @@ def test_a_periodic_checkpointer_signs_the_store_as_it_grows(
     assert sizes == sorted(sizes) and sizes[-1] == 600 and len(sizes) >= 5
     check = check_tree(store, sizes)
     assert [checkpoint_problem(check, item.checkpoint) for item in signed] == [None] * len(signed)
+
+
+@pytest.mark.postgres
+def test_postgres_keeps_events_of_later_transactions_out_while_an_older_one_is_open(
+    postgres_url: str,
+) -> None:
+    """A transaction that took its id first could still commit an event with a lower
+    position: until it ends, nothing after it enters the tree (read_all's horizon)."""
+    schema = f"proofs_{uuid.uuid4().hex[:12]}"
+    with PostgresStore(postgres_url, schema=schema, pool_min=0, pool_max=2) as store:
+        add_conversation(store, 300)
+        tree = StoreTree(store)
+        assert tree.update().size == 300
+        with connect(postgres_url) as older:
+            older.autocommit = False
+            older.execute("SELECT pg_current_xact_id()")  # an id, older than what follows
+            cid = new_id()
+            store.append(cid, [started(), message(1)], expected_version=0)
+            assert StoreTree(store).update().size == 300
+            with pytest.raises(NotFoundError, match="not in the Merkle tree yet"):
+                StoreTree(store).inclusion_proof(store.read(cid)[1].event_id)
+            older.rollback()
+        deadline = time.monotonic() + 60
+        while tree.update().size != 302:
+            assert time.monotonic() < deadline, "the events never entered the tree"
+            time.sleep(0.1)
+        assert tree.update() == memory_tree(store).head()
