@@ -144,6 +144,10 @@ def test_errors_name_what_to_do(db: Path, signer: tuple[Signer, Path], tmp_path:
     assert run(db, "checkpoint", "--key", str(path), "-o", str(head)).exit_code == 0
     result = run(db, "verify", "--checkpoint", str(head))
     assert result.exit_code == 1 and "--verifier-key" in result.output
+    given = key.private_key_string()
+    result = run(db, "verify", "--checkpoint", str(head), "--verifier-key", given)
+    assert result.exit_code == 1 and "not a verifier key" in result.output
+    assert secret_of(key) not in result.output
     result = run(
         db,
         "verify",
