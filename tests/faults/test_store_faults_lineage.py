@@ -142,3 +142,26 @@ def test_the_cli_tree_and_diff_say_what_is_wrong(tmp_path: Path, damage: str) ->
         assert result.exit_code == 1, (args, result.output)
         assert "Error:" in result.output and named in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("damage", ["missing", "cycle"])
+def test_chatledger_serve_answers_with_the_error(tmp_path: Path, damage: str) -> None:
+    """The server's pages and API walk the same parents: a clear 500 naming the damage,
+    never a request that hangs."""
+    from tests.serve.support import serve_in_thread
+
+    with chatledger.SQLiteStore(tmp_path / "served.db") as store:
+        cid, named = damaged(store, damage)
+        client = chatledger.Client(store=store, transport=ScriptedTransport(), actor="lineage")
+        with serve_in_thread(client) as served:
+            for path in (
+                f"/api/conversations/{cid}",
+                f"/api/conversations/{cid}/history",
+                f"/api/conversations/{cid}/tree",
+                f"/api/conversations/{cid}/export",
+            ):
+                response = served.http.get(path, timeout=HANG)
+                assert response.status_code == 500, (path, response.text)
+                error = response.json()["error"]
+                assert error["type"] == "IntegrityError" and named in error["message"], path
+    ledger.record("store", f"damaged-lineage-{damage}/serve", faults=4)
