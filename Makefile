@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 # The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
-DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette
+DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette,otel
 
 # llama-cpp-python builds llama.cpp from source. chatledger loads only libllama and
 # libggml* in process, so the multimodal library (mtmd, LLAVA_BUILD) and llama.cpp's

@@ -322,9 +322,10 @@ class Chat(_BaseChat):
         for index, call in enumerate(calls):
             conversation.record_function_calls(turn, [(index, call)])
             func = turn.functions.get(str(call.get("name")))
-            outcome = (
-                run_function(func, call["args"]) if func else unknown_function(call.get("name"))
-            )
+            with conversation.running_function(turn, index):
+                outcome = (
+                    run_function(func, call["args"]) if func else unknown_function(call.get("name"))
+                )
             conversation.record_function_results(turn, [(index, call, outcome)])
 
     def rewind(self) -> tuple[Content, Content]:
@@ -494,7 +495,8 @@ class AsyncChat(_BaseChat):
             func = turn.functions.get(str(call.get("name")))
             if func is None:
                 return index, call, unknown_function(call.get("name"))
-            return index, call, await run_function_async(func, call.get("args") or {})
+            with conversation.running_function(turn, index):
+                return index, call, await run_function_async(func, call.get("args") or {})
 
         results = await asyncio.gather(*(call_one(index, call) for index, call in indexed))
         await asyncio.to_thread(conversation.record_function_results, turn, list(results))

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -108,6 +109,10 @@ class Turn:
         self.attempt = 1
         self.started = time.perf_counter()
         self.final: dict[str, Any] | None = None
+        # Its spans, when OpenTelemetry is on (chatledger/client/_telemetry.py).
+        self.trace: Any = None
+        # Function call index -> error.type of a call that failed (for its span).
+        self.function_errors: dict[int, str] = {}
 
 
 class Conversation:
@@ -175,12 +180,19 @@ class Conversation:
             metadata["library"] = f"chatledger/{__version__}"
         return metadata
 
-    def append(self, datas: list[EventData]) -> None:
-        """Append at the known version and apply. Raises ConcurrencyError if stale."""
+    def append(self, datas: list[EventData], turn: Turn | None = None) -> None:
+        """Append at the known version and apply. Raises ConcurrencyError if stale.
+
+        The events of a ``turn`` are also spans, when OpenTelemetry is on
+        (docs/integrations.md#opentelemetry)."""
         with self._lock:
             events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
-            self.store.append(self.id, events, expected_version=self.history.version)
+            version = self.history.version
+            positions = self.store.append(self.id, events, expected_version=version)
             self.catch_up()
+            telemetry = self.settings.telemetry
+            if turn is not None and telemetry.enabled:
+                telemetry.recorded(self, turn, events, version + 1, positions)
 
     def _append_in_turn(self, turn: Turn, datas: list[EventData]) -> None:
         """Append events of an open turn, even if unrelated events were appended since.
@@ -191,7 +203,7 @@ class Conversation:
         with self._lock:
             for _ in range(20):
                 try:
-                    self.append(datas)
+                    self.append(datas, turn)
                 except ConcurrencyError:
                     self.catch_up()
                     pending = self.history.pending
@@ -302,7 +314,8 @@ class Conversation:
                                 lease_seconds=self.settings.turn_lease,
                             ),
                             self._call_started(turn, contents),
-                        ]
+                        ],
+                        turn,
                     )
                 except ConcurrencyError:
                     continue
@@ -314,6 +327,13 @@ class Conversation:
 
     def end_turn(self, turn: Turn) -> None:
         IN_FLIGHT.discard((self.store.location, self.id, turn.number))
+        if turn.trace is not None:
+            self.settings.telemetry.turn_ended(turn)
+
+    def running_function(self, turn: Turn, index: int) -> AbstractContextManager[None]:
+        """The context the function call ``index`` of ``turn`` runs in: with OpenTelemetry
+        on, its ``execute_tool`` span is current there."""
+        return self.settings.telemetry.running_function(turn, index)
 
     def _call_started(self, turn: Turn, contents: list[dict[str, Any]]) -> ModelCallStarted:
         return ModelCallStarted(
@@ -397,6 +417,10 @@ class Conversation:
     def record_function_results(
         self, turn: Turn, results: list[tuple[int, dict[str, Any], FunctionOutcome]]
     ) -> None:
+        if turn.trace is not None:
+            for index, _, outcome in results:
+                if outcome.error_type is not None:
+                    turn.function_errors[index] = outcome.error_type
         self._append_in_turn(
             turn,
             [
