@@ -117,6 +117,13 @@ bench-proofs: $(VENV)/.installed-dev
 
 .PHONY: bench-proofs
 
+# What OpenTelemetry costs a chat turn: absent, installed without an SDK, with the SDK
+# (benchmarks/otel_overhead.py); the dev venv has the SDK.
+bench-otel: $(VENV)/.installed-dev
+	$(PY) benchmarks/otel_overhead.py $(BENCH_ARGS)
+
+.PHONY: bench-otel
+
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
 # PostgreSQL, server and store faults, fuzzing, secrets; then the table of what it did.
 # `make test` runs the same tests at a small scale.

@@ -393,14 +393,17 @@ class OpenTelemetry(Telemetry):
         trace_.call_events = [ref]
         if not span.is_recording():
             return
-        span.set_attribute("gen_ai.system", system)
-        span.set_attribute("gen_ai.conversation.id", conversation.id)
-        span.set_attribute("chatledger.turn", turn.number)
-        span.set_attribute("chatledger.attempt", data.attempt)
-        span.set_attribute("chatledger.transport", data.transport)
+        more: dict[str, Any] = {
+            "gen_ai.system": system,
+            "gen_ai.conversation.id": conversation.id,
+            "chatledger.turn": turn.number,
+            "chatledger.attempt": data.attempt,
+            "chatledger.transport": data.transport,
+        }
         if data.streamed:
-            span.set_attribute("gen_ai.request.stream", True)
-        _set_request_parameters(span, turn.config or {})
+            more["gen_ai.request.stream"] = True
+        _request_parameters(more, turn.config or {})
+        span.set_attributes(more)
 
     def _end_call(self, turn: Turn, trace_: _TurnTrace, ref: tuple[str, int, int, str]) -> Any:
         span = trace_.call
@@ -412,12 +415,11 @@ class OpenTelemetry(Telemetry):
             _set_refs(span, trace_.call_events)
             if self.capture_content and turn.request is not None:
                 config = turn.request.config
-                span.set_attribute(
-                    "gen_ai.input.messages", _dumps(input_messages(turn.request.contents))
-                )
+                contents = {"gen_ai.input.messages": _dumps(input_messages(turn.request.contents))}
                 instructions = system_instructions(config.get("systemInstruction"))
                 if instructions:
-                    span.set_attribute("gen_ai.system_instructions", _dumps(instructions))
+                    contents["gen_ai.system_instructions"] = _dumps(instructions)
+                span.set_attributes(contents)
         return span
 
     def _call_responded(
@@ -501,17 +503,20 @@ class OpenTelemetry(Telemetry):
         trace_.functions[data.index] = (span, [ref])
         if not span.is_recording():
             return
-        span.set_attribute("gen_ai.tool.type", "function")
+        more: dict[str, Any] = {
+            "gen_ai.tool.type": "function",
+            "gen_ai.conversation.id": conversation.id,
+            "chatledger.turn": turn.number,
+            "chatledger.function.index": data.index,
+        }
         if data.call_id:
-            span.set_attribute("gen_ai.tool.call.id", data.call_id)
+            more["gen_ai.tool.call.id"] = data.call_id
         description = _description(turn.functions.get(data.name))
         if description:
-            span.set_attribute("gen_ai.tool.description", description)
-        span.set_attribute("gen_ai.conversation.id", conversation.id)
-        span.set_attribute("chatledger.turn", turn.number)
-        span.set_attribute("chatledger.function.index", data.index)
+            more["gen_ai.tool.description"] = description
         if self.capture_content:
-            span.set_attribute("gen_ai.tool.call.arguments", _dumps(data.args))
+            more["gen_ai.tool.call.arguments"] = _dumps(data.args)
+        span.set_attributes(more)
 
     def _function_responded(
         self,
@@ -541,10 +546,14 @@ class OpenTelemetry(Telemetry):
 
 def _set_refs(span: Any, refs: list[tuple[str, int, int, str]]) -> None:
     """The events a span stands for, in log order: where to find them in the log."""
-    span.set_attribute("chatledger.event.types", [ref[0] for ref in refs])
-    span.set_attribute("chatledger.event.versions", [ref[1] for ref in refs])
-    span.set_attribute("chatledger.event.positions", [ref[2] for ref in refs])
-    span.set_attribute("chatledger.event.ids", [ref[3] for ref in refs])
+    span.set_attributes(
+        {
+            "chatledger.event.types": [ref[0] for ref in refs],
+            "chatledger.event.versions": [ref[1] for ref in refs],
+            "chatledger.event.positions": [ref[2] for ref in refs],
+            "chatledger.event.ids": [ref[3] for ref in refs],
+        }
+    )
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -553,54 +562,56 @@ def _number(value: Any, kind: type) -> Any:
     return kind(value)
 
 
-def _set_request_parameters(span: Any, config: dict[str, Any]) -> None:
+def _request_parameters(into: dict[str, Any], config: dict[str, Any]) -> None:
+    """The config's gen_ai.request.* attributes (and gen_ai.output.type), into ``into``."""
     for key, (name, kind) in _REQUEST_PARAMETERS.items():
         value = _number(config.get(key), kind)
         if value is not None:
-            span.set_attribute(name, value)
+            into[name] = value
     count = _number(config.get("candidateCount"), int)
     if count is not None and count != 1:
-        span.set_attribute("gen_ai.request.choice.count", count)
+        into["gen_ai.request.choice.count"] = count
     stops = config.get("stopSequences")
     if isinstance(stops, list) and all(isinstance(stop, str) for stop in stops):
-        span.set_attribute("gen_ai.request.stop_sequences", stops)
+        into["gen_ai.request.stop_sequences"] = stops
     mime = config.get("responseMimeType")
     if isinstance(mime, str):
         output = {"text/plain": "text", "application/json": "json", "text/x.enum": "text"}
-        span.set_attribute("gen_ai.output.type", output.get(mime, mime))
+        into["gen_ai.output.type"] = output.get(mime, mime)
 
 
 def _set_response(span: Any, response: dict[str, Any]) -> None:
+    attributes: dict[str, Any] = {}
     model = response.get("modelVersion")
     if isinstance(model, str):
-        span.set_attribute("gen_ai.response.model", model)
+        attributes["gen_ai.response.model"] = model
     response_id = response.get("responseId")
     if isinstance(response_id, str):
-        span.set_attribute("gen_ai.response.id", response_id)
+        attributes["gen_ai.response.id"] = response_id
     reasons = [
         candidate["finishReason"].lower()
         for candidate in response.get("candidates") or []
         if isinstance(candidate, dict) and isinstance(candidate.get("finishReason"), str)
     ]
     if reasons:
-        span.set_attribute("gen_ai.response.finish_reasons", reasons)
+        attributes["gen_ai.response.finish_reasons"] = reasons
     usage = response.get("usageMetadata")
-    if not isinstance(usage, dict):
-        return
-    prompt = _number(usage.get("promptTokenCount"), int)
-    output = _number(usage.get("candidatesTokenCount"), int)
-    thoughts = _number(usage.get("thoughtsTokenCount"), int)
-    cached = _number(usage.get("cachedContentTokenCount"), int)
-    if prompt is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", prompt)
-    if output is not None or thoughts is not None:
-        # As the conventions ask (and Google's own instrumentation does): reasoning
-        # tokens count as output tokens too.
-        span.set_attribute("gen_ai.usage.output_tokens", (output or 0) + (thoughts or 0))
-    if thoughts is not None:
-        span.set_attribute("gen_ai.usage.reasoning.output_tokens", thoughts)
-    if cached is not None:
-        span.set_attribute("gen_ai.usage.cache_read.input_tokens", cached)
+    if isinstance(usage, dict):
+        prompt = _number(usage.get("promptTokenCount"), int)
+        output = _number(usage.get("candidatesTokenCount"), int)
+        thoughts = _number(usage.get("thoughtsTokenCount"), int)
+        cached = _number(usage.get("cachedContentTokenCount"), int)
+        if prompt is not None:
+            attributes["gen_ai.usage.input_tokens"] = prompt
+        if output is not None or thoughts is not None:
+            # As the conventions ask (and Google's own instrumentation does): reasoning
+            # tokens count as output tokens too.
+            attributes["gen_ai.usage.output_tokens"] = (output or 0) + (thoughts or 0)
+        if thoughts is not None:
+            attributes["gen_ai.usage.reasoning.output_tokens"] = thoughts
+        if cached is not None:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = cached
+    span.set_attributes(attributes)
 
 
 def _blocked(response: dict[str, Any]) -> str | None:
