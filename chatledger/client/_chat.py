@@ -228,7 +228,8 @@ class Chat(_BaseChat):
                 assert turn.request is not None
                 started = time.perf_counter()
                 try:
-                    raw = conversation.transport().generate(turn.request)
+                    with conversation.running_call(turn):
+                        raw = conversation.transport().generate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
                     delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
@@ -397,7 +398,8 @@ class AsyncChat(_BaseChat):
                 assert turn.request is not None
                 started = time.perf_counter()
                 try:
-                    raw = await conversation.transport().agenerate(turn.request)
+                    with conversation.running_call(turn):
+                        raw = await conversation.transport().agenerate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
                     delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))

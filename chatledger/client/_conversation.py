@@ -330,6 +330,11 @@ class Conversation:
         if turn.trace is not None:
             self.settings.telemetry.turn_ended(turn)
 
+    def running_call(self, turn: Turn) -> AbstractContextManager[None]:
+        """The context a (non-streamed) model call of ``turn`` runs in: with OpenTelemetry
+        on, its ``chat`` span is current there, so that HTTP client spans are its children."""
+        return self.settings.telemetry.running_call(turn)
+
     def running_function(self, turn: Turn, index: int) -> AbstractContextManager[None]:
         """The context the function call ``index`` of ``turn`` runs in: with OpenTelemetry
         on, its ``execute_tool`` span is current there."""

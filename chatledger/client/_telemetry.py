@@ -32,8 +32,8 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from ..errors import mask_echoed_secrets
@@ -48,7 +48,7 @@ from ..events.kinds import (
 
 if TYPE_CHECKING:
     from ..events.envelope import NewEvent
-    from ._conversation import Conversation, Turn
+    from .transports.base import ModelRequest, Transport
 
 __all__ = [
     "CAPTURE_ENV",
@@ -129,6 +129,33 @@ def capture_from_env() -> bool:
     return False
 
 
+class Turn(Protocol):
+    """What telemetry reads of a turn (chatledger.client._conversation.Turn)."""
+
+    number: int
+    streamed: bool
+    config: dict[str, Any] | None
+    request: ModelRequest | None
+    functions: dict[str, Callable[..., Any]]
+    trace: Any
+    function_errors: dict[int, str]
+
+
+class _Settings(Protocol):
+    @property
+    def transport_for(self) -> Callable[[str], Transport]: ...
+
+
+class Conversation(Protocol):
+    """What telemetry reads of a conversation (chatledger.client._conversation)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def settings(self) -> _Settings: ...
+
+
 class Telemetry:
     """What the conversation calls where it records events. This base class is the
     no-op used when OpenTelemetry is not installed: every method returns at once."""
@@ -150,6 +177,11 @@ class Telemetry:
 
     def turn_ended(self, turn: Turn) -> None:
         """``turn`` is over (returned, raised, or its stream was closed)."""
+
+    def running_call(self, turn: Turn) -> contextlib.AbstractContextManager[None]:
+        """A context in which the current model call of ``turn`` is sent (not for streams,
+        whose chunks are yielded to the caller): its ``chat`` span is current there."""
+        return _NULL
 
     def running_function(self, turn: Turn, index: int) -> contextlib.AbstractContextManager[None]:
         """A context in which the function call ``index`` of ``turn`` runs: its
@@ -288,6 +320,12 @@ class OpenTelemetry(Telemetry):
             yield
         finally:
             context.detach(token)
+
+    def running_call(self, turn: Turn) -> contextlib.AbstractContextManager[None]:
+        trace_ = turn.trace
+        if trace_ is None or trace_.call is None:
+            return _NULL
+        return self._activate(trace_.call)
 
     def running_function(self, turn: Turn, index: int) -> contextlib.AbstractContextManager[None]:
         trace_ = turn.trace

@@ -30,6 +30,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import chatledger
 from chatledger.client._telemetry import CAPTURE_ENV, NOOP
+from chatledger.client.transports import ScriptedTransport
+from chatledger.client.transports.base import ModelRequest
 from chatledger.events.envelope import RecordedEvent
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, text_response
@@ -366,6 +368,42 @@ def test_the_turn_span_is_a_child_of_the_callers_span(
     turn = named(exporter.get_finished_spans(), "chatledger.turn")[0]
     assert turn.parent is not None and turn.parent.span_id == outer.get_span_context().span_id
     assert turn.context.trace_id == outer.get_span_context().trace_id
+
+
+class _TracedTransport(ScriptedTransport):
+    """A transport that makes a span of its own per request, as an instrumented HTTP
+    client would."""
+
+    def __init__(self, tracer: Any) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def generate(self, request: ModelRequest) -> dict[str, Any]:
+        with self.tracer.start_as_current_span("POST generateContent"):
+            return super().generate(request)
+
+    async def agenerate(self, request: ModelRequest) -> dict[str, Any]:
+        with self.tracer.start_as_current_span("POST generateContent"):
+            await asyncio.sleep(0)
+            return super().generate(request)
+
+
+async def test_the_chat_span_is_current_while_the_request_is_sent(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    transport = _TracedTransport(provider.get_tracer("http"))
+    transport.enqueue("sync").enqueue("async")
+    client = chatledger.Client(transport=transport, tracer_provider=provider)
+    client.chats.create(model="gemini-2.5-flash").send_message("Hi")
+    await client.aio.chats.create(model="gemini-2.5-flash").send_message("Hi")
+    spans = list(exporter.get_finished_spans())
+    requests = named(spans, "POST ")
+    calls = named(spans, "chat ")
+    assert len(requests) == len(calls) == 2
+    for request, call in zip(requests, calls, strict=True):
+        assert request.parent is not None and request.parent.span_id == call.context.span_id
+    assert attrs(calls[0])["gen_ai.provider.name"] == "scripted"
+    assert calls[0].kind is SpanKind.INTERNAL  # an in-process transport
 
 
 # ---------------------------------------------------------------------- async
