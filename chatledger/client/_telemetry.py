@@ -284,6 +284,7 @@ class OpenTelemetry(Telemetry):
             # Spans whose outcome the log did not record (the append failed, or something
             # other than a model or function error ended the turn).
             for index in sorted(trace_.functions):
+                trace_.error_type = trace_.error_type or "_OTHER"
                 span, refs = trace_.functions.pop(index)
                 self._fail(
                     span,

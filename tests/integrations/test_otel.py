@@ -33,6 +33,7 @@ from chatledger.client._telemetry import CAPTURE_ENV, NOOP
 from chatledger.client.transports import ScriptedTransport
 from chatledger.client.transports.base import ModelRequest
 from chatledger.events.envelope import RecordedEvent
+from chatledger.events.kinds import ModelCallFailed
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, text_response
 
@@ -721,3 +722,85 @@ def test_the_noop_is_what_a_client_without_opentelemetry_gets() -> None:
     # the no-op is the class default every other settings object starts from.
     assert chatledger.Client().settings.telemetry is not NOOP
     assert NOOP.enabled is False
+
+
+# ---------------------------------------------------------------------- edge cases
+
+
+def test_a_stream_that_breaks_keeps_what_it_delivered(
+    gemini_server: GeminiServer,
+    db_path: Path,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    gemini_server.reply_sse(
+        [text_response("Half ", finish_reason=None), text_response("never")], drop_after=1
+    )
+    with make_client(gemini_server, db_path, provider, capture_message_content=True) as client:
+        chat = client.chats.create(model="gemini-2.5-flash")
+        with pytest.raises(chatledger.errors.ModelConnectionError):
+            "".join(chunk.text or "" for chunk in chat.send_message_stream("Go"))
+        events = chat.events()
+    spans = list(exporter.get_finished_spans())
+    (call,) = named(spans, "chat ")
+    (failed,) = [event.data for event in events if isinstance(event.data, ModelCallFailed)]
+    assert attrs(call)["error.type"] == failed.error.kind
+    assert failed.partial is not None
+    output = json.loads(attrs(call)["gen_ai.output.messages"])
+    assert output[0]["parts"] == [{"type": "text", "content": "Half "}]
+    check_links(spans, events)
+
+
+def test_a_blocked_prompt_is_an_error_span(
+    client: chatledger.Client, gemini_server: GeminiServer, exporter: InMemorySpanExporter
+) -> None:
+    gemini_server.reply_json({"promptFeedback": {"blockReason": "SAFETY"}})
+    chat = client.chats.create(model="gemini-2.5-flash")
+    chat.send_message("Something blocked")
+    (call,) = named(exporter.get_finished_spans(), "chat ")
+    assert attrs(call)["error.type"] == "BLOCKED_SAFETY"
+    assert call.status.status_code is StatusCode.ERROR
+    assert attrs(call)["chatledger.event.types"] == ("model_call_started", "model_responded")
+
+
+class _Stop(BaseException):
+    """Not an Exception: automatic function calling does not catch it."""
+
+
+def test_spans_whose_outcome_the_log_lacks_end_as_other(
+    client: chatledger.Client, gemini_server: GeminiServer, exporter: InMemorySpanExporter
+) -> None:
+    def halt() -> str:
+        """Stops everything."""
+        raise _Stop
+
+    gemini_server.reply_json(text_response(parts=[{"functionCall": {"name": "halt", "args": {}}}]))
+    chat = client.chats.create(model="gemini-2.5-flash", config={"tools": [halt]})
+    with pytest.raises(_Stop):
+        chat.send_message("Halt")
+    spans = list(exporter.get_finished_spans())
+    (tool,) = named(spans, "execute_tool ")
+    assert attrs(tool)["error.type"] == "_OTHER"
+    assert attrs(tool)["chatledger.event.types"] == ("function_called",)
+    turn = named(spans, "chatledger.turn")[0]
+    assert attrs(turn)["error.type"] == "_OTHER"
+    check_links(spans, chat.events())
+
+
+def test_an_openai_compatible_server_is_provider_openai(
+    openai_server: Any, db_path: Path, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    openai_server.reply_text("Hello from v1.")
+    with chatledger.Client(
+        api_key=API_KEY,
+        http_options={"base_url": openai_server.base_url},
+        store=str(db_path),
+        tracer_provider=provider,
+    ) as client:
+        chat = client.chats.create(model="smollm2")
+        assert chat.send_message("Hi").text == "Hello from v1."
+    (call,) = named(exporter.get_finished_spans(), "chat ")
+    assert attrs(call)["gen_ai.provider.name"] == "openai"
+    assert attrs(call)["gen_ai.system"] == "openai"
+    assert attrs(call)["server.address"] == "127.0.0.1"
+    assert call.kind is SpanKind.CLIENT
