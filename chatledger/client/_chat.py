@@ -309,7 +309,11 @@ class Chat(_BaseChat):
                     conversation.retry(turn)
                     continue
                 calls = conversation.record_response(
-                    turn, merger.merged(), latency_ms=_ms_since(started), chunks=merger.chunks
+                    turn,
+                    merger.merged(),
+                    latency_ms=_ms_since(started),
+                    chunks=merger.chunks,
+                    first_chunk_at=merger.first_chunk_at,
                 )
                 if calls is None:
                     return
@@ -479,6 +483,7 @@ class AsyncChat(_BaseChat):
                     merger.merged(),
                     latency_ms=_ms_since(started),
                     chunks=merger.chunks,
+                    first_chunk_at=merger.first_chunk_at,
                 )
                 if calls is None:
                     return

@@ -113,6 +113,8 @@ class Turn:
         self.trace: Any = None
         # Function call index -> error.type of a call that failed (for its span).
         self.function_errors: dict[int, str] = {}
+        # When the current streamed call's first chunk came (for its span).
+        self.first_chunk_at: float | None = None
 
 
 class Conversation:
@@ -356,11 +358,19 @@ class Conversation:
         return self.settings.transport_for(self.history.model)
 
     def record_response(
-        self, turn: Turn, response: dict[str, Any], *, latency_ms: float, chunks: int = 0
+        self,
+        turn: Turn,
+        response: dict[str, Any],
+        *,
+        latency_ms: float,
+        chunks: int = 0,
+        first_chunk_at: float | None = None,
     ) -> list[dict[str, Any]] | None:
         """Record a model response; return the function calls to run next, or None when
-        the turn is over (``turn.final`` then holds the response to return)."""
+        the turn is over (``turn.final`` then holds the response to return).
+        ``first_chunk_at``: when a stream's first chunk came (``time.perf_counter()``)."""
         calls = self._calls_to_run(turn, response)
+        turn.first_chunk_at = first_chunk_at
         self._append_in_turn(
             turn,
             [

@@ -139,6 +139,7 @@ class Turn(Protocol):
     functions: dict[str, Callable[..., Any]]
     trace: Any
     function_errors: dict[int, str]
+    first_chunk_at: float | None
 
 
 class _Settings(Protocol):
@@ -210,12 +211,21 @@ def make_telemetry(tracer_provider: Any = None, capture_content: bool | None = N
 class _TurnTrace:
     """The spans of one turn: the turn's own span, the open model call, open functions."""
 
-    __slots__ = ("call", "call_events", "error_type", "events", "functions", "span")
+    __slots__ = (
+        "call",
+        "call_events",
+        "call_started_at",
+        "error_type",
+        "events",
+        "functions",
+        "span",
+    )
 
     def __init__(self, span: Any) -> None:
         self.span = span
         self.events: list[tuple[str, int, int, str]] = []
         self.call: Any = None
+        self.call_started_at = 0.0
         self.call_events: list[tuple[str, int, int, str]] = []
         self.functions: dict[int, tuple[Any, list[tuple[str, int, int, str]]]] = {}
         self.error_type: str | None = None
@@ -429,6 +439,7 @@ class OpenTelemetry(Telemetry):
             attributes=attributes,
         )
         trace_.call = span
+        trace_.call_started_at = time.perf_counter()
         trace_.call_events = [ref]
         if not span.is_recording():
             return
@@ -468,11 +479,17 @@ class OpenTelemetry(Telemetry):
         data: ModelResponded,
         ref: tuple[str, int, int, str],
     ) -> None:
+        started_at = trace_.call_started_at
         span = self._end_call(turn, trace_, ref)
         if span is None:
             return
         if span.is_recording():
             _set_response(span, data.response)
+            if data.streamed and turn.first_chunk_at is not None:
+                span.set_attribute(
+                    "gen_ai.response.time_to_first_chunk",
+                    max(0.0, turn.first_chunk_at - started_at),
+                )
             if self.capture_content:
                 span.set_attribute("gen_ai.output.messages", _dumps(output_messages(data.response)))
             blocked = _blocked(data.response)

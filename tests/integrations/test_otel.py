@@ -193,6 +193,7 @@ def test_a_send_is_a_turn_span_with_one_chat_span_linked_to_its_events(
     assert values["gen_ai.request.frequency_penalty"] == 0.25
     assert "gen_ai.request.choice.count" not in values  # 1 is the default: not recorded
     assert "gen_ai.request.stream" not in values
+    assert "gen_ai.response.time_to_first_chunk" not in values
     assert values["gen_ai.response.model"] == "gemini-2.5-flash-001"
     assert values["gen_ai.response.id"] == "r-1"
     assert values["gen_ai.response.finish_reasons"] == ("stop",)
@@ -335,6 +336,10 @@ def test_a_stream_is_one_chat_span_marked_streamed(
     spans = list(exporter.get_finished_spans())
     (call,) = named(spans, "chat ")
     assert attrs(call)["gen_ai.request.stream"] is True
+    # Measured from the span's start to the first chunk: within the span.
+    assert call.start_time is not None and call.end_time is not None
+    first_chunk = attrs(call)["gen_ai.response.time_to_first_chunk"]
+    assert 0 <= first_chunk <= (call.end_time - call.start_time) / 1e9
     assert attrs(call)["gen_ai.usage.input_tokens"] == 12
     assert attrs(call)["gen_ai.response.finish_reasons"] == ("stop",)
     assert attrs(named(spans, "chatledger.turn")[0])["chatledger.streamed"] is True
