@@ -588,7 +588,14 @@ class OpenTelemetry(Telemetry):
         refs.append(ref)
         if data.error is not None:
             error_type = turn.function_errors.get(data.index) or "_OTHER"
-            self._fail(span, error_type, data.error, refs, None)
+            # The error text quotes the arguments and the exception's message: contents,
+            # shown only on opt-in.
+            message = (
+                data.error
+                if self.capture_content
+                else f"function {data.name} failed: {error_type} (its message is in the log)"
+            )
+            self._fail(span, error_type, message, refs, None)
             return
         if span.is_recording():
             _set_refs(span, refs)

@@ -271,7 +271,11 @@ def test_function_calls_are_execute_tool_spans_current_while_the_function_runs(
     assert weather.status.status_code is StatusCode.UNSET
     assert attrs(clock)["error.type"] == "ValueError"
     assert clock.status.status_code is StatusCode.ERROR
-    assert "clock is broken" in (clock.status.description or "")
+    # The error text quotes arguments and the exception: contents, not shown by default.
+    assert (
+        clock.status.description
+        == "function get_time failed: ValueError (its message is in the log)"
+    )
     assert attrs(unknown)["error.type"] == "unknown_function"
     assert "gen_ai.tool.call.id" not in attrs(unknown)
     check_links(spans, chat.events())
@@ -809,3 +813,28 @@ def test_an_openai_compatible_server_is_provider_openai(
     assert attrs(call)["gen_ai.system"] == "openai"
     assert attrs(call)["server.address"] == "127.0.0.1"
     assert call.kind is SpanKind.CLIENT
+
+
+def test_with_contents_a_failed_function_shows_its_error_text(
+    gemini_server: GeminiServer,
+    db_path: Path,
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    def divide(a: int, b: int) -> float:
+        """Divide a by b."""
+        return a / b
+
+    gemini_server.reply_json(
+        text_response(parts=[{"functionCall": {"name": "divide", "args": {"a": 1, "b": 0}}}])
+    )
+    gemini_server.reply_text("Cannot divide by zero.")
+    with make_client(gemini_server, db_path, provider, capture_message_content=True) as client:
+        chat = client.chats.create(model="gemini-2.5-flash", config={"tools": [divide]})
+        chat.send_message("1 / 0?")
+        responded = [e.data for e in chat.events() if e.type == "function_responded"]
+    (tool,) = named(exporter.get_finished_spans(), "execute_tool ")
+    assert attrs(tool)["error.type"] == "ZeroDivisionError"
+    assert tool.status.description == getattr(responded[0], "error", None)
+    assert "division by zero" in (tool.status.description or "")
+    assert "gen_ai.tool.call.result" not in attrs(tool)  # only for a function that succeeded
