@@ -264,7 +264,11 @@ class OpenTelemetry(Telemetry):
     def _swallow(self, exc: Exception) -> None:
         if not self._failed:
             self._failed = True
-            logger.warning("OpenTelemetry spans of chatledger failed (%s: %s)", type(exc), exc)
+            logger.warning(
+                "OpenTelemetry spans of chatledger failed (%s: %s); the chat goes on",
+                type(exc).__name__,
+                exc,
+            )
 
     # ------------------------------------------------------------------ hooks
 
@@ -325,12 +329,20 @@ class OpenTelemetry(Telemetry):
 
     @contextlib.contextmanager
     def _activate(self, span: Any) -> Iterator[None]:
-        trace, context = self._load()
-        token = context.attach(trace.set_span_in_context(span))
+        token = None
+        try:
+            trace, context = self._load()
+            token = context.attach(trace.set_span_in_context(span))
+        except Exception as exc:
+            self._swallow(exc)
         try:
             yield
         finally:
-            context.detach(token)
+            if token is not None:
+                try:
+                    context.detach(token)
+                except Exception as exc:
+                    self._swallow(exc)
 
     def running_call(self, turn: Turn) -> contextlib.AbstractContextManager[None]:
         trace_ = turn.trace
