@@ -452,6 +452,8 @@ async def test_async_send_stream_and_concurrent_functions(
     with tracer.start_as_current_span("async caller") as outer:
         assert (await chat.send_message("Go")).text == "Done."
         text = "".join([chunk.text or "" async for chunk in await chat.send_message_stream("More")])
+    events = await chat.events()
+    await client.aclose()  # before any assertion: the async transports' connections
     assert text == "Stream"
     spans = list(exporter.get_finished_spans())
     turns = named(spans, "chatledger.turn")
@@ -466,9 +468,8 @@ async def test_async_send_stream_and_concurrent_functions(
         assert inner.parent.span_id == tools[f"execute_tool {tool}"].context.span_id
     calls = named(spans, "chat ")
     assert [attrs(span).get("gen_ai.request.stream") for span in calls] == [None, None, True]
-    check_links(spans, await chat.events())
+    check_links(spans, events)
     check_semconv_names(spans)
-    await client.aclose()
 
 
 # ---------------------------------------------------------------------- contents
