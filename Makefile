@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 # The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
-DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette
+DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette,vertex,otel
 
 # llama-cpp-python builds llama.cpp from source. chatledger loads only libllama and
 # libggml* in process, so the multimodal library (mtmd, LLAVA_BUILD) and llama.cpp's
@@ -116,6 +116,13 @@ bench-proofs: $(VENV)/.installed-dev
 	$(PY) benchmarks/proofs.py $(BENCH_ARGS)
 
 .PHONY: bench-proofs
+
+# What OpenTelemetry costs a chat turn: absent, installed without an SDK, with the SDK
+# (benchmarks/otel_overhead.py); the dev venv has the SDK.
+bench-otel: $(VENV)/.installed-dev
+	$(PY) benchmarks/otel_overhead.py $(BENCH_ARGS)
+
+.PHONY: bench-otel
 
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
 # PostgreSQL, server and store faults, fuzzing, secrets; with the lease, CLI, CLI-on-

@@ -70,9 +70,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def default_model(environ: Mapping[str, str] | None = None) -> str:
     """The model of a new conversation when ``--model`` is not given: Gemini when an API
-    key is set, else the embedded offline model (so the CLI works without an account)."""
+    key is set or Vertex AI is chosen (docs/chat-api.md#vertex-ai), else the embedded
+    offline model (so the CLI works without an account)."""
     env = os.environ if environ is None else environ
     if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        return GEMINI_MODEL
+    vertex = env.get("GOOGLE_GENAI_USE_ENTERPRISE") or env.get("GOOGLE_GENAI_USE_VERTEXAI")
+    if (vertex or "").lower() in ("true", "1"):
         return GEMINI_MODEL
     return LOCAL_MODEL
 

@@ -230,14 +230,26 @@ def _numbers_as_ints(value: Any) -> Any:
 
 
 class FunctionOutcome:
-    """What one function call produced: the response dict, or the error text."""
+    """What one function call produced: the response dict, or the error text.
 
-    __slots__ = ("duration_ms", "error", "response")
+    ``error_type`` names the kind of failure for tracing (the ``error.type`` of its
+    span, docs/integrations.md#opentelemetry): the class of the exception the function
+    raised, ``invalid_arguments`` when the model's arguments did not fit its parameters,
+    ``unknown_function`` when no such function is among the tools."""
 
-    def __init__(self, response: dict[str, Any], error: str | None, duration_ms: float) -> None:
+    __slots__ = ("duration_ms", "error", "error_type", "response")
+
+    def __init__(
+        self,
+        response: dict[str, Any],
+        error: str | None,
+        duration_ms: float,
+        error_type: str | None = None,
+    ) -> None:
         self.response = response
         self.error = error
         self.duration_ms = duration_ms
+        self.error_type = error_type
 
 
 def _jsonable(value: Any) -> Any:
@@ -393,14 +405,16 @@ def run_function(func: Callable[..., Any], args: dict[str, Any]) -> FunctionOutc
     started = time.perf_counter()
     args = _numbers_as_ints(args)
     kwargs, error = prepare_call(func, args)
+    error_type = "invalid_arguments"
     if kwargs is not None:
         try:
             result = func(**kwargs)
         except Exception as exc:
             error = _failed(func, kwargs, args, exc)
+            error_type = type(exc).__qualname__
         else:
             return FunctionOutcome({"result": _jsonable(result)}, None, _ms_since(started))
-    return FunctionOutcome({"error": error}, error, _ms_since(started))
+    return FunctionOutcome({"error": error}, error, _ms_since(started), error_type)
 
 
 async def run_function_async(func: Callable[..., Any], args: dict[str, Any]) -> FunctionOutcome:
@@ -412,14 +426,16 @@ async def run_function_async(func: Callable[..., Any], args: dict[str, Any]) -> 
     started = time.perf_counter()
     args = _numbers_as_ints(args)
     kwargs, error = prepare_call(func, args)
+    error_type = "invalid_arguments"
     if kwargs is not None:
         try:
             result = await func(**kwargs)
         except Exception as exc:
             error = _failed(func, kwargs, args, exc)
+            error_type = type(exc).__qualname__
         else:
             return FunctionOutcome({"result": _jsonable(result)}, None, _ms_since(started))
-    return FunctionOutcome({"error": error}, error, _ms_since(started))
+    return FunctionOutcome({"error": error}, error, _ms_since(started), error_type)
 
 
 def _ms_since(started: float) -> float:
@@ -430,4 +446,4 @@ def unknown_function(name: str | None) -> FunctionOutcome:
     """The response for a call to a function that is not among the tools (see
     docs/chat-api.md#function-calling, "Unknown function names")."""
     error = f"function {name!r} is not among this chat's tools; it was not called"
-    return FunctionOutcome({"error": error}, error, 0.0)
+    return FunctionOutcome({"error": error}, error, 0.0, "unknown_function")
