@@ -48,6 +48,13 @@ _PARAMETER_KINDS = (
     inspect.Parameter.POSITIONAL_ONLY,
 )
 _ADAPTER_CONFIG = pydantic.ConfigDict(arbitrary_types_allowed=True)
+#: What describing a type as a JSON schema raises for a type pydantic cannot describe.
+_SCHEMA_ERRORS = (
+    pydantic.PydanticUserError,
+    pydantic.PydanticSchemaGenerationError,
+    TypeError,
+    NameError,
+)
 
 
 def _is_pydantic_model(annotation: Any) -> bool:
@@ -128,12 +135,7 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
             if annotation is inspect.Parameter.empty:
                 raise TypeError("it has no type hint")
             schema = _type_schema(annotation)
-        except (
-            pydantic.PydanticUserError,
-            pydantic.PydanticSchemaGenerationError,
-            TypeError,
-            NameError,
-        ) as exc:
+        except _SCHEMA_ERRORS as exc:
             raise _unsupported(param, name, exc) from None
         defs.update(schema.pop("$defs", {}))
         defs.update(schema.pop("definitions", {}))
@@ -159,12 +161,7 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
         returns = hints.get("return", returns)
     try:
         declaration["responseJsonSchema"] = _type_schema(returns)
-    except (
-        pydantic.PydanticUserError,
-        pydantic.PydanticSchemaGenerationError,
-        TypeError,
-        NameError,
-    ) as exc:
+    except _SCHEMA_ERRORS as exc:
         raise FunctionCallingError(
             f"cannot declare the return type {returns!r} of function {name} to the model "
             f"({exc}); annotate it with a type pydantic can describe, or leave it out"
