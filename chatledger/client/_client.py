@@ -32,6 +32,7 @@ from ._settings import (
     validate_timeouts,
 )
 from ._summaries import BranchNode, ChatSummary
+from ._telemetry import make_telemetry
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport, check_model_name
@@ -85,8 +86,16 @@ class Client:
     after its last event a turn of this client's may stay open before others may close
     it (seconds, at most an hour).
 
+    ``tracer_provider``: where the OpenTelemetry spans of model and function calls go
+    (default: the global tracer provider, when the ``opentelemetry`` package is
+    installed; without it there are no spans and nothing of it is imported).
+    ``capture_message_content``: put message contents on those spans (default: what
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` says, else no). See
+    docs/integrations.md#opentelemetry.
+
     ``client.settings`` (:class:`ConversationSettings`) is all a conversation sees of its
-    client: the store, the actor, the timeouts, the retry policy and the transports.
+    client: the store, the actor, the timeouts, the retry policy, the transports and the
+    telemetry.
 
     Vertex AI (docs/chat-api.md, "Vertex AI"): ``vertexai=True`` (or
     ``GOOGLE_GENAI_USE_VERTEXAI=true``) with ``project`` and ``location`` (or
@@ -112,6 +121,8 @@ class Client:
         location: str | None = None,
         credentials: Any = None,
         enterprise: bool | None = None,
+        tracer_provider: Any = None,
+        capture_message_content: bool | None = None,
     ) -> None:
         self.http_options = _parse_http_options(http_options)
         #: How Vertex AI is reached, or None for the Gemini Developer API.
@@ -147,6 +158,18 @@ class Client:
         if actor is not None:
             validate_actor(actor)
         busy_timeout, turn_lease = validate_timeouts(busy_timeout, turn_lease)
+        if capture_message_content is not None and not isinstance(capture_message_content, bool):
+            raise InvalidInputError(
+                "capture_message_content must be True, False or None (None: as "
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT says)"
+            )
+        if tracer_provider is not None and not callable(
+            getattr(tracer_provider, "get_tracer", None)
+        ):
+            raise InvalidInputError(
+                "tracer_provider must be an OpenTelemetry TracerProvider (with get_tracer), "
+                f"got {type(tracer_provider).__name__}"
+            )
         self._owns_store = not isinstance(store, EventStore)
         self._transport_override = transport
         self._transports: dict[str, Transport] = {}
@@ -158,6 +181,7 @@ class Client:
             turn_lease=turn_lease,
             retry_policy=retry_policy,
             transport_for=self.transport_for,
+            telemetry=make_telemetry(tracer_provider, capture_message_content),
         )
         self.chats = Chats(self)
         self.aio = AsyncClient(self)
