@@ -57,6 +57,9 @@ COMMANDS: dict[str, str] = {
     "export": "chatledger.cli._audit:export_",
     "import": "chatledger.cli._audit:import_",
     "serve": "chatledger.serve.command:serve",
+    "keygen": "chatledger.cli._proofs:keygen",
+    "checkpoint": "chatledger.cli._proofs:checkpoint",
+    "prove": "chatledger.cli._proofs:prove",
 }
 
 GEMINI_MODEL = "gemini-2.5-flash"
