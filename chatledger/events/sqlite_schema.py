@@ -4,8 +4,8 @@ file's schema with.
 Migrations are functions of a sqlite-utils ``Database``, applied in one ``BEGIN
 IMMEDIATE`` transaction and recorded by name in ``_chatledger_migrations`` (see
 :meth:`chatledger.events.sqlite.SQLiteStore`). The tables: ``events`` (unique on
-``(conversation_id, version)`` and ``event_id``; triggers refuse UPDATE, DELETE and an
-INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``.
+``(conversation_id, version)`` and ``event_id``; triggers refuse DELETE, an INSERT OR
+REPLACE over an event, and every UPDATE but an erasure: docs/erasure.md), ``streams`` (each conversation's head), ``snapshots``.
 """
 
 from __future__ import annotations
@@ -120,6 +120,32 @@ def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+#: What an erasure may change in an event row, and nothing else: its data and its
+#: content_salt, from a salt to "" (see docs/erasure.md). Every other column, the hash
+#: first, stays as it was; verify checks that the new data holds placeholders whose
+#: commitments are the hashed ones.
+_ONLY_ERASURE = (
+    "NOT (OLD.content_salt IS NOT NULL AND length(OLD.content_salt) = 64 "
+    "AND NEW.content_salt IS '' AND NEW.position IS OLD.position "
+    "AND NEW.conversation_id IS OLD.conversation_id AND NEW.version IS OLD.version "
+    "AND NEW.event_id IS OLD.event_id AND NEW.type IS OLD.type "
+    "AND NEW.schema_version IS OLD.schema_version AND NEW.metadata IS OLD.metadata "
+    "AND NEW.recorded_at IS OLD.recorded_at AND NEW.hash IS OLD.hash)"
+)
+
+
+def _m008_erasable_content(db: sqlite_utils.Database) -> None:
+    # Each event's content salt beside it (docs/erasure.md); NULL for the events written
+    # before, whose hashes cover their data as stored. The UPDATE trigger now lets
+    # exactly an erasure through.
+    db.execute("ALTER TABLE events ADD COLUMN content_salt TEXT")
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute(
+        f"CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN {_ONLY_ERASURE} "
+        "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
@@ -128,6 +154,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
+    ("008_erasable_content", _m008_erasable_content),
 ]
 
 #: The migrations of this release, as they were when the module was loaded: what the
