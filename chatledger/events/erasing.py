@@ -27,7 +27,7 @@ from .kinds import ContentErased
 from .rows import RawRow
 from .store import EventStore
 
-__all__ = ["ERASE_HOOKS", "ErasureReport", "erase", "parse_age"]
+__all__ = ["ERASE_HOOKS", "ErasureReport", "erase", "parse_age", "validate_subject"]
 
 #: Called after every erasure as ``hook(store, conversation_ids)`` with the conversations
 #: whose content (or whose ancestors' content) was erased: tables kept beside the log
@@ -67,6 +67,21 @@ def parse_age(value: str | _dt.timedelta) -> _dt.timedelta:
     if age <= _dt.timedelta(0):
         raise InvalidInputError("an age must be more than 0")
     return age
+
+
+def validate_subject(subject: object) -> str:
+    """``subject``, if it is a non-empty printable string of at most 200 characters."""
+    if (
+        not isinstance(subject, str)
+        or not subject
+        or len(subject) > MAX_SUBJECT
+        or not subject.isprintable()
+    ):
+        raise InvalidInputError(
+            f"a subject must be a non-empty printable string of at most {MAX_SUBJECT} "
+            "characters (an id such as your end user's, not their name or email)"
+        )
+    return subject
 
 
 def _check_text(value: object, what: str, limit: int) -> str:
@@ -111,7 +126,7 @@ def erase(
             raise NotFoundError(f"no conversation {conversation_id!r} in {store.location}")
         targets = dict.fromkeys(_with_forks(store, [conversation_id]))
     elif subject is not None:
-        _check_text(subject, "the subject", MAX_SUBJECT)
+        validate_subject(subject)
         found = [
             info.conversation_id
             for info in store.conversations()
