@@ -152,6 +152,10 @@ def test_erasing_a_conversation_removes_its_content_from_every_file(
         store = client.store
         hashes = [e.hash for e in store.read(chat.id)]
         assert store.load_snapshot(chat.id, _fold.SNAPSHOT_NAME) is not None
+        if backend.kind == "postgres":
+            # Planner statistics sample column values into pg_statistic: none of content.
+            with connect(backend.url) as conn:
+                conn.execute("ANALYZE")
         # The control: before erasure, every secret is in the files.
         for secret in SECRETS.values():
             assert backend.holds(secret), secret
@@ -218,6 +222,11 @@ def test_erasing_by_subject_takes_its_conversations_and_their_forks(
         report = client.erase(subject="user-42", reason="account deleted")
 
         assert sorted(report.conversations) == sorted([first.id, second.id])
+        if backend.kind == "postgres":
+            # Without --vacuum the old row versions remain in the table's files: said.
+            assert len(report.notes) == 1 and "--vacuum" in report.notes[0]
+        else:
+            assert report.notes == []
         assert KEPT not in _texts(client.chats.get(second.id))
         assert KEPT in _texts(client.chats.get(kept.id))
         assert SECRETS["user"] not in _texts(client.chats.get(fork.id))

@@ -3,6 +3,7 @@ hand (docs/erasure.md), and how events written before erasure existed are treate
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -251,3 +252,43 @@ def test_postgres_lets_only_an_erasure_through_and_verify_catches_tampering() ->
             conn.execute("UPDATE events SET data = %s WHERE version = 2", (original,))
             conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_or_delete")
         assert any("holds content, not a placeholder" in r for r in _reasons(store))
+
+
+def _verifier() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "verify_export", Path(__file__).resolve().parents[2] / "examples" / "verify_export.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_standalone_verifier_checks_erased_exports(store: SQLiteStore) -> None:
+    cid = _conversation(store)
+    erase(store, conversation_id=cid, reason="asked", actor="dpo")
+    lines = list(chatledger.export_conversation(store, cid))
+    verify = _verifier().verify
+    assert verify(lines) == (1, 5, [])
+    assert all(SECRET not in line for line in lines)
+    # A placeholder changed: its commitment is no longer the hashed one.
+    second = json.loads(lines[1])
+    second["data"]["content"]["parts"] = {ERASED: "1" * 64}
+    changed = [lines[0], json.dumps(second), *lines[2:]]
+    assert verify(changed)[2] == [f"{cid} v2: hash mismatch (modified, reordered or forged)"]
+    # Content put back without its salt.
+    second["data"]["content"]["parts"] = [{"text": SECRET}]
+    restored = [lines[0], json.dumps(second), *lines[2:]]
+    assert verify(restored)[2] == [f"{cid} v2: it is erased, but content.parts holds content"]
+    # The content_erased event dropped (the shorter chain is still a chain).
+    assert verify(lines[:-1])[2] == [
+        f"{cid} v2: erased, but no content_erased event records it",
+        f"{cid} v3: erased, but no content_erased event records it",
+        f"{cid} v4: erased, but no content_erased event records it",
+    ]
+    # And an import refuses a salt that is not one.
+    bad = json.loads(lines[0]) | {"content_salt": "zz"}
+    with SQLiteStore(":memory:") as copy, pytest.raises(
+        chatledger.InvalidInputError, match="content_salt"
+    ):
+        chatledger.import_lines(copy, [json.dumps(bad), *lines[1:]])

@@ -216,8 +216,12 @@ MIGRATIONS: list[tuple[str, str]] = [
         # written before, whose hashes cover their data as stored. The trigger function
         # now lets exactly an erasure through: data and content_salt (from a salt to '')
         # change, every other column (the hash first) stays. Appends write the salt.
+        # No planner statistics of content: ANALYZE would copy sampled values into
+        # pg_statistic, out of erasure's reach (no query filters on these columns).
         """
         ALTER TABLE {schema}.events ADD COLUMN content_salt text;
+        ALTER TABLE {schema}.events ALTER COLUMN data SET STATISTICS 0;
+        ALTER TABLE {schema}.snapshots ALTER COLUMN state SET STATISTICS 0;
         CREATE OR REPLACE FUNCTION {schema}.chatledger_refuse_change() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
