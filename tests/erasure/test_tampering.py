@@ -288,7 +288,8 @@ def test_the_standalone_verifier_checks_erased_exports(store: SQLiteStore) -> No
     ]
     # And an import refuses a salt that is not one.
     bad = json.loads(lines[0]) | {"content_salt": "zz"}
-    with SQLiteStore(":memory:") as copy, pytest.raises(
-        chatledger.InvalidInputError, match="content_salt"
+    with (
+        SQLiteStore(":memory:") as copy,
+        pytest.raises(chatledger.InvalidInputError, match="content_salt"),
     ):
         chatledger.import_lines(copy, [json.dumps(bad), *lines[1:]])
