@@ -18,6 +18,7 @@ import pytest
 import chatledger
 from chatledger.client import _fold, verify_log
 from chatledger.events import ContentErased, EventStore, SQLiteStore
+from chatledger.proofs.merkle import MemoryTree, consistency_proof, inclusion_proof, leaf_hash
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, text_response
 from tests.support.postgres import connect, scratch_database
@@ -282,3 +283,37 @@ def test_erase_refuses_a_bad_request_and_leaves_the_log_unchanged(
         with pytest.raises(chatledger.InvalidInputError, match="subject"):
             client.chats.create(model="gemini-2.5-flash", subject="\n")
         assert client.store.read(chat.id) == before
+
+
+def test_merkle_proofs_over_the_log_still_verify_after_erasure(
+    backend: Backend, gemini_server: GeminiServer
+) -> None:
+    # Leaves are event hashes in position order (docs/proofs.md): erasure keeps them.
+    with backend.client(gemini_server) as client:
+        chat = _converse(client, gemini_server)
+        _other(client, gemini_server)
+        store = client.store
+        before = store.read_all(limit=1000)
+        tree = MemoryTree.of(bytes.fromhex(e.hash) for e in before)
+        old_root = tree.root()
+        proofs = {
+            e.event_id: inclusion_proof(tree, index, tree.size)
+            for index, e in enumerate(before)
+            if e.conversation_id == chat.id
+        }
+        assert len(proofs) >= 6
+
+        client.erase(chat.id, reason="asked", vacuum=backend.kind == "postgres")
+
+        after = store.read_all(limit=1000)
+        assert sum(e.erased for e in after) >= 5
+        grown = MemoryTree.of(bytes.fromhex(e.hash) for e in after)
+        assert len(after) == len(before) + 1  # the content_erased event
+        consistency_proof(grown, len(before), grown.size).verify(old_root, grown.root())
+        checked = 0
+        for event in after[: len(before)]:
+            if event.event_id in proofs:
+                checked += 1
+                # A proof handed out before the erasure still proves the erased event.
+                proofs[event.event_id].verify(leaf_hash(bytes.fromhex(event.hash)), old_root)
+        assert checked == len(proofs)
