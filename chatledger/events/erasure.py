@@ -100,28 +100,35 @@ def content_locations(type_name: str, data: Any) -> Iterator[tuple[str, Any, Any
     """``(path, container, key)`` of each content value present in ``data`` (not None),
     in a fixed order. ``path`` is the dotted path with array indexes (``history.0.parts``).
     Shapes that do not fit a path (a response without candidates...) are skipped."""
+    found: list[tuple[str, Any, Any]] = []
     for path in CONTENT_PATHS.get(type_name, ()):
-        yield from _walk(data, path, ())
+        _walk(data, path, 0, "", found)
+    return iter(found)
 
 
 def _walk(
-    node: Any, path: tuple[str, ...], done: tuple[str, ...]
-) -> Iterator[tuple[str, Any, Any]]:
-    step, rest = path[0], path[1:]
+    node: Any, path: tuple[str, ...], depth: int, done: str, found: list[tuple[str, Any, Any]]
+) -> None:
+    step = path[depth]
+    last = depth == len(path) - 1
     if step == "*":
         if not isinstance(node, list):
             return
-        keys: list[Any] = list(range(len(node)))
-    else:
-        if not isinstance(node, dict) or node.get(step) is None:
+        for index, item in enumerate(node):
+            where = f"{done}.{index}" if done else str(index)
+            if last:
+                found.append((where, node, index))
+            else:
+                _walk(item, path, depth + 1, where, found)
+    elif isinstance(node, dict):
+        value = node.get(step)
+        if value is None:
             return
-        keys = [step]
-    for key in keys:
-        where = (*done, str(key))
-        if rest:
-            yield from _walk(node[key], rest, where)
+        where = f"{done}.{step}" if done else step
+        if last:
+            found.append((where, node, step))
         else:
-            yield ".".join(where), node, key
+            _walk(value, path, depth + 1, where, found)
 
 
 def has_content(type_name: str, data: Any) -> bool:
@@ -193,12 +200,13 @@ def erase_data(type_name: str, data: Any, salt: str) -> Any:
     return out
 
 
-def display_data(type_name: str, data: Any) -> Any:
+def display_data(type_name: str, data: Any, *, in_place: bool = False) -> Any:
     """An erased event's stored ``data`` as readers see it: parts become one text part
     ``[erased]``, text becomes ``[erased]``, an object becomes its placeholder, and a
-    session item the placeholder itself (docs/erasure.md lists them)."""
-    out = _copy_along(data, type_name)
-    for path, container, key in list(content_locations(type_name, out)):
+    session item the placeholder itself (docs/erasure.md lists them). ``in_place``:
+    change ``data`` itself (the caller just decoded it) rather than a copy."""
+    out = data if in_place else _copy_along(data, type_name)
+    for path, container, key in content_locations(type_name, out):
         value = container[key]
         if not is_placeholder(value):
             continue

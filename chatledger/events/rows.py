@@ -235,7 +235,7 @@ def row_data(row: RawRow) -> EventData:
     see them (docs/erasure.md). Raises what :func:`decode_data` raises."""
     if row.content_salt == "":
         try:
-            shown = display_data(row.type, _decode(row.data))
+            shown = display_data(row.type, _decode(row.data), in_place=True)
         except (RecursionError, UnicodeError) as exc:
             raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
         return decode_data(row.type, row.schema_version, msgspec.json.encode(shown))
