@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from .views import SQLITE_VIEWS
+from .views import SQLITE_VIEWS, SQLITE_VIEWS_007
 
 __all__ = ["MIGRATIONS", "Migration", "schema_differences"]
 
@@ -116,7 +116,7 @@ def _m006_no_index_on_updated_at(db: sqlite_utils.Database) -> None:
 def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
     # chat_conversations and chat_messages, for Datasette or any SQL tool (see views.py and
     # docs/integrations.md): stored queries only, so appends cost nothing more.
-    for statement in SQLITE_VIEWS.values():
+    for statement in SQLITE_VIEWS_007.values():
         db.execute(statement)
 
 
@@ -139,6 +139,11 @@ def _m008_erasable_content(db: sqlite_utils.Database) -> None:
     # before, whose hashes cover their data as stored. The UPDATE trigger now lets
     # exactly an erasure through.
     db.execute("ALTER TABLE events ADD COLUMN content_salt TEXT")
+    # The views read parts only where they are an array (an erased event holds a
+    # placeholder there): made again as views.py writes them now.
+    for name, statement in SQLITE_VIEWS.items():
+        db.execute(f"DROP VIEW IF EXISTS {name}")
+        db.execute(statement)
     db.execute("DROP TRIGGER events_no_update")
     db.execute(
         f"CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN {_ONLY_ERASURE} "

@@ -5,8 +5,10 @@ shown, and tampering with erased or live content is detected."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -128,6 +130,18 @@ def _texts(chat: chatledger.Chat) -> str:
     return json.dumps([c.model_dump(mode="json") for c in chat.get_history()])
 
 
+def _view_texts(backend: Backend, cid: str) -> str:
+    """The chat_messages view's rows of ``cid`` (docs/integrations.md), as one text."""
+    query = "SELECT * FROM chat_messages WHERE conversation_id = {} ORDER BY version"
+    if backend.kind == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url)) as conn:
+            rows = conn.execute(query.format("?"), (cid,)).fetchall()
+    else:
+        with connect(backend.url) as pg:
+            rows = pg.execute(query.format("%s"), (cid,)).fetchall()
+    return json.dumps([list(row) for row in rows], default=str)
+
+
 def _export_verifies(store: EventStore, cid: str, tmp_path: Path) -> str:
     lines = list(chatledger.export_conversation(store, cid, include_forks=True))
     target = tmp_path / f"{cid}.jsonl"
@@ -192,6 +206,9 @@ def test_erasing_a_conversation_removes_its_content_from_every_file(
             assert "[erased]" in text
             assert '"$erased"' in text  # the function call's arguments and result
             assert not any(secret in text for secret in SECRETS.values())
+        # The SQL views read the events: placeholders give no text, and no error.
+        shown = _view_texts(backend, chat.id)
+        assert len(shown) >= 4 and not any(secret in shown for secret in SECRETS.values())
         # The export verifies on its own, fork included, and holds no secret.
         exported = _export_verifies(store, chat.id, tmp_path)
         assert not any(secret in exported for secret in SECRETS.values())
