@@ -17,6 +17,11 @@ proves the events are the very ones the log held when the checkpoint was signed,
 the hash chains alone cannot (whoever holds the database can rewrite a chain). Events
 after the checkpoint carry no proof and are counted.
 
+An event with a ``content_salt`` (docs/erasure.md) is hashed with each content value
+replaced by its commitment ``{"$commit": sha256(salt || canonical([path, value]))}``; an
+erased one (``content_salt`` is ``""``) holds placeholders ``{"$erased": commitment}``
+instead, and must be covered by a later ``content_erased`` event of its conversation.
+
 Prints each problem and exits 1 if there is any, else prints a summary and exits 0.
 See docs/proofs.md.
 """
@@ -24,8 +29,9 @@ See docs/proofs.md.
 import base64
 import hashlib
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 ENVELOPE = (
@@ -39,11 +45,79 @@ ENVELOPE = (
     "recorded_at",
 )
 
+#: The erasable content of each event kind: paths into its data, "*" for every item of
+#: an array (the same table as chatledger/events/erasure.py and docs/erasure.md).
+CONTENT_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "conversation_started": [("history", "*", "parts")],
+    "user_message_added": [("content", "parts")],
+    "model_call_started": [("contents_sha256",)],
+    "model_responded": [("response", "candidates", "*", "content", "parts")],
+    "model_call_failed": [("partial", "candidates", "*", "content", "parts")],
+    "function_called": [("args",)],
+    "function_responded": [("response",), ("error",)],
+    "history_replaced": [("history", "*", "parts")],
+    "session_items_added": [("items", "*")],
+}
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
 
 def canonical(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+def locations(
+    node: Any, path: tuple[str, ...], done: tuple[str, ...] = ()
+) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, container, key) of each value present (not None) at ``path``."""
+    step, rest = path[0], path[1:]
+    if step == "*":
+        keys: list[Any] = list(range(len(node))) if isinstance(node, list) else []
+    else:
+        keys = [step] if isinstance(node, dict) and node.get(step) is not None else []
+    for key in keys:
+        where = (*done, str(key))
+        if rest:
+            yield from locations(node[key], rest, where)
+        else:
+            yield ".".join(where), node, key
+
+
+def hashed_data(event_type: str, data: Any, salt: Any) -> Any:
+    """The data the hash covers; raises ValueError when data and salt disagree."""
+    if salt is None:
+        return data
+    if salt != "" and not (isinstance(salt, str) and HEX64.fullmatch(salt)):
+        raise ValueError("its content_salt is not 64 hex digits")
+    data = json.loads(json.dumps(data))  # a copy to replace values in
+    found = False
+    for path in CONTENT_PATHS.get(event_type, []):
+        for where, container, key in list(locations(data, path)):
+            found = True
+            value = container[key]
+            if salt == "":
+                if not (
+                    isinstance(value, dict)
+                    and list(value) == ["$erased"]
+                    and isinstance(value["$erased"], str)
+                    and HEX64.fullmatch(value["$erased"])
+                ):
+                    raise ValueError(f"it is erased, but {where} holds content")
+                container[key] = {"$commit": value["$erased"]}
+            else:
+                digest = hashlib.sha256(bytes.fromhex(salt) + canonical([where, value]))
+                container[key] = {"$commit": digest.hexdigest()}
+    if not found:
+        raise ValueError("it has a content_salt but holds no content")
+    return data
+
+
+def event_hash(event: dict[str, Any], prev_hash: str) -> str:
+    envelope = {key: event[key] for key in ENVELOPE}
+    envelope["data"] = hashed_data(event["type"], event["data"], event.get("content_salt"))
+    envelope["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical(envelope)).hexdigest()
 
 
 def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
@@ -62,11 +136,21 @@ def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
             if event["version"] != expected:
                 problems.append(f"{where}: expected version {expected}")
                 break
-            envelope = {key: event[key] for key in ENVELOPE}
-            envelope["prev_hash"] = prev_hash
-            if hashlib.sha256(canonical(envelope)).hexdigest() != event["hash"]:
+            try:
+                digest = event_hash(event, prev_hash)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                break
+            if digest != event["hash"]:
                 problems.append(f"{where}: hash mismatch (modified, reordered or forged)")
                 break
+            if event.get("content_salt") == "" and not any(
+                later["type"] == "content_erased"
+                and later["version"] > event["version"]
+                and later["data"].get("up_to_version", 0) >= event["version"]
+                for later in events
+            ):
+                problems.append(f"{where}: erased, but no content_erased event records it")
             prev_hash = event["hash"]
         parent = (
             events[0]["data"].get("parent") if events[0]["type"] == "conversation_started" else None

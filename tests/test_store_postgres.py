@@ -136,6 +136,7 @@ MIGRATION_NAMES = [
     "007_no_index_on_updated_at",
     "008_views_for_sql_readers",
     "009_merkle_nodes",
+    "010_erasable_content",
 ]
 
 C = "C"
@@ -156,6 +157,7 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
         ("recorded_at", "text", "NO", C),
         ("hash", "text", "NO", None),
         ("xid", "xid8", "NO", None),
+        ("content_salt", "text", "YES", None),
     ],
     "snapshots": [
         ("conversation_id", "text", "NO", C),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import uuid
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import pydantic
 from ..errors import InvalidInputError, register_secret
 from ..events import open_store
 from ..events.envelope import validate_conversation_id
+from ..events.erasing import ErasureReport, erase, validate_subject
 from ..events.kinds import ConfigChanged, ConversationStarted
 from ..events.store import EventStore
 from ..projections.history import HistoryState
@@ -26,6 +28,7 @@ from ._listing import conversation_tree, list_conversations
 from ._retry import RetryPolicy
 from ._settings import (
     ConversationSettings,
+    current_actor,
     default_actor,
     validate_actor,
     validate_model,
@@ -275,8 +278,11 @@ class Client:
         model: str,
         config: GenerateContentConfigOrDict | None,
         history: Sequence[ContentOrDict] | None,
+        subject: str | None = None,
     ) -> Conversation:
         validate_model(model)
+        if subject is not None:
+            validate_subject(subject)
         if (
             self._transport_override is None
             and transport_kind(model, self.http_options) == "gemini"
@@ -297,10 +303,35 @@ class Client:
         conversation = Conversation(
             self.settings, str(uuid.uuid4()), HistoryState(), UsageState(), live
         )
+        conversation.subject = subject
         conversation.append(
             [ConversationStarted(model=model, config=config_wire, history=history_wire)]
         )
         return conversation
+
+    def erase(
+        self,
+        conversation_id: str | None = None,
+        *,
+        reason: str,
+        subject: str | None = None,
+        older_than: str | datetime.timedelta | None = None,
+        vacuum: bool = False,
+    ) -> ErasureReport:
+        """Erase the content of one conversation (and its forks), of every conversation
+        created with ``subject``, or of every event older than ``older_than`` (``"30d"``,
+        or a timedelta), keeping every hash: see docs/erasure.md and
+        :func:`chatledger.erase`. The erasure is recorded as a ``content_erased`` event
+        by this client's actor (or :func:`acting_as`'s), with ``reason``."""
+        return erase(
+            self.store,
+            reason=reason,
+            actor=current_actor() or self.settings.actor,
+            conversation_id=conversation_id,
+            subject=subject,
+            older_than=older_than,
+            vacuum=vacuum,
+        )
 
     def _resume(
         self, conversation_id: str, config: GenerateContentConfigOrDict | None
@@ -328,9 +359,14 @@ class Chats:
         model: str,
         config: GenerateContentConfigOrDict | None = None,
         history: Sequence[ContentOrDict] | None = None,
+        subject: str | None = None,
     ) -> Chat:
-        """Start a new conversation (recorded at once) and return its chat."""
-        return Chat(self._client._start(model, config, history))
+        """Start a new conversation (recorded at once) and return its chat.
+
+        ``subject`` (chatledger's own keyword): an id of the person the conversation is
+        about, such as your end user's id, recorded in its first event's metadata so that
+        ``client.erase(subject=...)`` finds it (docs/erasure.md)."""
+        return Chat(self._client._start(model, config, history, subject))
 
     def get(
         self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None
@@ -364,8 +400,9 @@ class AsyncChats:
         model: str,
         config: GenerateContentConfigOrDict | None = None,
         history: Sequence[ContentOrDict] | None = None,
+        subject: str | None = None,
     ) -> AsyncChat:
-        return AsyncChat(self._client._start(model, config, history))
+        return AsyncChat(self._client._start(model, config, history, subject))
 
     def get(
         self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None

@@ -141,6 +141,9 @@ class Conversation:
         # log records as declarations only).
         self.live_config = live_config
         self.snapshot_version = 0
+        #: The subject recorded in the metadata of the conversation's first event, when
+        #: this process creates it (docs/erasure.md: erase --subject).
+        self.subject: str | None = None
         self._lock = threading.RLock()
         self._state_at: tuple[int, HistoryState, UsageState] | None = None
 
@@ -180,6 +183,8 @@ class Conversation:
             metadata["pid"] = os.getpid()
         elif isinstance(data, ConversationStarted):
             metadata["library"] = f"chatledger/{__version__}"
+            if self.subject is not None:
+                metadata["subject"] = self.subject
         return metadata
 
     def append(self, datas: list[EventData], turn: Turn | None = None) -> None:

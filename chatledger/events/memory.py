@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import msgspec
+
 from ..errors import ConcurrencyError, IntegrityError
 from .rows import StreamRow
 from .store import (
@@ -74,6 +76,7 @@ class MemoryStore(EventStore):
                     metadata=event.metadata,
                     recorded_at=event.recorded_at,
                     hash=event.hash,
+                    content_salt=event.content_salt,
                 )
                 self._rows.append(row)
                 stream.append(row)
@@ -119,6 +122,7 @@ class MemoryStore(EventStore):
                     row.metadata,
                     row.recorded_at,
                     row.hash,
+                    row.content_salt,
                 )
                 self._rows.append(stored)
                 stream.append(stored)
@@ -136,6 +140,24 @@ class MemoryStore(EventStore):
             )
             self._lock.notify_all()
             return positions
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        erased = 0
+        with self._lock:
+            for position, salt, data in erasures:
+                row = self._rows[position - 1]
+                if row.content_salt != salt:
+                    continue
+                new = msgspec.structs.replace(row, data=data, content_salt="")
+                self._rows[position - 1] = new
+                self._streams[row.conversation_id][row.version - 1] = new
+                self._ids[row.event_id] = new
+                erased += 1
+            for key in [key for key in self._snapshots if key[0] in set(snapshots_of)]:
+                del self._snapshots[key]
+        return erased
 
     def _read(
         self, conversation_id: str, after_version: int, to_version: int | None

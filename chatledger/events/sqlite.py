@@ -57,7 +57,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"
+_COLUMNS = (
+    "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
+    "recorded_at, hash, content_salt"
+)
 
 
 def _head_sql(source: str, *, with_parent: bool) -> str:
@@ -310,8 +313,8 @@ class SQLiteStore(EventStore):
         for event in prepared:
             cursor = conn.execute(
                 "INSERT INTO events (conversation_id, version, event_id, type, "
-                "schema_version, data, metadata, recorded_at, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "schema_version, data, metadata, recorded_at, hash, content_salt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     event.version,
@@ -322,6 +325,7 @@ class SQLiteStore(EventStore):
                     event.metadata.decode("utf-8"),
                     event.recorded_at,
                     event.hash,
+                    event.content_salt,
                 ),
             )
             positions.append(int(cursor.lastrowid or 0))
@@ -424,8 +428,8 @@ class SQLiteStore(EventStore):
             for row in rows:
                 cursor = conn.execute(
                     "INSERT INTO events (conversation_id, version, event_id, type, "
-                    "schema_version, data, metadata, recorded_at, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "schema_version, data, metadata, recorded_at, hash, content_salt) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conversation_id,
                         row.version,
@@ -436,6 +440,7 @@ class SQLiteStore(EventStore):
                         _text(row.metadata),
                         row.recorded_at,
                         row.hash,
+                        row.content_salt,
                     ),
                 )
                 positions.append(int(cursor.lastrowid or 0))
@@ -624,6 +629,48 @@ class SQLiteStore(EventStore):
                 "VALUES (?, ?, ?, ?)",
                 [tuple(row) for row in rows],
             )
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        # secure_delete: the space the old content and snapshots leave is zeroed, in the
+        # file and its WAL, rather than left in free space (docs/erasure.md).
+        with self._lock, self._errors():
+            was = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
+            self._conn.execute("PRAGMA secure_delete = ON")
+            try:
+                erased = 0
+                with self._transaction():
+                    for position, salt, data in erasures:
+                        cursor = self._conn.execute(
+                            "UPDATE events SET data = ?, content_salt = '' "
+                            "WHERE position = ? AND content_salt = ?",
+                            (data.decode("utf-8"), position, salt),
+                        )
+                        erased += cursor.rowcount
+                    for conversation_id in snapshots_of:
+                        self._conn.execute(
+                            "DELETE FROM snapshots WHERE conversation_id = ?", (conversation_id,)
+                        )
+            finally:
+                self._conn.execute(f"PRAGMA secure_delete = {int(was)}")
+        return erased
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        if self.path == ":memory:":
+            return []
+        notes: list[str] = []
+        with self._lock, self._errors():
+            if vacuum:
+                self._conn.execute("VACUUM")
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy and busy[0]:
+            notes.append(
+                f"another connection to {self.path} was reading, so its WAL file could not be "
+                "emptied yet: it may still hold erased content until the next checkpoint "
+                "(run `chatledger erase` again with nothing to erase, or close the readers)"
+            )
+        return notes
 
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's

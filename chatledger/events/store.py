@@ -28,7 +28,8 @@ from .envelope import (
     validate_conversation_id,
     validate_event_id,
 )
-from .kinds import ConversationStarted, EventData, data_to_builtins
+from .erasure import has_content, hashed_data, new_salt
+from .kinds import ContentErased, ConversationStarted, EventData, data_to_builtins
 from .rows import (
     HeadEvidence,
     RawRow,
@@ -94,17 +95,22 @@ class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata: bytes
     recorded_at: str
     hash: str
+    #: See :class:`~chatledger.events.rows.RawRow` (docs/erasure.md).
+    content_salt: str | None = None
 
 
 class EncodedEvent(NamedTuple):
     """A new event encoded once, before anything is written: ``data`` and ``metadata``
-    as stored, and the canonical encodings of what a reader will decode from them."""
+    as stored, and the canonical encodings of what the hash covers: the metadata a
+    reader will decode, and the data with each content value replaced by its commitment
+    under ``content_salt`` (None when the event holds no content; docs/erasure.md)."""
 
     event: NewEvent
     data: bytes
     metadata: bytes
     canonical_data: bytes
     canonical_metadata: bytes
+    content_salt: str | None = None
 
 
 def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
@@ -175,8 +181,10 @@ def _difference(stored: RawRow, new: EncodedEvent) -> str | None:
             f"another schema_version ({stored.schema_version!s:.20}, not "
             f"{new.event.schema_version})"
         )
+    if stored.content_salt == "":
+        return "data since erased (an erased event cannot be appended again)"
     for part, text, canonical in (
-        ("data", stored.data, new.canonical_data),
+        ("data", stored.data, canonical_json(_decode(new.data))),
         ("metadata", stored.metadata, new.canonical_metadata),
     ):
         try:
@@ -243,6 +251,11 @@ class EventStore(abc.ABC):
             expected_version > 0 and isinstance(events[0].data, ConversationStarted)
         ):
             raise InvalidInputError("conversation_started can only be a conversation's first event")
+        if any(isinstance(event.data, ContentErased) for event in events):
+            raise InvalidInputError(
+                "content_erased events are written by erase only (chatledger.erase, "
+                "`chatledger erase`), which erases the content they record"
+            )
         encoded = [self._encode(event) for event in events]
         return self._append(conversation_id, encoded, expected_version)
 
@@ -445,6 +458,20 @@ class EventStore(abc.ABC):
         with ConcurrencyError if the stream is no longer at ``after_version``."""
         raise StoreError(f"{type(self).__name__} cannot import streams yet")
 
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        """In one transaction: give each event at ``position`` whose content salt is still
+        ``salt`` the erased ``data`` (and an empty salt), and delete every snapshot of the
+        conversations ``snapshots_of``. Returns how many events were erased (one already
+        erased meanwhile is skipped). See :mod:`chatledger.events.erasing`."""
+        raise StoreError(f"{type(self).__name__} cannot erase content")
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        """Make erased content unreadable from the database's files (docs/erasure.md);
+        returns notes on what could not be done, or remains to be done."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""
 
@@ -549,12 +576,14 @@ class EventStore(abc.ABC):
             # which msgspec writes as null; no tuple, set or non-string key), so the
             # canonical encoding of the decoded values is the only one needed.
             if decoded_data == builtins and decoded_metadata == event.metadata:
+                salt = new_salt() if has_content(event.type, decoded_data) else None
                 return EncodedEvent(
                     event,
                     data,
                     metadata,
-                    canonical_json(decoded_data),
+                    canonical_json(hashed_data(event.type, decoded_data, salt)),
                     canonical_json(decoded_metadata),
+                    salt,
                 )
         except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
             pass  # the careful path below names the problem
@@ -571,7 +600,9 @@ class EventStore(abc.ABC):
             data = _encode(builtins)
             metadata = _encode(event.metadata)
             # Hash what a reader will decode, so verification is exact.
-            canonical_data = canonical_json(_decode(data))
+            decoded_data = _decode(data)
+            salt = new_salt() if has_content(event.type, decoded_data) else None
+            canonical_data = canonical_json(hashed_data(event.type, decoded_data, salt))
             canonical_metadata = canonical_json(_decode(metadata))
         except (
             TypeError,
@@ -583,7 +614,7 @@ class EventStore(abc.ABC):
             InvalidInputError,
         ) as exc:
             raise InvalidInputError(f"{event.type} event cannot be stored as JSON: {exc}") from None
-        return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata)
+        return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata, salt)
 
     @staticmethod
     def _prepare(
@@ -596,9 +627,14 @@ class EventStore(abc.ABC):
         """Number and chain events after ``start_version`` / ``prev_hash``."""
         now = recorded_at or utc_now()
         prepared: list[PreparedEvent] = []
-        for offset, (event, data, metadata, canonical_data, canonical_metadata) in enumerate(
-            encoded, start=1
-        ):
+        for offset, (
+            event,
+            data,
+            metadata,
+            canonical_data,
+            canonical_metadata,
+            content_salt,
+        ) in enumerate(encoded, start=1):
             version = start_version + offset
             digest = spliced_event_hash(
                 conversation_id=conversation_id,
@@ -622,6 +658,7 @@ class EventStore(abc.ABC):
                     metadata=metadata,
                     recorded_at=now,
                     hash=digest,
+                    content_salt=content_salt,
                 )
             )
             prev_hash = digest

@@ -238,9 +238,11 @@ def edit_and_rehash(log: Log, execute: Callable[..., list[tuple[Any, ...]]]) -> 
         encoded: EncodedEvent = EventStore._encode(new)
         prepared = EventStore._prepare(cid, [encoded], version - 1, prev_hash, recorded_at)[0]
         execute(
-            "UPDATE events SET data = ?, hash = ? WHERE conversation_id = ? AND version = ?",
+            "UPDATE events SET data = ?, hash = ?, content_salt = ? "
+            "WHERE conversation_id = ? AND version = ?",
             prepared.data.decode(),
             prepared.hash,
+            prepared.content_salt,
             cid,
             version,
         )

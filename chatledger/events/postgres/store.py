@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 _COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
-    "recorded_at, hash"
+    "recorded_at, hash, content_salt"
 )
 
 
@@ -76,6 +76,7 @@ class _EventRow(msgspec.Struct, array_like=False):
     metadata: str
     recorded_at: str
     hash: str
+    content_salt: str | None = None
 
 
 _encode_events = msgspec.json.Encoder().encode
@@ -342,6 +343,7 @@ class PostgresStore(EventStore):
                 metadata=_bytes(row.metadata),
                 recorded_at=row.recorded_at,
                 hash=row.hash,
+                content_salt=row.content_salt,
             )
             for row in rows
         ]
@@ -428,6 +430,7 @@ class PostgresStore(EventStore):
                     metadata=event.metadata.decode("utf-8"),
                     recorded_at=event.recorded_at,
                     hash=event.hash,
+                    content_salt=event.content_salt,
                 )
                 for event in prepared
             ]
@@ -731,6 +734,53 @@ class PostgresStore(EventStore):
 
     def _listen(self) -> Connection | None:
         return self._db.listener(self._sql_listen)
+
+    # ----------------------------------------------------------------- erasure
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        update = sql.SQL(
+            "UPDATE {schema}.events SET data = %s, content_salt = '' "
+            "WHERE position = %s AND content_salt = %s"
+        ).format(schema=sql.Identifier(self.schema))
+        delete = sql.SQL("DELETE FROM {schema}.snapshots WHERE conversation_id = ANY(%s)").format(
+            schema=sql.Identifier(self.schema)
+        )
+
+        def erase(conn: Connection) -> int:
+            erased = 0
+            for position, salt, data in erasures:
+                erased += conn.execute(update, (data.decode("utf-8"), position, salt)).rowcount
+            conn.execute(delete, (list(snapshots_of),))
+            return erased
+
+        return self.run_in_transaction(erase)
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        if not vacuum:
+            return [
+                f"PostgreSQL keeps the old row versions in the events table's files until "
+                f"they are rewritten: run `chatledger erase --vacuum` (VACUUM FULL of "
+                f"{self.schema}.events and {self.schema}.snapshots) to remove them, and see "
+                "docs/erasure.md for its WAL, replicas and backups"
+            ]
+        with self._db.direct() as conn:
+            for table in ("events", "snapshots"):
+                conn.execute(
+                    sql.SQL("VACUUM FULL {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                )
+            try:
+                # Flushes the rewritten files now (needs the pg_checkpoint role).
+                conn.execute("CHECKPOINT")
+            except psycopg.Error:
+                return [
+                    "VACUUM FULL ran; CHECKPOINT was refused (it needs the pg_checkpoint "
+                    "role), so the server writes the rewritten files at its next checkpoint"
+                ]
+        return []
 
     # ----------------------------------------------------------------- transactions
 
