@@ -95,7 +95,15 @@ GROUP_MAX = 64
 class _AppendRequest:
     """One caller's append, waiting for (or done by) a group commit."""
 
-    __slots__ = ("conversation_id", "done", "error", "events", "expected_version", "positions")
+    __slots__ = (
+        "conversation_id",
+        "done",
+        "error",
+        "events",
+        "expected_version",
+        "positions",
+        "wake",
+    )
 
     def __init__(
         self, conversation_id: str, events: list[EncodedEvent], expected_version: int
@@ -106,6 +114,8 @@ class _AppendRequest:
         self.positions: list[int] | None = None
         self.error: BaseException | None = None
         self.done = False
+        #: Set when the append is done, or when it is handed the lead of the next group.
+        self.wake = threading.Event()
 
     def outcome(self) -> list[int]:
         """The positions written, or the append's own error raised."""
@@ -148,6 +158,7 @@ class SQLiteStore(EventStore):
         # Appends waiting to be committed by the next group (see _append).
         self._pending_lock = threading.Lock()
         self._pending: list[_AppendRequest] = []
+        self._leading = False  # an append is committing a group (see _append)
         self._closed = False
         if self.path != ":memory:":
             target = Path(self.path).expanduser().resolve()
@@ -262,18 +273,44 @@ class SQLiteStore(EventStore):
         # transaction (one sync). Each append keeps its own version check, its own
         # savepoint and its own outcome: one that fails leaves the others unchanged.
         request = _AppendRequest(conversation_id, events, expected_version)
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Inside this thread's own transaction (run_in_transaction): alone, never
+            # waiting for a leader that waits for this thread's lock.
+            with self._lock:
+                self._commit_group(request, alone=True)
+            return request.outcome()
         with self._pending_lock:
-            self._pending.append(request)
-        with self._lock:
-            if not request.done:
-                self._commit_group()
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                self._pending.append(request)
+        if not lead:
+            request.wake.wait()
+            if request.done:
+                return request.outcome()
+            # Handed the lead by the last group's leader: commit the next group.
+            with self._pending_lock:
+                self._pending.remove(request)
+        try:
+            with self._lock:
+                self._commit_group(request)
+        finally:
+            with self._pending_lock:
+                if self._pending:
+                    self._pending[0].wake.set()  # the next leader
+                else:
+                    self._leading = False
         return request.outcome()
 
-    def _commit_group(self) -> None:
-        """Commit the waiting appends (up to :data:`GROUP_MAX`) in one transaction.
-        Called with the store's lock held."""
-        with self._pending_lock:
-            group, self._pending = self._pending[:GROUP_MAX], self._pending[GROUP_MAX:]
+    def _commit_group(self, leader: _AppendRequest, *, alone: bool = False) -> None:
+        """Commit ``leader``'s append and (unless ``alone``) the waiting ones, up to
+        :data:`GROUP_MAX` in all, in one transaction; called with the store's lock held."""
+        group = [leader]
+        if not alone:
+            with self._pending_lock:
+                group.extend(self._pending[: GROUP_MAX - 1])
+                del self._pending[: GROUP_MAX - 1]
         conn = self._conn
         try:
             with self._errors():
@@ -288,7 +325,7 @@ class SQLiteStore(EventStore):
                     raise
         except BaseException as exc:
             # Nothing of the group was written (locked, disk full, closed...): every
-            # append of it fails alike, each with the same error.
+            # append of it fails alike.
             for index, request in enumerate(group):
                 # Each caller raises an exception object of its own (the same error).
                 request.positions, request.error = None, exc if index == 0 else _copy(exc)
@@ -297,6 +334,7 @@ class SQLiteStore(EventStore):
         finally:
             for request in group:
                 request.done = True
+                request.wake.set()
 
     def _append_in_group(self, request: _AppendRequest) -> None:
         """One append of a group, inside the group's transaction, under a savepoint: on
