@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chatledger import SQLiteStore
+from chatledger import MemoryStore, SQLiteStore
 from chatledger.errors import ConcurrencyError, IntegrityError, StoreError
 from chatledger.events.envelope import NewEvent
 from chatledger.events.kinds import ConversationStarted, UserMessageAdded
@@ -203,3 +203,58 @@ def test_many_threads_many_conversations_all_recorded(store: SQLiteStore) -> Non
         assert [event.version for event in store.read(cid)] == list(range(1, 26))
     report = store.verify()
     assert report.ok, report.problems
+
+
+# ------------------------------------------------------------- what an append wrote
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "sqlite":
+        with SQLiteStore(tmp_path / "written.db") as store:
+            yield store
+    elif request.param == "memory":
+        yield MemoryStore()
+    else:
+        from chatledger.events.postgres import PostgresStore
+        from tests.support.postgres import scratch_database
+
+        with scratch_database("chatledger_written") as url, PostgresStore(url) as store:
+            yield store
+
+
+def test_just_appended_is_what_a_read_returns(any_store: Any) -> None:
+    """The events an append wrote, given without a read, equal what the read returns."""
+    cid = str(uuid.uuid4())
+    positions = any_store.append(cid, [started()], expected_version=0)
+    assert any_store.just_appended(cid, positions) == any_store.read(cid)
+    positions = any_store.append(cid, [message(1, "é \u2028 x"), message(2)], expected_version=1)
+    written = any_store.just_appended(cid, positions)
+    assert written is not None and [event.version for event in written] == [2, 3]
+    assert written == any_store.read(cid, after_version=1)
+    # Asked once per append; not for another conversation or other positions.
+    assert any_store.just_appended(cid, positions) is None
+    other = any_store.append(str(uuid.uuid4()), [started()], expected_version=0)
+    assert any_store.just_appended(cid, other) is None
+
+
+def test_just_appended_is_unknown_for_an_idempotent_retry(any_store: Any) -> None:
+    cid = str(uuid.uuid4())
+    first = [started()]
+    any_store.append(cid, first, expected_version=0)
+    again = any_store.append(cid, first, expected_version=0)  # nothing written
+    assert any_store.just_appended(cid, again) is None
+
+
+def test_just_appended_comes_from_the_thread_that_appended(tmp_path: Path) -> None:
+    """In a group, the leader writes every append: each thread still gets its own."""
+    with SQLiteStore(tmp_path / "threads.db") as store:
+        ids = [str(uuid.uuid4()) for _ in range(4)]
+
+        def append_and_get(cid: str) -> Any:
+            positions = store.append(cid, [started()], expected_version=0)
+            return store.just_appended(cid, positions)
+
+        outcomes = in_one_group(store, [lambda cid=cid: append_and_get(cid) for cid in ids])
+        for cid, written in zip(ids, outcomes, strict=True):
+            assert written == store.read(cid)

@@ -147,12 +147,15 @@ class Conversation:
         """Apply the events appended since the known version (by anyone)."""
         with self._lock:
             events = self.store.read(self.id, after_version=self.history.version)
-            for event in events:
-                history_projection.apply(self.history, check_shape(event))
-                usage_projection.apply(self.usage, event)
-            if events and self.history.pending is None:
-                self._maybe_snapshot(events[-1])
+            self._apply(events)
             return events
+
+    def _apply(self, events: list[RecordedEvent]) -> None:
+        for event in events:
+            history_projection.apply(self.history, check_shape(event))
+            usage_projection.apply(self.usage, event)
+        if events and self.history.pending is None:
+            self._maybe_snapshot(events[-1])
 
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
         if not snapshot_due(self.snapshot_version, last.version):
@@ -179,8 +182,13 @@ class Conversation:
         """Append at the known version and apply. Raises ConcurrencyError if stale."""
         with self._lock:
             events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
-            self.store.append(self.id, events, expected_version=self.history.version)
-            self.catch_up()
+            positions = self.store.append(self.id, events, expected_version=self.history.version)
+            # What was just written, without reading it back (see EventStore.just_appended).
+            written = self.store.just_appended(self.id, positions)
+            if written is None or written[0].version != self.history.version + 1:
+                self.catch_up()
+            else:
+                self._apply(written)
 
     def _append_in_turn(self, turn: Turn, datas: list[EventData]) -> None:
         """Append events of an open turn, even if unrelated events were appended since.

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
 from .rows import StreamRow
-from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .store import (
+    EncodedEvent,
+    EventStore,
+    RawRow,
+    Snapshot,
+    StreamInfo,
+    parent_of,
+    parent_of_rows,
+    wrote,
+)
 from .verification import SnapshotRow
 
 __all__ = ["MemoryStore"]
@@ -69,6 +78,7 @@ class MemoryStore(EventStore):
                 self._ids[row.event_id] = row
                 positions.append(row.position)
             self._streams[conversation_id] = stream
+            wrote(events, prepared)
             now = prepared[-1].recorded_at
             old = self._info.get(conversation_id)
             parent_id, parent_version = (

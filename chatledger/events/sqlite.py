@@ -47,6 +47,7 @@ from .store import (
     checked_head,
     parent_of,
     parent_of_rows,
+    wrote,
 )
 from .verification import SnapshotRow
 
@@ -440,6 +441,7 @@ class SQLiteStore(EventStore):
                     parent_version,
                 ),
             )
+        wrote(events, prepared)
         return positions
 
     @staticmethod
