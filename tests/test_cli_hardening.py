@@ -41,6 +41,7 @@ from tests.cli_support import (
     stream_reply,
 )
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import stream_version
 
 
 @pytest.fixture
@@ -200,7 +201,7 @@ def test_an_import_that_cannot_be_read_is_an_error(runner: CliRunner, db_path: P
 def test_a_reader_that_goes_away_ends_the_command_quietly(db_path: Path, recorded: str) -> None:
     # `chatledger log ID | head -1`, with a log long enough to fill the pipe.
     with SQLiteStore(db_path) as store:
-        version = store.stream_info(recorded).version  # type: ignore[union-attr]
+        version = stream_version(store, recorded)
         store.append(
             recorded,
             [

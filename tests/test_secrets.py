@@ -18,6 +18,7 @@ from chatledger.events.audit import export_conversation
 from chatledger.types import HttpOptions
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import text_of
 
 SECRET_HEADER = "Bearer proxy-token-SECRET-77aa99"
 
@@ -182,7 +183,7 @@ def test_a_secret_echoed_in_a_successful_reply_is_masked_before_it_is_recorded(
             ]
         )
         list(chat.send_message_stream("and streamed?"))
-        assert chat.get_history()[-1].parts[0].text == "again: ***"  # type: ignore[index]
+        assert text_of(chat.get_history()[-1]) == "again: ***"
         gemini_server.reply_sse([text_response(f"streamed {API_KEY} here")])
         streamed = "".join(chunk.text or "" for chunk in chat.send_message_stream("whole?"))
         assert streamed == "streamed *** here"

@@ -22,6 +22,7 @@ from chatledger.events import NewEvent, UserMessageAdded
 from chatledger.projections import history
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import stream_version, text_of
 
 _SENDER = r"""
 import sys, chatledger
@@ -170,7 +171,7 @@ def test_a_killed_writer_does_not_block_the_conversation(
 
 
 def _open_foreign_turn(client: chatledger.Client, conversation_id: str, *, lease: float) -> None:
-    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    version = stream_version(client.store, conversation_id)
     client.store.append(
         conversation_id,
         [
@@ -321,7 +322,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     _tamper_with_snapshot(client, db_path, chat.id, part)
     if part == "contents":  # what is at stake: a resume starts from the snapshot
         forged = chatledger.Client(store=str(db_path)).chats.get(chat.id).get_history()
-        assert forged[0].parts[0].text == "forged" and original[0].parts[0].text == "q0"
+        assert text_of(forged[0]) == "forged" and text_of(original[0]) == "q0"
 
     report = chat.verify()
     assert [(p.conversation_id, p.version) for p in report.problems] == [
@@ -400,7 +401,7 @@ def _open_turn(
     host: str = "another-host/0000",
     pid: int = 1,
 ) -> None:
-    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    version = stream_version(client.store, conversation_id)
     client.store.append(
         conversation_id,
         [
@@ -439,7 +440,7 @@ def test_a_turn_recorded_by_a_clock_ten_years_ahead_is_closed_after_its_lease(
     [reason] = _abandoned(chat)
     assert "lease of 0.5 s ran out (watched by this process" in reason
     assert "in the future" in reason
-    assert [c.parts[0].text for c in chat.get_history()] == ["mine", "hello"]  # type: ignore[index]
+    assert [text_of(c) for c in chat.get_history()] == ["mine", "hello"]
     assert client.store.verify().ok
 
 
@@ -634,5 +635,5 @@ def test_a_live_turn_is_not_taken_over_from_another_pid_namespace(
     kinds = [event.type for event in chat.events()]
     assert "turn_abandoned" not in kinds
     assert kinds[-1] == "model_responded"
-    assert [c.parts[0].text for c in chat.get_history()] == ["streaming", "slow reply"]  # type: ignore[index]
+    assert [text_of(c) for c in chat.get_history()] == ["streaming", "slow reply"]
     client.close()
