@@ -77,7 +77,7 @@ def test_no_store_call_runs_on_the_loop(gemini_server: GeminiServer, store: SQLi
     gemini_server.reply_sse([text_response("Hel", finish_reason=None), text_response("lo")])
     gemini_server.reply_echo()
 
-    async def main() -> tuple[int, str, list[str]]:
+    async def main() -> tuple[int, str, list[str | None]]:
         loop_thread = threading.get_ident()
         chat = client.aio.chats.create(model=MODEL)
         first = await chat.send_message("one")

@@ -9,6 +9,7 @@ shows how many transactions committed them. Real SQLite files throughout.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -79,7 +80,7 @@ def test_queued_appends_share_one_transaction(store: SQLiteStore) -> None:
     seen = statements(store)
     outcomes = in_one_group(
         store,
-        [lambda cid=cid: store.append(cid, [started()], expected_version=0) for cid in ids],
+        [functools.partial(store.append, cid, [started()], expected_version=0) for cid in ids],
     )
     assert all(isinstance(positions, list) and len(positions) == 1 for positions in outcomes)
     assert sorted(p[0] for p in outcomes) == list(range(1, 9))
@@ -255,6 +256,6 @@ def test_just_appended_comes_from_the_thread_that_appended(tmp_path: Path) -> No
             positions = store.append(cid, [started()], expected_version=0)
             return store.just_appended(cid, positions)
 
-        outcomes = in_one_group(store, [lambda cid=cid: append_and_get(cid) for cid in ids])
+        outcomes = in_one_group(store, [functools.partial(append_and_get, cid) for cid in ids])
         for cid, written in zip(ids, outcomes, strict=True):
             assert written == store.read(cid)
