@@ -218,3 +218,35 @@ def test_close_waits_for_chats_still_opening(gemini_server: GeminiServer, db_pat
     ids = asyncio.run(main())
     with SQLiteStore(db_path) as reopened:
         assert sorted(info.conversation_id for info in reopened.conversations()) == sorted(ids)
+
+
+def test_an_abandoned_stream_is_recorded_off_the_loop(
+    gemini_server: GeminiServer, store: SQLiteStore
+) -> None:
+    """A caller that stops reading a stream (a client gone) closes it: the turn's failure
+    is recorded in a worker thread too."""
+    log = ThreadLog(store)
+    client = make_client(gemini_server, store)
+    gemini_server.reply_sse(
+        [
+            text_response("Hel", finish_reason=None),
+            text_response("lo", finish_reason=None),
+            text_response("!"),
+        ]
+    )
+
+    async def main() -> tuple[int, str]:
+        chat = client.aio.chats.create(model=MODEL)
+        stream = await chat.send_message_stream("hi")
+        async for chunk in stream:
+            assert chunk.text == "Hel"
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+        await client.aio.aclose()
+        return threading.get_ident(), chat.id
+
+    loop_thread, conversation_id = asyncio.run(main())
+    assert log.on(loop_thread) == []
+    last = store.read(conversation_id)[-1]
+    assert last.type == "model_call_failed"
+    assert last.data.error.kind == "abandoned"  # type: ignore[attr-defined]

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from ..errors import ChatStateError
@@ -497,8 +499,8 @@ class AsyncChat(_BaseChat):
                         yield chunk
                 except GeneratorExit:
                     await _aclose_quietly(chunks)
-                    # Recorded without awaiting: this may run while the loop shuts down.
-                    conversation.record_failure(
+                    await _off_loop(
+                        conversation.record_failure,
                         turn,
                         ChatStateError("the caller closed the stream before it ended"),
                         latency_ms=_ms_since(started),
@@ -592,6 +594,19 @@ class AsyncChat(_BaseChat):
     async def verify(self) -> VerificationReport:
         conversation = await self._open()
         return await asyncio.to_thread(verify_log, conversation.store, self.id)
+
+
+async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``work`` in a worker thread; on the loop's thread only when the loop can no longer
+    run one (it is shutting down, closing the caller's streams)."""
+    try:
+        future = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
+        )
+    except RuntimeError:
+        work(*args, **kwargs)
+        return
+    await future
 
 
 async def _record_failed(
