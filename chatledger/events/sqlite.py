@@ -115,8 +115,8 @@ class _AppendRequest:
         self.positions: list[int] | None = None
         self.error: BaseException | None = None
         self.done = False
-        #: Set when the append is done, or when it is handed the lead of the next group.
-        self.wake = threading.Event()
+        #: For an append that waits: set when it is done, or handed the next group's lead.
+        self.wake: threading.Event | None = None
 
     def outcome(self) -> list[int]:
         """The positions written, or the append's own error raised."""
@@ -285,8 +285,9 @@ class SQLiteStore(EventStore):
             if lead:
                 self._leading = True
             else:
+                request.wake = threading.Event()
                 self._pending.append(request)
-        if not lead:
+        if request.wake is not None:
             request.wake.wait()
             if request.done:
                 return request.outcome()
@@ -299,7 +300,9 @@ class SQLiteStore(EventStore):
         finally:
             with self._pending_lock:
                 if self._pending:
-                    self._pending[0].wake.set()  # the next leader
+                    wake = self._pending[0].wake  # the next leader
+                    assert wake is not None
+                    wake.set()
                 else:
                     self._leading = False
         return request.outcome()
@@ -318,8 +321,10 @@ class SQLiteStore(EventStore):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for request in group:
-                        self._append_in_group(request)
-                    conn.execute("COMMIT")
+                        # A group of one needs no savepoint: its transaction is its own.
+                        self._append_in_group(request, savepoint=len(group) > 1)
+                    if conn.in_transaction:  # (a lone append that failed rolled back)
+                        conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
@@ -335,20 +340,23 @@ class SQLiteStore(EventStore):
         finally:
             for request in group:
                 request.done = True
-                request.wake.set()
+                if request.wake is not None:
+                    request.wake.set()
 
-    def _append_in_group(self, request: _AppendRequest) -> None:
-        """One append of a group, inside the group's transaction, under a savepoint: on
-        failure its own writes are undone and its error kept for its caller."""
+    def _append_in_group(self, request: _AppendRequest, *, savepoint: bool) -> None:
+        """One append of a group, inside the group's transaction, under a savepoint (or,
+        alone, the transaction itself): on failure its own writes are undone and its
+        error kept for its caller."""
         conn = self._conn
-        conn.execute("SAVEPOINT chatledger_append")
+        if savepoint:
+            conn.execute("SAVEPOINT chatledger_append")
         undone = False
 
         def undo() -> None:
             nonlocal undone
             if not undone and conn.in_transaction:
                 undone = True
-                conn.execute("ROLLBACK TO chatledger_append")
+                conn.execute("ROLLBACK TO chatledger_append" if savepoint else "ROLLBACK")
 
         try:
             with self._errors():
@@ -360,13 +368,14 @@ class SQLiteStore(EventStore):
                     undo,
                 )
         except Exception as exc:
-            if not conn.in_transaction:
+            if savepoint and not conn.in_transaction:
                 # SQLite rolled the whole transaction back (disk full, I/O error): the
                 # group fails with this error, nothing of it written.
                 raise
             request.error = exc
             undo()
-        conn.execute("RELEASE chatledger_append")
+        if savepoint:
+            conn.execute("RELEASE chatledger_append")
 
     def append_in_transaction(
         self,
