@@ -53,7 +53,7 @@ __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "C
 logger = logging.getLogger("chatledger")
 
 #: Threads that record what ``client.aio.chats.create`` / ``get`` start from an event loop
-#: (see docs/performance.md, "the event loop"): per client, a few are enough, since
+#: (docs/performance.md#event-loop): per client, a few are enough, since
 #: the store serialises its writes.
 _STORE_THREADS = 4
 

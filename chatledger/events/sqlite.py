@@ -268,9 +268,9 @@ class SQLiteStore(EventStore):
         events: list[EncodedEvent],
         expected_version: int,
     ) -> list[int]:
-        # Group commit (docs/performance.md, "durability and group commit"): appends that
-        # threads of this process start while another append is committing wait for the
-        # store's lock, and the first to get it commits every waiting append in one
+        # Group commit (docs/performance.md#group-commit): appends that threads of this
+        # process start while another append is committing queue up; when it is done,
+        # the first queued leads the next group and commits every queued append in one
         # transaction (one sync). Each append keeps its own version check, its own
         # savepoint and its own outcome: one that fails leaves the others unchanged.
         request = _AppendRequest(conversation_id, events, expected_version)
