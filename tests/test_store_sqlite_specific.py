@@ -46,6 +46,7 @@ MIGRATION_NAMES = [
     "005_events_are_never_replaced",
     "006_no_index_on_updated_at",
     "007_views_for_sql_readers",
+    "008_merkle_nodes",
 ]
 
 # What the migrations produce, exactly: (type, name, tbl_name, sql) from sqlite_master.
@@ -93,6 +94,14 @@ EXPECTED_SCHEMA = [
         '   "recorded_at" TEXT NOT NULL,\n'
         '   "hash" TEXT NOT NULL\n'
         ")",
+    ),
+    (
+        "table",
+        "merkle_nodes",
+        "merkle_nodes",
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID",
     ),
     (
         "table",

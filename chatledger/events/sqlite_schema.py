@@ -5,7 +5,8 @@ Migrations are functions of a sqlite-utils ``Database``, applied in one ``BEGIN
 IMMEDIATE`` transaction and recorded by name in ``_chatledger_migrations`` (see
 :meth:`chatledger.events.sqlite.SQLiteStore`). The tables: ``events`` (unique on
 ``(conversation_id, version)`` and ``event_id``; triggers refuse UPDATE, DELETE and an
-INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``.
+INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``,
+``merkle_nodes`` (the Merkle tree's complete subtrees, see docs/proofs.md).
 """
 
 from __future__ import annotations
@@ -120,6 +121,17 @@ def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _m008_merkle_nodes(db: sqlite_utils.Database) -> None:
+    # The Merkle tree's complete subtrees of 256 leaves and more (docs/proofs.md): filled
+    # lazily when a checkpoint or a proof is made, never by an append; a cache that
+    # verification recomputes from the events.
+    db.execute(
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
@@ -128,6 +140,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
+    ("008_merkle_nodes", _m008_merkle_nodes),
 ]
 
 #: The migrations of this release, as they were when the module was loaded: what the
@@ -138,7 +151,7 @@ _RELEASED_MIGRATIONS = tuple(MIGRATIONS)
 # ----------------------------------------------------------------------------- verify
 
 #: The log's own tables (another program's tables beside them are not looked at).
-_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots")
+_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
 
 
 class _Schema(NamedTuple):
