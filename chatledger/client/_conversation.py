@@ -157,12 +157,15 @@ class Conversation:
         """Apply the events appended since the known version (by anyone)."""
         with self._lock:
             events = self.store.read(self.id, after_version=self.history.version)
-            for event in events:
-                history_projection.apply(self.history, check_shape(event))
-                usage_projection.apply(self.usage, event)
-            if events and self.history.pending is None:
-                self._maybe_snapshot(events[-1])
+            self._apply(events)
             return events
+
+    def _apply(self, events: list[RecordedEvent]) -> None:
+        for event in events:
+            history_projection.apply(self.history, check_shape(event))
+            usage_projection.apply(self.usage, event)
+        if events and self.history.pending is None:
+            self._maybe_snapshot(events[-1])
 
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
         if not snapshot_due(self.snapshot_version, last.version):
@@ -196,7 +199,12 @@ class Conversation:
             events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
             version = self.history.version
             positions = self.store.append(self.id, events, expected_version=version)
-            self.catch_up()
+            # What was just written, without reading it back (see EventStore.just_appended).
+            written = self.store.just_appended(self.id, positions)
+            if written is None or written[0].version != version + 1:
+                self.catch_up()
+            else:
+                self._apply(written)
             telemetry = self.settings.telemetry
             if turn is not None and telemetry.enabled:
                 telemetry.recorded(self, turn, events, version + 1, positions)

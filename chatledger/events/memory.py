@@ -18,6 +18,7 @@ from .store import (
     TreeRow,
     parent_of,
     parent_of_rows,
+    wrote,
 )
 from .verification import SnapshotRow
 
@@ -83,6 +84,7 @@ class MemoryStore(EventStore):
                 self._ids[row.event_id] = row
                 positions.append(row.position)
             self._streams[conversation_id] = stream
+            wrote(events, prepared)
             now = prepared[-1].recorded_at
             old = self._info.get(conversation_id)
             parent_id, parent_version = (

@@ -113,6 +113,24 @@ class EncodedEvent(NamedTuple):
     content_salt: str | None = None
 
 
+class EncodedBatch(list[EncodedEvent]):
+    """The encoded events of one append. A backend that wrote them records what it wrote
+    with :func:`wrote`, so that :meth:`EventStore.just_appended` need not read it back."""
+
+    written: list[PreparedEvent] | None = None
+
+
+def wrote(events: Sequence[EncodedEvent], prepared: list[PreparedEvent]) -> None:
+    """Record that ``prepared`` (numbered and chained ``events``) was written, at the
+    point where a backend's append wrote them (not on an idempotent retry)."""
+    if isinstance(events, EncodedBatch):
+        events.written = prepared
+
+
+#: Per thread: (store id, conversation id, positions, prepared events) of the last append.
+_JUST_APPENDED = threading.local()
+
+
 def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
     """The parent stream and version named by a new stream's first event, if forked."""
     first = events[0][0].data
@@ -256,8 +274,50 @@ class EventStore(abc.ABC):
                 "content_erased events are written by erase only (chatledger.erase, "
                 "`chatledger erase`), which erases the content they record"
             )
-        encoded = [self._encode(event) for event in events]
-        return self._append(conversation_id, encoded, expected_version)
+        encoded = EncodedBatch(self._encode(event) for event in events)
+        positions = self._append(conversation_id, encoded, expected_version)
+        _JUST_APPENDED.last = (id(self), conversation_id, positions, encoded.written)
+        return positions
+
+    def just_appended(
+        self, conversation_id: str, positions: list[int]
+    ) -> list[RecordedEvent] | None:
+        """The events that this thread's last :meth:`append` (which returned
+        ``positions``) wrote to ``conversation_id``, as :meth:`read` would return them,
+        without reading them back; None when this store cannot tell (an idempotent retry,
+        another backend): then read them. Asked once per append."""
+        last = getattr(_JUST_APPENDED, "last", None)
+        _JUST_APPENDED.last = None
+        if last is None:
+            return None
+        store, appended_to, appended_at, written = last
+        if (
+            store != id(self)
+            or appended_to != conversation_id
+            or appended_at is not positions
+            or written is None
+            or len(written) != len(positions)
+        ):
+            return None
+        # Decoded and checked as a read decodes the rows; only the round trip is saved.
+        return [
+            _row_to_event(
+                RawRow(
+                    conversation_id,
+                    event.version,
+                    position,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    event.data,
+                    event.metadata,
+                    event.recorded_at,
+                    event.hash,
+                    event.content_salt,
+                )
+            )
+            for event, position in zip(written, positions, strict=True)
+        ]
 
     def read(
         self,

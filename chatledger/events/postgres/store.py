@@ -39,6 +39,7 @@ from ..store import (
     checked_head,
     parent_of,
     parent_of_rows,
+    wrote,
 )
 from ..verification import SnapshotRow
 from .connection import (
@@ -317,6 +318,7 @@ class PostgresStore(EventStore):
             except OutcomeUnknown as unknown:
                 return self._settle(unknown, conversation_id, event_ids)
             if positions is not None:
+                wrote(events, prepared)
                 return positions
             if version != expected_version:
                 return self._mismatch(conversation_id, events, expected_version, version)
