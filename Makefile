@@ -127,6 +127,13 @@ bench-otel: $(VENV)/.installed-dev
 
 .PHONY: bench-otel
 
+# What erasable content costs (benchmarks/erasure.py): appends and reads with content
+# committed under salts against the old hashing, reads of erased events, verify, erase.
+bench-erasure: $(VENV)/.installed-dev
+	$(PY) benchmarks/erasure.py $(BENCH_ARGS)
+
+.PHONY: bench-erasure
+
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
 # PostgreSQL, server and store faults, fuzzing, secrets; with the lease, CLI, CLI-on-
 # PostgreSQL and secrets tests that retry issue 13's attacks. Then the tables of what it
