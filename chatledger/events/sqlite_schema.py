@@ -20,7 +20,7 @@ import sqlite_utils
 
 from .views import SQLITE_VIEWS
 
-__all__ = ["MIGRATIONS", "Migration", "schema_differences"]
+__all__ = ["MIGRATIONS", "READ_MODEL_MIGRATIONS", "Migration", "schema_differences"]
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -120,6 +120,35 @@ def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
+def _m008_conversation_read_models(db: sqlite_utils.Database) -> None:
+    # The read models of docs/stores.md ("Read models"): each conversation's summary
+    # (listings) and history contents (resumes), written in the transaction of every
+    # append by chatledger.readmodels.conversations, and filled from the log by this
+    # migration (SQLiteStore._migrate runs the read models' rebuild after it).
+    db.execute(
+        "CREATE TABLE chat_summaries (conversation_id TEXT PRIMARY KEY NOT NULL, "
+        "model TEXT NOT NULL, title TEXT NOT NULL, turns INTEGER NOT NULL, "
+        "version INTEGER NOT NULL, head_hash TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, parent_id TEXT, parent_version INTEGER, "
+        "state TEXT NOT NULL)"
+    )
+    # Listings read the newest first: the index gives them in order, without a sort.
+    db.execute(
+        "CREATE INDEX chat_summaries_updated ON chat_summaries (updated_at DESC, conversation_id)"
+    )
+    db.execute("CREATE INDEX chat_summaries_parent ON chat_summaries (parent_id)")
+    # One conversation's rows are one range of the primary key's index, read by a resume
+    # in one indexed scan. A rowid table: WITHOUT ROWID would keep these rows (a content
+    # each, often a kilobyte) in the key's b-tree, about three times the bytes (measured).
+    db.execute(
+        "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, idx INTEGER NOT NULL, "
+        "span INTEGER NOT NULL, turn INTEGER NOT NULL, version INTEGER NOT NULL, "
+        "loaded INTEGER NOT NULL, context INTEGER NOT NULL, curated INTEGER NOT NULL, "
+        "content TEXT NOT NULL, curated_content TEXT, "
+        "PRIMARY KEY (conversation_id, idx))"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
@@ -128,7 +157,12 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
+    ("008_conversation_read_models", _m008_conversation_read_models),
 ]
+
+#: The migrations that create inline read models' tables: the store fills them from the
+#: log in the same transaction (see chatledger.events.store.InlineReadModel).
+READ_MODEL_MIGRATIONS = frozenset({"008_conversation_read_models"})
 
 #: The migrations of this release, as they were when the module was loaded: what the
 #: schema check compares a file with.
@@ -138,7 +172,14 @@ _RELEASED_MIGRATIONS = tuple(MIGRATIONS)
 # ----------------------------------------------------------------------------- verify
 
 #: The log's own tables (another program's tables beside them are not looked at).
-_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots")
+_OWN_TABLES = (
+    "_chatledger_migrations",
+    "events",
+    "streams",
+    "snapshots",
+    "chat_summaries",
+    "chat_contents",
+)
 
 
 class _Schema(NamedTuple):
