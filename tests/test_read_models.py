@@ -183,12 +183,12 @@ def edit(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
     ("sql", "expected"),
     [
         (
-            "UPDATE chat_contents SET content = "
-            """'{"role":"user","parts":[{"text":"forged"}]}' WHERE idx = 2""",
-            "contents differ from the log (from history item 2",
+            "UPDATE chat_contents SET contents = replace(contents, 'plan for today', 'forged') "
+            "WHERE span = 1",
+            "contents differ from the log (from turn 1: 4 turns stored, 4 in the log)",
         ),
-        ("DELETE FROM chat_contents WHERE idx = 3", "contents differ from the log"),
-        ("UPDATE chat_contents SET context = 0 WHERE idx = 4", "contents differ"),
+        ("DELETE FROM chat_contents WHERE span = 2", "contents differ from the log (from turn 2"),
+        ("UPDATE chat_contents SET flags = '00' WHERE span = 3", "contents differ"),
         ("UPDATE chat_summaries SET title = 'forged'", "summary differs from the log (title)"),
         ("UPDATE chat_summaries SET turns = turns + 1", "summary differs from the log (turns)"),
         ("UPDATE chat_summaries SET model = 'other'", "summary differs from the log (model)"),
@@ -296,11 +296,12 @@ def test_content_rows_mark_context_and_curated(
     chat = rich_conversation(client, transport)
     history, _usage, _ = fold_events(client.store, chat.id)
     rows = content_rows(history)
-    assert [row.idx for row in rows] == list(range(len(history.full)))
-    assert sum(row.context for row in rows) == len(history.context)
-    assert sum(1 for row in rows if row.curated) == len(history.curated)
-    # The function call and its response are in the context, not in the curated history.
-    calls = [
-        row for row in rows if "functionCall" in row.content or "functionResponse" in row.content
-    ]
-    assert len(calls) == 2 and all(row.context == 1 and row.curated == 0 for row in calls)
+    assert [row.span for row in rows] == list(range(len(history.turns)))
+    flags = "".join(row.flags for row in rows)
+    assert len(flags) == len(history.full)
+    assert len(flags) - flags.count("0") == len(history.context)
+    assert flags.count("1") + flags.count("2") == len(history.curated)
+    # The given history's turn, two text turns, then the function-calling turn, whose
+    # call and response are in the context but not in the curated history.
+    assert [row.flags for row in rows] == ["11", "11", "1331", "11"]
+    assert [row.loaded for row in rows] == [1, 0, 0, 0]

@@ -95,11 +95,10 @@ EXPECTED_SCHEMA = [
         "table",
         "chat_contents",
         "chat_contents",
-        "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, idx INTEGER NOT NULL, "
-        "span INTEGER NOT NULL, turn INTEGER NOT NULL, version INTEGER NOT NULL, "
-        "loaded INTEGER NOT NULL, context INTEGER NOT NULL, curated INTEGER NOT NULL, "
-        "content TEXT NOT NULL, curated_content TEXT, "
-        "PRIMARY KEY (conversation_id, idx))",
+        "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, span INTEGER NOT NULL, "
+        "turn INTEGER NOT NULL, version INTEGER NOT NULL, loaded INTEGER NOT NULL, "
+        "flags TEXT NOT NULL, contents TEXT NOT NULL, curated TEXT, "
+        "PRIMARY KEY (conversation_id, span))",
     ),
     (
         "table",

@@ -276,11 +276,26 @@ def _plain_content(content: WireContent, cls: type[Content]) -> Content | None:
     for part in parts:
         if type(part) is not dict or not part:
             return None
+        if len(part) == 1 and type(part.get("text")) is str:  # the usual part
+            model = _new(Part)
+            values = _PART_DEFAULTS.copy()
+            values["text"] = part["text"]
+            _set(model, "__dict__", values)
+            _set(model, "__pydantic_fields_set__", {"text"})
+            _set(model, "__pydantic_extra__", {})
+            _set(model, "__pydantic_private__", None)
+            typed.append(model)
+            continue
         for name, value in part.items():
             if type(value) is not _PLAIN_PART_FIELDS.get(name):
                 return None
         typed.append(_built(Part, _PART_DEFAULTS, part))
-    return _built(cls, _CONTENT_DEFAULTS[cls], {"parts": typed, "role": role})  # type: ignore[no-any-return]
+    content_model = _new(cls)
+    _set(content_model, "__dict__", {"parts": typed, "role": role})
+    _set(content_model, "__pydantic_fields_set__", {"parts", "role"})
+    _set(content_model, "__pydantic_extra__", {})
+    _set(content_model, "__pydantic_private__", None)
+    return content_model
 
 
 def content_from_wire(content: WireContent, cls: type[Content] = Content) -> Content:

@@ -8,11 +8,11 @@ so they are never behind the events they derive from:
   first user message), turns, version and head hash, created and updated times, parent,
   and ``state``: the rest of what a resume needs (the open turn, the config, the last
   response, the usage), as JSON.
-- ``chat_contents``: one row per content of the full history, in order: its JSON, the
-  turn (span) it belongs to, whether it is in the context, and whether it is in the
-  curated history (as it is, or changed: then ``curated_content``).
+- ``chat_contents``: one row per turn of the full history, in order: its contents as a
+  JSON array, and for each content whether it is in the context and in the curated
+  history (as it is, or changed: then in ``curated``).
 
-A resume reads one summary row and one range of contents (:func:`load_state`) instead of
+A resume reads one summary row and one range of turns (:func:`load_state`) instead of
 folding every event; ``chats.list()`` reads summaries in ``updated_at`` order through an
 index (:func:`list_summaries`). Each is used only when its version and head hash are the
 stream's own (the events at the head say so): anything else (a log written by an older
@@ -69,7 +69,7 @@ _EVENT_COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
     "recorded_at, hash"
 )
-_CONTENT_COLUMNS = "idx, span, turn, version, loaded, context, curated, content, curated_content"
+_CONTENT_COLUMNS = "span, turn, version, loaded, flags, contents, curated"
 _SUMMARY_COLUMNS = (
     "conversation_id, model, title, turns, version, head_hash, created_at, updated_at, "
     "parent_id, parent_version"
@@ -94,18 +94,22 @@ _STATE_DECODER = msgspec.json.Decoder(ConversationState)
 
 
 class ContentRow(NamedTuple):
-    """One row of ``chat_contents`` (without the conversation id)."""
+    """One row of ``chat_contents``: one turn of the full history (without the
+    conversation id)."""
 
-    idx: int
+    #: The turn's place among the history's turns (0, 1, 2, ...).
     span: int
     turn: int
     version: int
     loaded: int
-    context: int
-    #: 0: not in the curated history; 1: in it as it is; 2: in it as ``curated_content``.
-    curated: int
-    content: str
-    curated_content: str | None
+    #: One character per content of the turn: ``0`` not in the context; ``1`` in the
+    #: context and in the curated history as it is; ``2`` in the context and in the
+    #: curated history changed (the next item of ``curated``); ``3`` in the context only.
+    flags: str
+    #: The turn's contents, a JSON array.
+    contents: str
+    #: The changed curated contents (flag ``2``), a JSON array, or None.
+    curated: str | None
 
 
 class SummaryRow(NamedTuple):
@@ -146,13 +150,11 @@ def _title(contents: Iterable[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- rows
 
 
-def content_rows(
-    history: HistoryState, first_idx: int = 0, first_span: int = 0
-) -> list[ContentRow]:
-    """The contents rows of ``history``'s turns (numbered from ``first_idx`` and
-    ``first_span``): the same rows whether the history was folded in one go or one
-    append at a time. The context of a turn is a subsequence of its full contents; the
-    curated history is the context, each content curated on its own."""
+def content_rows(history: HistoryState, first_span: int = 0) -> list[ContentRow]:
+    """The contents rows of ``history``'s turns (numbered from ``first_span``): the same
+    rows whether the history was folded in one go or one append at a time. The context
+    of a turn is a subsequence of its full contents; the curated history is the context,
+    each content curated on its own."""
     rows: list[ContentRow] = []
     full_at = context_at = curated_at = 0
     for number, span in enumerate(history.turns):
@@ -165,35 +167,38 @@ def content_rows(
             curated_at + span.curated,
         )
         next_context = next_curated = 0
+        flags: list[str] = []
+        changed: list[dict[str, Any]] = []
         for content in full:
-            in_context = next_context < len(context) and context[next_context] == content
-            kind, curated_text = 0, None
-            if in_context:
-                next_context += 1
-                own = curate_contents([content])
-                if own:
-                    if next_curated >= len(curated) or curated[next_curated] != own[0]:
-                        raise IntegrityError("a turn's curated history is not its curated context")
-                    next_curated += 1
-                    if own[0] is content or own[0] == content:
-                        kind = 1
-                    else:
-                        kind, curated_text = 2, _encode(own[0]).decode("utf-8")
-            rows.append(
-                ContentRow(
-                    first_idx + len(rows),
-                    first_span + number,
-                    span.turn,
-                    span.version,
-                    int(span.loaded),
-                    int(in_context),
-                    kind,
-                    _encode(content).decode("utf-8"),
-                    curated_text,
-                )
-            )
+            if not (next_context < len(context) and context[next_context] == content):
+                flags.append("0")
+                continue
+            next_context += 1
+            own = curate_contents([content])
+            if not own:
+                flags.append("3")
+                continue
+            if next_curated >= len(curated) or curated[next_curated] != own[0]:
+                raise IntegrityError("a turn's curated history is not its curated context")
+            next_curated += 1
+            if own[0] is content or own[0] == content:
+                flags.append("1")
+            else:
+                flags.append("2")
+                changed.append(own[0])
         if next_context != len(context) or next_curated != len(curated):
             raise IntegrityError("a turn's context is not a subsequence of its contents")
+        rows.append(
+            ContentRow(
+                first_span + number,
+                span.turn,
+                span.version,
+                int(span.loaded),
+                "".join(flags),
+                _encode(full).decode("utf-8"),
+                _encode(changed).decode("utf-8") if changed else None,
+            )
+        )
     return rows
 
 
@@ -239,7 +244,7 @@ def _insert_contents(tx: Transaction, conversation_id: str, rows: Sequence[Conte
     for row in rows:
         tx.execute(
             f"INSERT INTO {CONTENTS_TABLE} (conversation_id, {_CONTENT_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, *row),
         )
 
@@ -305,7 +310,9 @@ def _expected(
     history, usage = fold_log(tx, conversation_id)
     own = _events(tx, conversation_id, None)
     rows = content_rows(history)
-    state = ConversationState(_without_contents(history), usage, len(rows), len(history.turns))
+    state = ConversationState(
+        _without_contents(history), usage, len(history.full), len(history.turns)
+    )
     return state, _title(history.full), own[0].recorded_at, own[-1], rows
 
 
@@ -375,13 +382,13 @@ class ConversationReadModels:
         history, usage = state.history, state.usage
         for event in events:
             _apply(history, usage, event)
-        new = content_rows(history, state.rows, state.spans)
+        new = content_rows(history, state.spans)
         _insert_contents(tx, conversation_id, new)
-        title = title or _title(_decode(row.content) for row in new)
+        title = title or _title(history.full)
         state = ConversationState(
             _without_contents(history),
             usage,
-            state.rows + len(new),
+            state.rows + len(history.full),
             state.spans + len(history.turns),
         )
         _write_summary(tx, conversation_id, state, title, created_at, events[-1])
@@ -428,30 +435,45 @@ def _load(connection: Any, conversation_id: str) -> tuple[HistoryState, UsageSta
         return None
     state = _STATE_DECODER.decode(found[2])
     rows = tx.execute(
-        f"SELECT {_CONTENT_COLUMNS} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY idx",
+        f"SELECT {_CONTENT_COLUMNS} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span",
         (conversation_id,),
     ).fetchall()
-    if len(rows) != state.rows:
+    if len(rows) != state.spans:
         return None
     history = state.history
-    full: list[dict[str, Any]] = _decode(("[" + ",".join([row[7] for row in rows]) + "]").encode())
+    # Every turn's contents in one JSON document: one decode.
+    turns_contents: list[list[dict[str, Any]]] = _decode(
+        "[" + ",".join([row[5] for row in rows]) + "]"
+    )
+    full: list[dict[str, Any]] = []
     context: list[dict[str, Any]] = []
     curated: list[dict[str, Any]] = []
     turns: list[TurnSpan] = []
-    span = -1
-    for row, content in zip(rows, full, strict=True):
-        if row[1] != span:
-            span = row[1]
-            turns.append(TurnSpan(row[2], 0, 0, 0, row[3], bool(row[4])))
-        last = turns[-1]
-        last.full += 1
-        if row[5]:
+    for number, (row, contents) in enumerate(zip(rows, turns_contents, strict=True)):
+        flags = row[4]
+        if row[0] != number or len(flags) != len(contents):
+            return None
+        full += contents
+        if flags == "11":  # the usual turn: a message and its reply, both kept
+            context += contents
+            curated += contents
+            turns.append(TurnSpan(row[1], 2, 2, 2, row[2], bool(row[3])))
+            continue
+        changed = iter(_decode(row[6]) if row[6] else ())
+        in_context = in_curated = 0
+        for flag, content in zip(flags, contents, strict=True):
+            if flag == "0":
+                continue
             context.append(content)
-            last.context += 1
-            if row[6]:
-                curated.append(content if row[6] == 1 else _decode(row[8]))
-                last.curated += 1
-    if len(turns) != state.spans:
+            in_context += 1
+            if flag == "1":
+                curated.append(content)
+                in_curated += 1
+            elif flag == "2":
+                curated.append(next(changed))
+                in_curated += 1
+        turns.append(TurnSpan(row[1], len(contents), in_context, in_curated, row[2], bool(row[3])))
+    if len(full) != state.rows:
         return None
     history.full, history.context, history.curated, history.turns = full, context, curated, turns
     return history, state.usage
@@ -610,7 +632,7 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
         ContentRow(*row)
         for row in tx.execute(
             f"SELECT {_CONTENT_COLUMNS} FROM {CONTENTS_TABLE} WHERE conversation_id = ? "
-            "ORDER BY idx",
+            "ORDER BY span",
             (conversation_id,),
         ).fetchall()
     ]
@@ -622,8 +644,8 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
         _problem(
             report,
             conversation_id,
-            f"contents differ from the log (from history item {at}: {len(stored)} rows "
-            f"stored, {len(rows)} in the log)",
+            f"contents differ from the log (from turn {at}: {len(stored)} turns stored, "
+            f"{len(rows)} in the log)",
         )
 
 
