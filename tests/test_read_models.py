@@ -305,3 +305,23 @@ def test_content_rows_mark_context_and_curated(
     # call and response are in the context but not in the curated history.
     assert [row.flags for row in rows] == ["11", "11", "1331", "11"]
     assert [row.loaded for row in rows] == [1, 0, 0, 0]
+
+
+def test_a_fork_imported_before_its_parent_is_folded_once_the_parent_is_in(
+    tmp_path: Path, client: chatledger.Client, transport: ScriptedTransport
+) -> None:
+    chat = rich_conversation(client, transport)
+    fork = chat.fork(at=5)
+    transport.enqueue("On the fork.")
+    fork.send_message("A fork's own message")
+    source = client.store
+    with SQLiteStore(tmp_path / "copy.db") as target:
+        target.import_stream(fork.id, source._read(fork.id, 0, None))
+        assert load_state(target, fork.id) is None  # its parent is not there yet
+        target.import_stream(chat.id, source._read(chat.id, 0, None))
+        assert_matches_the_log(target, fork.id)
+        assert_matches_the_log(target, chat.id)
+        listed = [
+            (s.conversation_id, s.turns) for s in chatledger.Client(store=target).chats.list()
+        ]
+        assert sorted(listed) == sorted((s.conversation_id, s.turns) for s in client.chats.list())

@@ -353,9 +353,7 @@ def _needs_fold(event: RecordedEvent) -> bool:
 class ConversationReadModels:
     """The inline read model of the two tables (see the module docstring)."""
 
-    def appended(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
-        """Advance the conversation's rows by the events just appended: its state is
-        read, the new events applied to it, and only the new contents inserted."""
+    def _advance(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
         tx = Transaction(connection)
         events = [row_to_event(row) for row in rows]
         if not events or any(_needs_fold(event) for event in events):
@@ -392,6 +390,25 @@ class ConversationReadModels:
             state.spans + len(history.turns),
         )
         _write_summary(tx, conversation_id, state, title, created_at, events[-1])
+
+    def appended(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
+        """Advance the conversation's rows by the events just appended: its state is
+        read, the new events applied to it, and only the new turns inserted."""
+        self._advance(connection, conversation_id, rows)
+        if rows and rows[0].version == 1:
+            # Forks of this conversation written before it (an import in another order)
+            # could not be folded then: they can now.
+            for (fork,) in (
+                Transaction(connection)
+                .execute(
+                    f"SELECT s.conversation_id FROM streams AS s LEFT JOIN {SUMMARIES_TABLE} AS c "
+                    "ON c.conversation_id = s.conversation_id "
+                    "WHERE s.parent_id = ? AND c.conversation_id IS NULL",
+                    (conversation_id,),
+                )
+                .fetchall()
+            ):
+                rebuild_conversation(connection, str(fork))
 
     def rebuild_all(self, connection: Any) -> None:
         """Write both tables again from the log, for every conversation."""
