@@ -325,3 +325,13 @@ def test_a_fork_imported_before_its_parent_is_folded_once_the_parent_is_in(
             (s.conversation_id, s.turns) for s in chatledger.Client(store=target).chats.list()
         ]
         assert sorted(listed) == sorted((s.conversation_id, s.turns) for s in client.chats.list())
+
+
+def test_turn_contents_are_packed_and_read_back_exactly() -> None:
+    from chatledger.readmodels.conversations import _pack, _unpacked
+
+    usual = [{"role": "user", "parts": [{"text": "héllo \u2028 [x]"}]}]
+    assert _pack(usual)[:1] != b"[" and _unpacked(_pack(usual)) == usual
+    # MessagePack holds integers of 64 bits at most: a bigger one is kept as JSON.
+    huge = [{"role": "user", "parts": [{"functionResponse": {"response": {"n": 2**70}}}]}]
+    assert _pack(huge)[:1] == b"[" and _unpacked(_pack(huge)) == huge

@@ -97,7 +97,7 @@ EXPECTED_SCHEMA = [
         "chat_contents",
         "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, span INTEGER NOT NULL, "
         "turn INTEGER NOT NULL, version INTEGER NOT NULL, loaded INTEGER NOT NULL, "
-        "flags TEXT NOT NULL, contents TEXT NOT NULL, curated TEXT, "
+        "flags TEXT NOT NULL, contents BLOB NOT NULL, curated BLOB, "
         "PRIMARY KEY (conversation_id, span))",
     ),
     (

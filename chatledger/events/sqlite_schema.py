@@ -137,14 +137,14 @@ def _m008_conversation_read_models(db: sqlite_utils.Database) -> None:
         "CREATE INDEX chat_summaries_updated ON chat_summaries (updated_at DESC, conversation_id)"
     )
     db.execute("CREATE INDEX chat_summaries_parent ON chat_summaries (parent_id)")
-    # One row per turn of the history (its contents as a JSON array); one conversation's
+    # One row per turn of the history (its contents as a MessagePack array); one conversation's
     # rows are one range of the primary key's index, read by a resume in one scan. A rowid
     # table: WITHOUT ROWID would keep these rows (often kilobytes) in the key's b-tree,
     # about three times the bytes (measured).
     db.execute(
         "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, span INTEGER NOT NULL, "
         "turn INTEGER NOT NULL, version INTEGER NOT NULL, loaded INTEGER NOT NULL, "
-        "flags TEXT NOT NULL, contents TEXT NOT NULL, curated TEXT, "
+        "flags TEXT NOT NULL, contents BLOB NOT NULL, curated BLOB, "
         "PRIMARY KEY (conversation_id, span))"
     )
 
