@@ -266,14 +266,14 @@ def test_an_existing_log_is_filled_by_the_migration(
     path: Path, transport: ScriptedTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:7])
+        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:-1])
         with chatledger.Client(store=SQLiteStore(path), transport=transport) as old:
             chat = rich_conversation(old, transport)
             history = chat.get_history()
             assert load_state(old.store, chat.id) is None  # no tables yet
     with chatledger.Client(store=str(path), transport=transport) as client:
         assert isinstance(client.store, SQLiteStore)
-        assert "008_conversation_read_models" in client.store.applied_migrations()
+        assert "009_conversation_read_models" in client.store.applied_migrations()
         assert_matches_the_log(client.store, chat.id)
         assert client.chats.get(chat.id).get_history() == history
         assert client.chats.list()[0].title == "Earlier: hello"

@@ -36,6 +36,7 @@ from chatledger.events import (
 from chatledger.events import sqlite as sqlite_module
 from chatledger.events.views import SQLITE_VIEWS
 from tests.store_contract import message, new_id, start
+from tests.support.narrow import stream_version
 
 MIGRATION_NAMES = [
     "001_events",
@@ -45,7 +46,8 @@ MIGRATION_NAMES = [
     "005_events_are_never_replaced",
     "006_no_index_on_updated_at",
     "007_views_for_sql_readers",
-    "008_conversation_read_models",
+    "008_merkle_nodes",
+    "009_conversation_read_models",
 ]
 
 # What the migrations produce, exactly: (type, name, tbl_name, sql) from sqlite_master.
@@ -126,6 +128,14 @@ EXPECTED_SCHEMA = [
         '   "recorded_at" TEXT NOT NULL,\n'
         '   "hash" TEXT NOT NULL\n'
         ")",
+    ),
+    (
+        "table",
+        "merkle_nodes",
+        "merkle_nodes",
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID",
     ),
     (
         "table",
@@ -219,7 +229,7 @@ def path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(path: Path) -> Iterator[SQLiteStore]:
     with SQLiteStore(path) as store:
-        yield store  # type: ignore[misc]
+        yield store
 
 
 # ----------------------------------------------------------------------------- schema
@@ -781,7 +791,7 @@ def test_a_locked_file_gives_store_unavailable_and_nothing_is_written(path: Path
             assert store.read(cid) == before
             locker.execute("ROLLBACK")
         assert store.read(cid) == before
-        assert store.stream_info(cid).version == 1  # type: ignore[union-attr]
+        assert stream_version(store, cid) == 1
         store.append(cid, [message(1)], expected_version=1)
         assert [e.version for e in store.read(cid)] == [1, 2]
         assert store.verify().ok

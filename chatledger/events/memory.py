@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 from ..errors import ConcurrencyError, IntegrityError
 from .rows import StreamRow
-from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .store import (
+    EncodedEvent,
+    EventStore,
+    RawRow,
+    Snapshot,
+    StreamInfo,
+    TreeRow,
+    parent_of,
+    parent_of_rows,
+)
 from .verification import SnapshotRow
 
 __all__ = ["MemoryStore"]
@@ -18,6 +27,7 @@ class MemoryStore(EventStore):
 
     location = ":memory:"
     gapless_positions = True
+    keeps_tree = True
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -26,6 +36,7 @@ class MemoryStore(EventStore):
         self._info: dict[str, StreamInfo] = {}
         self._ids: dict[str, RawRow] = {}
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._tree: dict[tuple[int, int], TreeRow] = {}  # the Merkle tree's subtrees
 
     def _append(
         self,
@@ -205,3 +216,28 @@ class MemoryStore(EventStore):
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock:
             return self._snapshots.get((conversation_id, name))
+
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        with self._lock:
+            return {node: self._tree[node] for node in nodes if node in self._tree}
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        with self._lock:
+            rows = [row for (lvl, _), row in self._tree.items() if lvl == level]
+        return max(rows, key=lambda row: row.idx, default=None)
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        with self._lock:
+            rows = [
+                row
+                for (lvl, _), row in self._tree.items()
+                if lvl == level and row.last_position < position
+            ]
+        return max(rows, key=lambda row: row.idx, default=None)
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        with self._lock:
+            for row in rows:
+                self._tree.setdefault((row.level, row.idx), row)

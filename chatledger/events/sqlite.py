@@ -44,6 +44,7 @@ from .store import (
     RawRow,
     Snapshot,
     StreamInfo,
+    TreeRow,
     VerificationReport,
     checked_head,
     parent_of,
@@ -104,6 +105,7 @@ class SQLiteStore(EventStore):
     """
 
     gapless_positions = True
+    keeps_tree = True
 
     def __init__(
         self,
@@ -647,6 +649,58 @@ class SQLiteStore(EventStore):
             )
             return None
         return Snapshot(conversation_id=conversation_id, name=name, version=version, state=state)
+
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        with self._lock, self._errors():
+            return self._query(
+                "SELECT position, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after_position, limit),
+            )
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        found: dict[tuple[int, int], TreeRow] = {}
+        wanted = list(dict.fromkeys(nodes))
+        with self._lock, self._errors():
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                marks = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+                params = tuple(value for node in chunk for value in node)
+                for row in self._query(
+                    f"SELECT level, idx, hash, last_position FROM merkle_nodes WHERE {marks}",
+                    params,
+                ):
+                    found[(row[0], row[1])] = TreeRow(*row)
+        return found
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        with self._lock, self._errors():
+            rows = self._query(
+                "SELECT level, idx, hash, last_position FROM merkle_nodes WHERE level = ? "
+                "ORDER BY idx DESC LIMIT 1",
+                (level,),
+            )
+        return TreeRow(*rows[0]) if rows else None
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        with self._lock, self._errors():
+            rows = self._query(
+                "SELECT level, idx, hash, last_position FROM merkle_nodes WHERE level = ? "
+                "AND last_position < ? ORDER BY idx DESC LIMIT 1",
+                (level, position),
+            )
+        return TreeRow(*rows[0]) if rows else None
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        if not rows:
+            return
+        with self._lock, self._errors(), self._transaction():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO merkle_nodes (level, idx, hash, last_position) "
+                "VALUES (?, ?, ?, ?)",
+                [tuple(row) for row in rows],
+            )
 
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's

@@ -5,7 +5,8 @@ Migrations are functions of a sqlite-utils ``Database``, applied in one ``BEGIN
 IMMEDIATE`` transaction and recorded by name in ``_chatledger_migrations`` (see
 :meth:`chatledger.events.sqlite.SQLiteStore`). The tables: ``events`` (unique on
 ``(conversation_id, version)`` and ``event_id``; triggers refuse UPDATE, DELETE and an
-INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``.
+INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``,
+``merkle_nodes`` (the Merkle tree's complete subtrees, see docs/proofs.md).
 """
 
 from __future__ import annotations
@@ -120,7 +121,18 @@ def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-def _m008_conversation_read_models(db: sqlite_utils.Database) -> None:
+def _m008_merkle_nodes(db: sqlite_utils.Database) -> None:
+    # The Merkle tree's complete subtrees of 256 leaves and more (docs/proofs.md): filled
+    # lazily when a checkpoint or a proof is made, never by an append; a cache that
+    # verification recomputes from the events.
+    db.execute(
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID"
+    )
+
+
+def _m009_conversation_read_models(db: sqlite_utils.Database) -> None:
     # The read models of docs/stores.md ("Read models"): each conversation's summary
     # (listings) and history contents (resumes), written in the transaction of every
     # append by chatledger.readmodels.conversations, and filled from the log by this
@@ -157,12 +169,13 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
-    ("008_conversation_read_models", _m008_conversation_read_models),
+    ("008_merkle_nodes", _m008_merkle_nodes),
+    ("009_conversation_read_models", _m009_conversation_read_models),
 ]
 
 #: The migrations that create inline read models' tables: the store fills them from the
 #: log in the same transaction (see chatledger.events.store.InlineReadModel).
-READ_MODEL_MIGRATIONS = frozenset({"008_conversation_read_models"})
+READ_MODEL_MIGRATIONS = frozenset({"009_conversation_read_models"})
 
 #: The migrations of this release, as they were when the module was loaded: what the
 #: schema check compares a file with.
@@ -177,6 +190,7 @@ _OWN_TABLES = (
     "events",
     "streams",
     "snapshots",
+    "merkle_nodes",
     "chat_summaries",
     "chat_contents",
 )

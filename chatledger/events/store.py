@@ -39,6 +39,7 @@ from .rows import (
     parent_of_rows,
 )
 from .rows import row_to_event as _row_to_event
+from .tree import TreeRow, check_tree
 from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
@@ -50,12 +51,14 @@ __all__ = [
     "RawRow",
     "Snapshot",
     "StreamInfo",
+    "TreeRow",
     "VerificationReport",
     "parent_of",
     "parent_of_rows",
 ]
 
 T = TypeVar("T")
+_Store = TypeVar("_Store", bound="EventStore")
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -226,6 +229,8 @@ class EventStore(abc.ABC):
     location: str = ""
     #: Whether positions are gapless store-wide (so ``verify`` can detect deleted rows).
     gapless_positions: bool = False
+    #: Whether the store keeps the Merkle tree's subtrees (``_tree_*``; docs/proofs.md).
+    keeps_tree: bool = False
 
     # ----------------------------------------------------------------- the contract
 
@@ -422,7 +427,21 @@ class EventStore(abc.ABC):
 
         Every problem names the event where it was found. The log is never modified.
         """
-        return verify_log_tables(self, conversation_id)
+        report = verify_log_tables(self, conversation_id)
+        if conversation_id is None and self.keeps_tree:
+            report.problems.extend(self._tree_problems())
+        return report
+
+    def _tree_problems(self) -> list[Problem]:
+        """The stored Merkle subtrees that disagree with the events (see
+        :func:`chatledger.proofs.tree.check_tree`): proofs are made from them."""
+        try:
+            problems = check_tree(self).stored_problems
+        except IntegrityError:
+            # An event's hash is damaged (not hex): the chains' check names that event,
+            # and no tree can be recomputed to compare the stored one with.
+            return []
+        return [Problem(conversation_id="(merkle tree)", version=None, reason=p) for p in problems]
 
     def import_stream(self, conversation_id: str, rows: Sequence[RawRow]) -> list[int]:
         """Write a stream exactly as given: versions, event ids, times, metadata and hashes
@@ -461,7 +480,7 @@ class EventStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -511,6 +530,36 @@ class EventStore(abc.ABC):
             stop.wait(poll_interval)
         else:
             time.sleep(poll_interval)
+
+    # ----------------------------------------------------------------- the Merkle tree
+    # The tree over the log (chatledger.proofs.tree, docs/proofs.md) keeps the hashes of
+    # its complete subtrees of 256 leaves and more in a table of its own, beside the log:
+    # a cache that verification recomputes and never trusts. A row is (level, index,
+    # hash, last_position): the subtree of leaves [index * 2**level, (index + 1) *
+    # 2**level) and the position of its last leaf.
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        """``(position, hash)`` of up to ``limit`` events after ``after_position``, in
+        position order: exactly the events :meth:`read_all` would return."""
+        return [(row.position, row.hash) for row in self._read_all(after_position, limit)]
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        """The stored subtree rows among ``nodes`` (``(level, index)`` pairs)."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        """The stored subtree of ``level`` with the highest index, or None."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        """The stored subtree of ``level`` with the highest index whose last leaf is
+        before ``position``, or None."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        """Keep these subtree rows; a row already kept is left as it is (two extenders
+        compute the same rows from the same events)."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
 
     # ----------------------------------------------------------------- shared logic
 

@@ -210,6 +210,21 @@ MIGRATIONS: list[tuple[str, str]] = [
         # docs/integrations.md): stored queries only, so appends cost nothing more.
         ";\n".join(POSTGRES_VIEWS.values()),
     ),
+    (
+        "009_merkle_nodes",
+        # The Merkle tree's complete subtrees of 256 leaves and more (docs/proofs.md):
+        # filled lazily when a checkpoint or a proof is made, never by an append; a cache
+        # that verification recomputes from the events.
+        """
+        CREATE TABLE {schema}.merkle_nodes (
+            level smallint NOT NULL,
+            idx bigint NOT NULL,
+            hash bytea NOT NULL,
+            last_position bigint NOT NULL,
+            PRIMARY KEY (level, idx)
+        );
+        """,
+    ),
 ]
 
 
@@ -314,10 +329,11 @@ EXPECTED_CONSTRAINTS = {
     ("events", "events_event_id"): "UNIQUE (event_id)",
     ("events", "events_pkey"): 'PRIMARY KEY ("position")',
     ("events", "events_stream"): "UNIQUE (conversation_id, version)",
+    ("merkle_nodes", "merkle_nodes_pkey"): "PRIMARY KEY (level, idx)",
     ("snapshots", "snapshots_pkey"): "PRIMARY KEY (conversation_id, name)",
     ("streams", "streams_pkey"): "PRIMARY KEY (conversation_id)",
 }
-_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots")
+_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
 _FUNCTION = re.compile(r"CREATE FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
 
 

@@ -35,6 +35,7 @@ from ..store import (
     RawRow,
     Snapshot,
     StreamInfo,
+    TreeRow,
     checked_head,
     parent_of,
     parent_of_rows,
@@ -96,6 +97,7 @@ class PostgresStore(EventStore):
     """
 
     gapless_positions = False
+    keeps_tree = True
 
     def __init__(
         self,
@@ -233,6 +235,30 @@ class PostgresStore(EventStore):
         )
         self._sql_load_snapshot = q(
             "SELECT version, state FROM {schema}.snapshots WHERE conversation_id = %s AND name = %s"
+        )
+        # The Merkle tree (docs/proofs.md): its leaves are what read_all returns, so only
+        # events below the same visibility horizon.
+        self._sql_leaf_rows = q(
+            "SELECT position, hash FROM {schema}.events WHERE position > %s "
+            "AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY position LIMIT %s"
+        )
+        self._sql_tree_nodes = q(
+            "SELECT n.level, n.idx, n.hash, n.last_position FROM {schema}.merkle_nodes AS n "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
+            "ON n.level = w.level AND n.idx = w.idx"
+        )
+        self._sql_tree_frontier = q(
+            "SELECT level, idx, hash, last_position FROM {schema}.merkle_nodes "
+            "WHERE level = %s ORDER BY idx DESC LIMIT 1"
+        )
+        self._sql_tree_before = q(
+            "SELECT level, idx, hash, last_position FROM {schema}.merkle_nodes "
+            "WHERE level = %s AND last_position < %s ORDER BY idx DESC LIMIT 1"
+        )
+        self._sql_tree_put = q(
+            "INSERT INTO {schema}.merkle_nodes (level, idx, hash, last_position) "
+            "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[], %s::bigint[]) "
+            "ON CONFLICT (level, idx) DO NOTHING"
         )
         self._sql_listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self._sql_search_path = sql.SQL("SET LOCAL search_path TO {}, public").format(s)
@@ -612,6 +638,47 @@ class PostgresStore(EventStore):
             state=bytes(rows[0][1]),
         )
 
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        return [
+            (int(row[0]), row[1])
+            for row in self._fetch(self._sql_leaf_rows, (after_position, limit))
+        ]
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        wanted = list(dict.fromkeys(nodes))
+        if not wanted:
+            return {}
+        rows = self._fetch(
+            self._sql_tree_nodes, ([node[0] for node in wanted], [node[1] for node in wanted])
+        )
+        return {(int(r[0]), int(r[1])): _tree_row(r) for r in rows}
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        rows = self._fetch(self._sql_tree_frontier, (level,))
+        return _tree_row(rows[0]) if rows else None
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        rows = self._fetch(self._sql_tree_before, (level, position))
+        return _tree_row(rows[0]) if rows else None
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        if not rows:
+            return
+        params = (
+            [row.level for row in rows],
+            [row.idx for row in rows],
+            [row.hash for row in rows],
+            [row.last_position for row in rows],
+        )
+
+        def put(conn: Connection, progress: Progress) -> None:
+            conn.execute(self._sql_tree_put, params)
+            progress.answered = True
+
+        self._run(put, writing=False)
+
     # ----------------------------------------------------------------- subscriptions
 
     def subscribe_batches(
@@ -738,3 +805,7 @@ class PostgresStore(EventStore):
 
 def _bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _tree_row(row: Sequence[Any]) -> TreeRow:
+    return TreeRow(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))
