@@ -10,7 +10,9 @@ that listings show parents. Then, timed in interleaved rounds on each file:
   command's own work, opening the store included, without the interpreter's start-up
   (timed once more as a subprocess, for reference);
 - the store's own ``SELECT ... FROM streams ORDER BY updated_at DESC LIMIT 50`` on a plain
-  sqlite3 connection (reference: the listing's floor without any fold or read model).
+  sqlite3 connection (reference: the listing's floor without any fold or read model), and
+  the same page from the ``chat_summaries`` read model through its ``updated_at`` index
+  (reference: what ``chats.list()`` reads, without the library).
 
 Then 50 conversations of ``listing_long_turns`` turns are appended, so the newest 50 are
 long, and ``chats.list(limit=50)`` is timed again: a listing that never folds a
@@ -56,6 +58,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
 FLOOR_SQL = (
     "SELECT conversation_id, version, created_at, updated_at, parent_id, parent_version "
     "FROM streams ORDER BY updated_at DESC, conversation_id LIMIT ?"
+)
+#: The same page from the summaries read model (docs/stores.md#conversation-read-models),
+#: through its index on updated_at: what chats.list() reads, without the library.
+SUMMARIES_FLOOR_SQL = (
+    "SELECT conversation_id, model, title, turns, updated_at, parent_id "
+    "FROM chat_summaries ORDER BY updated_at DESC, conversation_id LIMIT ?"
 )
 
 
@@ -196,10 +204,18 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
             def floor_query(conn: sqlite3.Connection = floor) -> int:
                 return len(conn.execute(FLOOR_SQL, (LIMIT,)).fetchall())
 
+            def summaries_query(conn: sqlite3.Connection = floor) -> int:
+                return len(conn.execute(SUMMARIES_FLOOR_SQL, (LIMIT,)).fetchall())
+
             for op, variant, call in (
                 ("list", "client.chats.list(limit=50), open client", listed),
                 ("ls", "chatledger ls -n 50 (in process, store opened)", _ls_command(path)),
                 ("sql", "SELECT ... ORDER BY updated_at DESC LIMIT 50 (floor)", floor_query),
+                (
+                    "sql-summaries",
+                    "SELECT ... FROM chat_summaries ORDER BY updated_at DESC LIMIT 50 (read-model floor)",
+                    summaries_query,
+                ),
             ):
                 row = {**base, **info, "op": op, "variant": variant, "newest": "short"}
                 rows.append(row)

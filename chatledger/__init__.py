@@ -9,6 +9,7 @@ for event in chat.events():
 """
 
 from . import errors, events, projections, types
+from . import readmodels as readmodels  # registers the inline read models (docs/stores.md)
 from ._version import __version__
 from .client import (
     AsyncChat,

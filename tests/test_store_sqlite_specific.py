@@ -50,10 +50,23 @@ MIGRATION_NAMES = [
     "007_views_for_sql_readers",
     "008_merkle_nodes",
     "009_erasable_content",
+    "010_conversation_read_models",
 ]
 
 # What the migrations produce, exactly: (type, name, tbl_name, sql) from sqlite_master.
 EXPECTED_SCHEMA = [
+    (
+        "index",
+        "chat_summaries_parent",
+        "chat_summaries",
+        "CREATE INDEX chat_summaries_parent ON chat_summaries (parent_id)",
+    ),
+    (
+        "index",
+        "chat_summaries_updated",
+        "chat_summaries",
+        "CREATE INDEX chat_summaries_updated ON chat_summaries (updated_at DESC, conversation_id)",
+    ),
     (
         "index",
         "events_event_id",
@@ -67,6 +80,8 @@ EXPECTED_SCHEMA = [
         'CREATE UNIQUE INDEX "events_stream"\n    ON "events" ("conversation_id", "version")',
     ),
     ("index", "sqlite_autoindex__chatledger_migrations_1", "_chatledger_migrations", None),
+    ("index", "sqlite_autoindex_chat_contents_1", "chat_contents", None),
+    ("index", "sqlite_autoindex_chat_summaries_1", "chat_summaries", None),
     ("index", "sqlite_autoindex_snapshots_1", "snapshots", None),
     ("index", "sqlite_autoindex_streams_1", "streams", None),
     (
@@ -80,6 +95,25 @@ EXPECTED_SCHEMA = [
         "_chatledger_migrations",
         "_chatledger_migrations",
         "CREATE TABLE _chatledger_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)",
+    ),
+    (
+        "table",
+        "chat_contents",
+        "chat_contents",
+        "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, span INTEGER NOT NULL, "
+        "turn INTEGER NOT NULL, version INTEGER NOT NULL, loaded INTEGER NOT NULL, "
+        "flags TEXT NOT NULL, contents BLOB NOT NULL, curated BLOB, "
+        "PRIMARY KEY (conversation_id, span))",
+    ),
+    (
+        "table",
+        "chat_summaries",
+        "chat_summaries",
+        "CREATE TABLE chat_summaries (conversation_id TEXT PRIMARY KEY NOT NULL, "
+        "model TEXT NOT NULL, title TEXT NOT NULL, turns INTEGER NOT NULL, "
+        "version INTEGER NOT NULL, head_hash TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, parent_id TEXT, parent_version INTEGER, "
+        "state TEXT NOT NULL)",
     ),
     (
         "table",

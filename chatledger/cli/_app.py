@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "show": "chatledger.cli._browse:show",
     "log": "chatledger.cli._browse:log",
     "verify": "chatledger.cli._audit:verify",
+    "rebuild": "chatledger.cli._audit:rebuild",
     "fork": "chatledger.cli._branching:fork",
     "tree": "chatledger.cli._branching:tree",
     "diff": "chatledger.cli._branching:diff",

@@ -11,14 +11,16 @@ from pathlib import Path
 import click
 
 from ..client import verify_log
+from ..errors import StoreError
 from ..events.audit import export_conversation, import_lines
 from ..events.store import Problem
+from ..readmodels import rebuild as rebuild_read_models
 from ._app import settings, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
 from ._render import CliError, echo
 
-__all__ = ["export_", "import_", "verify"]
+__all__ = ["export_", "import_", "rebuild", "verify"]
 
 
 @click.command()
@@ -102,6 +104,28 @@ def verify(
         echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
         ctx.exit(1)
     echo("No problems found.")
+
+
+@click.command()
+@click.argument("conversation_ids", metavar="[ID]...", nargs=-1)
+@store_options
+def rebuild(conversation_ids: tuple[str, ...]) -> None:
+    """Write the read models (conversation summaries and contents) again from the log:
+    of conversations ID..., or of every conversation. The log itself is not changed.
+
+    Run it when `chatledger verify` reports a read model that differs from the log.
+    """
+    client = settings().client(reading=True)
+    store = client.store
+    targets = [resolve_conversation_id(store, cid) for cid in conversation_ids] or None
+    try:
+        count = rebuild_read_models(store, targets)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    echo(
+        f"Rebuilt the read models of {count} conversation{'s' if count != 1 else ''} "
+        f"of {store.location} from the log."
+    )
 
 
 def _write_lines(output: str, lines: Iterable[str]) -> int:

@@ -59,6 +59,7 @@ from ..projections import history as history_projection
 from ..projections import usage as usage_projection
 from ..projections.history import HistoryState, response_content, sendable
 from ..projections.usage import UsageState
+from ..readmodels.conversations import load_state
 from ..types import GenerateContentConfig
 from ._convert import contents_digest, merge_configs, request_config
 from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
@@ -75,7 +76,15 @@ logger = logging.getLogger("chatledger")
 def load_conversation(
     settings: ConversationSettings, conversation_id: str, live_config: Any = None
 ) -> Conversation:
-    """A conversation folded from the log (from its snapshot, when it has a usable one)."""
+    """A conversation from its read model (docs/stores.md, "Read models"), else folded
+    from the log (from its snapshot, when it has a usable one)."""
+    loaded = load_state(settings.store, conversation_id)
+    if loaded is not None:
+        history, usage = loaded
+        conversation = Conversation(settings, conversation_id, history, usage, live_config)
+        # Resumed without folding: no snapshot is needed until the log grows again.
+        conversation.snapshot_version = history.version
+        return conversation
     history, usage, snapshot_version = fold_events(settings.store, conversation_id)
     conversation = Conversation(settings, conversation_id, history, usage, live_config)
     conversation.snapshot_version = snapshot_version

@@ -230,8 +230,80 @@ def history_to_wire(history: Iterable[Any] | None) -> list[WireContent]:
     return contents
 
 
+#: The part fields a text part can hold, with the one type each must have, for which
+#: :func:`_built` makes the object pydantic would (see :func:`content_from_wire`).
+_PLAIN_PART_FIELDS: dict[str, type] = {"text": str, "thought": bool}
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _defaults(cls: type[pydantic.BaseModel]) -> dict[str, Any]:
+    return {
+        name: field.get_default(call_default_factory=True)
+        for name, field in cls.model_fields.items()
+    }
+
+
+_PART_DEFAULTS = _defaults(Part)
+_CONTENT_DEFAULTS = {cls: _defaults(cls) for cls in (Content, UserContent, ModelContent)}
+
+
+def _built(cls: type[pydantic.BaseModel], defaults: dict[str, Any], values: dict[str, Any]) -> Any:
+    """The object ``cls.model_validate(values)`` returns, for values already of their
+    fields' types (no conversion to make): the same fields, fields set and (empty)
+    extras, without running the validators again."""
+    model = _new(cls)
+    _set(model, "__dict__", {**defaults, **values})
+    _set(model, "__pydantic_fields_set__", set(values))
+    _set(model, "__pydantic_extra__", {})
+    _set(model, "__pydantic_private__", None)
+    return model
+
+
+def _plain_content(content: WireContent, cls: type[Content]) -> Content | None:
+    """``content`` as ``cls`` without pydantic when it is the common shape chatledger
+    writes and reads most (a role and text parts), else None (validate it instead).
+    Contents in the log were validated when they were written; the shapes taken here
+    are those whose validation converts nothing, so the object is the one
+    ``model_validate`` makes (tests/test_typed_fast_path.py compares them)."""
+    role = content.get("role")
+    parts = content.get("parts")
+    if len(content) != 2 or type(role) is not str or type(parts) is not list:
+        return None
+    if cls is not Content and role != ("user" if cls is UserContent else "model"):
+        return None
+    typed: list[Part] = []
+    for part in parts:
+        if type(part) is not dict or not part:
+            return None
+        if len(part) == 1 and type(part.get("text")) is str:  # the usual part
+            model = _new(Part)
+            values = _PART_DEFAULTS.copy()
+            values["text"] = part["text"]
+            _set(model, "__dict__", values)
+            _set(model, "__pydantic_fields_set__", {"text"})
+            _set(model, "__pydantic_extra__", {})
+            _set(model, "__pydantic_private__", None)
+            typed.append(model)
+            continue
+        for name, value in part.items():
+            if type(value) is not _PLAIN_PART_FIELDS.get(name):
+                return None
+        typed.append(_built(Part, _PART_DEFAULTS, part))
+    content_model = _new(cls)
+    _set(content_model, "__dict__", {"parts": typed, "role": role})
+    _set(content_model, "__pydantic_fields_set__", {"parts", "role"})
+    _set(content_model, "__pydantic_extra__", {})
+    _set(content_model, "__pydantic_private__", None)
+    return content_model
+
+
 def content_from_wire(content: WireContent, cls: type[Content] = Content) -> Content:
     """A wire content as a new Content object (callers get copies, never live state)."""
+    if type(content) is dict:
+        plain = _plain_content(content, cls)
+        if plain is not None:
+            return plain
     try:
         return cls.model_validate(content)
     except pydantic.ValidationError as exc:

@@ -24,6 +24,7 @@ from ..projections import history as history_projection
 from ..projections import usage as usage_projection
 from ..projections.history import HistoryState
 from ..projections.usage import UsageState
+from ..readmodels.conversations import check_read_models
 
 __all__ = [
     "SNAPSHOT_NAME",
@@ -116,7 +117,8 @@ def verify_log(
     store: EventStore, conversation_id: str | None = None, *, rebuild_snapshots: bool = False
 ) -> VerificationReport:
     """``store.verify`` of one conversation (or the whole log), then :func:`check_snapshots`
-    of the same conversations: what ``chat.verify()`` and ``chatledger verify`` report."""
+    and the read models' check (:func:`chatledger.readmodels.check_read_models`) of the
+    same conversations: what ``chat.verify()`` and ``chatledger verify`` report."""
     report = store.verify(conversation_id)
     ids = (
         [conversation_id]
@@ -124,6 +126,9 @@ def verify_log(
         else [info.conversation_id for info in store.conversations()]
     )
     report.snapshots_checked = check_snapshots(store, ids, report, rebuild=rebuild_snapshots)
+    report.read_models_checked = check_read_models(
+        store, [conversation_id] if conversation_id else None, report
+    )
     return report
 
 

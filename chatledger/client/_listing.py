@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import IntegrityError, NotFoundError
+from ..errors import IntegrityError, InvalidInputError, NotFoundError
 from ..events.envelope import validate_conversation_id
 from ..events.kinds import UserMessageAdded
 from ..events.store import EventStore, StreamInfo
+from ..readmodels.conversations import first_words, list_summaries
 from ._fold import FoldCache, fold_events
 from ._summaries import BranchNode, ChatSummary
 
 __all__ = ["conversation_tree", "list_conversations", "summarize_stream"]
 
 
-def _first_words(content: dict[str, Any], words: int = 8) -> str:
-    text = " ".join(
-        part["text"]
-        for part in content.get("parts") or []
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    ).split()
-    return " ".join(text[:words]) + (" ..." if len(text) > words else "")
+_first_words = first_words
 
 
 def summarize_stream(
@@ -37,15 +32,57 @@ def summarize_stream(
         updated_at=info.updated_at,
         parent_id=info.parent_id,
         parent_version=info.parent_version,
+        title=_title(history.full),
     )
+
+
+def _title(contents: list[dict[str, Any]]) -> str:
+    for content in contents:
+        if content.get("role") == "user":
+            words = first_words(content)
+            if words:
+                return words
+    return ""
 
 
 def list_conversations(
     store: EventStore, limit: int | None = None, parent_id: str | None = None
 ) -> list[ChatSummary]:
-    """Conversations, most recently updated first; with ``parent_id``, its forks."""
-    infos = store.conversations(limit=limit, parent_id=parent_id)
-    return [summarize_stream(store, info) for info in infos]
+    """Conversations, most recently updated first; with ``parent_id``, its forks.
+
+    Read from the summaries read model (docs/stores.md, "Read models"), without folding;
+    a conversation whose summary is not at its stream's head, or a store without read
+    models, is summarised from the log."""
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise InvalidInputError("limit must be a positive integer or None")
+    if parent_id is not None:
+        validate_conversation_id(parent_id)
+    found = list_summaries(store, limit, parent_id)
+    if found is None:
+        infos = store.conversations(limit=limit, parent_id=parent_id)
+        return [summarize_stream(store, info) for info in infos]
+    rows, stale = found
+    summaries: list[ChatSummary] = []
+    for row in rows:
+        if row.conversation_id in stale:
+            info = store.stream_info(row.conversation_id)
+            if info is not None:
+                summaries.append(summarize_stream(store, info))
+            continue
+        summaries.append(
+            ChatSummary(
+                conversation_id=row.conversation_id,
+                model=row.model,
+                turns=row.turns,
+                version=row.version,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                parent_id=row.parent_id,
+                parent_version=row.parent_version,
+                title=row.title,
+            )
+        )
+    return summaries
 
 
 def conversation_tree(store: EventStore, conversation_id: str) -> BranchNode:

@@ -24,6 +24,8 @@ class ChatSummary(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str
     parent_id: str | None = None
     parent_version: int | None = None
+    #: The first words of the conversation's first user message ("" before there is one).
+    title: str = ""
 
 
 class BranchNode(msgspec.Struct, kw_only=True):

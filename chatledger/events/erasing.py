@@ -149,8 +149,9 @@ def erase(
         if _erase_conversation(store, cid, up_to, reason, actor, subject, cutoff, report):
             touched.append(cid)
     if touched:
-        for hook in ERASE_HOOKS:
-            hook(store, _with_forks(store, touched))
+        with store._secure_deletes():  # what the hooks overwrite is zeroed too
+            for hook in ERASE_HOOKS:
+                hook(store, _with_forks(store, touched))
     report.notes.extend(store._purge_erased(vacuum))
     return report
 

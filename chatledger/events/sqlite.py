@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import sqlite_utils
 
 from ..errors import (
@@ -34,8 +35,9 @@ from ..errors import (
 )
 from .envelope import utc_now
 from .rows import StreamRow, head_error, missing_head_reason
-from .sqlite_schema import MIGRATIONS, schema_differences
+from .sqlite_schema import MIGRATIONS, READ_MODEL_MIGRATIONS, schema_differences
 from .store import (
+    INLINE_READ_MODELS,
     EncodedEvent,
     EventStore,
     PreparedEvent,
@@ -166,6 +168,8 @@ class SQLiteStore(EventStore):
         self._pending: list[_AppendRequest] = []
         self._leading = False  # an append is committing a group (see _append)
         self._closed = False
+        #: Whether the file has the inline read models' tables (see _migrate).
+        self._inline = False
         if self.path != ":memory:":
             target = Path(self.path).expanduser().resolve()
             if target.is_dir():
@@ -238,6 +242,7 @@ class SQLiteStore(EventStore):
             else set()
         )
         if all(name in applied for name, _ in MIGRATIONS):
+            self._inline = applied >= READ_MODEL_MIGRATIONS
             return
         with self._transaction():
             conn.execute(
@@ -251,10 +256,17 @@ class SQLiteStore(EventStore):
                 if name in applied:
                     continue
                 migration(db)
+                if name in READ_MODEL_MIGRATIONS:
+                    # Existing logs: the read models are filled from the log, in the
+                    # migration's transaction.
+                    for read_model in INLINE_READ_MODELS:
+                        read_model.rebuild_all(conn)
                 conn.execute(
                     "INSERT INTO _chatledger_migrations (name, applied_at) VALUES (?, ?)",
                     (name, utc_now()),
                 )
+                applied.add(name)
+            self._inline = applied >= READ_MODEL_MIGRATIONS
 
     def applied_migrations(self) -> list[str]:
         with self._lock, self._errors():
@@ -455,6 +467,27 @@ class SQLiteStore(EventStore):
                     parent_version,
                 ),
             )
+        # The inline read models, in the same transaction (and the group's savepoint).
+        self._appended(
+            conn,
+            conversation_id,
+            [
+                RawRow(
+                    conversation_id,
+                    event.version,
+                    position,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    event.data,
+                    event.metadata,
+                    event.recorded_at,
+                    event.hash,
+                    event.content_salt,
+                )
+                for event, position in zip(prepared, positions, strict=True)
+            ],
+        )
         wrote(events, prepared)
         return positions
 
@@ -517,6 +550,11 @@ class SQLiteStore(EventStore):
                 for line in str(row[0]).splitlines()
                 if line.strip() and not line.startswith("*** in database")
             ]
+            truncated = self._truncated()
+            if truncated:
+                report.problems.append(
+                    Problem(conversation_id=self.path, version=None, reason=truncated)
+                )
             if lines != ["ok"]:
                 report.problems.extend(
                     Problem(
@@ -530,6 +568,31 @@ class SQLiteStore(EventStore):
                     for line in lines
                 )
         return report
+
+    def _truncated(self) -> str | None:
+        """Why the file is shorter than its header says, or None. Pages not yet copied
+        from the -wal file into the file may legitimately be missing from it, so the
+        length is compared only when the -wal file holds no frame. A file cut short
+        where it held only free pages (left by read-model rows rewritten) reads as sound
+        otherwise: this names it."""
+        if self.path == ":memory:":
+            return None
+        with self._lock, self._errors():
+            page_size = int(self._query("PRAGMA page_size")[0][0])
+            page_count = int(self._query("PRAGMA page_count")[0][0])
+        try:
+            size = os.path.getsize(self.path)
+            wal = Path(f"{self.path}-wal")
+            frames = wal.exists() and wal.stat().st_size > 32  # more than the WAL header
+        except OSError:
+            return None
+        if size % page_size == 0 and (frames or size >= page_size * page_count):
+            return None
+        return (
+            f"the file is {size} bytes, not the {page_size * page_count} its header says "
+            f"({page_count} pages of {page_size}): it was truncated or damaged; restore it "
+            "from a backup or an export"
+        )
 
     def _stream_rows(self, conversation_id: str | None) -> list[StreamRow]:
         sql = (
@@ -620,7 +683,23 @@ class SQLiteStore(EventStore):
                         parent_version,
                     ),
                 )
+            self._appended(
+                conn,
+                conversation_id,
+                [
+                    msgspec.structs.replace(row, position=position)
+                    for row, position in zip(rows, positions, strict=True)
+                ],
+            )
             return positions
+
+    def _appended(self, conn: sqlite3.Connection, conversation_id: str, rows: list[RawRow]) -> None:
+        """The inline read models' part of an append, in its transaction (docs/stores.md,
+        "Read models"); none before the migration that makes their tables."""
+        if not self._inline:
+            return
+        for read_model in INLINE_READ_MODELS:
+            read_model.appended(conn, conversation_id, rows)
 
     def _read(
         self, conversation_id: str, after_version: int, to_version: int | None
@@ -827,12 +906,33 @@ class SQLiteStore(EventStore):
             )
         return notes
 
+    @contextlib.contextmanager
+    def _secure_deletes(self) -> Iterator[None]:
+        with self._lock, self._errors():
+            was = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
+            self._conn.execute("PRAGMA secure_delete = ON")
+            try:
+                yield
+            finally:
+                self._conn.execute(f"PRAGMA secure_delete = {int(was)}")
+
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's
         sqlite3 connection (see :meth:`EventStore.run_in_transaction`). Other threads of
         this store wait meanwhile, other processes' writers up to their busy timeout."""
         with self._lock, self._errors(own_tables=False), self._transaction():
             return work(self._conn)
+
+    def run_read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` in one deferred (read) transaction: one snapshot of
+        the file, which never waits for or blocks a writer in WAL mode."""
+        with self._lock, self._errors(own_tables=False):
+            self._conn.execute("BEGIN")
+            try:
+                return work(self._conn)
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:

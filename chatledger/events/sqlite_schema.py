@@ -22,7 +22,7 @@ import sqlite_utils
 
 from .views import SQLITE_VIEWS, SQLITE_VIEWS_007
 
-__all__ = ["MIGRATIONS", "Migration", "schema_differences"]
+__all__ = ["MIGRATIONS", "READ_MODEL_MIGRATIONS", "Migration", "schema_differences"]
 
 Migration = Callable[[sqlite_utils.Database], None]
 
@@ -164,6 +164,35 @@ def _m009_erasable_content(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m010_conversation_read_models(db: sqlite_utils.Database) -> None:
+    # The read models of docs/stores.md ("Read models"): each conversation's summary
+    # (listings) and history contents (resumes), written in the transaction of every
+    # append by chatledger.readmodels.conversations, and filled from the log by this
+    # migration (SQLiteStore._migrate runs the read models' rebuild after it).
+    db.execute(
+        "CREATE TABLE chat_summaries (conversation_id TEXT PRIMARY KEY NOT NULL, "
+        "model TEXT NOT NULL, title TEXT NOT NULL, turns INTEGER NOT NULL, "
+        "version INTEGER NOT NULL, head_hash TEXT NOT NULL, created_at TEXT NOT NULL, "
+        "updated_at TEXT NOT NULL, parent_id TEXT, parent_version INTEGER, "
+        "state TEXT NOT NULL)"
+    )
+    # Listings read the newest first: the index gives them in order, without a sort.
+    db.execute(
+        "CREATE INDEX chat_summaries_updated ON chat_summaries (updated_at DESC, conversation_id)"
+    )
+    db.execute("CREATE INDEX chat_summaries_parent ON chat_summaries (parent_id)")
+    # One row per turn of the history (its contents as a MessagePack array); one conversation's
+    # rows are one range of the primary key's index, read by a resume in one scan. A rowid
+    # table: WITHOUT ROWID would keep these rows (often kilobytes) in the key's b-tree,
+    # about three times the bytes (measured).
+    db.execute(
+        "CREATE TABLE chat_contents (conversation_id TEXT NOT NULL, span INTEGER NOT NULL, "
+        "turn INTEGER NOT NULL, version INTEGER NOT NULL, loaded INTEGER NOT NULL, "
+        "flags TEXT NOT NULL, contents BLOB NOT NULL, curated BLOB, "
+        "PRIMARY KEY (conversation_id, span))"
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_events", _m001_events),
     ("002_streams", _m002_streams),
@@ -174,7 +203,12 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
     ("008_merkle_nodes", _m008_merkle_nodes),
     ("009_erasable_content", _m009_erasable_content),
+    ("010_conversation_read_models", _m010_conversation_read_models),
 ]
+
+#: The migrations that create inline read models' tables: the store fills them from the
+#: log in the same transaction (see chatledger.events.store.InlineReadModel).
+READ_MODEL_MIGRATIONS = frozenset({"010_conversation_read_models"})
 
 #: The migrations of this release, as they were when the module was loaded: what the
 #: schema check compares a file with.
@@ -184,7 +218,15 @@ _RELEASED_MIGRATIONS = tuple(MIGRATIONS)
 # ----------------------------------------------------------------------------- verify
 
 #: The log's own tables (another program's tables beside them are not looked at).
-_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
+_OWN_TABLES = (
+    "_chatledger_migrations",
+    "events",
+    "streams",
+    "snapshots",
+    "merkle_nodes",
+    "chat_summaries",
+    "chat_contents",
+)
 
 
 class _Schema(NamedTuple):

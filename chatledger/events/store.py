@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
@@ -44,7 +44,9 @@ from .tree import TreeRow, check_tree
 from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
+    "INLINE_READ_MODELS",
     "EventStore",
+    "InlineReadModel",
     "PreparedEvent",
     "Problem",
     "RawRow",
@@ -217,6 +219,29 @@ def _difference(stored: RawRow, new: EncodedEvent) -> str | None:
 def _is_count(value: object) -> bool:
     """An int >= 0 (a bool is not a version)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class InlineReadModel(Protocol):
+    """Tables a database store keeps up to date in each append's own transaction (the
+    conversation read models of :mod:`chatledger.readmodels.conversations`, which
+    registers itself in :data:`INLINE_READ_MODELS`; see docs/stores.md, "Read models").
+
+    The store calls :meth:`appended` after writing an append's events (or an import's
+    rows) and the stream's head, before COMMIT, and :meth:`rebuild_all` in the migration
+    that creates the tables, so an existing log is filled in that migration. Both get
+    the store's DB-API connection inside the transaction; an exception rolls the append
+    back."""
+
+    def appended(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
+        """Update the tables for ``rows``, just written to ``conversation_id``."""
+
+    def rebuild_all(self, connection: Any) -> None:
+        """Write the tables again from the log, for every conversation."""
+
+
+#: The inline read models every SQLite store keeps (filled when :mod:`chatledger` is
+#: imported: this layer never imports the read models itself).
+INLINE_READ_MODELS: list[InlineReadModel] = []
 
 
 class EventStore(abc.ABC):
@@ -428,6 +453,13 @@ class EventStore(abc.ABC):
             "use a SQLite or PostgreSQL store"
         )
 
+    def run_read(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(connection)`` in one read-only transaction of the store's database
+        (one consistent snapshot of every table, without taking the write lock) and
+        return its result. Same connection and placeholders as :meth:`run_in_transaction`;
+        ``work`` must not write. A store without a database raises :class:`StoreError`."""
+        raise StoreError(f"{type(self).__name__} keeps no database to read a snapshot of")
+
     @abc.abstractmethod
     def stream_info(self, conversation_id: str) -> StreamInfo | None:
         """The stream's head and times, or None for an unknown conversation."""
@@ -531,6 +563,11 @@ class EventStore(abc.ABC):
         """Make erased content unreadable from the database's files (docs/erasure.md);
         returns notes on what could not be done, or remains to be done."""
         return []
+
+    def _secure_deletes(self) -> contextlib.AbstractContextManager[None]:
+        """While this is entered, what this store's connection deletes or overwrites is
+        zeroed in its files, not left in free space (the erasure hooks run under it)."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""

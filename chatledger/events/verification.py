@@ -76,6 +76,9 @@ class VerificationReport(msgspec.Struct, kw_only=True):
     problems: list[Problem] = msgspec.field(default_factory=list)
     #: Snapshots compared with the log (by a client's verify; a store's own is 0).
     snapshots_checked: int = 0
+    #: Conversations whose read models were compared with the log (a client's verify of
+    #: a SQLite store; see docs/stores.md, "Read models").
+    read_models_checked: int = 0
 
     @property
     def ok(self) -> bool:
