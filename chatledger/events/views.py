@@ -235,7 +235,7 @@ SQLITE_VIEWS_007: dict[str, str] = {
 
 # An erased event holds a placeholder object where its parts were (docs/erasure.md), and
 # json_each over an object gives text values, which json_type(value, '$.text') refuses as
-# malformed JSON: from ``008_erasable_content`` on, parts are read only where they are an
+# malformed JSON: from ``009_erasable_content`` on, parts are read only where they are an
 # array, and only its object items.
 _PARTS = re.compile(
     r"SELECT json_extract\(p\.value, '\$\.text'\) AS t FROM json_each\((.+?), '(\$[^']*)'\) "
@@ -261,7 +261,7 @@ def _erasure_safe(statement: str) -> str:
     return new
 
 
-#: The views as ``008_erasable_content`` makes them again: every text extraction of
+#: The views as ``009_erasable_content`` makes them again: every text extraction of
 #: :data:`SQLITE_VIEWS_007` reads parts only where they are an array.
 SQLITE_VIEWS: dict[str, str] = {name: _erasure_safe(sql) for name, sql in SQLITE_VIEWS_007.items()}
 

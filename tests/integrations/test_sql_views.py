@@ -88,7 +88,7 @@ def test_the_sqlite_migration_creates_exactly_two_views(
     assert before - schema(path) == set()  # nothing else changed: no table, index, trigger
     for name, sql in SQLITE_VIEWS_007.items():
         assert hashlib.sha256(sql.encode()).hexdigest() == SQLITE_VIEW_SHA256[name], name
-    # 008_erasable_content makes them again, reading parts only where they are arrays
+    # 009_erasable_content makes them again, reading parts only where they are arrays
     # (docs/erasure.md); the rest of each statement as 007 wrote it.
     for name, sql in SQLITE_VIEWS.items():
         assert sql != SQLITE_VIEWS_007[name]
