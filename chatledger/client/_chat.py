@@ -28,6 +28,7 @@ from ..types import (
     GenerateContentResponse,
     PartUnionDict,
 )
+from ._continuation import HopOutcome, StreamHops
 from ._conversation import Conversation, Turn
 from ._convert import (
     config_to_wire,
@@ -55,6 +56,69 @@ __all__ = ["AsyncChat", "Chat"]
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _final_response(
+    turn: Turn, raw: dict[str, Any], response: GenerateContentResponse
+) -> GenerateContentResponse:
+    """What ``send_message`` returns: the response, or a continued answer's hops merged
+    (docs/chat-api.md#continuation)."""
+    if turn.final is None or turn.final is raw:
+        return response
+    merged = response_from_wire(turn.final)
+    if merged.usage_metadata is not None and turn.initial_prompt_tokens is not None:
+        merged.usage_metadata._initial_prompt_token_count = turn.initial_prompt_tokens
+    return merged
+
+
+def _shown_chunk(hops: StreamHops, raw: dict[str, Any]) -> GenerateContentResponse:
+    """A stream chunk as the caller sees it: intermediate CONTINUATION cleared, usage
+    summed over the hops so far (the log keeps the chunk as it came)."""
+    chunk = response_from_wire(hops.observe(raw))
+    if chunk.usage_metadata is not None and hops.initial_prompt_tokens is not None:
+        chunk.usage_metadata._initial_prompt_token_count = hops.initial_prompt_tokens
+    return chunk
+
+
+def _record_hop(
+    conversation: Conversation,
+    turn: Turn,
+    merger: StreamMerger,
+    outcome: HopOutcome,
+    error: Exception | None,
+    latency_ms: float,
+) -> list[dict[str, Any]] | None:
+    """Record how a streamed hop ended; return the function calls to run, if any.
+
+    Resumed: the hop (its reply so far) is recorded as continued. An error to raise:
+    the failure ends the turn. Otherwise the hop's reply ends the model call.
+    """
+    if outcome.token is not None:
+        if error is not None:
+            conversation.record_hop_failure(
+                turn, error, latency_ms=latency_ms, partial=merger.merged()
+            )
+        else:
+            conversation.record_response(
+                turn,
+                merger.merged(),
+                latency_ms=latency_ms,
+                chunks=merger.chunks,
+                resume=outcome.token,
+            )
+        return None
+    if outcome.error is not None:
+        conversation.failed(
+            turn,
+            outcome.error,
+            latency_ms=latency_ms,
+            partial=merger.merged() if merger.chunks else None,
+            retry=False,
+        )
+        raise outcome.error
+    return conversation.record_response(
+        turn, merger.merged(), latency_ms=latency_ms, chunks=merger.chunks, resume=None
+    )
 
 
 class _BaseChat:
@@ -238,8 +302,11 @@ class Chat(_BaseChat):
                     conversation.retry(turn)
                     continue
                 calls = conversation.record_response(turn, raw, latency_ms=_ms_since(started))
+                if turn.continue_with is not None:
+                    conversation.next_hop(turn, turn.continue_with)
+                    continue
                 if calls is None:
-                    return response
+                    return _final_response(turn, raw, response)
                 self._run_functions(turn, calls)
                 conversation.next_call(turn)
         finally:
@@ -272,16 +339,19 @@ class Chat(_BaseChat):
             content, override, override_wire, streamed=True, is_async=False
         )
         try:
+            hops = StreamHops(turn.continuation)
             while True:
                 assert turn.request is not None
                 merger = StreamMerger()
                 started = time.perf_counter()
+                hops.start_hop()
+                error: Exception | None = None
                 try:
                     with contextlib.closing(
                         conversation.transport().stream(turn.request)
                     ) as chunks:  # type: ignore[type-var]
                         for raw in chunks:
-                            chunk = response_from_wire(raw)
+                            chunk = _shown_chunk(hops, raw)
                             merger.add(raw)
                             yield chunk
                 except GeneratorExit:
@@ -293,27 +363,36 @@ class Chat(_BaseChat):
                         reason="abandoned",
                     )
                     raise
+                except Exception as exc:
+                    if merger.chunks:
+                        error = exc  # chunks yielded: continuation may resume (below)
+                    else:
+                        # Nothing yielded yet: the retry policy decides.
+                        delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                        if delay is None:
+                            raise
+                        time.sleep(delay)
+                        conversation.retry(turn)
+                        continue
                 except BaseException as exc:
-                    # Chunks already yielded cannot be taken back: retry only before any.
-                    delay = conversation.failed(
+                    conversation.failed(
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
-                        retry=not merger.chunks,
+                        retry=False,
                     )
-                    if delay is None:
-                        raise
-                    time.sleep(delay)
-                    conversation.retry(turn)
+                    raise
+                outcome = hops.end_hop(error)
+                calls = _record_hop(conversation, turn, merger, outcome, error, _ms_since(started))
+                if outcome.token is not None:
+                    conversation.next_hop(turn, outcome.token)
                     continue
-                calls = conversation.record_response(
-                    turn, merger.merged(), latency_ms=_ms_since(started), chunks=merger.chunks
-                )
                 if calls is None:
                     return
                 self._run_functions(turn, calls)
                 conversation.next_call(turn)
+                hops = StreamHops(turn.continuation)
         finally:
             conversation.end_turn(turn)
 
@@ -408,8 +487,11 @@ class AsyncChat(_BaseChat):
                 calls = await asyncio.to_thread(
                     conversation.record_response, turn, raw, latency_ms=_ms_since(started)
                 )
+                if turn.continue_with is not None:
+                    await asyncio.to_thread(conversation.next_hop, turn, turn.continue_with)
+                    continue
                 if calls is None:
-                    return response
+                    return _final_response(turn, raw, response)
                 await self._run_functions(turn, calls)
                 await asyncio.to_thread(conversation.next_call, turn)
         finally:
@@ -435,14 +517,17 @@ class AsyncChat(_BaseChat):
             conversation.begin_turn, content, override, override_wire, streamed=True, is_async=True
         )
         try:
+            hops = StreamHops(turn.continuation)
             while True:
                 assert turn.request is not None
                 merger = StreamMerger()
                 started = time.perf_counter()
+                hops.start_hop()
+                error: Exception | None = None
                 chunks = conversation.transport().astream(turn.request)
                 try:
                     async for raw in chunks:
-                        chunk = response_from_wire(raw)
+                        chunk = _shown_chunk(hops, raw)
                         merger.add(raw)
                         yield chunk
                 except GeneratorExit:
@@ -456,31 +541,39 @@ class AsyncChat(_BaseChat):
                         reason="abandoned",
                     )
                     raise
+                except Exception as exc:
+                    await _aclose_quietly(chunks)
+                    if merger.chunks:
+                        error = exc  # chunks yielded: continuation may resume (below)
+                    else:
+                        delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                        if delay is None:
+                            raise
+                        await asyncio.sleep(delay)
+                        await asyncio.to_thread(conversation.retry, turn)
+                        continue
                 except BaseException as exc:
                     await _aclose_quietly(chunks)
-                    delay = conversation.failed(
+                    conversation.failed(
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
-                        retry=not merger.chunks,
+                        retry=False,
                     )
-                    if delay is None:
-                        raise
-                    await asyncio.sleep(delay)
-                    await asyncio.to_thread(conversation.retry, turn)
-                    continue
+                    raise
+                outcome = hops.end_hop(error)
                 calls = await asyncio.to_thread(
-                    conversation.record_response,
-                    turn,
-                    merger.merged(),
-                    latency_ms=_ms_since(started),
-                    chunks=merger.chunks,
+                    _record_hop, conversation, turn, merger, outcome, error, _ms_since(started)
                 )
+                if outcome.token is not None:
+                    await asyncio.to_thread(conversation.next_hop, turn, outcome.token)
+                    continue
                 if calls is None:
                     return
                 await self._run_functions(turn, calls)
                 await asyncio.to_thread(conversation.next_call, turn)
+                hops = StreamHops(turn.continuation)
         finally:
             conversation.end_turn(turn)
 

@@ -35,6 +35,7 @@ from ..errors import (
     ConversationBusyError,
     IntegrityError,
     InvalidInputError,
+    InvalidResponseError,
     NotFoundError,
     StoreError,
     StoreUnavailableError,
@@ -56,6 +57,12 @@ from ..events.kinds import (
 )
 from ..projections import history as history_projection
 from ..projections import usage as usage_projection
+from ..projections.continuation import (
+    continuation_enabled,
+    continuation_token,
+    initial_prompt_token_count,
+    merge_hops,
+)
 from ..projections.history import HistoryState, response_content, sendable
 from ..projections.usage import UsageState
 from ..types import GenerateContentConfig
@@ -69,6 +76,12 @@ from .transports.base import ModelRequest, Transport
 __all__ = ["HOST", "Conversation", "Turn", "load_conversation"]
 
 logger = logging.getLogger("chatledger")
+
+_FROM_RESPONSE: Any = object()
+
+#: The most continuation hops one model call may take (docs/chat-api.md#continuation):
+#: a server that never stops asking to continue cannot make a send request forever.
+MAX_CONTINUATION_HOPS = 64
 
 
 def load_conversation(
@@ -108,6 +121,20 @@ class Turn:
         self.attempt = 1
         self.started = time.perf_counter()
         self.final: dict[str, Any] | None = None
+        #: The responses (or stream partials) of the current model call's earlier
+        #: continuation hops, and the token the current hop was sent with.
+        self.hops: list[dict[str, Any]] = []
+        self.hop_token: str | None = None
+        #: The token the next hop resumes with, when the last response continues.
+        self.continue_with: str | None = None
+        self.hops_sent = 0
+        #: The first hop's prompt tokens, when ``final`` merges hops.
+        self.initial_prompt_tokens: int | None = None
+
+    @property
+    def continuation(self) -> bool:
+        """Whether automatic continuation is on for this turn (docs/chat-api.md#continuation)."""
+        return continuation_enabled(self.config)
 
 
 class Conversation:
@@ -325,17 +352,55 @@ class Conversation:
             contents_count=len(contents),
             contents_sha256=contents_digest(contents),
             transport=self.settings.transport_for(self.history.model).name,
+            continuation_token=turn.hop_token,
         )
 
     def transport(self) -> Transport:
         return self.settings.transport_for(self.history.model)
 
     def record_response(
-        self, turn: Turn, response: dict[str, Any], *, latency_ms: float, chunks: int = 0
+        self,
+        turn: Turn,
+        response: dict[str, Any],
+        *,
+        latency_ms: float,
+        chunks: int = 0,
+        resume: Any = _FROM_RESPONSE,
     ) -> list[dict[str, Any]] | None:
         """Record a model response; return the function calls to run next, or None when
-        the turn is over (``turn.final`` then holds the response to return)."""
-        calls = self._calls_to_run(turn, response)
+        the turn is over (``turn.final`` then holds the response to return) or when the
+        answer continues (``turn.continue_with`` then holds the token for
+        :meth:`next_hop`). ``resume``: the token to continue with, when the caller has
+        decided it (a stream); by default it is read from the response."""
+        if resume is _FROM_RESPONSE:
+            token = continuation_token(response) if turn.continuation else None
+        else:
+            token = resume
+        turn.continue_with = token
+        if token is not None:
+            self._append_in_turn(
+                turn,
+                [
+                    ModelResponded(
+                        turn=turn.number,
+                        response=response,
+                        latency_ms=round(latency_ms, 3),
+                        streamed=turn.streamed,
+                        chunks=chunks,
+                        ends_turn=False,
+                        continued=True,
+                    )
+                ],
+            )
+            turn.hops.append(response)
+            return None
+        merged = response
+        turn.initial_prompt_tokens = None
+        if turn.hops:
+            merged = merge_hops([*turn.hops, response])
+            turn.initial_prompt_tokens = initial_prompt_token_count([*turn.hops, response])
+        turn.hops = []
+        calls = self._calls_to_run(turn, merged)
         self._append_in_turn(
             turn,
             [
@@ -350,8 +415,42 @@ class Conversation:
             ],
         )
         if calls is None:
-            turn.final = response
+            turn.final = merged
         return calls
+
+    def record_hop_failure(
+        self, turn: Turn, error: BaseException, *, latency_ms: float, partial: dict[str, Any]
+    ) -> None:
+        """Record a stream hop that broke after a continuation checkpoint: the next hop
+        resumes it, and ``partial`` stays part of the turn's reply."""
+        self.record_failure(
+            turn, error, latency_ms=latency_ms, partial=partial, ends_turn=False, continued=True
+        )
+        turn.hops.append(partial)
+
+    def next_hop(self, turn: Turn, token: str) -> ModelRequest:
+        """Record the model call that resumes the current answer with ``token``: the same
+        contents, the token in the request (as google-genai 3.3.0 sends it)."""
+        with self._lock:
+            assert turn.request is not None
+            turn.hops_sent += 1
+            if turn.hops_sent > MAX_CONTINUATION_HOPS:
+                error = InvalidResponseError(
+                    f"the model asked to continue its answer more than {MAX_CONTINUATION_HOPS} "
+                    "times; stopping rather than requesting forever. The hops so far are in "
+                    "the log; turn automatic_continuation off to get them one at a time"
+                )
+                self.record_failure(turn, error, latency_ms=0.0)
+                raise error
+            turn.hop_token = token
+            turn.continue_with = None
+            request = turn.request
+            config = {**request_config(turn.config), "continuationToken": token}
+            self._append_in_turn(turn, [self._call_started(turn, request.contents)])
+            turn.request = ModelRequest(
+                model=request.model, contents=request.contents, config=config
+            )
+            return turn.request
 
     def _calls_to_run(self, turn: Turn, response: dict[str, Any]) -> list[dict[str, Any]] | None:
         # As google-genai 3.3.0's AFC loop, plus: unknown names get an error response.
@@ -424,6 +523,7 @@ class Conversation:
                 {"role": "user", "parts": list(pending.function_responses)},
             ]
             contents = sendable(contents)
+            turn.hop_token = None
             self._append_in_turn(turn, [self._call_started(turn, contents)])
             turn.request = ModelRequest(
                 model=self.history.model, contents=contents, config=request_config(turn.config)
@@ -439,6 +539,7 @@ class Conversation:
         partial: dict[str, Any] | None = None,
         reason: str | None = None,
         ends_turn: bool = True,
+        continued: bool = False,
     ) -> None:
         """Record that the turn's model call failed; when it ends the turn, the turn
         leaves no history."""
@@ -464,6 +565,7 @@ class Conversation:
             partial=partial,
             latency_ms=round(latency_ms, 3),
             ends_turn=ends_turn,
+            continued=continued,
         )
         try:
             self._append_in_turn(turn, [data])

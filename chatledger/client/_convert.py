@@ -49,8 +49,8 @@ __all__ = [
 WireContent = dict[str, Any]
 
 # Config fields that belong at the top of a generateContent request; every other set
-# field goes into ``generationConfig``. ``httpOptions`` and ``automaticFunctionCalling``
-# are client-side and never sent.
+# field goes into ``generationConfig``. ``httpOptions``, ``automaticFunctionCalling`` and
+# ``automaticContinuation`` are client-side and never sent.
 _TOP_LEVEL = {
     "systemInstruction",
     "safetySettings",
@@ -59,8 +59,14 @@ _TOP_LEVEL = {
     "labels",
     "cachedContent",
     "serviceTier",
+    "continuationToken",
 }
-_CLIENT_SIDE = {"httpOptions", "automaticFunctionCalling", "shouldReturnHttpResponse"}
+_CLIENT_SIDE = {
+    "httpOptions",
+    "automaticFunctionCalling",
+    "automaticContinuation",
+    "shouldReturnHttpResponse",
+}
 
 
 # --------------------------------------------------------------------------- checks
