@@ -48,6 +48,7 @@ from ._functions import (
     unknown_function,
 )
 from ._listing import list_conversations
+from ._schema import parse_response
 from ._stream import StreamMerger
 from ._summaries import ChatSummary
 
@@ -63,20 +64,22 @@ def _final_response(
 ) -> GenerateContentResponse:
     """What ``send_message`` returns: the response, or a continued answer's hops merged
     (docs/chat-api.md#continuation)."""
-    if turn.final is None or turn.final is raw:
-        return response
-    merged = response_from_wire(turn.final)
-    if merged.usage_metadata is not None and turn.initial_prompt_tokens is not None:
-        merged.usage_metadata._initial_prompt_token_count = turn.initial_prompt_tokens
-    return merged
+    if turn.final is not None and turn.final is not raw:
+        response = response_from_wire(turn.final)
+        if response.usage_metadata is not None and turn.initial_prompt_tokens is not None:
+            response.usage_metadata._initial_prompt_token_count = turn.initial_prompt_tokens
+    parse_response(response, *turn.schemas)
+    return response
 
 
-def _shown_chunk(hops: StreamHops, raw: dict[str, Any]) -> GenerateContentResponse:
+def _shown_chunk(turn: Turn, hops: StreamHops, raw: dict[str, Any]) -> GenerateContentResponse:
     """A stream chunk as the caller sees it: intermediate CONTINUATION cleared, usage
-    summed over the hops so far (the log keeps the chunk as it came)."""
+    summed over the hops so far (the log keeps the chunk as it came), and, as in
+    google-genai, ``parsed`` read from the chunk's own text."""
     chunk = response_from_wire(hops.observe(raw))
     if chunk.usage_metadata is not None and hops.initial_prompt_tokens is not None:
         chunk.usage_metadata._initial_prompt_token_count = hops.initial_prompt_tokens
+    parse_response(chunk, *turn.schemas)
     return chunk
 
 
@@ -235,9 +238,15 @@ class _BaseChat:
 
     @property
     def last(self) -> GenerateContentResponse | None:
-        """The response that ended the last turn (merged, for a stream), or None."""
+        """The response that ended the last turn (merged, for a stream), or None. Its
+        ``parsed`` is read from the whole reply with the chat's schema (for a stream,
+        the one place the whole reply is parsed: docs/chat-api.md#parsed)."""
         response = self._conversation.history.last_response
-        return response_from_wire(response) if response is not None else None
+        if response is None:
+            return None
+        last = response_from_wire(response)
+        parse_response(last, *self._conversation.schemas())
+        return last
 
     def _prepare(
         self,
@@ -351,7 +360,7 @@ class Chat(_BaseChat):
                         conversation.transport().stream(turn.request)
                     ) as chunks:  # type: ignore[type-var]
                         for raw in chunks:
-                            chunk = _shown_chunk(hops, raw)
+                            chunk = _shown_chunk(turn, hops, raw)
                             merger.add(raw)
                             yield chunk
                 except GeneratorExit:
@@ -527,7 +536,7 @@ class AsyncChat(_BaseChat):
                 chunks = conversation.transport().astream(turn.request)
                 try:
                     async for raw in chunks:
-                        chunk = _shown_chunk(hops, raw)
+                        chunk = _shown_chunk(turn, hops, raw)
                         merger.add(raw)
                         yield chunk
                 except GeneratorExit:

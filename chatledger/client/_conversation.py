@@ -130,6 +130,8 @@ class Turn:
         self.hops_sent = 0
         #: The first hop's prompt tokens, when ``final`` merges hops.
         self.initial_prompt_tokens: int | None = None
+        #: (response_schema, response_json_schema) to read ``parsed`` with.
+        self.schemas: tuple[Any, Any] = (None, None)
 
     @property
     def continuation(self) -> bool:
@@ -304,6 +306,7 @@ class Conversation:
             else self.live_config
         )
         budget = afc_budget(afc_source) if functions else None
+        schemas = self.schemas(override)
         with self._lock:
             while True:
                 self.wait_for_turn()
@@ -318,6 +321,7 @@ class Conversation:
                     budget=budget,
                     is_async=is_async,
                 )
+                turn.schemas = schemas
                 # The new message is sent as given (a function call Part is a model turn).
                 contents = sendable([*self.history.context, content], keep_last=True)
                 try:
@@ -338,6 +342,18 @@ class Conversation:
                     model=self.history.model, contents=contents, config=request_config(config)
                 )
                 return turn
+
+    def schemas(self, override: GenerateContentConfig | None = None) -> tuple[Any, Any]:
+        """The (response_schema, response_json_schema) a send reads ``parsed`` with: the
+        per-message config's, else the chat's as given (a class stays a class), else the
+        recorded config's (JSON schema dicts) (docs/chat-api.md#parsed)."""
+        for config in (override, self.live_config):
+            if config is not None and (
+                config.response_schema is not None or config.response_json_schema is not None
+            ):
+                return config.response_schema, config.response_json_schema
+        stored = self.history.config or {}
+        return stored.get("responseSchema"), stored.get("responseJsonSchema")
 
     def end_turn(self, turn: Turn) -> None:
         IN_FLIGHT.discard((self.store.location, self.id, turn.number))

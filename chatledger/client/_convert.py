@@ -33,6 +33,7 @@ from ..types import (
     UserContent,
     is_python_function_tool,
 )
+from ._schema import json_schema_to_wire, schema_to_wire
 
 __all__ = [
     "config_to_wire",
@@ -326,7 +327,23 @@ def config_to_wire(
     if config is None:
         return None
     tools = config.tools
-    wire = _to_wire(config.model_copy(update={"tools": None, "http_options": None}), "config")
+    schema, json_schema = config.response_schema, config.response_json_schema
+    wire = _to_wire(
+        config.model_copy(
+            update={
+                "tools": None,
+                "http_options": None,
+                "response_schema": None,
+                "response_json_schema": None,
+            }
+        ),
+        "config",
+    )
+    # Schemas as google-genai sends them (docs/chat-api.md#parsed).
+    if schema is not None:
+        wire["responseSchema"] = schema_to_wire(schema)
+    if json_schema is not None:
+        wire["responseJsonSchema"] = json_schema_to_wire(json_schema)
     if config.system_instruction is not None:
         wire["systemInstruction"] = _system_instruction_to_wire(config.system_instruction)
     if tools is not None:

@@ -447,7 +447,6 @@ def test_chat_send_message_preserves_empty_text_thought_part(
     assert len(chat.get_history(curated=True)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="response.parsed not built yet (issue 17 section 3)")
 def test_chat_send_message_recursive_metadata_and_parsed_schema_merging(
     ledger: chatledger.Client, scripted: ScriptedTransport
 ) -> None:
