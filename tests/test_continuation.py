@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -369,3 +370,33 @@ def test_merge_hops_follows_google_genai_rules() -> None:
     }
     assert merged["modelVersion"] == "v2"
     assert merge_hops([first]) is first
+
+
+def test_a_runaway_partial_reply_is_cut_to_the_reply_bound(
+    client: chatledger.Client, scripted: ScriptedTransport
+) -> None:
+    """A stream that breaks after a huge partial reply records at most
+    ``max_response_bytes`` of it (the bound of a whole reply), and says so."""
+    scripted.max_response_bytes = 4096  # type: ignore[attr-defined]
+    chat = client.chats.create(model="gemini-2.5-pro")
+    huge = [hop('"quoted" ' * 200, None) for _ in range(20)]
+    error = ServerError(500, {"error": {"code": 500, "message": "x", "status": "INTERNAL"}})
+    scripted.enqueue(chunks=huge, error=error)
+    with pytest.raises(ServerError):
+        for _ in chat.send_message_stream("Go on forever"):
+            pass
+    failed = next(e.data for e in chat.events() if e.type == "model_call_failed")
+    assert failed.partial is not None
+    assert len(json.dumps(failed.partial, separators=(",", ":"))) <= 4096
+    assert failed.partial["chatledgerTruncated"]["limit"] == 4096
+    assert failed.partial["chatledgerTruncated"]["bytes"] > 4096 * 10
+    text = failed.partial["candidates"][0]["content"]["parts"][0]["text"]
+    assert text and ('"quoted" ' * 200 * 20).startswith(text)
+    # A small partial is kept whole.
+    scripted.enqueue(chunks=[hop("small", None)], error=error)
+    with pytest.raises(ServerError):
+        for _ in chat.send_message_stream("Again"):
+            pass
+    failed = [e.data for e in chat.events() if e.type == "model_call_failed"][-1]
+    assert failed.partial == hop("small", None)
+    assert chat.verify().ok

@@ -71,6 +71,7 @@ from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
 from ._functions import FunctionOutcome, afc_budget, function_map
 from ._leases import HOST, IN_FLIGHT, WATCH, bounded_lease, judge_turn
 from ._settings import ConversationSettings, current_actor, validate_model
+from .transports._http import DEFAULT_MAX_RESPONSE_BYTES
 from .transports.base import ModelRequest, Transport
 
 __all__ = ["HOST", "Conversation", "Turn", "load_conversation"]
@@ -573,6 +574,9 @@ class Conversation:
                 kind=reason or type(error).__name__,
                 message=safe_text(str(error)[:2000]) or type(error).__name__,
             )
+        if partial is not None:
+            limit = getattr(self.transport(), "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+            partial = bound_partial(partial, limit if isinstance(limit, int) else None)
         data = ModelCallFailed(
             turn=turn.number,
             error=info,
@@ -709,6 +713,42 @@ class Conversation:
                     f"conversation {self.id} changed while rewinding; call rewind() again"
                 ) from None
             return removed[0], removed[-1]
+
+
+def bound_partial(partial: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """``partial`` if its JSON fits in ``limit`` bytes (the transport's
+    ``max_response_bytes``, the bound of a whole reply); else its first candidate's
+    parts cut to fit, with ``chatledgerTruncated`` saying how large it was
+    (docs/events.md#kinds). A runaway reply cannot bloat the log."""
+    limit = limit if limit is not None and limit > 0 else DEFAULT_MAX_RESPONSE_BYTES
+    size = len(msgspec.json.encode(partial))
+    if size <= limit:
+        return partial
+    content = response_content(partial) or {}
+    budget = max(0, limit - 1024)  # room for the envelope around the parts
+    parts: list[Any] = []
+    for part in content.get("parts") or []:
+        cost = len(msgspec.json.encode(part))
+        if cost <= budget:
+            parts.append(part)
+            budget -= cost
+            continue
+        if isinstance(part, dict) and isinstance(part.get("text"), str) and budget > 64:
+            text = part["text"].encode("utf-8")[: budget - 64].decode("utf-8", "ignore")
+            parts.append({"text": text})
+        break
+    bounded: dict[str, Any] = {
+        "candidates": [{"content": {"role": "model", "parts": parts}}],
+        "chatledgerTruncated": {"bytes": size, "limit": limit},
+    }
+    # Escapes make JSON longer than its text: cut again until it fits.
+    while parts and len(msgspec.json.encode(bounded)) > limit:
+        last = parts[-1]
+        if isinstance(last.get("text"), str) and len(last["text"]) > 1:
+            parts[-1] = {"text": last["text"][: len(last["text"]) // 2]}
+        else:
+            parts.pop()
+    return bounded
 
 
 def _declared_names(config: dict[str, Any] | None) -> set[str]:

@@ -203,8 +203,9 @@ class ModelResponded(EventData, frozen=True, kw_only=True, omit_defaults=True):
 class ModelCallFailed(EventData, frozen=True, kw_only=True, omit_defaults=True):
     """The model call failed: an HTTP error, a dropped connection, an abandoned stream...
 
-    ``partial`` holds whatever a stream delivered before it failed (at most
-    ``MAX_PARTIAL_BYTES`` of JSON; a longer one is cut, see docs/events.md). A failed
+    ``partial`` holds whatever a stream delivered before it failed (at most the
+    transport's ``max_response_bytes`` of JSON, the bound of a whole reply; a longer one
+    is cut, see docs/events.md#kinds). A failed
     call that ends its turn leaves the histories unchanged. ``continued``: the stream
     broke after a continuation checkpoint; the next model call resumes it with the
     token, and ``partial`` is part of the turn's reply.
