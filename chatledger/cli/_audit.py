@@ -12,7 +12,7 @@ import click
 
 from ..client import verify_log
 from ..events.audit import export_conversation, import_lines
-from ._app import settings, store_options
+from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
 from ._render import CliError, echo
@@ -48,7 +48,7 @@ def verify(ctx: click.Context, conversation_id: str | None, rebuild_snapshots: b
     )
     echo(
         f"Checked {report.events_checked} events in {report.streams_checked} "
-        f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {store.location}."
+        f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {shown_location(store.location)}."
     )
     for problem in report.problems:
         echo(f"Problem: {problem}")
@@ -149,7 +149,7 @@ def import_(file: str) -> None:
             ) from None
     echo(
         f"Imported {report.events} events of {len(report.conversations)} conversations "
-        f"into {client.store.location}."
+        f"into {shown_location(client.store.location)}."
     )
     for cid in report.already_present:
         echo(f"Already present: {cid}")
