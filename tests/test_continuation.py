@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -23,7 +23,16 @@ from chatledger.client import ReplayTransport, recorded_calls, replay_conversati
 from chatledger.client._conversation import MAX_CONTINUATION_HOPS
 from chatledger.client.transports import ScriptedTransport
 from chatledger.errors import InvalidResponseError, ServerError
+from chatledger.events.envelope import RecordedEvent
+from chatledger.events.kinds import ModelCallFailed, ModelCallStarted, ModelResponded
 from chatledger.projections.continuation import merge_hops
+
+T = TypeVar("T")
+
+
+def data_of(events: list[RecordedEvent], kind: type[T]) -> list[T]:
+    """The data of the events of one kind, typed."""
+    return [event.data for event in events if isinstance(event.data, kind)]
 
 
 def b64(data: bytes) -> str:
@@ -78,8 +87,8 @@ def test_every_hop_is_a_model_call_with_its_token_in_the_log(
     assert response.initial_prompt_token_count == 5
 
     events = chat.events()
-    started = [e.data for e in events if e.type == "model_call_started"]
-    responded = [e.data for e in events if e.type == "model_responded"]
+    started = data_of(events, ModelCallStarted)
+    responded = data_of(events, ModelResponded)
     assert [s.continuation_token for s in started] == [None, b64(b"t1"), b64(b"t2")]
     assert [(r.continued, r.ends_turn) for r in responded] == [
         (True, False),
@@ -194,7 +203,7 @@ def test_stream_hops_clear_the_intermediate_finish_reason_and_sum_usage(
     assert chunks[-1].usage_metadata.prompt_token_count == 11
     assert chunks[-1].usage_metadata.initial_prompt_token_count == 5
     # The log keeps each hop as it came (its CONTINUATION finish reason included).
-    responded = [e.data for e in chat.events() if e.type == "model_responded"]
+    responded = data_of(chat.events(), ModelResponded)
     assert responded[0].response["candidates"][0]["finishReason"] == "CONTINUATION"
     assert [p.text for p in chat.get_history()[1].parts or []] == ["A", "B"]
 
@@ -207,7 +216,7 @@ def test_a_broken_hop_after_a_checkpoint_is_resumed_and_recorded(
     scripted.enqueue(chunks=[hop("Intro. ", None, b"ckpt")], error=error)
     scripted.enqueue(chunks=[hop("Rest.", "STOP")])
     assert "".join(c.text or "" for c in chat.send_message_stream("Go")) == "Intro. Rest."
-    failed = [e.data for e in chat.events() if e.type == "model_call_failed"]
+    failed = data_of(chat.events(), ModelCallFailed)
     assert len(failed) == 1
     assert failed[0].continued and not failed[0].ends_turn
     assert failed[0].error.code == 503
@@ -254,7 +263,7 @@ async def test_async_send_and_stream_continue(
 
 
 def recorded_calls_tokens(client: chatledger.Client, conversation_id: str) -> list[Any]:
-    return [e.data for e in client.store.read(conversation_id) if e.type == "model_call_started"]
+    return data_of(client.store.read(conversation_id), ModelCallStarted)
 
 
 def test_afc_runs_the_functions_of_the_merged_answer(
@@ -379,13 +388,13 @@ def test_a_runaway_partial_reply_is_cut_to_the_reply_bound(
     ``max_response_bytes`` of it (the bound of a whole reply), and says so."""
     scripted.max_response_bytes = 4096  # type: ignore[attr-defined]
     chat = client.chats.create(model="gemini-2.5-pro")
-    huge = [hop('"quoted" ' * 200, None) for _ in range(20)]
+    huge: list[str | dict[str, Any]] = [hop('"quoted" ' * 200, None) for _ in range(20)]
     error = ServerError(500, {"error": {"code": 500, "message": "x", "status": "INTERNAL"}})
     scripted.enqueue(chunks=huge, error=error)
     with pytest.raises(ServerError):
         for _ in chat.send_message_stream("Go on forever"):
             pass
-    failed = next(e.data for e in chat.events() if e.type == "model_call_failed")
+    failed = data_of(chat.events(), ModelCallFailed)[0]
     assert failed.partial is not None
     assert len(json.dumps(failed.partial, separators=(",", ":"))) <= 4096
     assert failed.partial["chatledgerTruncated"]["limit"] == 4096
@@ -397,6 +406,6 @@ def test_a_runaway_partial_reply_is_cut_to_the_reply_bound(
     with pytest.raises(ServerError):
         for _ in chat.send_message_stream("Again"):
             pass
-    failed = [e.data for e in chat.events() if e.type == "model_call_failed"][-1]
+    failed = data_of(chat.events(), ModelCallFailed)[-1]
     assert failed.partial == hop("small", None)
     assert chat.verify().ok

@@ -158,7 +158,9 @@ def test_last_is_the_whole_streamed_reply_parsed(diff: Differential) -> None:
     assert chat.last is not None
     assert chat.last.parsed == Story.model_validate(STORY)
     # Reopened from the log alone: the recorded schema is a JSON schema, read as JSON.
-    assert diff.resume(chat).last.parsed == STORY
+    resumed_last = diff.resume(chat).last
+    assert resumed_last is not None
+    assert resumed_last.parsed == STORY
 
 
 async def test_async_parsed_as_google_genai(adiff: Differential) -> None:
