@@ -208,3 +208,22 @@ def test_an_unsupported_schema_key_is_refused_before_anything_is_recorded(
         )
     assert [e.type for e in chat.events()] == ["conversation_started"]
     assert schema_to_wire({"type": "string"}) == {"type": "STRING"}
+
+
+def test_a_pydantic_class_as_response_json_schema_is_sent_as_its_json_schema(
+    diff: Differential,
+) -> None:
+    """google-genai cannot send a class given as ``response_json_schema`` (TypeError,
+    before any request); chatledger sends its ``model_json_schema()`` and parses with it
+    (docs/differences.md#google-genai-smaller)."""
+    config = {"response_mime_type": "application/json", "response_json_schema": Story}
+    genai_chat = diff.create_genai()
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        genai_chat.send_message("x", config=config)
+    assert diff.server.requests == []
+
+    chat = diff.create_ledger()
+    diff.enqueue([text_response(json.dumps(STORY))])
+    assert chat.send_message("x", config=config).parsed == Story.model_validate(STORY)
+    sent = diff.server.requests[-1].body["generationConfig"]["responseJsonSchema"]
+    assert sent == Story.model_json_schema()
