@@ -183,3 +183,20 @@ async def test_async_send_and_stream_as_google_genai(adiff: Differential) -> Non
     assert g.observed == led.observed
     assert led.bodies == g.bodies
     assert led.bodies[-1]["continuationToken"] == b64(b"as-1")
+
+
+def test_stream_hops_without_progress_are_retried_three_times(diff: Differential) -> None:
+    """Hops that bring neither content nor a new token are retried from the same token
+    three times, then the stream ends: the same requests as google-genai."""
+    empty = {"usageMetadata": usage(1, 0)}
+
+    def script(chat: Any, t: Any) -> Any:
+        return [chunk.text for chunk in chat.send_message_stream("Write a long story")]
+
+    replies = [sse(hop("Start. ", "CONTINUATION", b"stuck")), *[sse(empty) for _ in range(4)]]
+    g, led = diff.run(replies, script)
+    assert g.observed == led.observed
+    assert led.bodies == g.bodies
+    assert [body.get("continuationToken") for body in led.bodies] == [None, *[b64(b"stuck")] * 4]
+    # The answer never finished: recorded, but not a valid turn (not in the context).
+    assert led.context == g.context == []
