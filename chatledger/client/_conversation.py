@@ -541,6 +541,7 @@ class Conversation:
             ]
             contents = sendable(contents)
             turn.hop_token = None
+            turn.hops_sent = 0
             self._append_in_turn(turn, [self._call_started(turn, contents)])
             turn.request = ModelRequest(
                 model=self.history.model, contents=contents, config=request_config(turn.config)
