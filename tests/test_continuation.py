@@ -409,3 +409,25 @@ def test_a_runaway_partial_reply_is_cut_to_the_reply_bound(
     failed = data_of(chat.events(), ModelCallFailed)[-1]
     assert failed.partial == hop("small", None)
     assert chat.verify().ok
+
+
+def test_the_hop_bound_counts_each_model_call_of_a_turn_apart(
+    client: chatledger.Client, scripted: ScriptedTransport
+) -> None:
+    def get_weather(city: str) -> str:
+        """Weather of a city."""
+        return f"Sunny in {city}"
+
+    chat = client.chats.create(model="gemini-2.5-pro", config={"tools": [get_weather]})
+    long = MAX_CONTINUATION_HOPS - 1  # hops after the first: at the bound, not past it
+    for index in range(long):
+        scripted.enqueue(hop(f"{index} ", "CONTINUATION", f"a{index}".encode()))
+    call = {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}}
+    scripted.enqueue({"candidates": [{"content": {"role": "model", "parts": [call]}}]})
+    for index in range(long):
+        scripted.enqueue(hop(f"{index} ", "CONTINUATION", f"b{index}".encode()))
+    scripted.enqueue(hop("Sunny.", "STOP"))
+    response = chat.send_message("Weather in Oslo?")
+    assert response.text is not None and response.text.endswith("Sunny.")
+    assert len(scripted.requests) == 2 * MAX_CONTINUATION_HOPS
+    assert chat.verify().ok
