@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
 # The extras `make test` (and lint, typecheck, docs, faults) install: the one list to extend.
-DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette
+DEV_EXTRAS ?= dev,local,server,postgres,docs,serve,agents,langchain,datasette,vertex,otel
 
 # llama-cpp-python builds llama.cpp from source. chatledger loads only libllama and
 # libggml* in process, so the multimodal library (mtmd, LLAVA_BUILD) and llama.cpp's
@@ -117,17 +117,28 @@ bench-proofs: $(VENV)/.installed-dev
 
 .PHONY: bench-proofs
 
+# What OpenTelemetry costs a chat turn: absent, installed without an SDK, with the SDK
+# (benchmarks/otel_overhead.py); the dev venv has the SDK.
+bench-otel: $(VENV)/.installed-dev
+	$(PY) benchmarks/otel_overhead.py $(BENCH_ARGS)
+
+.PHONY: bench-otel
+
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
-# PostgreSQL, server and store faults, fuzzing, secrets; then the table of what it did.
-# `make test` runs the same tests at a small scale.
+# PostgreSQL, server and store faults, fuzzing, secrets; with the lease, CLI, CLI-on-
+# PostgreSQL and secrets tests that retry issue 13's attacks. Then the tables of what it
+# did (one per operation, one per attack class: tests/faults/report.py). `make test` runs
+# the same tests at a small scale.
 FAULTS_REPORT ?= faults-report.jsonl
+FAULTS_TESTS ?= tests/faults tests/test_turns.py tests/test_cli_hardening.py \
+	tests/test_cli_postgres.py tests/test_secrets.py
 
 faults: $(VENV)/.installed-dev
 	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then \
 		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql)" main start; fi
 	rm -f $(FAULTS_REPORT)
 	CHATLEDGER_FAULTS_SCALE=full CHATLEDGER_FAULTS_REPORT=$(abspath $(FAULTS_REPORT)) \
-		$(PY) -m pytest tests/faults -q -s -o timeout=7200
+		$(PY) -m pytest $(FAULTS_TESTS) -q -s -o timeout=7200
 	$(PY) -m tests.faults.report $(FAULTS_REPORT) --json faults-report.json
 
 .PHONY: faults

@@ -5,3 +5,18 @@
 # is a third of the first install. Turning it off here, after llama-cpp-python's own
 # set(... FORCE) and before llama.cpp reads the option, builds only what the library loads.
 set(LLAMA_BUILD_COMMON OFF CACHE BOOL "llama: build common utils library (off: chatledger's lean build)" FORCE)
+
+# No AMX. ggml's native build (-march=native) compiles its AMX matrix kernels whenever the
+# CPU reports AMX, but a virtual machine can report AMX without letting a process use the
+# tile registers: the first matrix multiply then dies of a general protection fault at
+# `ldtilecfg` (seen on a 2-core Xeon VM, llama-cpp-python 0.3.36). SmolLM2-135M gains
+# nothing from AMX, so the kernels are left out; an explicit -mno-* wins over -march=native
+# whatever their order.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86)$"
+   AND CMAKE_C_COMPILER_ID MATCHES "GNU|Clang")
+    include(CheckCCompilerFlag)
+    check_c_compiler_flag("-mno-amx-tile" CHATLEDGER_HAS_NO_AMX)
+    if(CHATLEDGER_HAS_NO_AMX)
+        add_compile_options(-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+    endif()
+endif()

@@ -29,6 +29,7 @@ ever contains an API key: values that might hold one are passed through
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any
 
 __all__ = [
@@ -57,8 +58,12 @@ __all__ = [
 
 # Secrets registered by clients (API keys, secret headers). Kept as a module-level set so
 # that an error raised deep inside a transport or store can be scrubbed without the
-# client being in scope. Only the values are kept, never where they came from.
-_SECRETS: set[str] = set()
+# client being in scope. Only the values are kept, never where they came from. Replaced,
+# never changed in place (under _SECRETS_LOCK): a secret registered by one thread (a
+# Vertex AI token refreshed in a worker, docs/security.md) while another iterates the
+# registry to redact must not break that iteration.
+_SECRETS: frozenset[str] = frozenset()
+_SECRETS_LOCK = threading.Lock()
 _KEY_PATTERN = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
 
 
@@ -69,8 +74,10 @@ ECHO_MIN_LENGTH = 8
 
 def register_secret(value: str | None) -> None:
     """Remember ``value`` so that :func:`redact` removes it from any text."""
-    if value and len(value) >= 4:
-        _SECRETS.add(value)
+    global _SECRETS
+    if value and len(value) >= 4 and value not in _SECRETS:
+        with _SECRETS_LOCK:
+            _SECRETS = _SECRETS | {value}
 
 
 def redact(text: str) -> str:

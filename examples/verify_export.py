@@ -12,6 +12,8 @@ Prints each problem and exits 1 if there is any, else prints a summary and exits
 import hashlib
 import json
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 ENVELOPE = (
     "conversation_id",
@@ -25,19 +27,20 @@ ENVELOPE = (
 )
 
 
-def canonical(value):
+def canonical(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
 
 
-def verify(lines):
-    streams = {}
+def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
+    """(conversations, events, problems) of the export's ``lines``."""
+    streams: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line.strip():
             event = json.loads(line)
             streams.setdefault(event["conversation_id"], []).append(event)
-    problems = []
+    problems: list[str] = []
     for conversation_id, events in streams.items():
         events.sort(key=lambda event: event["version"])
         prev_hash = ""
@@ -63,7 +66,8 @@ def verify(lines):
             ]
             if not found or found[0]["hash"] != parent["hash"]:
                 problems.append(f"{conversation_id} v1: its parent event is missing or differs")
-    return len(streams), sum(len(events) for events in streams.values()), problems
+    event_count = sum(len(events) for events in streams.values())
+    return len(streams), event_count, problems
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ from chatledger.events import (
     UserMessageAdded,
 )
 from chatledger.events.envelope import utc_now
+from tests.support.narrow import stream_version
 
 HEX = set("0123456789abcdef")
 
@@ -290,7 +291,7 @@ class StoreContract:
     def test_append_and_read_back_every_envelope_field(self, store: EventStore) -> None:
         cid = new_id()
         ids = [str(uuid.uuid4()) for _ in range(3)]
-        metadata = [
+        metadata: list[dict[str, Any]] = [
             {"actor": "alice", "library": "chatledger/test"},
             {"actor": "alice", "correlation_id": "c-1", "nested": {"a": [1, 2.5, None]}},
             {},
@@ -540,7 +541,7 @@ class StoreContract:
         store.append(cid, [first, second], expected_version=0)
         store.append(cid, [message(2)], expected_version=2)
         before, info = store.read(cid), store.stream_info(cid)
-        same = {"event_id": second.event_id, "metadata": {"actor": "alice"}}
+        same: dict[str, Any] = {"event_id": second.event_id, "metadata": {"actor": "alice"}}
         changed = {
             "data": message(1, "I never said that", **same),
             "metadata": message(1, "hello", event_id=second.event_id, metadata={"actor": "eve"}),
@@ -902,7 +903,7 @@ class StoreContract:
         assert store.load_snapshot(other, "history") == snap(2, b"other", of=other)
         assert store.load_snapshot(other, "usage") is None
         # Snapshots are a cache, not part of the log.
-        assert store.stream_info(cid).version == 12  # type: ignore[union-attr]
+        assert stream_version(store, cid) == 12
         assert store.verify(cid).ok
         # Deleting one forgets that one only; then any version may be saved again.
         assert store.delete_snapshot(cid, "history") is True
@@ -912,7 +913,7 @@ class StoreContract:
         assert store.load_snapshot(other, "history") == snap(2, b"other", of=other)
         store.save_snapshot(snap(4, b"four"))
         assert store.load_snapshot(cid, "history") == snap(4, b"four")
-        assert store.stream_info(cid).version == 12  # type: ignore[union-attr]
+        assert stream_version(store, cid) == 12
 
     # ------------------------------------------------------------- verify
 
@@ -1175,16 +1176,16 @@ class StoreContract:
 
             written = [cid for cid in cids if model[cid]]
             for cid in written:
-                events = store.read(cid)
+                stored = store.read(cid)
                 expected = model[cid]
-                assert [e.version for e in events] == list(range(1, len(expected) + 1))
-                assert [e.event_id for e in events] == [e.event_id for e in expected]
-                assert [e.type for e in events] == [e.type for e in expected]
-                assert [e.data for e in events] == [e.data for e in expected]
-                assert [e.metadata for e in events] == [e.metadata for e in expected]
-                assert [e.position for e in events] == positions[cid]
+                assert [e.version for e in stored] == list(range(1, len(expected) + 1))
+                assert [e.event_id for e in stored] == [e.event_id for e in expected]
+                assert [e.type for e in stored] == [e.type for e in expected]
+                assert [e.data for e in stored] == [e.data for e in expected]
+                assert [e.metadata for e in stored] == [e.metadata for e in expected]
+                assert [e.position for e in stored] == positions[cid]
                 cut = data.draw(st.integers(0, len(expected)), label="after_version")
-                assert store.read(cid, after_version=cut) == events[cut:]
+                assert store.read(cid, after_version=cut) == stored[cut:]
                 report = store.verify(cid)
                 assert report.ok, report.problems
                 assert report.events_checked == len(expected)

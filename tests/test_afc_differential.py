@@ -1197,6 +1197,23 @@ async def test_async_declarations_are_sent_as_google_genai_sends_them(adiff: Dif
     assert_same(g, led)
 
 
+class _Opaque:
+    """A type pydantic cannot describe as JSON Schema."""
+
+
+def test_a_type_pydantic_cannot_describe_is_refused_naming_where_it_is() -> None:
+    def takes(a: _Opaque) -> int:
+        return 1
+
+    def gives(a: int) -> _Opaque:
+        return _Opaque()
+
+    with pytest.raises(FunctionCallingError, match=r"cannot declare parameter a: .* of function"):
+        declare(takes)
+    with pytest.raises(FunctionCallingError, match=r"cannot declare the return type .* gives"):
+        declare(gives)
+
+
 def test_unannotated_parameters_are_refused_as_google_genai_does(diff: Differential) -> None:
     def untyped(a, b=3):  # type: ignore[no-untyped-def]
         return a

@@ -19,6 +19,7 @@ from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.errors import IntegrityError, InvalidInputError
 from chatledger.events.audit import export_conversation, import_lines
 from chatledger.events.envelope import canonical_json, event_hash, spliced_event_hash
+from tests.support.narrow import stream_version
 
 VERIFIER = Path(__file__).resolve().parents[1] / "examples" / "verify_export.py"
 
@@ -154,7 +155,7 @@ def test_a_forks_export_then_the_full_parent_import_extends_the_prefix(
     with chatledger.SQLiteStore(tmp_path / "copy.db") as copy:
         import_lines(copy, list(export_conversation(client.store, family["fork"].id)))
         root_id = family["root"].id
-        assert copy.stream_info(root_id).version < client.store.stream_info(root_id).version  # type: ignore[union-attr]
+        assert stream_version(copy, root_id) < stream_version(client.store, root_id)
         report = import_lines(copy, list(export_conversation(client.store, root_id)))
         assert report.conversations == [root_id]
         assert [e.hash for e in copy.read(root_id)] == [e.hash for e in client.store.read(root_id)]

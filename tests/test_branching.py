@@ -76,7 +76,7 @@ def test_fork_points(client: chatledger.Client, transport: ScriptedTransport) ->
         {"at": "3"},
     ):
         with pytest.raises(InvalidInputError):
-            chat.fork(**bad)  # type: ignore[arg-type]
+            chat.fork(**bad)
 
 
 def test_forks_of_forks_tree_and_branches(

@@ -33,7 +33,7 @@ from chatledger.client.transports.scripted import ScriptedTransport, text_respon
 from chatledger.errors import ChatStateError, ServerError
 
 Contents = list[dict[str, Any]]
-EMPTY_MODEL = {"role": "model", "parts": []}
+EMPTY_MODEL: dict[str, Any] = {"role": "model", "parts": []}
 
 
 @dataclass
@@ -130,7 +130,7 @@ class BranchingMachine(RuleBasedStateMachine):
         before = chat.version
         if kind == "valid":
             self.transport.enqueue(f"re:{text}")
-            model = {"role": "model", "parts": [{"text": f"re:{text}"}]}
+            model: dict[str, Any] = {"role": "model", "parts": [{"text": f"re:{text}"}]}
         elif kind == "empty":
             self.transport.enqueue(
                 {
@@ -151,7 +151,9 @@ class BranchingMachine(RuleBasedStateMachine):
     def stream(self, branch: str, text: str, pieces: int, finished: bool) -> None:
         chat, reference = self.chats[branch], self.references[branch]
         before = chat.version
-        chunks = [text_response(f"p{i}", finish_reason=None) for i in range(pieces)]
+        chunks: list[str | dict[str, Any]] = [
+            text_response(f"p{i}", finish_reason=None) for i in range(pieces)
+        ]
         if finished:
             chunks.append({"candidates": [{"finishReason": "STOP"}]})
         self.transport.enqueue(chunks=chunks)

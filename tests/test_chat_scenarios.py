@@ -24,6 +24,7 @@ from chatledger.errors import (
     ServerError,
 )
 from tests.support.drivers import AsyncDriver, SyncDriver
+from tests.support.narrow import part_of
 
 Driver = SyncDriver | AsyncDriver
 
@@ -127,7 +128,7 @@ def test_get_history_returns_copies(
     driver.send(chat, "Hello")
     copy = chat.get_history()
     copy.append(types.Content(role="user", parts=[types.Part(text="injected")]))
-    copy[0].parts[0].text = "changed"  # type: ignore[index]
+    part_of(copy[0]).text = "changed"
     assert wire(chat.get_history()) == [user("Hello"), model("Hi")]
 
 
@@ -212,7 +213,7 @@ def test_thought_signatures_and_unknown_fields_survive_streaming(
     driver.send(chat, "again")
     sent_model = transport.requests[1].contents[1]
     assert sent_model == {"parts": [{"text": "ab"}, signed, future], "role": "model"}
-    assert chat.get_history()[1].parts[1].thought_signature == b"signature"  # type: ignore[index]
+    assert part_of(chat.get_history()[1], 1).thought_signature == b"signature"
 
 
 # --------------------------------------------------------------------------- failures

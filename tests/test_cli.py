@@ -255,6 +255,10 @@ def test_default_model_choice() -> None:
     assert default_model({}) == "local"
     assert default_model({"GEMINI_API_KEY": ""}) == "local"
     assert default_model({"GEMINI_API_KEY": "k"}) == "gemini-2.5-flash"
+    # Vertex AI (docs/chat-api.md#vertex-ai) serves Gemini models.
+    assert default_model({"GOOGLE_GENAI_USE_VERTEXAI": "true"}) == "gemini-2.5-flash"
+    assert default_model({"GOOGLE_GENAI_USE_ENTERPRISE": "1"}) == "gemini-2.5-flash"
+    assert default_model({"GOOGLE_GENAI_USE_VERTEXAI": "false"}) == "local"
     assert default_model({"GOOGLE_API_KEY": "k"}) == "gemini-2.5-flash"
 
 

@@ -40,7 +40,9 @@ from tests.cli_support import (
     run,
     stream_reply,
 )
+from tests.faults import ledger
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import stream_version
 
 
 @pytest.fixture
@@ -77,6 +79,7 @@ def test_input_that_cannot_be_sent_writes_nothing(
     assert file_state(db_path) == before  # not a byte changed
     assert len(conversations_in(db_path)) == 1
     assert len(gemini_server.requests) == 1
+    ledger.record("cli", "unsendable-input-writes-nothing/sqlite", faults=1)
 
 
 def test_bytes_that_are_not_utf8_in_a_real_argv_create_no_log(tmp_path: Path) -> None:
@@ -89,6 +92,7 @@ def test_bytes_that_are_not_utf8_in_a_real_argv_create_no_log(tmp_path: Path) ->
         "UTF-8 (nothing was sent or recorded)\n"
     )
     assert not db.exists()
+    ledger.record("cli", "unsendable-input-writes-nothing/sqlite", faults=1)
 
 
 def test_a_repl_that_sends_nothing_valid_records_no_conversation(
@@ -146,6 +150,7 @@ def test_an_export_that_cannot_be_written_is_an_error_not_a_traceback(
     target = output.format(tmp=tmp_path)
     result = run(runner, db_path, "export", recorded, "-o", target)
     assert_expected_error(result, f"cannot write the export to {target}: {reason}")
+    ledger.record("cli", "export-cannot-be-written/sqlite", faults=1)
 
 
 def _limited_files(limit: int) -> None:
@@ -200,7 +205,7 @@ def test_an_import_that_cannot_be_read_is_an_error(runner: CliRunner, db_path: P
 def test_a_reader_that_goes_away_ends_the_command_quietly(db_path: Path, recorded: str) -> None:
     # `chatledger log ID | head -1`, with a log long enough to fill the pipe.
     with SQLiteStore(db_path) as store:
-        version = store.stream_info(recorded).version  # type: ignore[union-attr]
+        version = stream_version(store, recorded)
         store.append(
             recorded,
             [
@@ -268,6 +273,7 @@ def test_an_exact_id_wins_and_tree_never_shows_an_ambiguous_id(
     assert label == real[:9] and tree.stdout.rstrip().endswith("*")
     again = run(runner, db_path, "log", label)  # what tree shows leads back to it
     assert "model=real" in again.stdout
+    ledger.record("cli", "exact-id-wins/sqlite", faults=1)
 
 
 def test_diff_labels_resolve_to_their_conversations(
@@ -321,6 +327,7 @@ def test_control_characters_are_escaped_for_people_and_kept_in_the_log(
         ]
         == ESCAPES
     )
+    ledger.record("cli", "escape-sequences/sqlite", faults=1)
 
 
 def test_a_servers_escape_sequences_in_an_error_are_escaped(
@@ -330,6 +337,7 @@ def test_a_servers_escape_sequences_in_an_error_are_escaped(
     result = run(runner, db_path, "chat", "--base-url", gemini_server.base_url, "hi")
     assert result.exit_code == 1
     assert "\x1b" not in result.stderr and "\\x1b]0;owned" in result.stderr
+    ledger.record("cli", "escape-sequences/sqlite", faults=1)
 
 
 def test_escape_helpers() -> None:
@@ -377,6 +385,7 @@ def test_show_in_a_real_terminal_sends_it_no_escape_sequence(
     text = output.decode()
     assert "\x1b" not in text and "\x9b" not in text and "\x07" not in text
     assert text.endswith("\\x08 done\r\n")  # the terminal's own line end
+    ledger.record("cli", "escape-sequences/sqlite", faults=1)
 
 
 # --------------------------------------------------------------------------- secrets in URLs
@@ -408,6 +417,7 @@ def test_a_password_in_the_base_url_is_never_printed_or_stored(
         run(runner, db_path, "export", cid).output,
     ]
     assert_key_nowhere(db_path, *outputs, key=PASSWORD)
+    ledger.record("secrets", "password in the base URL/cli", faults=2)
 
 
 def test_a_password_in_the_base_url_of_a_real_process(db_path: Path) -> None:
@@ -424,6 +434,7 @@ def test_a_password_in_the_base_url_of_a_real_process(db_path: Path) -> None:
     assert done.returncode == 1
     assert "Error: " in done.stderr and "Traceback" not in done.stderr
     assert_key_nowhere(db_path, done.stdout, done.stderr, key=PASSWORD)
+    ledger.record("secrets", "password in the base URL/cli", faults=1)
 
 
 def test_url_secrets_and_the_settings_repr() -> None:
@@ -479,6 +490,7 @@ def test_timeout_bounds_a_model_call_and_is_recorded(
     failed = events_of(db_path, conversation_id_of(result))[-1]
     assert failed.type == "model_call_failed"
     assert failed.data.error.kind == "ModelTimeoutError"  # type: ignore[attr-defined]
+    ledger.record("cli", "timeout/sqlite", faults=1)
 
 
 def test_timeout_must_be_positive(runner: CliRunner, db_path: Path) -> None:

@@ -17,7 +17,9 @@ from click.testing import CliRunner, Result
 import chatledger
 from chatledger.cli import cli
 from chatledger.client.transports.scripted import ScriptedTransport, text_response
+from chatledger.events import ConversationStarted, NewEvent
 from chatledger.events.postgres import PostgresStore
+from tests.faults import ledger
 from tests.support.postgres import connect, scratch_database
 
 pytestmark = pytest.mark.postgres
@@ -137,3 +139,32 @@ def test_chatledger_db_names_the_postgres_store_for_a_real_process(url: str) -> 
     )
     assert result.returncode == 0, result.stderr
     assert [c["conversation_id"] for c in json.loads(result.stdout)] == [cid]
+
+
+def test_the_cli_hardening_holds_on_postgres(url: str) -> None:
+    """Issue 13's smaller items where the store takes part, on PostgreSQL: a message
+    that cannot be sent creates no conversation; an exact id wins over another's prefix
+    and ``tree`` shows an id that leads back; an export that cannot be written is an
+    error, not a traceback (docs/security.md)."""
+    real = "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b"
+    with PostgresStore(url) as store:
+        for cid, model in ((real, "real"), (real[:8], "impostor")):
+            started = NewEvent(data=ConversationStarted(model=model))
+            store.append(cid, [started], expected_version=0)
+        before = [(e.conversation_id, e.version) for e in store.read_all(limit=100)]
+
+    bad = CliRunner().invoke(cli, ["--db", url, "chat", "bad \udcff"])
+    assert bad.exit_code == 1 and "MESSAGE is not valid UTF-8 text" in bad.output
+    assert "Traceback" not in bad.output
+
+    assert "model=impostor" in run("--db", url, "log", real[:8]).output
+    tree = run("--db", url, "tree", real)
+    label = tree.output.split()[0]
+    assert label == real[:9] and "model=real" in run("--db", url, "log", label).output
+
+    missing = CliRunner().invoke(cli, ["--db", url, "export", real, "-o", "/missing/dir/x"])
+    assert missing.exit_code == 1 and missing.output.startswith("Error: ")
+    assert "Traceback" not in missing.output
+    with PostgresStore(url) as store:
+        assert [(e.conversation_id, e.version) for e in store.read_all(limit=100)] == before
+    ledger.record("cli", "hardening/postgres", faults=4)

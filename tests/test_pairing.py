@@ -344,13 +344,13 @@ class PairingMachine(RuleBasedStateMachine):
                 self.chat.send_message("Go on", config=per_message)
             else:
                 stream = self.chat.send_message_stream("Go on", config=per_message)
-                with contextlib.closing(stream):  # type: ignore[type-var]
+                with contextlib.closing(stream):
                     for _ in stream:
                         if mode == "abandoned stream":
                             break
         except ServerError:
             pass
-        if self._returned_calls() and data.draw(st.booleans(), label="answer at once"):
+        if bool(self._returned_calls()) and data.draw(st.booleans(), label="answer at once"):
             self._answer(data)
 
     @rule(data=st.data())
@@ -371,7 +371,7 @@ class PairingMachine(RuleBasedStateMachine):
         )
         keep_ids = data.draw(st.booleans(), label="with ids")
         self.steps.append(f"answer {chosen} of {calls} ids={keep_ids}")
-        answers = [
+        answers: list[types.PartUnionDict] = [
             types.Part.from_function_response(
                 name=str(calls[i]["name"]),
                 response={"answer": i},

@@ -50,7 +50,7 @@ from chatledger.projections.history import (
 
 # --------------------------------------------------------------------------- strategies
 
-texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
 text_part = st.builds(lambda t: {"text": t}, texts)
 call_part = st.builds(
     lambda name, n: {"functionCall": {"name": name, "args": {"n": n}}},
@@ -163,7 +163,7 @@ def test_sendable_keeps_answered_calls_and_matches_ids() -> None:
 
 
 def test_curated_removes_function_steps_only() -> None:
-    full = [
+    full: list[dict[str, Any]] = [
         {"role": "user", "parts": [{"text": "weather?"}]},
         {"role": "model", "parts": [{"functionCall": {"name": "f", "args": {}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "f", "response": {"result": 1}}}]},

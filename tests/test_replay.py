@@ -170,7 +170,9 @@ def test_declaration_only_tools_replay_too(db_path: Path) -> None:
     with chatledger.Client(store=str(db_path), transport=transport) as client:
         chat = client.chats.create(model="m", config={"tools": DECLARED})
         chat.send_message("Weather in Rome?")
-        answer = [types.Part.from_function_response(name="weather", response={"sky": "clear"})]
+        answer: list[types.PartUnionDict] = [
+            types.Part.from_function_response(name="weather", response={"sky": "clear"})
+        ]
         chat.send_message(answer)
         assert replay_conversation(client.store, chat.id).ok
 

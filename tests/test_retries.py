@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 import chatledger
-from chatledger.client import _chat
 from chatledger.client._retry import RetryPolicy, retry_after
 from chatledger.errors import ModelConnectionError, ServerError
 from chatledger.types import HttpRetryOptions
@@ -32,8 +31,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_async_sleep(seconds: float) -> None:
         asked.append(seconds)
 
-    monkeypatch.setattr(_chat.time, "sleep", fake_sleep)
-    monkeypatch.setattr(_chat.asyncio, "sleep", fake_async_sleep)
+    monkeypatch.setattr("chatledger.client._chat.time.sleep", fake_sleep)
+    monkeypatch.setattr("chatledger.client._chat.asyncio.sleep", fake_async_sleep)
     return asked
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,10 @@ from chatledger.errors import redact, register_secret
 from chatledger.events.audit import export_conversation
 from chatledger.types import HttpOptions
 from tests.conftest import API_KEY
+from tests.faults import ledger
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import text_of
+from tests.support.postgres import connect, scratch_database
 
 SECRET_HEADER = "Bearer proxy-token-SECRET-77aa99"
 
@@ -182,7 +186,7 @@ def test_a_secret_echoed_in_a_successful_reply_is_masked_before_it_is_recorded(
             ]
         )
         list(chat.send_message_stream("and streamed?"))
-        assert chat.get_history()[-1].parts[0].text == "again: ***"  # type: ignore[index]
+        assert text_of(chat.get_history()[-1]) == "again: ***"
         gemini_server.reply_sse([text_response(f"streamed {API_KEY} here")])
         streamed = "".join(chunk.text or "" for chunk in chat.send_message_stream("whole?"))
         assert streamed == "streamed *** here"
@@ -244,6 +248,47 @@ def test_credentials_in_the_base_url_never_reach_the_log_or_an_export(
         assert URL_PASSWORD not in text, text
         assert authorization.split(" ")[1] not in text
     assert URL_PASSWORD.encode() not in _stored(db_path)
+    ledger.record("secrets", "password in the base URL/sqlite", faults=2)
+
+
+@pytest.fixture(scope="module")
+def secrets_database() -> Iterator[str]:
+    with scratch_database("chatledger_secrets") as url:
+        yield url
+
+
+def test_credentials_in_the_base_url_never_reach_a_postgres_log(
+    gemini_server: GeminiServer, secrets_database: str
+) -> None:
+    """The same on PostgreSQL: no row of any table the log writes holds the password,
+    the failed call and the echoing reply included."""
+    base_url = gemini_server.base_url.replace("http://", f"http://carol:{URL_PASSWORD}@")
+    with chatledger.Client(
+        api_key=API_KEY, http_options={"base_url": base_url}, store=secrets_database
+    ) as client:
+        chat = client.chats.create(model="gemini-2.5-flash")
+        gemini_server.reply_error(401, "UNAUTHENTICATED", f"wrong password {URL_PASSWORD}")
+        with pytest.raises(chatledger.ClientError):
+            chat.send_message("hello")
+        gemini_server.reply_text(f"you are carol:{URL_PASSWORD}")
+        assert chat.send_message("hello again").text == "you are carol:***"
+        exported = "\n".join(export_conversation(client.store, chat.id))
+    authorization = gemini_server.requests[0].headers["authorization"].split(" ")[1]
+    with connect(secrets_database) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            )
+        ]
+        stored = [
+            repr(conn.execute(f'SELECT * FROM public."{table}"').fetchall()) for table in tables
+        ]
+        kinds = [row[0] for row in conn.execute("SELECT type FROM public.events")]
+    assert "model_call_failed" in kinds and "events" in tables
+    for text in [*stored, exported]:
+        assert URL_PASSWORD not in text and authorization not in text
+    ledger.record("secrets", "password in the base URL/postgres", faults=2)
 
 
 def test_the_cli_never_prints_the_password_of_a_base_url(

@@ -36,12 +36,14 @@ from chatledger.events import (
     RecordedEvent,
     SQLiteStore,
     TurnRewound,
+    UserMessageAdded,
     open_store,
 )
 from chatledger.events.postgres import PostgresStore
 from chatledger.events.postgres import schema as pg_schema
 from chatledger.events.postgres import store as pg_store
 from tests.store_contract import StoreContract, events_after, message, new_id, start, started
+from tests.support.narrow import text_of
 from tests.support.postgres import (
     Collector,
     append_to_own,
@@ -389,7 +391,7 @@ def test_urls_and_options(database_url: str) -> None:
         assert isinstance(store, PostgresStore)
     for bad in ({"schema": "x; DROP"}, {"pool_min": 3, "pool_max": 2}, {"connect_timeout": 0}):
         with pytest.raises(InvalidInputError):
-            PostgresStore(database_url, **bad)  # type: ignore[arg-type]
+            PostgresStore(database_url, **bad)
 
 
 def test_a_pool_with_every_connection_busy_says_so(database_url: str) -> None:
@@ -453,7 +455,9 @@ def test_a_reader_stops_before_an_append_still_in_flight(
     before = readable_end(store)
     raw.execute("BEGIN")
     first = started()
-    positions_a = raw.execute(APPEND_SQL, (a, 0, "", document(store, a, [first]))).fetchone()[0]
+    appended = raw.execute(APPEND_SQL, (a, 0, "", document(store, a, [first]))).fetchone()
+    assert appended is not None
+    positions_a = appended[0]
     positions_b = start(store, b, message(1))
     assert positions_b[0] > positions_a[0]
     assert [e.version for e in store.read(b)] == [1, 2]  # committed and readable by stream
@@ -486,7 +490,9 @@ def test_an_aborted_append_releases_what_came_after_it(
     subscriber = Collector(store, before)
     subscriber.start()
     raw.execute("BEGIN")
-    positions_a = raw.execute(APPEND_SQL, (a, 0, "", document(store, a, [started()]))).fetchone()[0]
+    appended = raw.execute(APPEND_SQL, (a, 0, "", document(store, a, [started()]))).fetchone()
+    assert appended is not None
+    positions_a = appended[0]
     positions_b = start(store, b)
     time.sleep(0.3)
     assert subscriber.events == []
@@ -861,11 +867,13 @@ def test_the_server_restarted_under_a_chat(database_url: str, raw: psycopg.Conne
         assert [e.version for e in logged] == list(range(1, len(logged) + 1))
         assert len({e.event_id for e in logged}) == len(logged)
         texts = [
-            e.data.content["parts"][0]["text"] for e in logged if e.type == "user_message_added"
-        ]  # type: ignore[attr-defined]
+            e.data.content["parts"][0]["text"]
+            for e in logged
+            if isinstance(e.data, UserMessageAdded)
+        ]
         assert texts == ["hello", "still there?"]
         assert store.verify(chat.id).ok
-        assert [c.parts[0].text for c in chat.get_history()] == [  # type: ignore[index]
+        assert [text_of(c) for c in chat.get_history()] == [
             "hello",
             "before the restart",
             "still there?",

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,10 @@ from chatledger.client.transports.scripted import ScriptedTransport
 from chatledger.events import NewEvent, UserMessageAdded
 from chatledger.projections import history
 from tests.conftest import API_KEY
+from tests.faults import ledger
 from tests.support.gemini_server import GeminiServer, Reply, text_response
+from tests.support.narrow import stream_version, text_of
+from tests.support.postgres import scratch_database
 
 _SENDER = r"""
 import sys, chatledger
@@ -170,7 +175,7 @@ def test_a_killed_writer_does_not_block_the_conversation(
 
 
 def _open_foreign_turn(client: chatledger.Client, conversation_id: str, *, lease: float) -> None:
-    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    version = stream_version(client.store, conversation_id)
     client.store.append(
         conversation_id,
         [
@@ -321,7 +326,7 @@ def test_verify_names_a_modified_snapshot_and_the_cli_rebuilds_it(
     _tamper_with_snapshot(client, db_path, chat.id, part)
     if part == "contents":  # what is at stake: a resume starts from the snapshot
         forged = chatledger.Client(store=str(db_path)).chats.get(chat.id).get_history()
-        assert forged[0].parts[0].text == "forged" and original[0].parts[0].text == "q0"
+        assert text_of(forged[0]) == "forged" and text_of(original[0]) == "q0"
 
     report = chat.verify()
     assert [(p.conversation_id, p.version) for p in report.problems] == [
@@ -378,6 +383,26 @@ def test_a_snapshot_that_does_not_match_the_log_is_ignored(
 TEN_YEARS = 10 * 365 * 24 * 3600
 
 
+@pytest.fixture(scope="module")
+def turns_database() -> Iterator[str]:
+    with scratch_database("chatledger_turns") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log_location(request: pytest.FixtureRequest, db_path: Path) -> str:
+    """Where the log is: a SQLite file, or a PostgreSQL schema of the test's own (the
+    lease rules are the client's, the same over every store)."""
+    if request.param == "sqlite":
+        return str(db_path)
+    base = request.getfixturevalue("turns_database")
+    return f"{base}?schema=turns_{uuid.uuid4().hex[:10]}"
+
+
+def _backend(location: str) -> str:
+    return "postgres" if location.startswith("postgres") else "sqlite"
+
+
 def _clock_ahead(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """Make this process's store write events as a writer whose clock runs ``seconds``
     ahead (the time stamped on each event is the writer's clock)."""
@@ -400,7 +425,7 @@ def _open_turn(
     host: str = "another-host/0000",
     pid: int = 1,
 ) -> None:
-    version = client.store.stream_info(conversation_id).version  # type: ignore[union-attr]
+    version = stream_version(client.store, conversation_id)
     client.store.append(
         conversation_id,
         [
@@ -422,10 +447,10 @@ def _abandoned(chat: Any) -> list[str]:
 
 
 def test_a_turn_recorded_by_a_clock_ten_years_ahead_is_closed_after_its_lease(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    log_location: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     transport = ScriptedTransport().enqueue("hello")
-    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=30)
+    client = chatledger.Client(store=log_location, transport=transport, busy_timeout=30)
     chat = client.chats.create(model="m")
     with monkeypatch.context() as patched:
         _clock_ahead(patched, TEN_YEARS)
@@ -439,8 +464,10 @@ def test_a_turn_recorded_by_a_clock_ten_years_ahead_is_closed_after_its_lease(
     [reason] = _abandoned(chat)
     assert "lease of 0.5 s ran out (watched by this process" in reason
     assert "in the future" in reason
-    assert [c.parts[0].text for c in chat.get_history()] == ["mine", "hello"]  # type: ignore[index]
+    assert [text_of(c) for c in chat.get_history()] == ["mine", "hello"]
     assert client.store.verify().ok
+    client.close()
+    ledger.record("turns", f"clock-ahead/{_backend(log_location)}", faults=1)
 
 
 def test_a_busy_error_keeps_the_watch_so_a_later_send_gets_through(
@@ -470,12 +497,12 @@ def test_a_busy_error_keeps_the_watch_so_a_later_send_gets_through(
     ("lease", "ahead"), [(1e300, 0.0), (1e300, 1e9), (float("inf"), 0.0)], ids=str
 )
 def test_a_huge_lease_or_a_year_2999_time_is_bounded(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch, lease: float, ahead: float
+    log_location: str, monkeypatch: pytest.MonkeyPatch, lease: float, ahead: float
 ) -> None:
     # 1e9 s ahead is the year 2057; MAX_TURN_LEASE is an hour, shortened here to wait less.
     monkeypatch.setattr(_leases, "MAX_TURN_LEASE", 0.4)
     transport = ScriptedTransport().enqueue("free")
-    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=30)
+    client = chatledger.Client(store=log_location, transport=transport, busy_timeout=30)
     chat = client.chats.create(model="m")
     with monkeypatch.context() as patched:
         _clock_ahead(patched, ahead)
@@ -485,6 +512,8 @@ def test_a_huge_lease_or_a_year_2999_time_is_bounded(
     assert chat.send_message("mine").text == "free"
     [reason] = _abandoned(chat)
     assert reason.startswith("its lease of 0.4 s ran out")
+    client.close()
+    ledger.record("turns", f"huge-lease-or-far-time/{_backend(log_location)}", faults=1)
 
 
 def test_the_lease_bound_and_the_clock_rules() -> None:
@@ -538,14 +567,14 @@ def test_the_host_identity_names_the_pid_namespace() -> None:
     assert _conversation.HOST == _leases.HOST  # what every turn's first event records
 
 
-def test_a_writer_in_another_pid_namespace_is_not_judged_by_its_pid(db_path: Path) -> None:
+def test_a_writer_in_another_pid_namespace_is_not_judged_by_its_pid(log_location: str) -> None:
     # Same host name and boot as this process, another PID namespace; its pid does not
     # exist here. Only the lease may close its turn.
     hostname, boot_id, _namespace = _leases.HOST.split("/")
     other = f"{hostname}/{boot_id}/4026531999"
     dead = _dead_pid()
     transport = ScriptedTransport()
-    client = chatledger.Client(store=str(db_path), transport=transport, busy_timeout=0.3)
+    client = chatledger.Client(store=log_location, transport=transport, busy_timeout=0.3)
     chat = client.chats.create(model="m")
     _open_turn(client, chat.id, lease=600, host=other, pid=dead)
     with pytest.raises(chatledger.ConversationBusyError, match="turn 1 open by remote"):
@@ -559,6 +588,8 @@ def test_a_writer_in_another_pid_namespace_is_not_judged_by_its_pid(db_path: Pat
     transport.enqueue("second")
     assert chat2.send_message("mine").text == "second"
     assert _abandoned(chat2) == [f"its writer process {dead} on this host is gone"]
+    client.close()
+    ledger.record("turns", f"pid-namespace/{_backend(log_location)}", faults=2)
 
 
 def _dead_pid() -> int:
@@ -634,5 +665,6 @@ def test_a_live_turn_is_not_taken_over_from_another_pid_namespace(
     kinds = [event.type for event in chat.events()]
     assert "turn_abandoned" not in kinds
     assert kinds[-1] == "model_responded"
-    assert [c.parts[0].text for c in chat.get_history()] == ["streaming", "slow reply"]  # type: ignore[index]
+    assert [text_of(c) for c in chat.get_history()] == ["streaming", "slow reply"]
     client.close()
+    ledger.record("turns", "pid-namespace-live-turn/sqlite", faults=1)

@@ -27,6 +27,7 @@ import platformdirs
 from .._version import __version__
 from ..client import Client
 from ..errors import ChatledgerError, NotFoundError, mask_url_password, register_secret
+from ..events import open_store
 from ._render import CliError
 
 __all__ = [
@@ -69,9 +70,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def default_model(environ: Mapping[str, str] | None = None) -> str:
     """The model of a new conversation when ``--model`` is not given: Gemini when an API
-    key is set, else the embedded offline model (so the CLI works without an account)."""
+    key is set or Vertex AI is chosen (docs/chat-api.md#vertex-ai), else the embedded
+    offline model (so the CLI works without an account)."""
     env = os.environ if environ is None else environ
     if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        return GEMINI_MODEL
+    vertex = env.get("GOOGLE_GENAI_USE_ENTERPRISE") or env.get("GOOGLE_GENAI_USE_VERTEXAI")
+    if (vertex or "").lower() in ("true", "1"):
         return GEMINI_MODEL
     return LOCAL_MODEL
 
@@ -131,10 +136,14 @@ class CliSettings:
     """The options every command takes (from the group or after the command's name), and
     the client built from them, closed when the command ends."""
 
-    def __init__(self, db: str | None = None, actor: str | None = None) -> None:
+    def __init__(
+        self, db: str | None = None, actor: str | None = None, create_in_existing: bool = False
+    ) -> None:
         self._db: str | None = None
         self.db = db
         self.actor = actor
+        #: ``--create-in-existing``: add the log's tables to a database holding others.
+        self.create_in_existing = create_in_existing
 
     @property
     def db(self) -> str | None:
@@ -204,10 +213,12 @@ class CliSettings:
             http_options["base_url"] = base_url
         if timeout is not None:
             http_options["timeout"] = max(1, round(timeout * 1000))  # milliseconds
-        client = Client(
-            http_options=http_options or None, store=self.store_location(), actor=self.actor
-        )
-        return click.get_current_context().with_resource(client)
+        context = click.get_current_context()
+        store: Any = self.store_location()
+        if self.create_in_existing:
+            store = context.with_resource(open_store(store, create_in_existing=True))
+        client = Client(http_options=http_options or None, store=store, actor=self.actor)
+        return context.with_resource(client)
 
 
 def settings() -> CliSettings:
@@ -313,14 +324,20 @@ def _load(where: str) -> click.Command:
     help="Who is acting, recorded on every event written (default: the OS user). May "
     "also follow the command's name.",
 )
+@click.option(
+    "--create-in-existing",
+    is_flag=True,
+    help="Create the log in a database that already holds another application's tables "
+    "(refused otherwise, the database left unchanged).",
+)
 @click.pass_context
-def cli(ctx: click.Context, db: str | None, actor: str | None) -> None:
+def cli(ctx: click.Context, db: str | None, actor: str | None, create_in_existing: bool) -> None:
     """Chat with Gemini (or an offline model) and keep every step in an event log.
 
     Conversation ids may be shortened to any unique prefix. Expected errors print
     "Error: ..." and exit with status 1; usage errors exit with status 2.
     """
-    ctx.obj = CliSettings(db, actor)
+    ctx.obj = CliSettings(db, actor, create_in_existing)
 
 
 def main() -> None:

@@ -20,6 +20,17 @@ def _short(store: EventStore, *conversation_ids: str) -> list[str]:
     return [shown.get(cid, cid) for cid in conversation_ids]
 
 
+#: ``--width COLUMNS``: the line width of the side-by-side commands (diff, replay).
+_width_option = click.option(
+    "--width",
+    type=click.IntRange(min=40),
+    default=120,
+    show_default=True,
+    metavar="COLUMNS",
+    help="Line width.",
+)
+
+
 @click.command()
 @click.argument("conversation_id", metavar="ID")
 @click.option(
@@ -102,14 +113,7 @@ def _common_prefix(left: list[Content], right: list[Content]) -> int:
 @click.command()
 @click.argument("first", metavar="ID1")
 @click.argument("second", metavar="ID2")
-@click.option(
-    "--width",
-    type=click.IntRange(min=40),
-    default=120,
-    show_default=True,
-    metavar="COLUMNS",
-    help="Line width.",
-)
+@_width_option
 @store_options
 def diff(first: str, second: str, width: int) -> None:
     """Show where two conversations (say, two branches) diverge, then their turns side by
@@ -140,14 +144,7 @@ def diff(first: str, second: str, width: int) -> None:
 )
 @click.option("--base-url", metavar="URL", help="With --model: the server of that model.")
 @timeout_option
-@click.option(
-    "--width",
-    type=click.IntRange(min=40),
-    default=120,
-    show_default=True,
-    metavar="COLUMNS",
-    help="Line width.",
-)
+@_width_option
 @store_options
 @click.pass_context
 def replay(

@@ -184,7 +184,8 @@ def _repl(conversation: _Conversation, *, stream: bool) -> None:
     metavar="NAME",
     help=(
         f"Model of a new conversation. Default: {GEMINI_MODEL} when GEMINI_API_KEY or "
-        f"GOOGLE_API_KEY is set, else {LOCAL_MODEL!r} (the embedded offline SmolLM2 model)."
+        f"GOOGLE_API_KEY is set (or GOOGLE_GENAI_USE_VERTEXAI=true), else {LOCAL_MODEL!r} "
+        "(the embedded offline SmolLM2 model)."
     ),
 )
 @click.option("-s", "--system", metavar="TEXT", help="System instruction of a new conversation.")

@@ -108,6 +108,7 @@ def _record_hop(
                 latency_ms=latency_ms,
                 chunks=merger.chunks,
                 resume=outcome.token,
+                first_chunk_at=merger.first_chunk_at,
             )
         return None
     if outcome.error is not None:
@@ -120,7 +121,12 @@ def _record_hop(
         )
         raise outcome.error
     return conversation.record_response(
-        turn, merger.merged(), latency_ms=latency_ms, chunks=merger.chunks, resume=None
+        turn,
+        merger.merged(),
+        latency_ms=latency_ms,
+        chunks=merger.chunks,
+        resume=None,
+        first_chunk_at=merger.first_chunk_at,
     )
 
 
@@ -301,7 +307,8 @@ class Chat(_BaseChat):
                 assert turn.request is not None
                 started = time.perf_counter()
                 try:
-                    raw = conversation.transport().generate(turn.request)
+                    with conversation.running_call(turn):
+                        raw = conversation.transport().generate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
                     delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
@@ -410,9 +417,10 @@ class Chat(_BaseChat):
         for index, call in enumerate(calls):
             conversation.record_function_calls(turn, [(index, call)])
             func = turn.functions.get(str(call.get("name")))
-            outcome = (
-                run_function(func, call["args"]) if func else unknown_function(call.get("name"))
-            )
+            with conversation.running_function(turn, index):
+                outcome = (
+                    run_function(func, call["args"]) if func else unknown_function(call.get("name"))
+                )
             conversation.record_function_results(turn, [(index, call, outcome)])
 
     def rewind(self) -> tuple[Content, Content]:
@@ -484,7 +492,8 @@ class AsyncChat(_BaseChat):
                 assert turn.request is not None
                 started = time.perf_counter()
                 try:
-                    raw = await conversation.transport().agenerate(turn.request)
+                    with conversation.running_call(turn):
+                        raw = await conversation.transport().agenerate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
                     delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
@@ -596,7 +605,8 @@ class AsyncChat(_BaseChat):
             func = turn.functions.get(str(call.get("name")))
             if func is None:
                 return index, call, unknown_function(call.get("name"))
-            return index, call, await run_function_async(func, call.get("args") or {})
+            with conversation.running_function(turn, index):
+                return index, call, await run_function_async(func, call.get("args") or {})
 
         results = await asyncio.gather(*(call_one(index, call) for index, call in indexed))
         await asyncio.to_thread(conversation.record_function_results, turn, list(results))

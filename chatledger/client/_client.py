@@ -32,9 +32,16 @@ from ._settings import (
     validate_timeouts,
 )
 from ._summaries import BranchNode, ChatSummary
+from ._telemetry import make_telemetry
 from .transports._http import register_secret_headers
 from .transports.base import Transport
 from .transports.gemini import GeminiTransport, check_model_name
+from .transports.vertex import (
+    VertexSettings,
+    VertexTransport,
+    check_vertex_config,
+    resolve_vertex,
+)
 
 __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
 
@@ -79,8 +86,24 @@ class Client:
     after its last event a turn of this client's may stay open before others may close
     it (seconds, at most an hour).
 
+    ``tracer_provider``: where the OpenTelemetry spans of model and function calls go
+    (default: the global tracer provider, when the ``opentelemetry`` package is
+    installed; without it there are no spans and nothing of it is imported).
+    ``capture_message_content``: put message contents on those spans (default: what
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` says, else no). See
+    docs/integrations.md#opentelemetry.
+
     ``client.settings`` (:class:`ConversationSettings`) is all a conversation sees of its
-    client: the store, the actor, the timeouts, the retry policy and the transports.
+    client: the store, the actor, the timeouts, the retry policy, the transports and the
+    telemetry.
+
+    Vertex AI (docs/chat-api.md, "Vertex AI"): ``vertexai=True`` (or
+    ``GOOGLE_GENAI_USE_VERTEXAI=true``) with ``project`` and ``location`` (or
+    ``GOOGLE_CLOUD_PROJECT`` / ``GOOGLE_CLOUD_LOCATION``) and ``credentials`` (a
+    ``google.auth`` credentials object; Application Default Credentials when not given),
+    or with an API key alone (express mode), chosen as google-genai 3.3.0 chooses them.
+    Gemini models are then served by Vertex AI; ``local`` and OpenAI-compatible models
+    are unaffected. ``enterprise`` is google-genai's newer name for ``vertexai``.
     """
 
     def __init__(
@@ -93,7 +116,29 @@ class Client:
         transport: Transport | None = None,
         busy_timeout: float = 10.0,
         turn_lease: float = 600.0,
+        vertexai: bool | None = None,
+        project: str | None = None,
+        location: str | None = None,
+        credentials: Any = None,
+        enterprise: bool | None = None,
+        tracer_provider: Any = None,
+        capture_message_content: bool | None = None,
     ) -> None:
+        self.http_options = _parse_http_options(http_options)
+        #: How Vertex AI is reached, or None for the Gemini Developer API.
+        if enterprise is not None and vertexai is not None and enterprise != vertexai:
+            raise InvalidInputError(
+                "enterprise and vertexai have conflicting values: set enterprise only "
+                "(it is google-genai's newer name for vertexai)"
+            )
+        self.vertex: VertexSettings | None = resolve_vertex(
+            vertexai=enterprise if enterprise is not None else vertexai,
+            api_key=api_key,
+            credentials=credentials,
+            project=project,
+            location=location,
+            http_options=self.http_options,
+        )
         self._api_key = (
             api_key or os.environ.get("GEMINI_API_KEY") or os.environ.get("GOOGLE_API_KEY")
         )
@@ -102,7 +147,6 @@ class Client:
         # Gemini key from the environment, which must not travel to another server.
         self._openai_api_key = api_key or os.environ.get("OPENAI_API_KEY")
         register_secret(self._openai_api_key)
-        self.http_options = _parse_http_options(http_options)
         if self.http_options is not None:
             register_secret_headers(self.http_options.headers)
         try:
@@ -114,6 +158,18 @@ class Client:
         if actor is not None:
             validate_actor(actor)
         busy_timeout, turn_lease = validate_timeouts(busy_timeout, turn_lease)
+        if capture_message_content is not None and not isinstance(capture_message_content, bool):
+            raise InvalidInputError(
+                "capture_message_content must be True, False or None (None: as "
+                "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT says)"
+            )
+        if tracer_provider is not None and not callable(
+            getattr(tracer_provider, "get_tracer", None)
+        ):
+            raise InvalidInputError(
+                "tracer_provider must be an OpenTelemetry TracerProvider (with get_tracer), "
+                f"got {type(tracer_provider).__name__}"
+            )
         self._owns_store = not isinstance(store, EventStore)
         self._transport_override = transport
         self._transports: dict[str, Transport] = {}
@@ -125,6 +181,7 @@ class Client:
             turn_lease=turn_lease,
             retry_policy=retry_policy,
             transport_for=self.transport_for,
+            telemetry=make_telemetry(tracer_provider, capture_message_content),
         )
         self.chats = Chats(self)
         self.aio = AsyncClient(self)
@@ -165,7 +222,8 @@ class Client:
         named ``openai/<name>``, or a ``base_url`` whose path ends in ``/v1`` (vLLM,
         llama.cpp's server, Ollama, OpenAI): the OpenAI-compatible transport; with such a
         ``base_url``, ``smollm2`` is the name of the server's model (only ``local`` and
-        ``local/...`` stay in process). Anything else: the Gemini API.
+        ``local/...`` stay in process). Anything else: the Gemini API, or Vertex AI when the client
+        was made for it (docs/chat-api.md).
         """
         if self._transport_override is not None:
             return self._transport_override
@@ -185,6 +243,8 @@ class Client:
             from .transports.openai import OpenAITransport
 
             return OpenAITransport(self._openai_api_key, self.http_options)
+        if self.vertex is not None:
+            return VertexTransport(self.vertex, self.http_options)
         return GeminiTransport(self._api_key, self.http_options)
 
     def close(self) -> None:
@@ -224,6 +284,12 @@ class Client:
             check_model_name(model)  # refused now, not at the first send
         live = parse_config(config)
         config_wire = config_to_wire(live, declare)
+        if (
+            self.vertex is not None
+            and self._transport_override is None
+            and transport_kind(model, self.http_options) == "gemini"
+        ):
+            check_vertex_config(config_wire)
         history_wire = history_to_wire(history)
         # The transport is built now, its settings (base_url, ...) checked: a chat that
         # could never send is refused before anything is written.

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import msgspec
@@ -133,6 +134,12 @@ class Turn:
         self.initial_prompt_tokens: int | None = None
         #: (response_schema, response_json_schema) to read ``parsed`` with.
         self.schemas: tuple[Any, Any] = (None, None)
+        # Its spans, when OpenTelemetry is on (chatledger/client/_telemetry.py).
+        self.trace: Any = None
+        # Function call index -> error.type of a call that failed (for its span).
+        self.function_errors: dict[int, str] = {}
+        # When the current streamed call's first chunk came (for its span).
+        self.first_chunk_at: float | None = None
 
     @property
     def continuation(self) -> bool:
@@ -205,12 +212,19 @@ class Conversation:
             metadata["library"] = f"chatledger/{__version__}"
         return metadata
 
-    def append(self, datas: list[EventData]) -> None:
-        """Append at the known version and apply. Raises ConcurrencyError if stale."""
+    def append(self, datas: list[EventData], turn: Turn | None = None) -> None:
+        """Append at the known version and apply. Raises ConcurrencyError if stale.
+
+        The events of a ``turn`` are also spans, when OpenTelemetry is on
+        (docs/integrations.md#opentelemetry)."""
         with self._lock:
             events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
-            self.store.append(self.id, events, expected_version=self.history.version)
+            version = self.history.version
+            positions = self.store.append(self.id, events, expected_version=version)
             self.catch_up()
+            telemetry = self.settings.telemetry
+            if turn is not None and telemetry.enabled:
+                telemetry.recorded(self, turn, events, version + 1, positions)
 
     def _append_in_turn(self, turn: Turn, datas: list[EventData]) -> None:
         """Append events of an open turn, even if unrelated events were appended since.
@@ -221,7 +235,7 @@ class Conversation:
         with self._lock:
             for _ in range(20):
                 try:
-                    self.append(datas)
+                    self.append(datas, turn)
                 except ConcurrencyError:
                     self.catch_up()
                     pending = self.history.pending
@@ -334,7 +348,8 @@ class Conversation:
                                 lease_seconds=self.settings.turn_lease,
                             ),
                             self._call_started(turn, contents),
-                        ]
+                        ],
+                        turn,
                     )
                 except ConcurrencyError:
                     continue
@@ -358,8 +373,21 @@ class Conversation:
 
     def end_turn(self, turn: Turn) -> None:
         IN_FLIGHT.discard((self.store.location, self.id, turn.number))
+        if turn.trace is not None:
+            self.settings.telemetry.turn_ended(turn)
+
+    def running_call(self, turn: Turn) -> AbstractContextManager[None]:
+        """The context a (non-streamed) model call of ``turn`` runs in: with OpenTelemetry
+        on, its ``chat`` span is current there, so that HTTP client spans are its children."""
+        return self.settings.telemetry.running_call(turn)
+
+    def running_function(self, turn: Turn, index: int) -> AbstractContextManager[None]:
+        """The context the function call ``index`` of ``turn`` runs in: with OpenTelemetry
+        on, its ``execute_tool`` span is current there."""
+        return self.settings.telemetry.running_function(turn, index)
 
     def _call_started(self, turn: Turn, contents: list[dict[str, Any]]) -> ModelCallStarted:
+        transport = self.settings.transport_for(self.history.model)
         return ModelCallStarted(
             turn=turn.number,
             model=self.history.model,
@@ -368,7 +396,8 @@ class Conversation:
             config=turn.override,
             contents_count=len(contents),
             contents_sha256=contents_digest(contents),
-            transport=self.settings.transport_for(self.history.model).name,
+            transport=transport.name,
+            endpoint=transport.endpoint_kind,
             continuation_token=turn.hop_token,
         )
 
@@ -383,12 +412,15 @@ class Conversation:
         latency_ms: float,
         chunks: int = 0,
         resume: Any = _FROM_RESPONSE,
+        first_chunk_at: float | None = None,
     ) -> list[dict[str, Any]] | None:
         """Record a model response; return the function calls to run next, or None when
         the turn is over (``turn.final`` then holds the response to return) or when the
         answer continues (``turn.continue_with`` then holds the token for
         :meth:`next_hop`). ``resume``: the token to continue with, when the caller has
-        decided it (a stream); by default it is read from the response."""
+        decided it (a stream); by default it is read from the response.
+        ``first_chunk_at``: when a stream's first chunk came (``time.perf_counter()``)."""
+        turn.first_chunk_at = first_chunk_at
         if resume is _FROM_RESPONSE:
             token = continuation_token(response) if turn.continuation else None
         else:
@@ -513,6 +545,10 @@ class Conversation:
     def record_function_results(
         self, turn: Turn, results: list[tuple[int, dict[str, Any], FunctionOutcome]]
     ) -> None:
+        if turn.trace is not None:
+            for index, _, outcome in results:
+                if outcome.error_type is not None:
+                    turn.function_errors[index] = outcome.error_type
         self._append_in_turn(
             turn,
             [

@@ -243,6 +243,12 @@ def fold_events(
         chain.append((history, usage, events))
         if after:
             break
+        if len(chain) > 1 and (not events or events[-1].version != limit):
+            # A fork's parent, gone from the log or cut short of the fork point.
+            raise IntegrityError(
+                f"{keys[-2][0]} was forked from {current} v{limit}, which is not in "
+                f"{store.location}; run verify"
+            )
         if not events:
             raise NotFoundError(
                 f"no conversation {current!r} in {store.location}; "

@@ -48,6 +48,13 @@ _PARAMETER_KINDS = (
     inspect.Parameter.POSITIONAL_ONLY,
 )
 _ADAPTER_CONFIG = pydantic.ConfigDict(arbitrary_types_allowed=True)
+#: What describing a type as a JSON schema raises for a type pydantic cannot describe.
+_SCHEMA_ERRORS = (
+    pydantic.PydanticUserError,
+    pydantic.PydanticSchemaGenerationError,
+    TypeError,
+    NameError,
+)
 
 
 def _is_pydantic_model(annotation: Any) -> bool:
@@ -128,12 +135,7 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
             if annotation is inspect.Parameter.empty:
                 raise TypeError("it has no type hint")
             schema = _type_schema(annotation)
-        except (
-            pydantic.PydanticUserError,
-            pydantic.PydanticSchemaGenerationError,
-            TypeError,
-            NameError,
-        ) as exc:
+        except _SCHEMA_ERRORS as exc:
             raise _unsupported(param, name, exc) from None
         defs.update(schema.pop("$defs", {}))
         defs.update(schema.pop("definitions", {}))
@@ -159,12 +161,7 @@ def declare(func: Callable[..., Any]) -> dict[str, Any]:
         returns = hints.get("return", returns)
     try:
         declaration["responseJsonSchema"] = _type_schema(returns)
-    except (
-        pydantic.PydanticUserError,
-        pydantic.PydanticSchemaGenerationError,
-        TypeError,
-        NameError,
-    ) as exc:
+    except _SCHEMA_ERRORS as exc:
         raise FunctionCallingError(
             f"cannot declare the return type {returns!r} of function {name} to the model "
             f"({exc}); annotate it with a type pydantic can describe, or leave it out"
@@ -233,14 +230,26 @@ def _numbers_as_ints(value: Any) -> Any:
 
 
 class FunctionOutcome:
-    """What one function call produced: the response dict, or the error text."""
+    """What one function call produced: the response dict, or the error text.
 
-    __slots__ = ("duration_ms", "error", "response")
+    ``error_type`` names the kind of failure for tracing (the ``error.type`` of its
+    span, docs/integrations.md#opentelemetry): the class of the exception the function
+    raised, ``invalid_arguments`` when the model's arguments did not fit its parameters,
+    ``unknown_function`` when no such function is among the tools."""
 
-    def __init__(self, response: dict[str, Any], error: str | None, duration_ms: float) -> None:
+    __slots__ = ("duration_ms", "error", "error_type", "response")
+
+    def __init__(
+        self,
+        response: dict[str, Any],
+        error: str | None,
+        duration_ms: float,
+        error_type: str | None = None,
+    ) -> None:
         self.response = response
         self.error = error
         self.duration_ms = duration_ms
+        self.error_type = error_type
 
 
 def _jsonable(value: Any) -> Any:
@@ -396,14 +405,16 @@ def run_function(func: Callable[..., Any], args: dict[str, Any]) -> FunctionOutc
     started = time.perf_counter()
     args = _numbers_as_ints(args)
     kwargs, error = prepare_call(func, args)
+    error_type = "invalid_arguments"
     if kwargs is not None:
         try:
             result = func(**kwargs)
         except Exception as exc:
             error = _failed(func, kwargs, args, exc)
+            error_type = type(exc).__qualname__
         else:
             return FunctionOutcome({"result": _jsonable(result)}, None, _ms_since(started))
-    return FunctionOutcome({"error": error}, error, _ms_since(started))
+    return FunctionOutcome({"error": error}, error, _ms_since(started), error_type)
 
 
 async def run_function_async(func: Callable[..., Any], args: dict[str, Any]) -> FunctionOutcome:
@@ -415,14 +426,16 @@ async def run_function_async(func: Callable[..., Any], args: dict[str, Any]) -> 
     started = time.perf_counter()
     args = _numbers_as_ints(args)
     kwargs, error = prepare_call(func, args)
+    error_type = "invalid_arguments"
     if kwargs is not None:
         try:
             result = await func(**kwargs)
         except Exception as exc:
             error = _failed(func, kwargs, args, exc)
+            error_type = type(exc).__qualname__
         else:
             return FunctionOutcome({"result": _jsonable(result)}, None, _ms_since(started))
-    return FunctionOutcome({"error": error}, error, _ms_since(started))
+    return FunctionOutcome({"error": error}, error, _ms_since(started), error_type)
 
 
 def _ms_since(started: float) -> float:
@@ -433,4 +446,4 @@ def unknown_function(name: str | None) -> FunctionOutcome:
     """The response for a call to a function that is not among the tools (see
     docs/chat-api.md#function-calling, "Unknown function names")."""
     error = f"function {name!r} is not among this chat's tools; it was not called"
-    return FunctionOutcome({"error": error}, error, 0.0)
+    return FunctionOutcome({"error": error}, error, 0.0, "unknown_function")

@@ -28,7 +28,6 @@ the log can tell it its clock is wrong. Keep clocks synchronised (NTP).
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 import os
 import socket
@@ -37,6 +36,7 @@ import threading
 import time
 from typing import Any
 
+from ..events.times import parse_utc_time
 from ..projections.history import PendingTurn
 
 __all__ = [
@@ -128,10 +128,8 @@ def bounded_lease(lease_seconds: object) -> float:
 
 def _timestamp(text: str) -> float | None:
     try:
-        moment = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_utc_time(text)
     except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
         return None
     try:
         return moment.timestamp()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import NotFoundError
+from ..errors import IntegrityError, NotFoundError
 from ..events.envelope import validate_conversation_id
 from ..events.kinds import UserMessageAdded
 from ..events.store import EventStore, StreamInfo
@@ -57,8 +57,15 @@ def conversation_tree(store: EventStore, conversation_id: str) -> BranchNode:
     seen = {info.conversation_id}
     while info.parent_id is not None:  # up to the root
         parent = store.stream_info(info.parent_id)
-        if parent is None or parent.conversation_id in seen:
-            break
+        if parent is None:
+            raise IntegrityError(
+                f"{info.conversation_id} was forked from {info.parent_id} "
+                f"v{info.parent_version}, which is not in {store.location}; run verify"
+            )
+        if parent.conversation_id in seen:
+            raise IntegrityError(
+                f"conversation {parent.conversation_id} is its own ancestor; run verify"
+            )
         seen.add(parent.conversation_id)
         info = parent
 

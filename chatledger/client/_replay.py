@@ -23,6 +23,7 @@ import msgspec
 from ..errors import (
     APIError,
     ChatledgerError,
+    IntegrityError,
     ModelConnectionError,
     ModelTimeoutError,
     NotFoundError,
@@ -97,20 +98,41 @@ class RecordedCall(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _lineage_events(store: EventStore, conversation_id: str) -> list[RecordedEvent]:
-    """A conversation's events with its ancestors' prefixes first (forks included)."""
-    chain: list[tuple[str, int | None]] = []
-    current: str | None = conversation_id
-    limit: int | None = None
-    while current is not None:
-        info = store.stream_info(current)
-        if info is None:
-            raise NotFoundError(f"no conversation {current!r} in {store.location}")
-        chain.append((current, limit))
-        current, limit = info.parent_id, info.parent_version
-    events: list[RecordedEvent] = []
-    for cid, to_version in reversed(chain):
-        events.extend(store.read(cid, to_version=to_version))
-    return events
+    """A conversation's events with its ancestors' prefixes first (forks included).
+
+    Ancestors are found from each fork's own first event (hashed), as an export finds
+    them (docs/branching.md). A fork whose parent is missing, ends before the fork point
+    or has another event there, and a chain of parents that comes back on itself (a
+    damaged log), raise :class:`IntegrityError` naming it instead of looping.
+    """
+    chain: list[list[RecordedEvent]] = []
+    seen: set[str] = set()
+    current, fork_point = conversation_id, None
+    while True:
+        if current in seen:
+            raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
+        seen.add(current)
+        limit = fork_point.version if fork_point is not None else None
+        events = store.read(current, to_version=limit)
+        if fork_point is None:
+            if not events:
+                raise NotFoundError(f"no conversation {current!r} in {store.location}")
+        elif len(events) < fork_point.version or events[-1].hash != fork_point.hash:
+            what = (
+                f"which is not in {store.location}"
+                if len(events) < fork_point.version
+                else "whose event there has another hash"
+            )
+            raise IntegrityError(
+                f"{chain[-1][0].conversation_id} was forked from {current} "
+                f"v{fork_point.version}, {what}; run verify"
+            )
+        chain.append(events)
+        first = events[0].data
+        if not isinstance(first, ConversationStarted) or first.parent is None:
+            break
+        current, fork_point = first.parent.conversation_id, first.parent
+    return [event for events in reversed(chain) for event in events]
 
 
 def recorded_calls(store: EventStore, conversation_id: str) -> list[RecordedCall]:

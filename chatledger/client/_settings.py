@@ -18,6 +18,7 @@ from ..errors import InvalidInputError
 from ..events.store import EventStore
 from ._leases import MAX_TURN_LEASE
 from ._retry import RetryPolicy
+from ._telemetry import NOOP, Telemetry
 from .transports.base import Transport
 
 __all__ = [
@@ -51,6 +52,8 @@ class ConversationSettings:
     retry_policy: RetryPolicy | None
     #: The transport that serves a model name.
     transport_for: Callable[[str], Transport]
+    #: OpenTelemetry spans of model and function calls (a no-op without OpenTelemetry).
+    telemetry: Telemetry = NOOP
 
 
 _ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar(

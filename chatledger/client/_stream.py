@@ -12,6 +12,7 @@ streaming splits it over several chunks, where no single chunk holds it whole.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ..errors import mask_echoed_secrets
@@ -107,10 +108,15 @@ class StreamMerger:
 
     def __init__(self) -> None:
         self.chunks = 0
+        #: When the first chunk came (``time.perf_counter()``): the span's time to first
+        #: chunk (docs/integrations.md#opentelemetry).
+        self.first_chunk_at: float | None = None
         self._fields: dict[str, Any] = {}
         self._candidates: dict[int, _CandidateMerger] = {}
 
     def add(self, chunk: dict[str, Any]) -> None:
+        if not self.chunks:
+            self.first_chunk_at = time.perf_counter()
         self.chunks += 1
         for name, value in chunk.items():
             if name != "candidates":

@@ -40,7 +40,6 @@ matters.
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -72,6 +71,7 @@ from .kinds import (
 from .memory import MemoryStore
 from .rows import parent_of_rows
 from .store import EventStore, RawRow
+from .times import parse_utc_time
 
 __all__ = [
     "MAX_CLOCK_SKEW_SECONDS",
@@ -121,8 +121,8 @@ def _check_line(value: dict[str, Any]) -> None:
     try:
         if not _RECORDED_AT.fullmatch(recorded_at):
             raise ValueError(recorded_at)
-        _dt.datetime.fromisoformat(recorded_at.replace("Z", "+00:00"))
-    except ValueError:
+        parse_utc_time(recorded_at)
+    except (TypeError, ValueError):
         raise InvalidInputError(
             f"'recorded_at' {recorded_at!r:.60} is not a UTC time as chatledger writes it "
             "(YYYY-MM-DDTHH:MM:SS.ffffffZ)"
@@ -174,9 +174,11 @@ def export_conversation(
         if any(cid == current for cid, _ in chain):
             raise IntegrityError(f"conversation {current} is its own ancestor; run verify")
         first = store._read(current, 0, 1)
-        if not first:
-            if not chain:
-                raise NotFoundError(f"no conversation {current!r} in {store.location}")
+        if not first and not chain:
+            raise NotFoundError(f"no conversation {current!r} in {store.location}")
+        if not first or (
+            to_version is not None and not store._read(current, to_version - 1, to_version)
+        ):
             raise IntegrityError(
                 f"{chain[-1][0]} was forked from {current} v{to_version}, which is not in "
                 f"{store.location}; run verify"
@@ -455,7 +457,7 @@ def _check_times_and_leases(streams: dict[str, list[RawRow]], scratch: EventStor
 
 
 def _parse_time(recorded_at: str) -> float:
-    return _dt.datetime.fromisoformat(recorded_at.replace("Z", "+00:00")).timestamp()
+    return parse_utc_time(recorded_at).timestamp()
 
 
 def _check_shapes(streams: dict[str, list[RawRow]]) -> None:

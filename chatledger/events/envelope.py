@@ -35,6 +35,7 @@ import msgspec
 
 from ..errors import InvalidInputError
 from .kinds import EventData, data_to_builtins, event_schema_version, event_type
+from .times import parse_utc_time
 
 __all__ = [
     "MAX_NESTING",
@@ -241,7 +242,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def recorded_at_datetime(self) -> _dt.datetime:
-        return _dt.datetime.fromisoformat(self.recorded_at.replace("Z", "+00:00"))
+        return parse_utc_time(self.recorded_at)
 
     @property
     def actor(self) -> str | None:

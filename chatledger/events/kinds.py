@@ -164,7 +164,9 @@ class ModelCallStarted(EventData, frozen=True, kw_only=True, omit_defaults=True)
     The request's contents are the context projection at this point plus the turn's
     contents so far, so only their count and digest are stored (keeping the log linear
     in the conversation's length); ``config`` is the per-message config when one was
-    given, merged over the chat's config on read.
+    given, merged over the chat's config on read. ``transport`` names the transport;
+    ``endpoint`` which kind of Google endpoint served the call ("gemini" or "vertex",
+    empty for other servers; docs/events.md).
     """
 
     type_name: ClassVar[str] = "model_call_started"
@@ -176,6 +178,7 @@ class ModelCallStarted(EventData, frozen=True, kw_only=True, omit_defaults=True)
     contents_count: int = 0
     contents_sha256: str = ""
     transport: str = ""
+    endpoint: str = ""
     #: A continuation hop: the token this request resumes the previous call's answer
     #: with (URL-safe base64, as sent). Its contents are that call's
     #: (docs/chat-api.md#continuation).

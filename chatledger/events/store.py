@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_Store = TypeVar("_Store", bound="EventStore")
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
@@ -429,7 +430,7 @@ class EventStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""
 
-    def __enter__(self) -> EventStore:
+    def __enter__(self: _Store) -> _Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

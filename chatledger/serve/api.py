@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import json
 import threading
 import time
@@ -818,9 +819,12 @@ def export_response(state: ServeState, conversation_id: str, forks: bool) -> Str
     if state.client.store.stream_info(conversation_id) is None:
         raise NotFoundError(f"no conversation {conversation_id!r} in this log")
     lines = export_conversation(state.client.store, conversation_id, include_forks=forks)
+    # The first line comes after the walk up the fork's parents: a damaged chain is an
+    # error response here, not a download broken off once the response has started.
+    first = list(itertools.islice(lines, 1))
     safe = "".join(c for c in conversation_id[:36] if c.isalnum() or c in "-_") or "conversation"
     return StreamingResponse(
-        (line + "\n" for line in lines),
+        (line + "\n" for line in itertools.chain(first, lines)),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="chatledger-{safe}.jsonl"'},
     )

@@ -280,7 +280,7 @@ def backend_for(kind: str, tmp_path: Path, postgres_url: str | None) -> Backend:
     def execute_postgres(statement: str, params: tuple[Any, ...] = ()) -> None:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f"SET search_path TO {schema}")
-            conn.execute(statement, params)  # type: ignore[arg-type]
+            conn.execute(statement, params)
 
     def open_postgres() -> EventStore:
         from chatledger.events.postgres import PostgresStore

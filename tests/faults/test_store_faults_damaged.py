@@ -82,12 +82,10 @@ def inspect_damaged(
                 if cid not in named and reads.get(cid) != events
             ]
             if differing:
-                tally.events_lost += sum(
-                    len(template.events[cid])
-                    for cid in differing
-                    if not isinstance(reads[cid], list)
-                    or len(reads[cid]) < len(template.events[cid])
-                )
+                for cid in differing:
+                    read = reads[cid]
+                    if not isinstance(read, list) or len(read) < len(template.events[cid]):
+                        tally.events_lost += len(template.events[cid])
                 tally.check(False, f"{where}: verify passed {differing}, which read differently")
                 return "silent"
             if not report.ok:

@@ -57,7 +57,7 @@ def fill_until_full(
     server: GeminiServer,
     level: int,
     make_full: Callable[[ObservedStore, int], None],
-    free: Callable[[ObservedStore], None],
+    free: Callable[[ObservedStore], object],
     *,
     expect: Sequence[str] = ("full",),
 ) -> FillResult:

@@ -182,3 +182,22 @@ def test_a_new_schema_of_its_own_is_created(postgres_url: str) -> None:
     with PostgresStore(f"{postgres_url}?schema={schema}") as store:
         start(store, new_id(), message(1))
         assert store.verify().ok
+
+
+def test_the_command_line_creates_a_log_in_an_existing_database_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    """The refusal names ``--create-in-existing``: the option exists, and does that."""
+    path = tmp_path / "app.db"
+    another_programs_database(path, wal=False)
+    refused = CliRunner().invoke(cli, ["--db", str(path), "ls"])
+    assert refused.exit_code == 1 and "--create-in-existing" in refused.output
+    created = CliRunner().invoke(cli, ["--db", str(path), "--create-in-existing", "ls"])
+    assert created.exit_code == 0, created.output
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        users = conn.execute("SELECT count(*) FROM users").fetchone()[0]
+    assert {"users", "events", "streams"} <= names and users > 0
+    # Now a chatledger log: opened without the option from here on.
+    assert CliRunner().invoke(cli, ["--db", str(path), "ls"]).exit_code == 0
+    ledger.record("store", "foreign-database/cli", faults=1)

@@ -377,8 +377,8 @@ def test_a_process_holding_the_file_in_exclusive_locking_mode_shuts_out_readers(
             tally.check(mentions_path(text, path) and "locked" in text, f"unclear: {text}")
             holder.release()
         with make_client(server, str(path)) as client:
+            assert isinstance(client.store, SQLiteStore)
             store = client.store
-            assert isinstance(store, SQLiteStore)
             tally.events_lost += count_lost(before, set(), log_of(store))
             tally.check(store.verify().ok, "the log does not verify")
             server.reply_echo()

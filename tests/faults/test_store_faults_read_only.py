@@ -108,8 +108,8 @@ def test_a_read_only_file_can_be_read_and_refuses_writes_clearly(tmp_path: Path)
         with SQLiteStore(path) as store:
             before = log_of(store)
         with read_only_file(path) as technique, make_client(server, str(path)) as client:
+            assert isinstance(client.store, SQLiteStore)
             store = client.store
-            assert isinstance(store, SQLiteStore)
             chat = client.chats.get(cid)
             history = chat.get_history()
             tally.check(user_texts(chat) == ["turn 0", "turn 1"], f"{technique}: cannot read")
@@ -142,8 +142,8 @@ def test_a_read_only_file_can_be_read_and_refuses_writes_clearly(tmp_path: Path)
             tally.check(check.exit_code == 0, check.output)
         # Writable again: the chat goes on from where it was.
         with make_client(server, str(path)) as client:
+            assert isinstance(client.store, SQLiteStore)
             store = client.store
-            assert isinstance(store, SQLiteStore)
             tally.events_lost += count_lost(before, set(), log_of(store))
             chat = client.chats.get(cid)
             server.reply_echo()

@@ -153,7 +153,7 @@ def test_a_changed_postgres_schema_is_named(postgres_url: str, edit: str) -> Non
         assert store.verify().ok
         with connect(postgres_url) as conn:
             conn.execute(f"SET search_path TO {schema}")
-            conn.execute(statements)  # type: ignore[arg-type]
+            conn.execute(statements)
         found = problems(store)
         assert any(named in p for p in found), found
     ledger.record("store", "schema/postgres", faults=1)

@@ -93,7 +93,7 @@ class FakeModel(Model):
         output = self._next(input, system_instructions=system_instructions, tools=tools)
         return ModelResponse(output=output, usage=Usage(), response_id="resp-789")
 
-    async def stream_response(  # type: ignore[override]
+    async def stream_response(
         self,
         system_instructions: str | None,
         input: str | list[TResponseInputItem],

@@ -382,13 +382,15 @@ async def test_sqlite_session_file_lock_is_shared_across_instances(tmp_path: Pat
     session_2.close()
 
 
-async def test_session_add_items_exception_propagates_in_streamed(tmp_path: Path) -> None:
+async def test_session_add_items_exception_propagates_in_streamed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     session = ChatledgerSession("test_exception_session", tmp_path / "log.db")
 
     async def _failing_add_items(_items: Any) -> None:
         raise RuntimeError("Simulated session.add_items failure")
 
-    session.add_items = _failing_add_items  # type: ignore[method-assign]
+    monkeypatch.setattr(session, "add_items", _failing_add_items)
 
     model = FakeModel()
     agent = Agent(name="test", model=model)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-FRAMEWORKS = ("agents", "openai", "langchain_core", "langsmith", "datasette")
+FRAMEWORKS = ("agents", "openai", "langchain_core", "langsmith", "datasette", "opentelemetry")
 
 
 def run(*args: str, cwd: Path) -> str:

@@ -410,8 +410,10 @@ THREE_TURNS = [
 
 @runnable_with_history
 def test_input_messages(store: EventStore) -> None:
-    runnable = RunnableLambda(lambda messages: _you_said(messages))
-    with_history = RunnableWithMessageHistory(runnable, session_factory(store))  # type: ignore[arg-type]
+    runnable: RunnableLambda[Sequence[BaseMessage], str] = RunnableLambda(
+        lambda messages: _you_said(messages)
+    )
+    with_history = RunnableWithMessageHistory(runnable, session_factory(store))
     config: RunnableConfig = {"configurable": {"session_id": "1"}}
     output = with_history.invoke([HumanMessage(content="hello")], config)
     assert output == "you said: hello"
@@ -424,8 +426,10 @@ def test_input_messages(store: EventStore) -> None:
 
 @runnable_with_history
 async def test_input_messages_async(store: EventStore) -> None:
-    runnable = RunnableLambda(lambda messages: _you_said(messages))
-    with_history = RunnableWithMessageHistory(runnable, session_factory(store))  # type: ignore[arg-type]
+    runnable: RunnableLambda[Sequence[BaseMessage], str] = RunnableLambda(
+        lambda messages: _you_said(messages)
+    )
+    with_history = RunnableWithMessageHistory(runnable, session_factory(store))
     config: RunnableConfig = {"configurable": {"session_id": "1_async"}}
     output = await with_history.ainvoke([HumanMessage(content="hello")], config)
     assert output == "you said: hello"
@@ -437,9 +441,11 @@ async def test_input_messages_async(store: EventStore) -> None:
 
 
 def _input_dict(store: EventStore) -> RunnableWithMessageHistory:
-    runnable = RunnableLambda(lambda params: _you_said(params["messages"]))
+    runnable: RunnableLambda[dict[str, Any], str] = RunnableLambda(
+        lambda params: _you_said(params["messages"])
+    )
     return RunnableWithMessageHistory(
-        runnable,  # type: ignore[arg-type]
+        runnable,
         session_factory(store),
         input_messages_key="messages",
     )
@@ -467,7 +473,7 @@ async def test_input_dict_async(store: EventStore) -> None:
 
 def _with_history_key(store: EventStore, body: Callable[[dict[str, Any]], Any], **keys: str) -> Any:
     return RunnableWithMessageHistory(
-        RunnableLambda(body),  # type: ignore[arg-type]
+        RunnableLambda(body),
         session_factory(store),
         input_messages_key="input",
         history_messages_key="history",
@@ -616,7 +622,7 @@ def _custom_config_specs(
         return opened[(user_id, conversation_id)]
 
     with_message_history = RunnableWithMessageHistory(
-        RunnableLambda(_fake_llm),  # type: ignore[arg-type]
+        RunnableLambda(_fake_llm),
         get_session_history=get_session_history,
         input_messages_key="messages",
         history_messages_key="history",
@@ -718,7 +724,7 @@ def test_ignore_session_id(store: EventStore) -> None:
 
     history = ChatledgerMessageHistory("no-session-id", store)
     with_message_history = RunnableWithMessageHistory(
-        RunnableLambda(_fake_llm),  # type: ignore[arg-type]
+        RunnableLambda(_fake_llm),
         lambda: history,
     )
     _ = with_message_history.invoke("hello")

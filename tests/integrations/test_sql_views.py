@@ -258,10 +258,19 @@ def build_log(location: str, server: GeminiServer) -> dict[str, str]:
                     {"role": "user", "content": "Book a table"},
                     {
                         "type": "message",
+                        "id": "msg_1",
                         "role": "assistant",
-                        "content": [{"type": "output_text", "text": "For how many?"}],
+                        "status": "completed",
+                        "content": [
+                            {"type": "output_text", "text": "For how many?", "annotations": []}
+                        ],
                     },
-                    {"type": "function_call", "name": "book", "arguments": '{"n":2}'},
+                    {
+                        "type": "function_call",
+                        "call_id": "call_1",
+                        "name": "book",
+                        "arguments": '{"n":2}',
+                    },
                 ]
             )
         )

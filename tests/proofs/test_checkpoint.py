@@ -160,7 +160,7 @@ def test_proof_json_round_trips_and_is_compact(signer: Signer) -> None:
     assert (loaded.leaf, loaded.event_id, loaded.checkpoint) == (leaves[17], "e-17", note)
     signed = open_checkpoint(loaded.checkpoint or "", [signer.verifier])
     assert loaded.leaf is not None
-    verify_checkpoint_inclusion(signed.checkpoint, loaded.proof, loaded.leaf)  # type: ignore[arg-type]
+    verify_checkpoint_inclusion(signed.checkpoint, loaded.proof, loaded.leaf)
     consistency = consistency_proof(tree, 13, 40)
     assert load_proof(dump_proof(consistency)).proof == consistency
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -487,8 +487,8 @@ def test_proofs_read_stored_subtrees_not_the_whole_log() -> None:
         proof.verify(leaf_hash(leaves[index]), expected)
         assert tree.reads <= 2 * 255 + 30
     tree.reads = 0
-    proof = consistency_proof(tree, 12_345, 20_000)
-    proof.verify(ref_mth(leaves[:12_345]), expected)
+    consistency = consistency_proof(tree, 12_345, 20_000)
+    consistency.verify(ref_mth(leaves[:12_345]), expected)
     assert tree.reads <= 3 * 255 + 45
 
 
@@ -519,17 +519,18 @@ def test_a_damaged_source_is_an_integrity_error() -> None:
 
 def test_bad_arguments_are_invalid_input() -> None:
     tree = MemoryTree.of(leaves_of(5))
-    for call in [
+    calls: list[Callable[[], object]] = [
         lambda: inclusion_proof(tree, 5, 5),
         lambda: inclusion_proof(tree, -1, 5),
         lambda: consistency_proof(tree, 6, 5),
         lambda: root(tree, -1),
-        lambda: root(tree, True),  # type: ignore[arg-type]
+        lambda: root(tree, True),
         lambda: verify_inclusion(EMPTY_ROOT, 0, 1, "abc", EMPTY_ROOT),  # type: ignore[arg-type]
         lambda: verify_inclusion(EMPTY_ROOT, 0, 1, [EMPTY_ROOT] * 65, EMPTY_ROOT),
         lambda: verify_consistency(1, 2**63, EMPTY_ROOT, EMPTY_ROOT, [EMPTY_ROOT]),
         lambda: MemoryTree(-1),
-    ]:
+    ]
+    for call in calls:
         with pytest.raises(InvalidInputError):
             call()
 
@@ -540,7 +541,7 @@ def test_covering_nodes_decompose_ranges_into_aligned_subtrees() -> None:
     assert merkle.covering_nodes(0, 0) == []
     for start in range(40):
         for end in range(start, 80):
-            covered = []
+            covered: list[int] = []
             for level, index in merkle.covering_nodes(start, end):
                 lo = index << level
                 assert lo % (1 << level) == 0

@@ -12,6 +12,7 @@ records them), with ten actors, five models and messages drawn from a word list.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import statistics
@@ -161,7 +162,7 @@ def measure_catalog(count: int, directory: str | None = None) -> dict[str, Any]:
                     ("http_list_page", "/"),
                     ("http_search_page", "/?q=refund"),
                 ):
-                    ms, response = timed(lambda u=url: served.http.get(u, timeout=120))
+                    ms, response = timed(functools.partial(served.http.get, url, timeout=120))
                     assert response.status_code == 200, response.text
                     results[f"{name}_ms"] = round(ms, 2)
     return results
@@ -268,10 +269,10 @@ def measure_first_token(runs: int = 5, overhead_runs: int = 40) -> dict[str, Any
                 first_direct = run % 2 == 0
                 message = f"Name a colour ({run} a)."
                 if first_direct:
-                    direct.append(_in_thread(lambda c=chat, m=message: _direct_first_chunk(c, m)))
+                    direct.append(_in_thread(functools.partial(_direct_first_chunk, chat, message)))
                 served_ms.append(_served_first_chunk(served, cid, f"Name a colour ({run} b)."))
                 if not first_direct:
-                    direct.append(_in_thread(lambda c=chat, m=message: _direct_first_chunk(c, m)))
+                    direct.append(_in_thread(functools.partial(_direct_first_chunk, chat, message)))
                 # The same call from the main thread (see the docs: llama.cpp's threads).
                 other = client.chats.create(model="local", config=config)
                 main_thread.append(_direct_first_chunk(other, f"Name a colour ({run} c)."))

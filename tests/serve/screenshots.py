@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import presence_of_element_located
 from selenium.webdriver.support.ui import WebDriverWait
 
 import chatledger
@@ -46,7 +47,7 @@ def take(out_dir: Path) -> list[Path]:
             with serve_in_thread(client) as served, chromium(1280, 900) as driver:
                 for name, path, marker in PAGES:
                     driver.get(served.base_url + path.format(support=demo.support, fork=demo.fork))
-                    WebDriverWait(driver, 20).until(lambda d, m=marker: d.find_element(By.ID, m))
+                    WebDriverWait(driver, 20).until(presence_of_element_located((By.ID, marker)))
                     height = driver.execute_script("return document.documentElement.scrollHeight")
                     # The whole page (up to 1800 px), at an exact viewport size.
                     driver.execute_cdp_cmd(

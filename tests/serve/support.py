@@ -164,7 +164,9 @@ def serve_subprocess(
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str, str | None]]:
     """Parse server-sent events: yields (event, data, id) for each one."""
-    event, data, event_id = "message", [], None
+    event = "message"
+    data: list[str] = []
+    event_id: str | None = None
     for line in lines:
         if line == "":
             if data:

@@ -14,10 +14,12 @@ import pytest
 
 import chatledger
 from chatledger.client.transports import ScriptedTransport
+from chatledger.events import ModelCallStarted
 from chatledger.events.audit import import_lines
 from chatledger.serve.settings import ServeSettings
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.narrow import stream_version, text_of
 
 from .support import Served, serve_in_thread, sse_events
 
@@ -111,9 +113,9 @@ def test_a_streamed_reply_arrives_chunk_by_chunk_as_server_sent_events(
     done = events[-1][1]
     assert done["text"] == "Once upon a time." and done["version"] == 4
     recorded = served.client.chats.get(cid)
-    assert recorded.get_history()[-1].parts[0].text == "Once upon a time."
-    started = [e for e in recorded.events() if e.type == "model_call_started"]
-    assert started[0].data.streamed is True
+    assert text_of(recorded.get_history()[-1]) == "Once upon a time."
+    started = [e.data for e in recorded.events() if isinstance(e.data, ModelCallStarted)]
+    assert started[0].streamed is True
 
 
 def test_accept_event_stream_chooses_streaming(served: Served, scripted: ScriptedTransport) -> None:
@@ -333,7 +335,7 @@ def test_errors_are_json_with_the_library_s_message(served: Served) -> None:
     bad_message = send(served, cid, {"role": "user", "parts": [{"nonsense": 1}]})
     assert bad_message.status_code == 400, bad_message.text
     assert bad_message.json()["error"]["type"] == "InvalidInputError"
-    assert served.client.store.stream_info(cid).version == 1  # nothing was recorded
+    assert stream_version(served.client.store, cid) == 1  # nothing was recorded
 
     bad_config = served.api_post(
         "/api/conversations", {"model": "m", "config": {"temperature": "hot"}}
@@ -446,10 +448,10 @@ def test_a_reply_is_recorded_whole_when_the_client_goes_away(
         gated[1].set()
         gated[2].set()
         deadline = time.monotonic() + 20
-        while client.store.stream_info(cid).version < 4 and time.monotonic() < deadline:
+        while stream_version(client.store, cid) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         chat = client.chats.get(cid)
-        assert chat.get_history()[-1].parts[0].text == "one two three"
+        assert text_of(chat.get_history()[-1]) == "one two three"
 
 
 def test_too_many_sends_at_once_is_503(
@@ -478,7 +480,7 @@ def test_too_many_sends_at_once_is_503(
             gate.set()
         sending.join(timeout=20)
         assert results == [200]
-        assert client.store.stream_info(other).version == 1
+        assert stream_version(client.store, other) == 1
 
 
 def test_a_conversation_busy_with_another_turn_is_409(
@@ -511,5 +513,5 @@ def test_a_conversation_busy_with_another_turn_is_409(
             gate.set()
         sending.join(timeout=20)
         assert first == [200]
-        texts = [c.parts[0].text for c in client.chats.get(cid).get_history()]
+        texts = [text_of(c) for c in client.chats.get(cid).get_history()]
         assert texts == ["first", "one two three"]

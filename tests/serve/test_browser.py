@@ -19,6 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 import chatledger
 from tests.conftest import API_KEY
 from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.narrow import stream_version, text_of
 
 from .browser import chromium
 from .demo import Demo, build_demo
@@ -213,7 +214,7 @@ def test_a_streamed_reply_arrives_token_by_token(
         for gate in gates:
             gate.set()
     history = served.client.chats.get(cid).get_history()
-    assert history[-1].parts[0].text == "Streaming one token at a **time**."
+    assert text_of(history[-1]) == "Streaming one token at a **time**."
     assert {e.actor for e in served.client.store.read(cid)} == {"browser-user"}
 
 
@@ -231,7 +232,8 @@ def test_fork_and_rewind_from_the_chat_page(
     wait(driver, lambda d: cid not in d.current_url and d.current_url.endswith("/chat"))
     assert f"forked from {cid[:8]}" in driver.find_element(By.CSS_SELECTOR, ".meta").text
     fork_id = driver.current_url.split("/c/")[1].split("/")[0]
-    assert served.client.chats.get(fork_id).parent.conversation_id == cid
+    parent = served.client.chats.get(fork_id).parent
+    assert parent is not None and parent.conversation_id == cid
     driver.get(f"{served.base_url}/c/{cid}/chat")
     driver.find_element(By.ID, "rewind").click()
     wait(driver, lambda d: d.find_element(By.ID, "rewind").get_attribute("disabled") is not None)
@@ -279,7 +281,7 @@ def test_no_payload_ever_runs(
     wait(driver, lambda d: reply.get_attribute("data-done") == "true")
     time.sleep(0.2)
     no_script_ran(driver)
-    assert served.client.store.stream_info(cid).version == 4
+    assert stream_version(served.client.store, cid) == 4
 
 
 def test_our_script_runs_under_the_content_security_policy(

@@ -157,7 +157,7 @@ def test_filters_are_validated(tmp_path: Path) -> None:
         catalog = StoreCatalog(store)
         for bad in ({"text": "x" * 201}, {"model": "a\x00b"}, {"page": 0}, {"page_size": 501}):
             with pytest.raises(InvalidInputError):
-                catalog.search(**bad)  # type: ignore[arg-type]
+                catalog.search(**bad)
         assert catalog.search(text="   ").items == []  # blank is no filter
 
 

@@ -104,11 +104,11 @@ def test_the_server_listens_on_loopback_only(tmp_path: Path) -> None:
     with client, serve_in_thread(client) as served:
         port = int(served.base_url.rsplit(":", 1)[1])
         assert httpx.get(served.base_url + "/api/health").json()["ok"] is True
-        addresses = {
-            info[4][0]
+        hosts = {
+            str(info[4][0])  # an IPv4 address (AF_INET)
             for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-            if not info[4][0].startswith("127.")
         }
+        addresses = {host for host in hosts if not host.startswith("127.")}
         for address in addresses:
             with pytest.raises(OSError), socket.create_connection((address, port), timeout=2):
                 pass
@@ -289,7 +289,7 @@ def _write_requests(served: Served, cid: str, csrf: str) -> list[tuple[str, str,
     for route in [*api_router.routes, *page_router.routes]:
         if not isinstance(route, APIRoute):
             continue
-        for method in route.methods - {"GET", "HEAD"}:
+        for method in (route.methods or set()) - {"GET", "HEAD"}:
             path = route.path.replace("{conversation_id}", cid)
             if path in ("/login", "/logout"):
                 continue  # they change no log

@@ -12,7 +12,7 @@ def test_a_flood_of_visitors_never_evicts_a_signed_in_session() -> None:
     alice = sessions.sign_in(sessions.new(None), "alice")
     visitors = [sessions.new(None) for _ in range(1000)]
     assert len(sessions) == 101
-    assert sessions.get(alice.id) is alice and sessions.get(alice.id).actor == "alice"
+    assert sessions.get(alice.id) is alice and alice.actor == "alice"
     assert sessions.get(visitors[0].id) is None  # the oldest visitors went first
     assert sessions.get(visitors[-1].id) is visitors[-1]
 

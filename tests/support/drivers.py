@@ -94,7 +94,7 @@ class AsyncDriver:
         return self.run(chat.rewind())  # type: ignore[no-any-return]
 
     def events(self, chat: Any) -> list[chatledger.RecordedEvent]:
-        return self.run(chat.events())  # type: ignore[no-any-return]
+        return self.run(chat.events())
 
     def close(self, client: chatledger.Client) -> None:
         self.run(client.aclose())

@@ -6,6 +6,7 @@ from .http import HttpTransport
 from .local import LocalTransport
 from .openai import OpenAITransport
 from .scripted import ScriptedTransport
+from .vertex import VertexTransport
 
 __all__ = [
     "GeminiTransport",
@@ -15,4 +16,5 @@ __all__ = [
     "OpenAITransport",
     "ScriptedTransport",
     "Transport",
+    "VertexTransport",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "Endpoint",
     "check_header",
     "parse_base_url",
+    "register_credentials",
     "register_secret_headers",
 ]
 
@@ -60,6 +61,21 @@ def register_secret_headers(headers: dict[str, str] | None) -> None:
             register_secret(pair.partition("=")[2].strip())
     for name, value in (headers or {}).items():
         check_header(name, value)
+
+
+#: The attributes of a ``google.auth`` credentials object that hold secrets.
+_CREDENTIAL_SECRETS = ("token", "refresh_token", "client_secret", "_refresh_token")
+
+
+def register_credentials(credentials: object) -> None:
+    """Treat the secrets a ``google.auth`` credentials object holds (its access token,
+    refresh token and client secret) as registered secrets, redacted everywhere. Called
+    when Vertex AI credentials are given or loaded, and again after each refresh, as a
+    new access token is a new secret (docs/security.md)."""
+    for attribute in _CREDENTIAL_SECRETS:
+        value = getattr(credentials, attribute, None)
+        if isinstance(value, str):
+            register_secret(value)
 
 
 _TOKEN_CHARS = frozenset(

@@ -41,6 +41,10 @@ class Transport(abc.ABC):
 
     #: Recorded in each model call event.
     name: str = "transport"
+    #: Which kind of Google endpoint serves the calls ("gemini": the Gemini Developer
+    #: API, "vertex": Vertex AI), recorded as ``endpoint`` in each model call event;
+    #: empty for other servers (docs/events.md).
+    endpoint_kind: str = ""
 
     @abc.abstractmethod
     def generate(self, request: ModelRequest) -> dict[str, Any]: ...

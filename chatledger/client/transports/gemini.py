@@ -64,6 +64,7 @@ class GeminiTransport(HttpTransport):
     """Google's Gemini API (or any server speaking its REST protocol)."""
 
     name = "gemini"
+    endpoint_kind = "gemini"
     default_base_url = DEFAULT_BASE_URL
     base_url_env = "GOOGLE_GEMINI_BASE_URL"
 

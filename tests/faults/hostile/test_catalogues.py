@@ -34,6 +34,7 @@ from tests.faults.hostile.support import (
     wires,
 )
 from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.narrow import text_of
 
 # --------------------------------------------------------------------------- (a) catalogues
 
@@ -62,7 +63,7 @@ def surrogate_actions(
             lambda: chat.send_message(Part.from_function_call(name="f", args={lone: 1})),
         ),
         ("stream message", lambda: list(chat.send_message_stream(lone))),
-        ("bytes message", lambda: chat.send_message(b"\xff\xfe")),
+        ("bytes message", lambda: chat.send_message(b"\xff\xfe")),  # type: ignore[arg-type]
         (
             "system instruction",
             lambda: chat.send_message("ok", config={"system_instruction": lone}),
@@ -199,9 +200,9 @@ def test_control_characters_nuls_and_sql_round_trip_exactly(
             f"{text!r}: reads back differently",
         )
         tally.check(
-            again.get_history()[-1].parts[0].text == text + text,
+            text_of(again.get_history()[-1]) == text + text,
             f"{text!r}: the streamed reply changed",
-        )  # type: ignore[index]
+        )
     tally.check(hostile.store.verify().ok, "the log does not verify")
     with sqlite3.connect(db_path) as conn:
         tables = {

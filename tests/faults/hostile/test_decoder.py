@@ -18,7 +18,7 @@ from chatledger.cli import cli
 from chatledger.errors import ChatledgerError
 from chatledger.events import SQLiteStore
 from chatledger.events.kinds import KINDS, NewerSchemaError, data_to_builtins, decode_data
-from chatledger.events.store import RawRow, _row_to_event
+from chatledger.events.rows import RawRow, row_to_event
 from tests.faults import ledger
 from tests.faults.hostile.support import (
     ANY_CHARS,
@@ -38,7 +38,7 @@ def kind_data(name: str) -> dict[str, Any]:
     """Valid data of each kind, to mutate."""
     content = {"role": "user", "parts": [{"text": "hi"}]}
     response = text_response("a")
-    return {
+    every_kind: dict[str, dict[str, Any]] = {
         "conversation_started": {
             "model": MODEL,
             "config": {"temperature": 1},
@@ -65,7 +65,8 @@ def kind_data(name: str) -> dict[str, Any]:
         "session_items_added": {"items": [{"role": "user", "content": "hi"}]},
         "session_item_popped": {"item_version": 2, "item_index": 0},
         "session_cleared": {"count": 1},
-    }[name]
+    }
+    return every_kind[name]
 
 
 STORED_DATA = st.one_of(
@@ -114,10 +115,10 @@ def test_the_event_decoder_on_random_rows() -> None:
             "2025-01-01T00:00:00.000000Z",
             "0" * 64,
         )
-        decoded, error = outcome(lambda: _row_to_event(row))
+        decoded, error = outcome(lambda: row_to_event(row))
         tally.note(error)
         if error is not None:
-            tally.check(isinstance(error, ChatledgerError), f"_row_to_event: {error!r:.300}")
+            tally.check(isinstance(error, ChatledgerError), f"row_to_event: {error!r:.300}")
         else:
             tally.check(isinstance(decoded.metadata, dict), "metadata is not a dict")
             tally.check(

@@ -192,13 +192,13 @@ def read_everything(
         # a re-run of its messages, a rewind.
         for _ in range(4):
             transport.enqueue("more")
-        for name, action in (
+        for name, goes_on in (
             ("send", lambda i=info: sender.chats.get(i.conversation_id).send_message("go on")),
             ("fork", lambda i=info: sender.chats.get(i.conversation_id).fork(turn=0)),
             ("rerun", lambda i=info: sender.chats.get(i.conversation_id).rerun()),
             ("rewind", lambda i=info: sender.chats.get(i.conversation_id).rewind()),
         ):
-            _, error = outcome(action)
+            _, error = outcome(goes_on)
             tally.check(
                 error is None or isinstance(error, ChatledgerError),
                 f"{what}: {name}: {error!r:.300}",

@@ -31,6 +31,7 @@ from tests.faults.hostile.support import (
     stdlib_verifies,
 )
 from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.narrow import part_of, text_of
 
 # --------------------------------------------------------------------------- (a) huge and deep
 
@@ -49,7 +50,7 @@ def test_a_10_mb_inline_part_round_trips_exactly(
     sent = gemini_server.requests[-1].body["contents"][-1]["parts"][0]["inlineData"]["data"]
     tally.check(base64.urlsafe_b64decode(sent) == payload, "the server did not get the exact bytes")
     for source in (chat, reopen(hostile, chat.id)):
-        blob = source.get_history()[0].parts[0].inline_data  # type: ignore[index]
+        blob = part_of(source.get_history()[0]).inline_data
         tally.check(
             blob is not None and blob.data == payload, "the history does not hold the exact bytes"
         )
@@ -68,9 +69,7 @@ def test_a_10_mb_inline_part_round_trips_exactly(
     gemini_server.reply_echo()
     chat.send_message(text)
     tally.inputs += 1
-    tally.check(
-        reopen(hostile, chat.id).get_history()[-2].parts[0].text == text, "a 10 MB text changed"
-    )  # type: ignore[index]
+    tally.check(text_of(reopen(hostile, chat.id).get_history()[-2]) == text, "a 10 MB text changed")
     tally.record("send_message/10 MB inline part and text")
 
 
