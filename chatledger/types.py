@@ -75,6 +75,9 @@ __all__ = [
 
 logger = logging.getLogger("chatledger.types")
 
+#: The largest continuation token a response may carry (docs/chat-api.md#continuation).
+MAX_CONTINUATION_TOKEN_BYTES = 64 * 1024
+
 
 # --------------------------------------------------------------------------- base
 
@@ -569,6 +572,17 @@ class Candidate(_BaseModel):
     avg_logprobs: float | None = None
     #: Set with ``finish_reason == CONTINUATION``: the token that resumes the answer.
     continuation_token: Base64Bytes | None = None
+
+    @pydantic.field_validator("continuation_token")
+    @classmethod
+    def _bound_token(cls, value: bytes | None) -> bytes | None:
+        # A token is sent back and recorded with every hop: a server's huge one is refused.
+        if value is not None and len(value) > MAX_CONTINUATION_TOKEN_BYTES:
+            raise ValueError(
+                f"continuation_token is {len(value)} bytes, more than "
+                f"{MAX_CONTINUATION_TOKEN_BYTES}: not a token chatledger sends back"
+            )
+        return value
 
 
 class GenerateContentResponsePromptFeedback(_BaseModel):

@@ -26,6 +26,7 @@ from chatledger.errors import InvalidResponseError, ServerError
 from chatledger.events.envelope import RecordedEvent
 from chatledger.events.kinds import ModelCallFailed, ModelCallStarted, ModelResponded
 from chatledger.projections.continuation import merge_hops
+from chatledger.types import MAX_CONTINUATION_TOKEN_BYTES
 
 T = TypeVar("T")
 
@@ -431,3 +432,27 @@ def test_the_hop_bound_counts_each_model_call_of_a_turn_apart(
     assert response.text is not None and response.text.endswith("Sunny.")
     assert len(scripted.requests) == 2 * MAX_CONTINUATION_HOPS
     assert chat.verify().ok
+
+
+def test_a_huge_continuation_token_is_refused_and_never_sent_back(
+    client: chatledger.Client, scripted: ScriptedTransport
+) -> None:
+    chat = client.chats.create(model="gemini-2.5-pro")
+    huge = b"x" * (MAX_CONTINUATION_TOKEN_BYTES + 1)
+    scripted.enqueue(hop("One. ", "CONTINUATION", huge))
+    with pytest.raises(InvalidResponseError, match="continuation_token is"):
+        chat.send_message("Write a long story")
+    assert len(scripted.requests) == 1
+    # In a stream, the chunk is refused; as after any error, the stream resumes from the
+    # last good checkpoint, never with the huge token.
+    scripted.enqueue(chunks=[hop("A", None, b"ok"), hop("B", "CONTINUATION", huge)])
+    scripted.enqueue(chunks=[hop("C", "STOP")])
+    assert [c.text for c in chat.send_message_stream("Stream it")] == ["A", "C"]
+    assert [r.config.get("continuationToken") for r in scripted.requests[1:]] == [None, b64(b"ok")]
+    failed = data_of(chat.events(), ModelCallFailed)
+    assert len(failed) == 2 and failed[1].continued
+    assert "continuation_token is" in failed[1].error.message
+    # A token at the bound is followed.
+    scripted.enqueue(hop("One. ", "CONTINUATION", b"y" * MAX_CONTINUATION_TOKEN_BYTES))
+    scripted.enqueue(hop("Two.", "STOP"))
+    assert chat.send_message("Again").text == "One. Two."

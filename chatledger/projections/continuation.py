@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 _TERMINAL = ("continuationToken", "finishReason", "finishMessage")
+# chatledger.types.MAX_CONTINUATION_TOKEN_BYTES: a longer token is never followed (the
+# response carrying it is refused as invalid).
+_MAX_TOKEN_BYTES = 64 * 1024
+_MAX_TOKEN_TEXT = 4 * (_MAX_TOKEN_BYTES + 2) // 3 + 4
 
 
 def continuation_enabled(config: dict[str, Any] | None) -> bool:
@@ -63,7 +67,7 @@ def token_text(token: Any) -> str | None:
     """A wire token as google-genai sends it back: URL-safe base64 of its bytes.
 
     Returns None for a value that is not base64 text (such a token cannot be sent)."""
-    if not isinstance(token, str) or not token:
+    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_TEXT:
         return None
     padded = token + "=" * (-len(token) % 4)
     try:
@@ -74,7 +78,9 @@ def token_text(token: Any) -> str | None:
         )
     except (binascii.Error, ValueError):
         return None
-    return base64.urlsafe_b64encode(raw).decode("ascii") if raw else None
+    if not raw or len(raw) > _MAX_TOKEN_BYTES:
+        return None
+    return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
 def continuation_token(response: dict[str, Any]) -> str | None:
