@@ -83,6 +83,7 @@ check: lint typecheck docs test
 # Benchmarks against the peers (benchmarks/run.py): a venv of their own, never the dev one.
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
+BENCH_STORE_ARGS ?=
 
 $(BENCH_VENV)/.installed-bench: pyproject.toml benchmarks/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
@@ -110,10 +111,12 @@ bench-pg: $(BENCH_VENV)/.installed-bench
 
 .PHONY: bench-pg
 
-# The transparency log's pure costs at 1M leaves (benchmarks/proofs.py): tree, checkpoint,
-# proof times and sizes; no database, the dev venv is enough.
+# The transparency log's costs at 1M events: pure (benchmarks/proofs.py: tree, checkpoint,
+# proofs in memory), then in a real SQLite store (benchmarks/proofs_store.py: checkpoint
+# after 10k new events, proofs read from the store, append overhead; --events N for less).
 bench-proofs: $(VENV)/.installed-dev
 	$(PY) benchmarks/proofs.py $(BENCH_ARGS)
+	$(PY) benchmarks/proofs_store.py $(BENCH_STORE_ARGS)
 
 .PHONY: bench-proofs
 
@@ -123,6 +126,13 @@ bench-otel: $(VENV)/.installed-dev
 	$(PY) benchmarks/otel_overhead.py $(BENCH_ARGS)
 
 .PHONY: bench-otel
+
+# What erasable content costs (benchmarks/erasure.py): appends and reads with content
+# committed under salts against the old hashing, reads of erased events, verify, erase.
+bench-erasure: $(VENV)/.installed-dev
+	$(PY) benchmarks/erasure.py $(BENCH_ARGS)
+
+.PHONY: bench-erasure
 
 # The fault suite at full scale (tests/faults): 200 SIGKILLs per operation on SQLite and
 # PostgreSQL, server and store faults, fuzzing, secrets; with the lease, CLI, CLI-on-

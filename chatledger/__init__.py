@@ -46,6 +46,7 @@ from .errors import (
 )
 from .events import EventStore, MemoryStore, RecordedEvent, SQLiteStore, open_store
 from .events.audit import export_conversation, import_lines
+from .events.erasing import ErasureReport, erase
 
 __all__ = [
     "APIError",
@@ -62,6 +63,7 @@ __all__ = [
     "ClientError",
     "ConcurrencyError",
     "ConversationBusyError",
+    "ErasureReport",
     "EventStore",
     "FunctionCallingError",
     "IntegrityError",
@@ -81,6 +83,7 @@ __all__ = [
     "StoreUnavailableError",
     "__version__",
     "acting_as",
+    "erase",
     "errors",
     "events",
     "export_conversation",

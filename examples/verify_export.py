@@ -2,17 +2,36 @@
 """Verify a chatledger export with the Python standard library only.
 
     python verify_export.py conversation.jsonl
+    python verify_export.py conversation.jsonl --checkpoint HEAD --verifier-key KEY
 
 Checks, for every conversation in the file: versions run 1, 2, 3 ... without gaps; each
 event's hash is the SHA-256 of its canonical envelope chained to the previous event's
 hash; a forked conversation's parent event is in the file with the hash it names.
+
+With ``--checkpoint`` (a file `chatledger checkpoint` wrote; its last checkpoint is
+used) and ``--verifier-key`` (the log's ``<name>+<id>+<key>``), an export made with
+``chatledger export ID --proofs --checkpoint HEAD`` is also checked against the signed
+checkpoint: its Ed25519 signature (this needs the ``cryptography`` package), and each
+event's RFC 9162 inclusion proof from the event's hash to the checkpoint's root. That
+proves the events are the very ones the log held when the checkpoint was signed, which
+the hash chains alone cannot (whoever holds the database can rewrite a chain). Events
+after the checkpoint carry no proof and are counted.
+
+An event with a ``content_salt`` (docs/erasure.md) is hashed with each content value
+replaced by its commitment ``{"$commit": sha256(salt || canonical([path, value]))}``; an
+erased one (``content_salt`` is ``""``) holds placeholders ``{"$erased": commitment}``
+instead, and must be covered by a later ``content_erased`` event of its conversation.
+
 Prints each problem and exits 1 if there is any, else prints a summary and exits 0.
+See docs/proofs.md.
 """
 
+import base64
 import hashlib
 import json
+import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 ENVELOPE = (
@@ -26,11 +45,79 @@ ENVELOPE = (
     "recorded_at",
 )
 
+#: The erasable content of each event kind: paths into its data, "*" for every item of
+#: an array (the same table as chatledger/events/erasure.py and docs/erasure.md).
+CONTENT_PATHS: dict[str, list[tuple[str, ...]]] = {
+    "conversation_started": [("history", "*", "parts")],
+    "user_message_added": [("content", "parts")],
+    "model_call_started": [("contents_sha256",)],
+    "model_responded": [("response", "candidates", "*", "content", "parts")],
+    "model_call_failed": [("partial", "candidates", "*", "content", "parts")],
+    "function_called": [("args",)],
+    "function_responded": [("response",), ("error",)],
+    "history_replaced": [("history", "*", "parts")],
+    "session_items_added": [("items", "*")],
+}
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
 
 def canonical(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+def locations(
+    node: Any, path: tuple[str, ...], done: tuple[str, ...] = ()
+) -> Iterator[tuple[str, Any, Any]]:
+    """(dotted path, container, key) of each value present (not None) at ``path``."""
+    step, rest = path[0], path[1:]
+    if step == "*":
+        keys: list[Any] = list(range(len(node))) if isinstance(node, list) else []
+    else:
+        keys = [step] if isinstance(node, dict) and node.get(step) is not None else []
+    for key in keys:
+        where = (*done, str(key))
+        if rest:
+            yield from locations(node[key], rest, where)
+        else:
+            yield ".".join(where), node, key
+
+
+def hashed_data(event_type: str, data: Any, salt: Any) -> Any:
+    """The data the hash covers; raises ValueError when data and salt disagree."""
+    if salt is None:
+        return data
+    if salt != "" and not (isinstance(salt, str) and HEX64.fullmatch(salt)):
+        raise ValueError("its content_salt is not 64 hex digits")
+    data = json.loads(json.dumps(data))  # a copy to replace values in
+    found = False
+    for path in CONTENT_PATHS.get(event_type, []):
+        for where, container, key in list(locations(data, path)):
+            found = True
+            value = container[key]
+            if salt == "":
+                if not (
+                    isinstance(value, dict)
+                    and list(value) == ["$erased"]
+                    and isinstance(value["$erased"], str)
+                    and HEX64.fullmatch(value["$erased"])
+                ):
+                    raise ValueError(f"it is erased, but {where} holds content")
+                container[key] = {"$commit": value["$erased"]}
+            else:
+                digest = hashlib.sha256(bytes.fromhex(salt) + canonical([where, value]))
+                container[key] = {"$commit": digest.hexdigest()}
+    if not found:
+        raise ValueError("it has a content_salt but holds no content")
+    return data
+
+
+def event_hash(event: dict[str, Any], prev_hash: str) -> str:
+    envelope = {key: event[key] for key in ENVELOPE}
+    envelope["data"] = hashed_data(event["type"], event["data"], event.get("content_salt"))
+    envelope["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical(envelope)).hexdigest()
 
 
 def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
@@ -49,11 +136,21 @@ def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
             if event["version"] != expected:
                 problems.append(f"{where}: expected version {expected}")
                 break
-            envelope = {key: event[key] for key in ENVELOPE}
-            envelope["prev_hash"] = prev_hash
-            if hashlib.sha256(canonical(envelope)).hexdigest() != event["hash"]:
+            try:
+                digest = event_hash(event, prev_hash)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                break
+            if digest != event["hash"]:
                 problems.append(f"{where}: hash mismatch (modified, reordered or forged)")
                 break
+            if event.get("content_salt") == "" and not any(
+                later["type"] == "content_erased"
+                and later["version"] > event["version"]
+                and later["data"].get("up_to_version", 0) >= event["version"]
+                for later in events
+            ):
+                problems.append(f"{where}: erased, but no content_erased event records it")
             prev_hash = event["hash"]
         parent = (
             events[0]["data"].get("parent") if events[0]["type"] == "conversation_started" else None
@@ -70,10 +167,139 @@ def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
     return len(streams), event_count, problems
 
 
-if __name__ == "__main__":
-    with open(sys.argv[1], encoding="utf-8") as handle:
-        conversations, events, problems = verify(handle)
+def streams_of(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """The export's events by conversation."""
+    streams: dict[str, list[dict[str, Any]]] = {}
+    for line in lines:
+        if line.strip():
+            event = json.loads(line)
+            streams.setdefault(event["conversation_id"], []).append(event)
+    return streams
+
+
+def open_checkpoint(note: str, verifier_key: str) -> tuple[str, int, bytes]:
+    """Check the note's signature by the trusted key; return (origin, size, root)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    name, key_id, key = verifier_key.split("+", 2)
+    raw = base64.b64decode(key, validate=True)
+    if len(raw) != 33 or raw[0] != 1:
+        raise ValueError("not an Ed25519 verifier key")
+    if hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4].hex() != key_id:
+        raise ValueError("the verifier key's id does not match its name and key")
+    text, _, signatures = note.rpartition("\n\n")
+    text += "\n"
+    for line in signatures.splitlines():
+        signer, _, signature = line.removeprefix("\u2014 ").partition(" ")
+        blob = base64.b64decode(signature, validate=True)
+        if signer == name and blob[:4].hex() == key_id:
+            Ed25519PublicKey.from_public_bytes(raw[1:]).verify(blob[4:], text.encode())
+            origin, size, root = text.splitlines()[:3]
+            return origin, int(size), base64.b64decode(root, validate=True)
+    raise ValueError("the checkpoint is not signed by the trusted key")
+
+
+def last_note(text: str) -> str:
+    """The last signed note of a checkpoint file (notes separated by blank lines)."""
+    notes: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if current and current[-1].startswith("\u2014 ") and not line.startswith("\u2014 "):
+            notes.append("".join(current))
+            current = []
+        if current or line.strip():
+            current.append(line)
+    if current:
+        notes.append("".join(current))
+    if not notes:
+        raise ValueError("the checkpoint file holds no checkpoint")
+    return notes[-1]
+
+
+def node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def verify_inclusion(
+    leaf_input: bytes, index: int, size: int, path: list[bytes], root: bytes
+) -> bool:
+    """RFC 9162 section 2.1.3.2."""
+    if index >= size:
+        return False
+    fn, sn, r = index, size - 1, hashlib.sha256(b"\x00" + leaf_input).digest()
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = node(p, r)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and r == root
+
+
+def check_proofs(
+    streams: dict[str, list[dict[str, Any]]], checkpoint: tuple[str, int, bytes]
+) -> tuple[int, int, list[str]]:
+    """(proven, after the checkpoint, problems): each event's inclusion proof must lead
+    from its hash to the checkpoint's root."""
+    _, size, root = checkpoint
+    problems: list[str] = []
+    proven = after = 0
+    for conversation_id, events in streams.items():
+        for event in events:
+            where = f"{conversation_id} v{event['version']}"
+            proof = event.get("proof")
+            if proof is None:
+                after += 1
+                continue
+            if proof.get("tree_size") != size:
+                problems.append(f"{where}: its proof is for another checkpoint")
+                continue
+            path = [base64.b64decode(h, validate=True) for h in proof["path"]]
+            leaf = bytes.fromhex(event["hash"])
+            if verify_inclusion(leaf, proof["leaf_index"], size, path, root):
+                proven += 1
+            else:
+                problems.append(f"{where}: not in the log the checkpoint signed")
+    return proven, after, problems
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    options: dict[str, str] = {}
+    for flag in ("--checkpoint", "--verifier-key"):
+        if flag in args:
+            at = args.index(flag)
+            options[flag] = args[at + 1] if at + 1 < len(args) else ""
+            del args[at : at + 2]
+    if len(args) != 1 or len(options) == 1:
+        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        return 2
+    checkpoint = None
+    if options:
+        with open(options["--checkpoint"], encoding="utf-8") as handle:
+            note = last_note(handle.read())
+        try:
+            checkpoint = open_checkpoint(note, options["--verifier-key"])
+        except Exception as exc:  # a bad signature, key or checkpoint: say so, exit 1
+            print("PROBLEM the checkpoint:", type(exc).__name__, exc)
+            return 1
+    with open(args[0], encoding="utf-8") as handle:
+        lines = handle.readlines()
+    conversations, events, problems = verify(lines)
+    summary = ""
+    if checkpoint is not None:
+        proven, after, found = check_proofs(streams_of(lines), checkpoint)
+        problems.extend(found)
+        summary = f", {proven} proven in the checkpoint of {checkpoint[1]} events, {after} after it"
     for problem in problems:
         print("PROBLEM", problem)
-    print(f"{conversations} conversations, {events} events, {len(problems)} problems")
-    sys.exit(1 if problems else 0)
+    print(f"{conversations} conversations, {events} events{summary}, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ writer is busy on the same store while a test runs.)
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -40,6 +40,7 @@ from chatledger.errors import (
 from chatledger.events import (
     KINDS,
     ConfigChanged,
+    ContentErased,
     ConversationStarted,
     ErrorInfo,
     EventData,
@@ -99,27 +100,27 @@ def events_after(store: EventStore, position: int) -> list[RecordedEvent]:
         position = page[-1].position
 
 
-def stdlib_hash(event: RecordedEvent, prev_hash: str) -> str:
-    """The chain hash as a third party computes it from an export, with the stdlib only."""
+_VERIFIER = Path(__file__).resolve().parents[1] / "examples" / "verify_export.py"
+
+
+def _stdlib_verifier() -> Any:
+    """examples/verify_export.py as a module: the standard-library verifier."""
+    spec = importlib.util.spec_from_file_location("verify_export", _VERIFIER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stdlib_hash(store: EventStore, event: RecordedEvent, prev_hash: str) -> str:
+    """The chain hash as a third party computes it from an export, with the stdlib only:
+    the envelope with each content value committed under the event's salt, kept beside
+    it (docs/erasure.md)."""
     export = event.to_export()
-    envelope = {
-        name: export[name]
-        for name in (
-            "conversation_id",
-            "version",
-            "event_id",
-            "type",
-            "schema_version",
-            "data",
-            "metadata",
-            "recorded_at",
-        )
-    }
-    envelope["prev_hash"] = prev_hash
-    canonical = json.dumps(
-        envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
-    return hashlib.sha256(canonical).hexdigest()
+    (row,) = store._rows_with_event_ids([event.event_id])
+    line = {**export, "data": json.loads(row.data), "content_salt": row.content_salt}
+    digest: str = _stdlib_verifier().event_hash(line, prev_hash)
+    return digest
 
 
 def increasing(values: Sequence[int]) -> bool:
@@ -202,6 +203,8 @@ EVERY_KIND: list[EventData] = [
     SessionItemPopped(item_version=14, item_index=1, item_conversation_id="parent"),
     SessionCleared(count=1),
 ]
+#: Written by erase only (EventStore.append refuses them): see tests/erasure.
+ERASE_ONLY = {ContentErased.type_name}
 
 # ----------------------------------------------------------------------------- strategies
 
@@ -259,9 +262,9 @@ def struct_strategy(info: mi.StructType) -> st.SearchStrategy[Any]:
 
 
 KIND_DATA = {name: struct_strategy(mi.type_info(kind)) for name, kind in KINDS.items()}  # type: ignore[arg-type]
-LATER_KINDS = st.sampled_from(sorted(set(KINDS) - {ConversationStarted.type_name})).flatmap(
-    lambda name: KIND_DATA[name]
-)
+LATER_KINDS = st.sampled_from(
+    sorted(set(KINDS) - {ConversationStarted.type_name} - ERASE_ONLY)
+).flatmap(lambda name: KIND_DATA[name])
 # A step: (which of three conversations, the events of one append after any start).
 APPEND_STEPS = st.lists(
     st.tuples(st.integers(0, 2), st.lists(st.tuples(LATER_KINDS, METADATA), max_size=4)),
@@ -332,7 +335,7 @@ class StoreContract:
             assert len(event.hash) == 64
             assert set(event.hash) <= HEX
             # The chain is exactly the documented one, checkable with the stdlib alone.
-            assert event.hash == stdlib_hash(event, prev_hash)
+            assert event.hash == stdlib_hash(store, event, prev_hash)
             prev_hash = event.hash
 
     def test_metadata_that_reads_back_differently_is_stored_as_read_and_verifies(
@@ -349,7 +352,7 @@ class StoreContract:
             "by_number": {"10": "ten", "9": "nine"},
             "text": "é\u2028\"'",
         }
-        assert events[1].hash == stdlib_hash(events[1], events[0].hash)
+        assert events[1].hash == stdlib_hash(store, events[1], events[0].hash)
         report = store.verify(cid)
         assert report.ok, report.problems
 
@@ -367,7 +370,13 @@ class StoreContract:
         events = store.read(cid)
         assert [e.data for e in events] == EVERY_KIND
         assert [e.type for e in events] == [type(d).type_name for d in EVERY_KIND]
-        assert {e.type for e in events} == set(KINDS)
+        assert {e.type for e in events} == set(KINDS) - ERASE_ONLY
+        with pytest.raises(InvalidInputError, match="written by erase"):
+            store.append(
+                cid,
+                [NewEvent(data=ContentErased(reason="by hand", up_to_version=1))],
+                expected_version=len(EVERY_KIND),
+            )
         assert store.verify(cid).ok
 
     def test_versions_are_gapless_and_positions_increase_across_appends(
@@ -384,7 +393,7 @@ class StoreContract:
         assert [e.hash for e in events[:-1]] != [e.hash for e in events[1:]]
         prev_hash = ""
         for event in events:
-            assert event.hash == stdlib_hash(event, prev_hash)
+            assert event.hash == stdlib_hash(store, event, prev_hash)
             prev_hash = event.hash
 
     def test_read_of_an_unknown_conversation_is_empty(self, store: EventStore) -> None:

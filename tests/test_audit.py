@@ -202,15 +202,15 @@ def test_verify_names_the_first_bad_event_in_the_database(
 
     chat = family["fork"]
     with sqlite3.connect(db_path) as conn:
+        (trigger,) = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'events_no_update'"
+        ).fetchone()
         conn.execute("DROP TRIGGER events_no_update")
         conn.execute(
             "UPDATE events SET metadata = ? WHERE conversation_id = ? AND version = 2",
             (json.dumps({"actor": "mallory"}), chat.id),
         )
-        conn.execute(  # and puts the trigger back (verify checks the triggers too)
-            "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-            "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
-        )
+        conn.execute(trigger)  # and puts the trigger back (verify checks the triggers too)
     report = client.store.verify()
     problems: list[Any] = report.problems
     assert [(p.conversation_id, p.version) for p in problems] == [(chat.id, 2)]

@@ -135,6 +135,8 @@ MIGRATION_NAMES = [
     "006_append",
     "007_no_index_on_updated_at",
     "008_views_for_sql_readers",
+    "009_merkle_nodes",
+    "010_erasable_content",
 ]
 
 C = "C"
@@ -155,6 +157,7 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
         ("recorded_at", "text", "NO", C),
         ("hash", "text", "NO", None),
         ("xid", "xid8", "NO", None),
+        ("content_salt", "text", "YES", None),
     ],
     "snapshots": [
         ("conversation_id", "text", "NO", C),
@@ -170,6 +173,13 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
         ("updated_at", "text", "NO", C),
         ("parent_id", "text", "YES", C),
         ("parent_version", "bigint", "YES", None),
+    ],
+    # The Merkle tree's complete subtrees (docs/proofs.md).
+    "merkle_nodes": [
+        ("level", "smallint", "NO", None),
+        ("idx", "bigint", "NO", None),
+        ("hash", "bytea", "NO", None),
+        ("last_position", "bigint", "NO", None),
     ],
     # The views for SQL readers (chatledger/events/views.py, docs/integrations.md).
     "chat_conversations": [
@@ -225,6 +235,10 @@ EXPECTED_INDEXES = {
         "CREATE UNIQUE INDEX snapshots_pkey ON {s}.snapshots USING btree (conversation_id, name)",
     ),
     ("streams", "CREATE UNIQUE INDEX streams_pkey ON {s}.streams USING btree (conversation_id)"),
+    (
+        "merkle_nodes",
+        "CREATE UNIQUE INDEX merkle_nodes_pkey ON {s}.merkle_nodes USING btree (level, idx)",
+    ),
     ("streams", "CREATE INDEX streams_parent ON {s}.streams USING btree (parent_id)"),
 }
 

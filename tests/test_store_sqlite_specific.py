@@ -25,6 +25,7 @@ from chatledger.errors import (
     StoreUnavailableError,
 )
 from chatledger.events import (
+    ConversationStarted,
     NewEvent,
     RecordedEvent,
     SQLiteStore,
@@ -36,6 +37,7 @@ from chatledger.events import (
 from chatledger.events import sqlite as sqlite_module
 from chatledger.events.views import SQLITE_VIEWS
 from tests.store_contract import message, new_id, start
+from tests.support.legacy_log import write_legacy_events
 from tests.support.narrow import stream_version
 
 MIGRATION_NAMES = [
@@ -46,6 +48,8 @@ MIGRATION_NAMES = [
     "005_events_are_never_replaced",
     "006_no_index_on_updated_at",
     "007_views_for_sql_readers",
+    "008_merkle_nodes",
+    "009_erasable_content",
 ]
 
 # What the migrations produce, exactly: (type, name, tbl_name, sql) from sqlite_master.
@@ -92,7 +96,15 @@ EXPECTED_SCHEMA = [
         '   "metadata" TEXT NOT NULL,\n'
         '   "recorded_at" TEXT NOT NULL,\n'
         '   "hash" TEXT NOT NULL\n'
-        ")",
+        ", content_salt TEXT)",
+    ),
+    (
+        "table",
+        "merkle_nodes",
+        "merkle_nodes",
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID",
     ),
     (
         "table",
@@ -140,7 +152,14 @@ EXPECTED_SCHEMA = [
         "trigger",
         "events_no_update",
         "events",
-        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+        # Lets exactly an erasure through (docs/erasure.md).
+        "CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN NOT ("
+        "OLD.content_salt IS NOT NULL AND length(OLD.content_salt) = 64 "
+        "AND NEW.content_salt IS '' AND NEW.position IS OLD.position "
+        "AND NEW.conversation_id IS OLD.conversation_id AND NEW.version IS OLD.version "
+        "AND NEW.event_id IS OLD.event_id AND NEW.type IS OLD.type "
+        "AND NEW.schema_version IS OLD.schema_version AND NEW.metadata IS OLD.metadata "
+        "AND NEW.recorded_at IS OLD.recorded_at AND NEW.hash IS OLD.hash) "
         "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END",
     ),
     # The views for SQL readers (their text is pinned in tests/integrations/test_sql_views.py).
@@ -235,15 +254,19 @@ def test_an_older_file_is_migrated_to_the_same_schema(
     cid = new_id()
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:2])
-        with SQLiteStore(path) as old:
-            start(old, cid, message(1))
-            events = old.read(cid)
+        SQLiteStore(path).close()
+        # Events as the chatledger of that schema wrote them (no content salt).
+        datas = [ConversationStarted(model="m"), message(1).data]
+        hashes = write_legacy_events(path, cid, datas)
         assert [name for name, _ in migration_rows(path)] == MIGRATION_NAMES[:2]
     first_rows = migration_rows(path)
 
     with SQLiteStore(path) as store:
         assert store.applied_migrations() == MIGRATION_NAMES
-        assert store.read(cid) == events
+        events = store.read(cid)
+        assert [(e.data, e.hash, e.erased) for e in events] == [
+            (data, digest, False) for data, digest in zip(datas, hashes, strict=True)
+        ]
         assert store.verify().ok
     assert schema(path) == EXPECTED_SCHEMA
     assert migration_rows(path)[:2] == first_rows

@@ -56,7 +56,11 @@ COMMANDS: dict[str, str] = {
     "replay": "chatledger.cli._branching:replay",
     "export": "chatledger.cli._audit:export_",
     "import": "chatledger.cli._audit:import_",
+    "erase": "chatledger.cli._erase:erase",
     "serve": "chatledger.serve.command:serve",
+    "keygen": "chatledger.cli._proofs:keygen",
+    "checkpoint": "chatledger.cli._proofs:checkpoint",
+    "prove": "chatledger.cli._proofs:prove",
 }
 
 GEMINI_MODEL = "gemini-2.5-flash"

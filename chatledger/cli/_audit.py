@@ -12,6 +12,7 @@ import click
 
 from ..client import verify_log
 from ..events.audit import export_conversation, import_lines
+from ..events.store import Problem
 from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
@@ -28,19 +29,63 @@ __all__ = ["export_", "import_", "verify"]
     help="Write again, from the log, every snapshot that does not match it (instead of "
     "reporting it).",
 )
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    metavar="FILE",
+    help="Also prove that the log extends every signed checkpoint in FILE (written by "
+    "`chatledger checkpoint`): the Merkle tree is recomputed from the events.",
+)
+@click.option(
+    "--verifier-key",
+    metavar="KEY",
+    help="The key the checkpoints must be signed with: <name>+<id>+<key>, or a file of "
+    "them (default: CHATLEDGER_VERIFIER_KEY).",
+)
 @store_options
 @click.pass_context
-def verify(ctx: click.Context, conversation_id: str | None, rebuild_snapshots: bool) -> None:
+def verify(
+    ctx: click.Context,
+    conversation_id: str | None,
+    rebuild_snapshots: bool,
+    checkpoint_file: str | None,
+    verifier_key: str | None,
+) -> None:
     """Check the hash chains of conversation ID, or of the whole log, and that every
     snapshot (kept for long conversations) holds what the events give.
+
+    With --checkpoint, also prove that the log today holds exactly the events each
+    signed checkpoint covered, in the same order: any edit, deletion, reordering or
+    re-hashing before it is found, however the chains were fixed (see docs/proofs.md).
 
     Prints what was checked and every problem found; exits with status 1 when there
     are problems.
     """
+    signed = []
+    if checkpoint_file is not None:
+        from ._proofs import _verifiers, open_checkpoints
+
+        if conversation_id is not None:
+            raise click.UsageError("--checkpoint checks the whole log: give no ID with it")
+        signed = open_checkpoints(checkpoint_file, _verifiers(verifier_key), "--checkpoint")
+    elif verifier_key is not None:
+        raise click.UsageError("--verifier-key goes with --checkpoint FILE")
     client = settings().client(reading=True)
     store = client.store
     target = resolve_conversation_id(store, conversation_id) if conversation_id else None
     report = verify_log(store, target, rebuild_snapshots=rebuild_snapshots)
+    if signed:
+        from ._proofs import describe_checkpoint, verify_checkpoints
+
+        check, verdicts = verify_checkpoints(store, signed)
+        for item, problem in verdicts:
+            verdict = "the log extends it" if problem is None else "the log does NOT extend it"
+            echo(f"Checkpoint {describe_checkpoint(item.checkpoint)}: {verdict}.")
+            if problem is not None:
+                report.problems.append(
+                    Problem(conversation_id="(checkpoint)", version=None, reason=problem)
+                )
+        echo(f"The Merkle tree recomputed from the events: {check.size} events.")
     snapshots = (
         f" and {report.snapshots_checked} snapshot{'s' if report.snapshots_checked != 1 else ''}"
         if report.snapshots_checked
@@ -50,8 +95,8 @@ def verify(ctx: click.Context, conversation_id: str | None, rebuild_snapshots: b
         f"Checked {report.events_checked} events in {report.streams_checked} "
         f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {shown_location(store.location)}."
     )
-    for problem in report.problems:
-        echo(f"Problem: {problem}")
+    for found in report.problems:
+        echo(f"Problem: {found}")
     if report.problems:
         count = len(report.problems)
         echo(f"{count} problem{'s' if count != 1 else ''} found.", err=True)
@@ -103,18 +148,50 @@ def _write_lines(output: str, lines: Iterable[str]) -> int:
     metavar="FILE",
     help="Write to this file instead of stdout (replaced only once the export is complete).",
 )
+@click.option(
+    "--proofs",
+    is_flag=True,
+    help="Add to each event the proof that it is in the tree --checkpoint signed (events "
+    "after it get none).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    metavar="FILE",
+    help="The signed checkpoint the proofs lead to (the last one of FILE).",
+)
+@click.option(
+    "--verifier-key",
+    metavar="KEY",
+    help="Check the checkpoint's signature with this key first (or CHATLEDGER_VERIFIER_KEY).",
+)
 @store_options
-def export_(conversation_id: str, forks: bool, output: str | None) -> None:
+def export_(
+    conversation_id: str,
+    forks: bool,
+    output: str | None,
+    proofs: bool,
+    checkpoint_file: str | None,
+    verifier_key: str | None,
+) -> None:
     """Export conversation ID as JSON lines with hashes, verifiable without chatledger.
 
     A fork's export starts with its ancestors' events up to the fork point, so it
-    verifies on its own (see examples/verify_export.py).
+    verifies on its own (see examples/verify_export.py). With --proofs --checkpoint
+    FILE, each event also carries its inclusion proof in the checkpoint's tree, which
+    examples/verify_export.py checks given the checkpoint and the verifier key.
     """
+    if proofs != (checkpoint_file is not None):
+        raise click.UsageError("--proofs and --checkpoint FILE go together")
     if output is not None:
         checked_path(output, "--output")
     client = settings().client(reading=True)
     target = resolve_conversation_id(client.store, conversation_id)
     lines = export_conversation(client.store, target, include_forks=forks)
+    if checkpoint_file is not None:
+        from ._proofs import with_proofs
+
+        lines = with_proofs(client.store, lines, checkpoint_file, verifier_key)
     if output is not None:
         count = _write_lines(output, lines)
     else:

@@ -8,11 +8,14 @@ runs the short log writes in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from ..errors import ChatStateError
@@ -475,15 +478,61 @@ class Chat(_BaseChat):
 
 
 class AsyncChat(_BaseChat):
-    """The async twin of :class:`Chat`: the same methods, awaited."""
+    """The async twin of :class:`Chat`: the same methods, awaited.
+
+    Its store work runs in worker threads, never on the event loop. A chat that
+    ``client.aio.chats.create`` or ``get`` returned from a running loop is *opening*
+    until its start is recorded (or its events folded) in a worker thread: its awaited
+    methods wait for that first (raising its error, if it failed), and its plain
+    properties block until then (see docs/chat-api.md).
+    """
+
+    def __init__(self, conversation: Conversation) -> None:
+        self._opened: Conversation | None = conversation
+        self._ready: concurrent.futures.Future[Conversation] | None = None
+        self._id = conversation.id
+
+    @classmethod
+    def _opening(
+        cls, conversation_id: str, ready: concurrent.futures.Future[Conversation]
+    ) -> AsyncChat:
+        """A chat whose conversation ``ready`` gives once recorded (or folded)."""
+        chat = cls.__new__(cls)
+        chat._opened = None
+        chat._ready = ready
+        chat._id = conversation_id
+        return chat
+
+    @property
+    def _conversation(self) -> Conversation:  # type: ignore[override]
+        ready = self._ready
+        if ready is not None:
+            # Only a property read right after create/get waits here; raises its error.
+            self._opened = ready.result()
+            self._ready = None
+        assert self._opened is not None
+        return self._opened
+
+    @property
+    def id(self) -> str:
+        """The conversation id (its stream in the log)."""
+        return self._id
+
+    async def _open(self) -> Conversation:
+        """The conversation, once opened (awaited without blocking the loop)."""
+        ready = self._ready
+        if ready is not None:
+            # shield: a cancelled caller must not cancel the opening shared by later calls.
+            await asyncio.shield(asyncio.wrap_future(ready))
+        return self._conversation
 
     async def send_message(
         self,
         message: list[PartUnionDict] | PartUnionDict,
         config: GenerateContentConfigOrDict | None = None,
     ) -> GenerateContentResponse:
+        conversation = await self._open()
         content, override, override_wire = self._prepare(message, config, is_async=True)
-        conversation = self._conversation
         turn = await asyncio.to_thread(
             conversation.begin_turn, content, override, override_wire, streamed=False, is_async=True
         )
@@ -496,7 +545,9 @@ class AsyncChat(_BaseChat):
                         raw = await conversation.transport().agenerate(turn.request)
                     response = response_from_wire(raw)
                 except BaseException as exc:
-                    delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                    delay = await _record_failed(
+                        conversation, turn, exc, latency_ms=_ms_since(started)
+                    )
                     if delay is None:
                         raise
                     await asyncio.sleep(delay)
@@ -521,6 +572,7 @@ class AsyncChat(_BaseChat):
         config: GenerateContentConfigOrDict | None = None,
     ) -> AsyncIterator[GenerateContentResponse]:
         """Send ``message``; ``async for`` over the result yields chunks as they arrive."""
+        await self._open()
         content, override, override_wire = self._prepare(message, config, is_async=True)
         return self._stream(content, override, override_wire)
 
@@ -550,8 +602,8 @@ class AsyncChat(_BaseChat):
                         yield chunk
                 except GeneratorExit:
                     await _aclose_quietly(chunks)
-                    # Recorded without awaiting: this may run while the loop shuts down.
-                    conversation.record_failure(
+                    await _off_loop(
+                        conversation.record_failure,
                         turn,
                         ChatStateError("the caller closed the stream before it ended"),
                         latency_ms=_ms_since(started),
@@ -564,7 +616,9 @@ class AsyncChat(_BaseChat):
                     if merger.chunks:
                         error = exc  # chunks yielded: continuation may resume (below)
                     else:
-                        delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                        delay = await _record_failed(
+                            conversation, turn, exc, latency_ms=_ms_since(started)
+                        )
                         if delay is None:
                             raise
                         await asyncio.sleep(delay)
@@ -572,7 +626,8 @@ class AsyncChat(_BaseChat):
                         continue
                 except BaseException as exc:
                     await _aclose_quietly(chunks)
-                    conversation.failed(
+                    await _record_failed(
+                        conversation,
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
@@ -612,11 +667,11 @@ class AsyncChat(_BaseChat):
         await asyncio.to_thread(conversation.record_function_results, turn, list(results))
 
     async def rewind(self) -> tuple[Content, Content]:
-        user, model = await asyncio.to_thread(self._conversation.rewind)
+        user, model = await asyncio.to_thread((await self._open()).rewind)
         return content_from_wire(user), content_from_wire(model)
 
     async def refresh(self) -> list[RecordedEvent]:
-        return await asyncio.to_thread(self._conversation.catch_up)
+        return await asyncio.to_thread((await self._open()).catch_up)
 
     async def fork(
         self,
@@ -627,18 +682,19 @@ class AsyncChat(_BaseChat):
         config: GenerateContentConfigOrDict | None = None,
     ) -> AsyncChat:
         """As :meth:`Chat.fork`."""
+        await self._open()
         conversation = await asyncio.to_thread(self._fork_conversation, at, turn, model, config)
         return AsyncChat(conversation)
 
     async def branches(self) -> list[ChatSummary]:
-        return await asyncio.to_thread(
-            list_conversations, self._conversation.store, parent_id=self.id
-        )
+        conversation = await self._open()
+        return await asyncio.to_thread(list_conversations, conversation.store, parent_id=self.id)
 
     async def rerun(
         self, *, model: str | None = None, config: GenerateContentConfigOrDict | None = None
     ) -> AsyncChat:
         """As :meth:`Chat.rerun`."""
+        await self._open()
         messages = await asyncio.to_thread(self._rerun_messages)
         fork = await self.fork(at=1, model=model, config=config)
         for message in messages:
@@ -646,10 +702,43 @@ class AsyncChat(_BaseChat):
         return fork
 
     async def events(self) -> list[RecordedEvent]:
-        return await asyncio.to_thread(self._conversation.store.read, self.id)
+        conversation = await self._open()
+        return await asyncio.to_thread(conversation.store.read, self.id)
 
     async def verify(self) -> VerificationReport:
-        return await asyncio.to_thread(verify_log, self._conversation.store, self.id)
+        conversation = await self._open()
+        return await asyncio.to_thread(verify_log, conversation.store, self.id)
+
+
+async def _off_loop(work: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """``work`` in a worker thread; on the loop's thread only when the loop can no longer
+    run one (it is shutting down, closing the caller's streams)."""
+    try:
+        future = asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(contextvars.copy_context().run, work, *args, **kwargs)
+        )
+    except RuntimeError:
+        work(*args, **kwargs)
+        return
+    await future
+
+
+async def _record_failed(
+    conversation: Conversation,
+    turn: Turn,
+    error: BaseException,
+    *,
+    latency_ms: float,
+    partial: dict[str, Any] | None = None,
+    retry: bool = True,
+) -> float | None:
+    """:meth:`Conversation.failed` in a worker thread; on the loop only for a cancelled or
+    interrupted call (awaiting then could be cancelled in turn, losing the record)."""
+    if not isinstance(error, Exception):
+        return conversation.failed(turn, error, latency_ms=latency_ms, partial=partial, retry=retry)
+    return await asyncio.to_thread(
+        conversation.failed, turn, error, latency_ms=latency_ms, partial=partial, retry=retry
+    )
 
 
 async def _aclose_quietly(chunks: AsyncIterator[Any]) -> None:

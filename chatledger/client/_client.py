@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import datetime
+import logging
 import os
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,11 +20,18 @@ import pydantic
 from ..errors import InvalidInputError, register_secret
 from ..events import open_store
 from ..events.envelope import validate_conversation_id
+from ..events.erasing import ErasureReport, erase, validate_subject
 from ..events.kinds import ConfigChanged, ConversationStarted
 from ..events.store import EventStore
 from ..projections.history import HistoryState
 from ..projections.usage import UsageState
-from ..types import ContentOrDict, GenerateContentConfigOrDict, HttpOptions, HttpOptionsOrDict
+from ..types import (
+    ContentOrDict,
+    GenerateContentConfig,
+    GenerateContentConfigOrDict,
+    HttpOptions,
+    HttpOptionsOrDict,
+)
 from ._chat import AsyncChat, Chat
 from ._conversation import Conversation, load_conversation
 from ._convert import config_to_wire, history_to_wire, parse_config
@@ -26,6 +40,7 @@ from ._listing import conversation_tree, list_conversations
 from ._retry import RetryPolicy
 from ._settings import (
     ConversationSettings,
+    current_actor,
     default_actor,
     validate_actor,
     validate_model,
@@ -44,6 +59,13 @@ from .transports.vertex import (
 )
 
 __all__ = ["AsyncChats", "AsyncClient", "BranchNode", "ChatSummary", "Chats", "Client"]
+
+logger = logging.getLogger("chatledger")
+
+#: Threads that record what ``client.aio.chats.create`` / ``get`` start from an event loop
+#: (docs/performance.md#event-loop): per client, a few are enough, since
+#: the store serialises its writes.
+_STORE_THREADS = 4
 
 
 def _parse_http_options(http_options: Any) -> HttpOptions | None:
@@ -171,6 +193,9 @@ class Client:
                 f"got {type(tracer_provider).__name__}"
             )
         self._owns_store = not isinstance(store, EventStore)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+        self._background: set[concurrent.futures.Future[Any]] = set()
         self._transport_override = transport
         self._transports: dict[str, Transport] = {}
         # What every conversation of this client is given (and all it sees of the client).
@@ -247,8 +272,38 @@ class Client:
             return VertexTransport(self.vertex, self.http_options)
         return GeminiTransport(self._api_key, self.http_options)
 
+    def _in_background(
+        self, work: Callable[[], Conversation]
+    ) -> concurrent.futures.Future[Conversation]:
+        """Run store ``work`` in one of this client's threads, in the caller's context
+        (:func:`acting_as`), so that an event loop calling it is not blocked."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    _STORE_THREADS, thread_name_prefix="chatledger-store"
+                )
+            future = self._executor.submit(contextvars.copy_context().run, work)
+            self._background.add(future)
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._executor_lock:
+            self._background.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # Raised again by the chat's next call; logged too, in case none comes.
+            logger.warning("could not open an async chat: %s", future.exception())
+
+    def _drain_background(self) -> None:
+        """Wait for the store work started in the background (before the store closes)."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
     def close(self) -> None:
         """Close transports, and the store if this client opened it."""
+        self._drain_background()
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()
@@ -256,6 +311,14 @@ class Client:
             self.store.close()
 
     async def aclose(self) -> None:
+        """Close transports, and the store if this client opened it (after the store work
+        of chats opened in the background)."""
+        with self._executor_lock:
+            pending = list(self._background)
+        for future in pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(future)
+        await asyncio.to_thread(self._drain_background)
         for transport in self._transports.values():
             await transport.aclose()
         self._transports.clear()
@@ -275,8 +338,23 @@ class Client:
         model: str,
         config: GenerateContentConfigOrDict | None,
         history: Sequence[ContentOrDict] | None,
+        subject: str | None = None,
     ) -> Conversation:
+        conversation, started = self._new(model, config, history, subject)
+        conversation.append([started])
+        return conversation
+
+    def _new(
+        self,
+        model: str,
+        config: GenerateContentConfigOrDict | None,
+        history: Sequence[ContentOrDict] | None,
+        subject: str | None = None,
+    ) -> tuple[Conversation, ConversationStarted]:
+        """A new conversation, checked (nothing written yet), and its first event."""
         validate_model(model)
+        if subject is not None:
+            validate_subject(subject)
         if (
             self._transport_override is None
             and transport_kind(model, self.http_options) == "gemini"
@@ -297,16 +375,43 @@ class Client:
         conversation = Conversation(
             self.settings, str(uuid.uuid4()), HistoryState(), UsageState(), live
         )
-        conversation.append(
-            [ConversationStarted(model=model, config=config_wire, history=history_wire)]
+        conversation.subject = subject
+        return conversation, ConversationStarted(
+            model=model, config=config_wire, history=history_wire
         )
-        return conversation
+
+    def erase(
+        self,
+        conversation_id: str | None = None,
+        *,
+        reason: str,
+        subject: str | None = None,
+        older_than: str | datetime.timedelta | None = None,
+        vacuum: bool = False,
+    ) -> ErasureReport:
+        """Erase the content of one conversation (and its forks), of every conversation
+        created with ``subject``, or of every event older than ``older_than`` (``"30d"``,
+        or a timedelta), keeping every hash: see docs/erasure.md and
+        :func:`chatledger.erase`. The erasure is recorded as a ``content_erased`` event
+        by this client's actor (or :func:`acting_as`'s), with ``reason``."""
+        return erase(
+            self.store,
+            reason=reason,
+            actor=current_actor() or self.settings.actor,
+            conversation_id=conversation_id,
+            subject=subject,
+            older_than=older_than,
+            vacuum=vacuum,
+        )
 
     def _resume(
         self, conversation_id: str, config: GenerateContentConfigOrDict | None
     ) -> Conversation:
         validate_conversation_id(conversation_id)
-        live = parse_config(config)
+        return self._load(conversation_id, parse_config(config))
+
+    def _load(self, conversation_id: str, live: GenerateContentConfig | None) -> Conversation:
+        """Fold a conversation from the log; record ``live`` if it changes the config."""
         conversation = load_conversation(self.settings, conversation_id, live)
         if live is not None:
             wire = config_to_wire(live, declare)
@@ -328,9 +433,14 @@ class Chats:
         model: str,
         config: GenerateContentConfigOrDict | None = None,
         history: Sequence[ContentOrDict] | None = None,
+        subject: str | None = None,
     ) -> Chat:
-        """Start a new conversation (recorded at once) and return its chat."""
-        return Chat(self._client._start(model, config, history))
+        """Start a new conversation (recorded at once) and return its chat.
+
+        ``subject`` (chatledger's own keyword): an id of the person the conversation is
+        about, such as your end user's id, recorded in its first event's metadata so that
+        ``client.erase(subject=...)`` finds it (docs/erasure.md)."""
+        return Chat(self._client._start(model, config, history, subject))
 
     def get(
         self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None
@@ -353,7 +463,13 @@ class Chats:
 
 
 class AsyncChats:
-    """Creates and resumes async chats (``client.aio.chats``)."""
+    """Creates and resumes async chats (``client.aio.chats``).
+
+    Called from a running event loop, ``create`` and ``get`` return at once: the chat's
+    start is recorded (or its events folded) in a worker thread, and the chat's first
+    awaited call waits for it, raising its error if it failed (see docs/chat-api.md).
+    Without a running loop they work as the sync ``client.chats`` do.
+    """
 
     def __init__(self, client: Client) -> None:
         self._client = client
@@ -364,19 +480,52 @@ class AsyncChats:
         model: str,
         config: GenerateContentConfigOrDict | None = None,
         history: Sequence[ContentOrDict] | None = None,
+        subject: str | None = None,
     ) -> AsyncChat:
-        return AsyncChat(self._client._start(model, config, history))
+        """Start a new conversation and return its chat (recorded in the background when
+        a loop is running)."""
+        conversation, started = self._client._new(model, config, history, subject)
+        if not _loop_running():
+            conversation.append([started])
+            return AsyncChat(conversation)
+
+        def record() -> Conversation:
+            conversation.append([started])
+            return conversation
+
+        return AsyncChat._opening(conversation.id, self._client._in_background(record))
 
     def get(
         self, conversation_id: str, *, config: GenerateContentConfigOrDict | None = None
     ) -> AsyncChat:
-        return AsyncChat(self._client._resume(conversation_id, config))
+        """Resume a conversation (folded in the background when a loop is running: an
+        unknown id is then raised by the chat's first awaited call)."""
+        validate_conversation_id(conversation_id)
+        live = parse_config(config)
+        if not _loop_running():
+            return AsyncChat(self._client._load(conversation_id, live))
+        return AsyncChat._opening(
+            conversation_id,
+            self._client._in_background(lambda: self._client._load(conversation_id, live)),
+        )
 
-    def list(self, *, limit: int | None = None, parent_id: str | None = None) -> list[ChatSummary]:
-        return list_conversations(self._client.store, limit, parent_id)
+    async def list(
+        self, *, limit: int | None = None, parent_id: str | None = None
+    ) -> list[ChatSummary]:
+        """As :meth:`Chats.list`, read in a worker thread."""
+        return await asyncio.to_thread(list_conversations, self._client.store, limit, parent_id)
 
-    def tree(self, conversation_id: str) -> BranchNode:
-        return conversation_tree(self._client.store, conversation_id)
+    async def tree(self, conversation_id: str) -> BranchNode:
+        """As :meth:`Chats.tree`, read in a worker thread."""
+        return await asyncio.to_thread(conversation_tree, self._client.store, conversation_id)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class AsyncClient:

@@ -171,6 +171,9 @@ class Conversation:
         # log records as declarations only).
         self.live_config = live_config
         self.snapshot_version = 0
+        #: The subject recorded in the metadata of the conversation's first event, when
+        #: this process creates it (docs/erasure.md: erase --subject).
+        self.subject: str | None = None
         self._lock = threading.RLock()
         self._state_at: tuple[int, HistoryState, UsageState] | None = None
 
@@ -184,12 +187,15 @@ class Conversation:
         """Apply the events appended since the known version (by anyone)."""
         with self._lock:
             events = self.store.read(self.id, after_version=self.history.version)
-            for event in events:
-                history_projection.apply(self.history, check_shape(event))
-                usage_projection.apply(self.usage, event)
-            if events and self.history.pending is None:
-                self._maybe_snapshot(events[-1])
+            self._apply(events)
             return events
+
+    def _apply(self, events: list[RecordedEvent]) -> None:
+        for event in events:
+            history_projection.apply(self.history, check_shape(event))
+            usage_projection.apply(self.usage, event)
+        if events and self.history.pending is None:
+            self._maybe_snapshot(events[-1])
 
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
         if not snapshot_due(self.snapshot_version, last.version):
@@ -210,6 +216,8 @@ class Conversation:
             metadata["pid"] = os.getpid()
         elif isinstance(data, ConversationStarted):
             metadata["library"] = f"chatledger/{__version__}"
+            if self.subject is not None:
+                metadata["subject"] = self.subject
         return metadata
 
     def append(self, datas: list[EventData], turn: Turn | None = None) -> None:
@@ -221,7 +229,12 @@ class Conversation:
             events = [NewEvent(data=data, metadata=self._metadata(data)) for data in datas]
             version = self.history.version
             positions = self.store.append(self.id, events, expected_version=version)
-            self.catch_up()
+            # What was just written, without reading it back (see EventStore.just_appended).
+            written = self.store.just_appended(self.id, positions)
+            if written is None or written[0].version != version + 1:
+                self.catch_up()
+            else:
+                self._apply(written)
             telemetry = self.settings.telemetry
             if turn is not None and telemetry.enabled:
                 telemetry.recorded(self, turn, events, version + 1, positions)

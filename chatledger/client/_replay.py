@@ -23,6 +23,7 @@ import msgspec
 from ..errors import (
     APIError,
     ChatledgerError,
+    ChatStateError,
     IntegrityError,
     ModelConnectionError,
     ModelTimeoutError,
@@ -330,9 +331,17 @@ class ReplayReport(msgspec.Struct, kw_only=True):
 def replay_conversation(store: EventStore, conversation_id: str) -> ReplayReport:
     """Re-send a conversation's recorded messages through a fresh chat that is served by a
     :class:`ReplayTransport`: a check that the requests built now match the log."""
+    events = _lineage_events(store, conversation_id)
+    erased = [event for event in events if event.erased]
+    if erased:
+        shown = ", ".join(f"{e.conversation_id} v{e.version}" for e in erased[:5])
+        raise ChatStateError(
+            f"conversation {conversation_id} cannot be replayed: the content of "
+            f"{len(erased)} of its events was erased ({shown}{', ...' if len(erased) > 5 else ''}), "
+            "and a replay re-sends the recorded messages (docs/erasure.md)"
+        )
     calls = recorded_calls(store, conversation_id)
     transport = ReplayTransport(calls, strict=False)
-    events = _lineage_events(store, conversation_id)
     root = events[0].data
     assert isinstance(root, ConversationStarted)
     # Recorded retries are replayed as retries: the same number of attempts, no waiting.

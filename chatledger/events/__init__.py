@@ -10,6 +10,7 @@ from .envelope import NewEvent, RecordedEvent, canonical_json, event_hash
 from .kinds import (
     KINDS,
     ConfigChanged,
+    ContentErased,
     ConversationStarted,
     ErrorInfo,
     EventData,
@@ -35,6 +36,7 @@ from .store import EventStore, Problem, Snapshot, StreamInfo, VerificationReport
 __all__ = [
     "KINDS",
     "ConfigChanged",
+    "ContentErased",
     "ConversationStarted",
     "ErrorInfo",
     "EventData",

@@ -2,7 +2,8 @@
 
 An export holds one JSON object per line: the event envelope exactly as stored
 (``conversation_id, version, position, event_id, type, schema_version, data, metadata,
-recorded_at, hash``). A forked conversation's export starts with its ancestors' events up
+recorded_at, hash``, and ``content_salt`` for an event whose content is committed or
+erased: docs/erasure.md). A forked conversation's export starts with its ancestors' events up
 to each fork point, so it verifies on its own; with ``include_forks`` every conversation
 forked from it (recursively) follows. A third party can check an export with the
 standard library alone: ``examples/verify_export.py`` (and the README) show how.
@@ -56,6 +57,7 @@ from .envelope import (
     validate_conversation_id,
     validate_event_id,
 )
+from .erasure import valid_salt
 from .kinds import (
     MAX_LEASE_SECONDS,
     ConversationStarted,
@@ -65,11 +67,10 @@ from .kinds import (
     TurnAbandoned,
     UserMessageAdded,
     data_to_builtins,
-    decode_data,
     shape_problem,
 )
 from .memory import MemoryStore
-from .rows import parent_of_rows
+from .rows import parent_of_rows, row_data
 from .store import EventStore, RawRow
 from .times import parse_utc_time
 
@@ -155,6 +156,9 @@ def _export_row(row: RawRow) -> dict[str, Any]:
         "metadata": msgspec.json.decode(row.metadata) if row.metadata else {},
         "recorded_at": row.recorded_at,
         "hash": row.hash,
+        # What the hash needs beside the data (docs/erasure.md): the salt the content is
+        # committed with, or "" once it is erased. Absent for an event hashed as stored.
+        **({} if row.content_salt is None else {"content_salt": row.content_salt}),
     }
 
 
@@ -240,6 +244,12 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
             _check_line(value)
         except InvalidInputError as exc:
             raise InvalidInputError(f"line {number}: {exc}") from None
+        salt = value.get("content_salt")
+        if not valid_salt(salt):
+            raise InvalidInputError(
+                f"line {number}: 'content_salt' is neither 64 lowercase hex digits nor \"\" "
+                "(an erased event)"
+            )
         earlier = lines_of_ids.setdefault(value["event_id"], number)
         if earlier != number:
             raise IntegrityError(
@@ -258,6 +268,7 @@ def _parse(lines: Iterable[str | bytes]) -> dict[str, list[RawRow]]:
             msgspec.json.encode(value["metadata"]),
             value["recorded_at"],
             value["hash"],
+            salt,
         )
         streams.setdefault(row.conversation_id, []).append(row)
     if not streams:
@@ -366,7 +377,7 @@ def open_turn(rows: Iterable[RawRow]) -> int | None:
     ``turn_abandoned`` of it, a replaced history or a (fork's) start closes it."""
     pending: int | None = None
     for row in rows:
-        data = decode_data(row.type, row.schema_version, row.data)
+        data = row_data(row)
         if isinstance(data, UserMessageAdded):
             pending = data.turn
         elif isinstance(data, (ModelResponded, ModelCallFailed)):
@@ -445,7 +456,7 @@ def _check_times_and_leases(streams: dict[str, list[RawRow]], scratch: EventStor
                     "conversation do not run backwards; nothing was imported"
                 )
             previous = (when, f"v{row.version} before it")
-            data = decode_data(row.type, row.schema_version, row.data)
+            data = row_data(row)
             if isinstance(data, UserMessageAdded) and not (
                 0 < data.lease_seconds <= MAX_LEASE_SECONDS
             ):
@@ -465,7 +476,7 @@ def _check_shapes(streams: dict[str, list[RawRow]]) -> None:
     chain was recomputed after editing): they would break the conversation's projections."""
     for cid, rows in streams.items():
         for row in rows:
-            problem = shape_problem(decode_data(row.type, row.schema_version, row.data))
+            problem = shape_problem(row_data(row))
             if problem is not None:
                 raise IntegrityError(
                     f"{cid} v{row.version} is not an event chatledger writes ({problem}); "

@@ -239,6 +239,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any]
     recorded_at: str
     hash: str
+    #: Whether its content was erased (placeholders stand in for it: docs/erasure.md).
+    erased: bool = False
 
     @property
     def recorded_at_datetime(self) -> _dt.datetime:
@@ -262,6 +264,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
             "metadata": self.metadata,
             "recorded_at": self.recorded_at,
             "hash": self.hash,
+            **({"erased": True} if self.erased else {}),
         }
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "KINDS",
     "MAX_LEASE_SECONDS",
     "ConfigChanged",
+    "ContentErased",
     "ConversationStarted",
     "ErrorInfo",
     "EventData",
@@ -308,6 +309,23 @@ class SessionCleared(EventData, frozen=True, kw_only=True, omit_defaults=True):
     count: int = 0
 
 
+class ContentErased(EventData, frozen=True, kw_only=True, omit_defaults=True):
+    """The content of this conversation's events up to ``up_to_version`` was erased
+    (docs/erasure.md): ``count`` events now hold placeholders where their content was,
+    their hashes unchanged. Who erased is the event's actor, when its ``recorded_at``,
+    why ``reason``; ``subject`` or ``older_than`` say which request selected it.
+    ``not_erasable`` lists the versions written before erasure existed, whose content
+    could not be erased in place."""
+
+    type_name: ClassVar[str] = "content_erased"
+    reason: str
+    up_to_version: int
+    count: int = 0
+    subject: str | None = None
+    older_than: str | None = None
+    not_erasable: list[int] = []
+
+
 class UnknownEvent(EventData, frozen=True, kw_only=True):
     """An event of a type this version of chatledger does not know (written by a newer one).
 
@@ -337,6 +355,7 @@ KINDS: dict[str, type[EventData]] = {
         SessionItemsAdded,
         SessionItemPopped,
         SessionCleared,
+        ContentErased,
     )
 }
 

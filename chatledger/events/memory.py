@@ -5,9 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+import msgspec
+
 from ..errors import ConcurrencyError, IntegrityError
 from .rows import StreamRow
-from .store import EncodedEvent, EventStore, RawRow, Snapshot, StreamInfo, parent_of, parent_of_rows
+from .store import (
+    EncodedEvent,
+    EventStore,
+    RawRow,
+    Snapshot,
+    StreamInfo,
+    TreeRow,
+    parent_of,
+    parent_of_rows,
+    wrote,
+)
 from .verification import SnapshotRow
 
 __all__ = ["MemoryStore"]
@@ -18,6 +30,7 @@ class MemoryStore(EventStore):
 
     location = ":memory:"
     gapless_positions = True
+    keeps_tree = True
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
@@ -26,6 +39,7 @@ class MemoryStore(EventStore):
         self._info: dict[str, StreamInfo] = {}
         self._ids: dict[str, RawRow] = {}
         self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._tree: dict[tuple[int, int], TreeRow] = {}  # the Merkle tree's subtrees
 
     def _append(
         self,
@@ -63,12 +77,14 @@ class MemoryStore(EventStore):
                     metadata=event.metadata,
                     recorded_at=event.recorded_at,
                     hash=event.hash,
+                    content_salt=event.content_salt,
                 )
                 self._rows.append(row)
                 stream.append(row)
                 self._ids[row.event_id] = row
                 positions.append(row.position)
             self._streams[conversation_id] = stream
+            wrote(events, prepared)
             now = prepared[-1].recorded_at
             old = self._info.get(conversation_id)
             parent_id, parent_version = (
@@ -108,6 +124,7 @@ class MemoryStore(EventStore):
                     row.metadata,
                     row.recorded_at,
                     row.hash,
+                    row.content_salt,
                 )
                 self._rows.append(stored)
                 stream.append(stored)
@@ -125,6 +142,24 @@ class MemoryStore(EventStore):
             )
             self._lock.notify_all()
             return positions
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        erased = 0
+        with self._lock:
+            for position, salt, data in erasures:
+                row = self._rows[position - 1]
+                if row.content_salt != salt:
+                    continue
+                new = msgspec.structs.replace(row, data=data, content_salt="")
+                self._rows[position - 1] = new
+                self._streams[row.conversation_id][row.version - 1] = new
+                self._ids[row.event_id] = new
+                erased += 1
+            for key in [key for key in self._snapshots if key[0] in set(snapshots_of)]:
+                del self._snapshots[key]
+        return erased
 
     def _read(
         self, conversation_id: str, after_version: int, to_version: int | None
@@ -205,3 +240,28 @@ class MemoryStore(EventStore):
     def load_snapshot(self, conversation_id: str, name: str) -> Snapshot | None:
         with self._lock:
             return self._snapshots.get((conversation_id, name))
+
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        with self._lock:
+            return {node: self._tree[node] for node in nodes if node in self._tree}
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        with self._lock:
+            rows = [row for (lvl, _), row in self._tree.items() if lvl == level]
+        return max(rows, key=lambda row: row.idx, default=None)
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        with self._lock:
+            rows = [
+                row
+                for (lvl, _), row in self._tree.items()
+                if lvl == level and row.last_position < position
+            ]
+        return max(rows, key=lambda row: row.idx, default=None)
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        with self._lock:
+            for row in rows:
+                self._tree.setdefault((row.level, row.idx), row)

@@ -15,7 +15,8 @@ import msgspec
 
 from ..errors import IntegrityError, StoreError
 from .envelope import RecordedEvent
-from .kinds import ConversationStarted, NewerSchemaError, decode_data
+from .erasure import display_data
+from .kinds import ConversationStarted, EventData, NewerSchemaError, decode_data
 
 __all__ = [
     "HeadEvidence",
@@ -27,6 +28,7 @@ __all__ = [
     "missing_head_reason",
     "parent_of_data",
     "parent_of_rows",
+    "row_data",
     "row_to_event",
 ]
 
@@ -46,6 +48,9 @@ class RawRow(msgspec.Struct, frozen=True):
     metadata: bytes | str
     recorded_at: str
     hash: str
+    #: None: hashed as stored; 64 hex digits: content committed with this salt; "":
+    #: content erased (see :mod:`chatledger.events.erasure`, docs/erasure.md).
+    content_salt: str | None = None
 
 
 def parent_of_rows(rows: Sequence[RawRow]) -> tuple[str | None, int | None]:
@@ -213,13 +218,28 @@ def damaged_field(row: RawRow) -> str | None:
         and type(row.metadata) in _TEXT_TYPES
         and type(row.recorded_at) is str
         and type(row.hash) is str
+        and (row.content_salt is None or type(row.content_salt) is str)
     ):
         return None
     for name, kind in _ENVELOPE_TYPES:
         value = getattr(row, name)
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"its {name} is damaged ({type(value).__name__} {value!r:.40})"
+    if row.content_salt is not None and not isinstance(row.content_salt, str):
+        return f"its content_salt is damaged ({type(row.content_salt).__name__})"
     return None
+
+
+def row_data(row: RawRow) -> EventData:
+    """A stored row's data decoded as its kind; an erased row's placeholders as readers
+    see them (docs/erasure.md). Raises what :func:`decode_data` raises."""
+    if row.content_salt == "":
+        try:
+            shown = display_data(row.type, _decode(row.data), in_place=True)
+        except (RecursionError, UnicodeError) as exc:
+            raise msgspec.DecodeError(f"{type(exc).__name__}: {exc}") from None
+        return decode_data(row.type, row.schema_version, msgspec.json.encode(shown))
+    return decode_data(row.type, row.schema_version, row.data)
 
 
 def row_to_event(row: RawRow) -> RecordedEvent:
@@ -230,7 +250,7 @@ def row_to_event(row: RawRow) -> RecordedEvent:
             f"is not a valid event: {damage}; run verify to find every damaged event"
         )
     try:
-        data = decode_data(row.type, row.schema_version, row.data)
+        data = row_data(row)
         metadata = _decode(row.metadata) if row.metadata else {}
         if not isinstance(metadata, dict):
             raise msgspec.ValidationError("its metadata is not a JSON object")
@@ -258,4 +278,5 @@ def row_to_event(row: RawRow) -> RecordedEvent:
         metadata=metadata,
         recorded_at=row.recorded_at,
         hash=row.hash,
+        erased=row.content_salt == "",
     )

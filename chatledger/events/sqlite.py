@@ -15,6 +15,7 @@ refuse UPDATE and DELETE on ``events``.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sqlite3
@@ -42,10 +43,12 @@ from .store import (
     RawRow,
     Snapshot,
     StreamInfo,
+    TreeRow,
     VerificationReport,
     checked_head,
     parent_of,
     parent_of_rows,
+    wrote,
 )
 from .verification import SnapshotRow
 
@@ -56,7 +59,10 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_COLUMNS = "conversation_id, version, position, event_id, type, schema_version, data, metadata, recorded_at, hash"
+_COLUMNS = (
+    "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
+    "recorded_at, hash, content_salt"
+)
 
 
 def _head_sql(source: str, *, with_parent: bool) -> str:
@@ -87,6 +93,43 @@ _STREAM_INFO_SQL = (
 )
 
 
+#: The most appends one transaction commits (a group commit; see SQLiteStore._append).
+GROUP_MAX = 64
+
+
+class _AppendRequest:
+    """One caller's append, waiting for (or done by) a group commit."""
+
+    __slots__ = (
+        "conversation_id",
+        "done",
+        "error",
+        "events",
+        "expected_version",
+        "positions",
+        "wake",
+    )
+
+    def __init__(
+        self, conversation_id: str, events: list[EncodedEvent], expected_version: int
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.events = events
+        self.expected_version = expected_version
+        self.positions: list[int] | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        #: For an append that waits: set when it is done, or handed the next group's lead.
+        self.wake: threading.Event | None = None
+
+    def outcome(self) -> list[int]:
+        """The positions written, or the append's own error raised."""
+        if self.error is not None:
+            raise self.error
+        assert self.positions is not None
+        return self.positions
+
+
 class SQLiteStore(EventStore):
     """The log in one SQLite file.
 
@@ -102,6 +145,7 @@ class SQLiteStore(EventStore):
     """
 
     gapless_positions = True
+    keeps_tree = True
 
     def __init__(
         self,
@@ -117,6 +161,10 @@ class SQLiteStore(EventStore):
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError("synchronous must be OFF, NORMAL, FULL or EXTRA")
         self._lock = threading.RLock()
+        # Appends waiting to be committed by the next group (see _append).
+        self._pending_lock = threading.Lock()
+        self._pending: list[_AppendRequest] = []
+        self._leading = False  # an append is committing a group (see _append)
         self._closed = False
         if self.path != ":memory:":
             target = Path(self.path).expanduser().resolve()
@@ -225,78 +273,190 @@ class SQLiteStore(EventStore):
         events: list[EncodedEvent],
         expected_version: int,
     ) -> list[int]:
-        conn = self._conn
-        with self._lock, self._errors():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # The head's hash with the last event's: new events must never chain onto
-                # a damaged head (verify would then blame them).
-                head = conn.execute(
-                    "SELECT s.version, s.head_hash, e.hash FROM streams AS s LEFT JOIN events "
-                    "AS e ON e.conversation_id = s.conversation_id AND e.version = s.version "
-                    "WHERE s.conversation_id = ?",
-                    (conversation_id,),
-                ).fetchone()
-                current = head[0] if head else 0
-                if head is None or current != expected_version:
-                    # A new stream, or a stale expectation: the head row must agree with
-                    # the events before a writer is told to catch up and retry (with a
-                    # deleted or moved head, it would retry forever).
-                    self._check_head(conversation_id)
-                if current != expected_version:
-                    conn.execute("ROLLBACK")
-                    retried = self._retried_positions(
-                        conversation_id, [event.event_id for event, *_ in events], events
-                    )
-                    if retried is not None:
-                        return retried
-                    raise ConcurrencyError(conversation_id, expected_version, current)
-                if head and head[1] != head[2]:
-                    # New events must never chain onto a damaged head (verify would then
-                    # blame them).
-                    self._check_head(conversation_id)
-                    raise head_error(
-                        self.path, conversation_id, "its head row does not match its last event"
-                    )
-                prepared = self._prepare(conversation_id, events, current, head[1] if head else "")
-                positions: list[int] = []
-                try:
-                    self._insert_prepared(conn, conversation_id, prepared, positions)
-                except sqlite3.IntegrityError:
-                    # The head matched, so only an event id another event has, or events
-                    # past a damaged head, collide here: say which.
-                    conn.execute("ROLLBACK")
-                    self._check_head(conversation_id)
-                    self._check_ids_are_free(conversation_id, prepared)
-                    raise
-                last = prepared[-1]
-                if head:
-                    conn.execute(
-                        "UPDATE streams SET version = ?, head_hash = ?, updated_at = ? "
-                        "WHERE conversation_id = ?",
-                        (last.version, last.hash, last.recorded_at, conversation_id),
-                    )
+        # Group commit (docs/performance.md#group-commit): appends that threads of this
+        # process start while another append is committing queue up; when it is done,
+        # the first queued leads the next group and commits every queued append in one
+        # transaction (one sync). Each append keeps its own version check, its own
+        # savepoint and its own outcome: one that fails leaves the others unchanged.
+        request = _AppendRequest(conversation_id, events, expected_version)
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            # Inside this thread's own transaction (run_in_transaction): alone, never
+            # waiting for a leader that waits for this thread's lock.
+            with self._lock:
+                self._commit_group(request, alone=True)
+            return request.outcome()
+        with self._pending_lock:
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                request.wake = threading.Event()
+                self._pending.append(request)
+        if request.wake is not None:
+            request.wake.wait()
+            if request.done:
+                return request.outcome()
+            # Handed the lead by the last group's leader: commit the next group.
+            with self._pending_lock:
+                self._pending.remove(request)
+        try:
+            with self._lock:
+                self._commit_group(request)
+        finally:
+            with self._pending_lock:
+                if self._pending:
+                    wake = self._pending[0].wake  # the next leader
+                    assert wake is not None
+                    wake.set()
                 else:
-                    parent_id, parent_version = parent_of(events)
-                    conn.execute(
-                        "INSERT INTO streams (conversation_id, version, head_hash, created_at, "
-                        "updated_at, parent_id, parent_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            conversation_id,
-                            last.version,
-                            last.hash,
-                            last.recorded_at,
-                            last.recorded_at,
-                            parent_id,
-                            parent_version,
-                        ),
-                    )
-                conn.execute("COMMIT")
-                return positions
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    self._leading = False
+        return request.outcome()
+
+    def _commit_group(self, leader: _AppendRequest, *, alone: bool = False) -> None:
+        """Commit ``leader``'s append and (unless ``alone``) the waiting ones, up to
+        :data:`GROUP_MAX` in all, in one transaction; called with the store's lock held."""
+        group = [leader]
+        if not alone:
+            with self._pending_lock:
+                group.extend(self._pending[: GROUP_MAX - 1])
+                del self._pending[: GROUP_MAX - 1]
+        conn = self._conn
+        try:
+            with self._errors():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for request in group:
+                        # A group of one needs no savepoint: its transaction is its own.
+                        self._append_in_group(request, savepoint=len(group) > 1)
+                    if conn.in_transaction:  # (a lone append that failed rolled back)
+                        conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            # Nothing of the group was written (locked, disk full, closed...): every
+            # append of it fails alike.
+            for index, request in enumerate(group):
+                # Each caller raises an exception object of its own (the same error).
+                request.positions, request.error = None, exc if index == 0 else _copy(exc)
+            if not isinstance(exc, Exception):
                 raise
+        finally:
+            for request in group:
+                request.done = True
+                if request.wake is not None:
+                    request.wake.set()
+
+    def _append_in_group(self, request: _AppendRequest, *, savepoint: bool) -> None:
+        """One append of a group, inside the group's transaction, under a savepoint (or,
+        alone, the transaction itself): on failure its own writes are undone and its
+        error kept for its caller."""
+        conn = self._conn
+        if savepoint:
+            conn.execute("SAVEPOINT chatledger_append")
+        undone = False
+
+        def undo() -> None:
+            nonlocal undone
+            if not undone and conn.in_transaction:
+                undone = True
+                conn.execute("ROLLBACK TO chatledger_append" if savepoint else "ROLLBACK")
+
+        try:
+            with self._errors():
+                request.positions = self.append_in_transaction(
+                    conn,
+                    request.conversation_id,
+                    request.events,
+                    request.expected_version,
+                    undo,
+                )
+        except Exception as exc:
+            if savepoint and not conn.in_transaction:
+                # SQLite rolled the whole transaction back (disk full, I/O error): the
+                # group fails with this error, nothing of it written.
+                raise
+            request.error = exc
+            undo()
+        if savepoint:
+            conn.execute("RELEASE chatledger_append")
+
+    def append_in_transaction(
+        self,
+        conn: sqlite3.Connection,
+        conversation_id: str,
+        events: list[EncodedEvent],
+        expected_version: int,
+        undo: Callable[[], None],
+    ) -> list[int]:
+        """The unit of work of one append, inside an open write transaction: check the
+        expected version and the head, number and chain the events, insert them, move
+        the stream's head. Everything an append must write in the same transaction goes
+        here (the one function to extend). On a failure it calls ``undo`` (which rolls
+        its own writes back) before the reads that explain it, then raises."""
+        # The head's hash with the last event's: new events must never chain onto a
+        # damaged head (verify would then blame them).
+        head = conn.execute(
+            "SELECT s.version, s.head_hash, e.hash FROM streams AS s LEFT JOIN events "
+            "AS e ON e.conversation_id = s.conversation_id AND e.version = s.version "
+            "WHERE s.conversation_id = ?",
+            (conversation_id,),
+        ).fetchone()
+        current = head[0] if head else 0
+        if head is None or current != expected_version:
+            # A new stream, or a stale expectation: the head row must agree with the
+            # events before a writer is told to catch up and retry (with a deleted or
+            # moved head, it would retry forever).
+            self._check_head(conversation_id)
+        if current != expected_version:
+            undo()
+            retried = self._retried_positions(
+                conversation_id, [event.event_id for event, *_ in events], events
+            )
+            if retried is not None:
+                return retried
+            raise ConcurrencyError(conversation_id, expected_version, current)
+        if head and head[1] != head[2]:
+            self._check_head(conversation_id)
+            raise head_error(
+                self.path, conversation_id, "its head row does not match its last event"
+            )
+        prepared = self._prepare(conversation_id, events, current, head[1] if head else "")
+        positions: list[int] = []
+        try:
+            self._insert_prepared(conn, conversation_id, prepared, positions)
+        except sqlite3.IntegrityError:
+            # The head matched, so only an event id another event has, or events past
+            # a damaged head, collide here: say which.
+            undo()
+            self._check_head(conversation_id)
+            self._check_ids_are_free(conversation_id, prepared)
+            raise
+        last = prepared[-1]
+        if head:
+            conn.execute(
+                "UPDATE streams SET version = ?, head_hash = ?, updated_at = ? "
+                "WHERE conversation_id = ?",
+                (last.version, last.hash, last.recorded_at, conversation_id),
+            )
+        else:
+            parent_id, parent_version = parent_of(events)
+            conn.execute(
+                "INSERT INTO streams (conversation_id, version, head_hash, created_at, "
+                "updated_at, parent_id, parent_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    last.version,
+                    last.hash,
+                    last.recorded_at,
+                    last.recorded_at,
+                    parent_id,
+                    parent_version,
+                ),
+            )
+        wrote(events, prepared)
+        return positions
 
     @staticmethod
     def _insert_prepared(
@@ -308,8 +468,8 @@ class SQLiteStore(EventStore):
         for event in prepared:
             cursor = conn.execute(
                 "INSERT INTO events (conversation_id, version, event_id, type, "
-                "schema_version, data, metadata, recorded_at, hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "schema_version, data, metadata, recorded_at, hash, content_salt) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     event.version,
@@ -320,6 +480,7 @@ class SQLiteStore(EventStore):
                     event.metadata.decode("utf-8"),
                     event.recorded_at,
                     event.hash,
+                    event.content_salt,
                 ),
             )
             positions.append(int(cursor.lastrowid or 0))
@@ -422,8 +583,8 @@ class SQLiteStore(EventStore):
             for row in rows:
                 cursor = conn.execute(
                     "INSERT INTO events (conversation_id, version, event_id, type, "
-                    "schema_version, data, metadata, recorded_at, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "schema_version, data, metadata, recorded_at, hash, content_salt) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         conversation_id,
                         row.version,
@@ -434,6 +595,7 @@ class SQLiteStore(EventStore):
                         _text(row.metadata),
                         row.recorded_at,
                         row.hash,
+                        row.content_salt,
                     ),
                 )
                 positions.append(int(cursor.lastrowid or 0))
@@ -570,6 +732,100 @@ class SQLiteStore(EventStore):
             )
             return None
         return Snapshot(conversation_id=conversation_id, name=name, version=version, state=state)
+
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        with self._lock, self._errors():
+            return self._query(
+                "SELECT position, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+                (after_position, limit),
+            )
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        found: dict[tuple[int, int], TreeRow] = {}
+        wanted = list(dict.fromkeys(nodes))
+        with self._lock, self._errors():
+            for start in range(0, len(wanted), 400):
+                chunk = wanted[start : start + 400]
+                marks = " OR ".join("(level = ? AND idx = ?)" for _ in chunk)
+                params = tuple(value for node in chunk for value in node)
+                for row in self._query(
+                    f"SELECT level, idx, hash, last_position FROM merkle_nodes WHERE {marks}",
+                    params,
+                ):
+                    found[(row[0], row[1])] = TreeRow(*row)
+        return found
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        with self._lock, self._errors():
+            rows = self._query(
+                "SELECT level, idx, hash, last_position FROM merkle_nodes WHERE level = ? "
+                "ORDER BY idx DESC LIMIT 1",
+                (level,),
+            )
+        return TreeRow(*rows[0]) if rows else None
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        with self._lock, self._errors():
+            rows = self._query(
+                "SELECT level, idx, hash, last_position FROM merkle_nodes WHERE level = ? "
+                "AND last_position < ? ORDER BY idx DESC LIMIT 1",
+                (level, position),
+            )
+        return TreeRow(*rows[0]) if rows else None
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        if not rows:
+            return
+        with self._lock, self._errors(), self._transaction():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO merkle_nodes (level, idx, hash, last_position) "
+                "VALUES (?, ?, ?, ?)",
+                [tuple(row) for row in rows],
+            )
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        # secure_delete: the space the old content and snapshots leave is zeroed, in the
+        # file and its WAL, rather than left in free space (docs/erasure.md).
+        with self._lock, self._errors():
+            was = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
+            self._conn.execute("PRAGMA secure_delete = ON")
+            try:
+                erased = 0
+                with self._transaction():
+                    for position, salt, data in erasures:
+                        cursor = self._conn.execute(
+                            "UPDATE events SET data = ?, content_salt = '' "
+                            "WHERE position = ? AND content_salt = ?",
+                            (data.decode("utf-8"), position, salt),
+                        )
+                        erased += cursor.rowcount
+                    for conversation_id in snapshots_of:
+                        self._conn.execute(
+                            "DELETE FROM snapshots WHERE conversation_id = ?", (conversation_id,)
+                        )
+            finally:
+                self._conn.execute(f"PRAGMA secure_delete = {int(was)}")
+        return erased
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        if self.path == ":memory:":
+            return []
+        notes: list[str] = []
+        with self._lock, self._errors():
+            if vacuum:
+                self._conn.execute("VACUUM")
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy and busy[0]:
+            notes.append(
+                f"another connection to {self.path} was reading, so its WAL file could not be "
+                "emptied yet: it may still hold erased content until the next checkpoint "
+                "(run `chatledger erase` again with nothing to erase, or close the readers)"
+            )
+        return notes
 
     def run_in_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` in one ``BEGIN IMMEDIATE`` transaction on this store's
@@ -730,6 +986,13 @@ class SQLiteStore(EventStore):
         ):
             return self._corrupt(f"its tables are not the ones chatledger made: {text}")
         return f"{self.path}: {text}"
+
+
+def _copy(exc: BaseException) -> BaseException:
+    try:
+        return copy.copy(exc)
+    except Exception:  # an exception that cannot be copied is shared
+        return exc
 
 
 def _damaged_text(value: bytes) -> str:

@@ -4,8 +4,10 @@ file's schema with.
 Migrations are functions of a sqlite-utils ``Database``, applied in one ``BEGIN
 IMMEDIATE`` transaction and recorded by name in ``_chatledger_migrations`` (see
 :meth:`chatledger.events.sqlite.SQLiteStore`). The tables: ``events`` (unique on
-``(conversation_id, version)`` and ``event_id``; triggers refuse UPDATE, DELETE and an
-INSERT OR REPLACE over an event), ``streams`` (each conversation's head), ``snapshots``.
+``(conversation_id, version)`` and ``event_id``; triggers refuse DELETE, an INSERT OR
+REPLACE over an event, and every UPDATE but an erasure: docs/erasure.md), ``streams``
+(each conversation's head), ``snapshots``, ``merkle_nodes`` (the Merkle tree's complete
+subtrees, see docs/proofs.md).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import NamedTuple
 
 import sqlite_utils
 
-from .views import SQLITE_VIEWS
+from .views import SQLITE_VIEWS, SQLITE_VIEWS_007
 
 __all__ = ["MIGRATIONS", "Migration", "schema_differences"]
 
@@ -116,8 +118,50 @@ def _m006_no_index_on_updated_at(db: sqlite_utils.Database) -> None:
 def _m007_views_for_sql_readers(db: sqlite_utils.Database) -> None:
     # chat_conversations and chat_messages, for Datasette or any SQL tool (see views.py and
     # docs/integrations.md): stored queries only, so appends cost nothing more.
-    for statement in SQLITE_VIEWS.values():
+    for statement in SQLITE_VIEWS_007.values():
         db.execute(statement)
+
+
+def _m008_merkle_nodes(db: sqlite_utils.Database) -> None:
+    # The Merkle tree's complete subtrees of 256 leaves and more (docs/proofs.md): filled
+    # lazily when a checkpoint or a proof is made, never by an append; a cache that
+    # verification recomputes from the events.
+    db.execute(
+        "CREATE TABLE merkle_nodes (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hash BLOB NOT NULL, last_position INTEGER NOT NULL, PRIMARY KEY (level, idx)) "
+        "WITHOUT ROWID"
+    )
+
+
+#: What an erasure may change in an event row, and nothing else: its data and its
+#: content_salt, from a salt to "" (see docs/erasure.md). Every other column, the hash
+#: first, stays as it was; verify checks that the new data holds placeholders whose
+#: commitments are the hashed ones.
+_ONLY_ERASURE = (
+    "NOT (OLD.content_salt IS NOT NULL AND length(OLD.content_salt) = 64 "
+    "AND NEW.content_salt IS '' AND NEW.position IS OLD.position "
+    "AND NEW.conversation_id IS OLD.conversation_id AND NEW.version IS OLD.version "
+    "AND NEW.event_id IS OLD.event_id AND NEW.type IS OLD.type "
+    "AND NEW.schema_version IS OLD.schema_version AND NEW.metadata IS OLD.metadata "
+    "AND NEW.recorded_at IS OLD.recorded_at AND NEW.hash IS OLD.hash)"
+)
+
+
+def _m009_erasable_content(db: sqlite_utils.Database) -> None:
+    # Each event's content salt beside it (docs/erasure.md); NULL for the events written
+    # before, whose hashes cover their data as stored. The UPDATE trigger now lets
+    # exactly an erasure through.
+    db.execute("ALTER TABLE events ADD COLUMN content_salt TEXT")
+    # The views read parts only where they are an array (an erased event holds a
+    # placeholder there): made again as views.py writes them now.
+    for name, statement in SQLITE_VIEWS.items():
+        db.execute(f"DROP VIEW IF EXISTS {name}")
+        db.execute(statement)
+    db.execute("DROP TRIGGER events_no_update")
+    db.execute(
+        f"CREATE TRIGGER events_no_update BEFORE UPDATE ON events WHEN {_ONLY_ERASURE} "
+        "BEGIN SELECT RAISE(ABORT, 'chatledger events are immutable'); END"
+    )
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
@@ -128,6 +172,8 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_events_are_never_replaced", _m005_events_are_never_replaced),
     ("006_no_index_on_updated_at", _m006_no_index_on_updated_at),
     ("007_views_for_sql_readers", _m007_views_for_sql_readers),
+    ("008_merkle_nodes", _m008_merkle_nodes),
+    ("009_erasable_content", _m009_erasable_content),
 ]
 
 #: The migrations of this release, as they were when the module was loaded: what the
@@ -138,7 +184,7 @@ _RELEASED_MIGRATIONS = tuple(MIGRATIONS)
 # ----------------------------------------------------------------------------- verify
 
 #: The log's own tables (another program's tables beside them are not looked at).
-_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots")
+_OWN_TABLES = ("_chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
 
 
 class _Schema(NamedTuple):

@@ -28,7 +28,8 @@ from .envelope import (
     validate_conversation_id,
     validate_event_id,
 )
-from .kinds import ConversationStarted, EventData, data_to_builtins
+from .erasure import has_content, hashed_data, new_salt
+from .kinds import ContentErased, ConversationStarted, EventData, data_to_builtins
 from .rows import (
     HeadEvidence,
     RawRow,
@@ -39,6 +40,7 @@ from .rows import (
     parent_of_rows,
 )
 from .rows import row_to_event as _row_to_event
+from .tree import TreeRow, check_tree
 from .verification import Problem, SnapshotRow, VerificationReport, verify_log_tables
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "RawRow",
     "Snapshot",
     "StreamInfo",
+    "TreeRow",
     "VerificationReport",
     "parent_of",
     "parent_of_rows",
@@ -92,17 +95,40 @@ class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
     metadata: bytes
     recorded_at: str
     hash: str
+    #: See :class:`~chatledger.events.rows.RawRow` (docs/erasure.md).
+    content_salt: str | None = None
 
 
 class EncodedEvent(NamedTuple):
     """A new event encoded once, before anything is written: ``data`` and ``metadata``
-    as stored, and the canonical encodings of what a reader will decode from them."""
+    as stored, and the canonical encodings of what the hash covers: the metadata a
+    reader will decode, and the data with each content value replaced by its commitment
+    under ``content_salt`` (None when the event holds no content; docs/erasure.md)."""
 
     event: NewEvent
     data: bytes
     metadata: bytes
     canonical_data: bytes
     canonical_metadata: bytes
+    content_salt: str | None = None
+
+
+class EncodedBatch(list[EncodedEvent]):
+    """The encoded events of one append. A backend that wrote them records what it wrote
+    with :func:`wrote`, so that :meth:`EventStore.just_appended` need not read it back."""
+
+    written: list[PreparedEvent] | None = None
+
+
+def wrote(events: Sequence[EncodedEvent], prepared: list[PreparedEvent]) -> None:
+    """Record that ``prepared`` (numbered and chained ``events``) was written, at the
+    point where a backend's append wrote them (not on an idempotent retry)."""
+    if isinstance(events, EncodedBatch):
+        events.written = prepared
+
+
+#: Per thread: (store id, conversation id, positions, prepared events) of the last append.
+_JUST_APPENDED = threading.local()
 
 
 def parent_of(events: Sequence[EncodedEvent]) -> tuple[str | None, int | None]:
@@ -173,8 +199,10 @@ def _difference(stored: RawRow, new: EncodedEvent) -> str | None:
             f"another schema_version ({stored.schema_version!s:.20}, not "
             f"{new.event.schema_version})"
         )
+    if stored.content_salt == "":
+        return "data since erased (an erased event cannot be appended again)"
     for part, text, canonical in (
-        ("data", stored.data, new.canonical_data),
+        ("data", stored.data, canonical_json(_decode(new.data))),
         ("metadata", stored.metadata, new.canonical_metadata),
     ):
         try:
@@ -202,6 +230,8 @@ class EventStore(abc.ABC):
     location: str = ""
     #: Whether positions are gapless store-wide (so ``verify`` can detect deleted rows).
     gapless_positions: bool = False
+    #: Whether the store keeps the Merkle tree's subtrees (``_tree_*``; docs/proofs.md).
+    keeps_tree: bool = False
 
     # ----------------------------------------------------------------- the contract
 
@@ -239,8 +269,55 @@ class EventStore(abc.ABC):
             expected_version > 0 and isinstance(events[0].data, ConversationStarted)
         ):
             raise InvalidInputError("conversation_started can only be a conversation's first event")
-        encoded = [self._encode(event) for event in events]
-        return self._append(conversation_id, encoded, expected_version)
+        if any(isinstance(event.data, ContentErased) for event in events):
+            raise InvalidInputError(
+                "content_erased events are written by erase only (chatledger.erase, "
+                "`chatledger erase`), which erases the content they record"
+            )
+        encoded = EncodedBatch(self._encode(event) for event in events)
+        positions = self._append(conversation_id, encoded, expected_version)
+        _JUST_APPENDED.last = (id(self), conversation_id, positions, encoded.written)
+        return positions
+
+    def just_appended(
+        self, conversation_id: str, positions: list[int]
+    ) -> list[RecordedEvent] | None:
+        """The events that this thread's last :meth:`append` (which returned
+        ``positions``) wrote to ``conversation_id``, as :meth:`read` would return them,
+        without reading them back; None when this store cannot tell (an idempotent retry,
+        another backend): then read them. Asked once per append."""
+        last = getattr(_JUST_APPENDED, "last", None)
+        _JUST_APPENDED.last = None
+        if last is None:
+            return None
+        store, appended_to, appended_at, written = last
+        if (
+            store != id(self)
+            or appended_to != conversation_id
+            or appended_at is not positions
+            or written is None
+            or len(written) != len(positions)
+        ):
+            return None
+        # Decoded and checked as a read decodes the rows; only the round trip is saved.
+        return [
+            _row_to_event(
+                RawRow(
+                    conversation_id,
+                    event.version,
+                    position,
+                    event.event_id,
+                    event.type,
+                    event.schema_version,
+                    event.data,
+                    event.metadata,
+                    event.recorded_at,
+                    event.hash,
+                    event.content_salt,
+                )
+            )
+            for event, position in zip(written, positions, strict=True)
+        ]
 
     def read(
         self,
@@ -391,7 +468,21 @@ class EventStore(abc.ABC):
 
         Every problem names the event where it was found. The log is never modified.
         """
-        return verify_log_tables(self, conversation_id)
+        report = verify_log_tables(self, conversation_id)
+        if conversation_id is None and self.keeps_tree:
+            report.problems.extend(self._tree_problems())
+        return report
+
+    def _tree_problems(self) -> list[Problem]:
+        """The stored Merkle subtrees that disagree with the events (see
+        :func:`chatledger.proofs.tree.check_tree`): proofs are made from them."""
+        try:
+            problems = check_tree(self).stored_problems
+        except IntegrityError:
+            # An event's hash is damaged (not hex): the chains' check names that event,
+            # and no tree can be recomputed to compare the stored one with.
+            return []
+        return [Problem(conversation_id="(merkle tree)", version=None, reason=p) for p in problems]
 
     def import_stream(self, conversation_id: str, rows: Sequence[RawRow]) -> list[int]:
         """Write a stream exactly as given: versions, event ids, times, metadata and hashes
@@ -426,6 +517,20 @@ class EventStore(abc.ABC):
         """Insert pre-hashed ``rows`` (versions after ``after_version``) atomically; fail
         with ConcurrencyError if the stream is no longer at ``after_version``."""
         raise StoreError(f"{type(self).__name__} cannot import streams yet")
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        """In one transaction: give each event at ``position`` whose content salt is still
+        ``salt`` the erased ``data`` (and an empty salt), and delete every snapshot of the
+        conversations ``snapshots_of``. Returns how many events were erased (one already
+        erased meanwhile is skipped). See :mod:`chatledger.events.erasing`."""
+        raise StoreError(f"{type(self).__name__} cannot erase content")
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        """Make erased content unreadable from the database's files (docs/erasure.md);
+        returns notes on what could not be done, or remains to be done."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections. The store cannot be used afterwards."""
@@ -481,6 +586,36 @@ class EventStore(abc.ABC):
         else:
             time.sleep(poll_interval)
 
+    # ----------------------------------------------------------------- the Merkle tree
+    # The tree over the log (chatledger.proofs.tree, docs/proofs.md) keeps the hashes of
+    # its complete subtrees of 256 leaves and more in a table of its own, beside the log:
+    # a cache that verification recomputes and never trusts. A row is (level, index,
+    # hash, last_position): the subtree of leaves [index * 2**level, (index + 1) *
+    # 2**level) and the position of its last leaf.
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        """``(position, hash)`` of up to ``limit`` events after ``after_position``, in
+        position order: exactly the events :meth:`read_all` would return."""
+        return [(row.position, row.hash) for row in self._read_all(after_position, limit)]
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        """The stored subtree rows among ``nodes`` (``(level, index)`` pairs)."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        """The stored subtree of ``level`` with the highest index, or None."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        """The stored subtree of ``level`` with the highest index whose last leaf is
+        before ``position``, or None."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        """Keep these subtree rows; a row already kept is left as it is (two extenders
+        compute the same rows from the same events)."""
+        raise StoreError(f"{type(self).__name__} keeps no Merkle tree")
+
     # ----------------------------------------------------------------- shared logic
 
     @staticmethod
@@ -501,12 +636,14 @@ class EventStore(abc.ABC):
             # which msgspec writes as null; no tuple, set or non-string key), so the
             # canonical encoding of the decoded values is the only one needed.
             if decoded_data == builtins and decoded_metadata == event.metadata:
+                salt = new_salt() if has_content(event.type, decoded_data) else None
                 return EncodedEvent(
                     event,
                     data,
                     metadata,
-                    canonical_json(decoded_data),
+                    canonical_json(hashed_data(event.type, decoded_data, salt)),
                     canonical_json(decoded_metadata),
+                    salt,
                 )
         except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
             pass  # the careful path below names the problem
@@ -523,7 +660,9 @@ class EventStore(abc.ABC):
             data = _encode(builtins)
             metadata = _encode(event.metadata)
             # Hash what a reader will decode, so verification is exact.
-            canonical_data = canonical_json(_decode(data))
+            decoded_data = _decode(data)
+            salt = new_salt() if has_content(event.type, decoded_data) else None
+            canonical_data = canonical_json(hashed_data(event.type, decoded_data, salt))
             canonical_metadata = canonical_json(_decode(metadata))
         except (
             TypeError,
@@ -535,7 +674,7 @@ class EventStore(abc.ABC):
             InvalidInputError,
         ) as exc:
             raise InvalidInputError(f"{event.type} event cannot be stored as JSON: {exc}") from None
-        return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata)
+        return EncodedEvent(event, data, metadata, canonical_data, canonical_metadata, salt)
 
     @staticmethod
     def _prepare(
@@ -548,9 +687,14 @@ class EventStore(abc.ABC):
         """Number and chain events after ``start_version`` / ``prev_hash``."""
         now = recorded_at or utc_now()
         prepared: list[PreparedEvent] = []
-        for offset, (event, data, metadata, canonical_data, canonical_metadata) in enumerate(
-            encoded, start=1
-        ):
+        for offset, (
+            event,
+            data,
+            metadata,
+            canonical_data,
+            canonical_metadata,
+            content_salt,
+        ) in enumerate(encoded, start=1):
             version = start_version + offset
             digest = spliced_event_hash(
                 conversation_id=conversation_id,
@@ -574,6 +718,7 @@ class EventStore(abc.ABC):
                     metadata=metadata,
                     recorded_at=now,
                     hash=digest,
+                    content_salt=content_salt,
                 )
             )
             prev_hash = digest

@@ -4,7 +4,8 @@ The events are the record; every other row is a cache of them and is checked, no
 trusted. For one stream or the whole log:
 
 - **events**: each decodes as its kind and its hash is the chain's (so any change to an
-  event, or to an earlier one, is named); versions are gapless from 1 and positions
+  event, or to an earlier one, is named), its content committed with its salt or erased
+  and covered by a ``content_erased`` event (docs/erasure.md); versions are gapless from 1 and positions
   increase with them; only the first event is a ``conversation_started``, and a fork's
   parent event exists with the hash the fork names; where a backend's positions are
   gapless (SQLite, memory), no position is missing;
@@ -26,13 +27,15 @@ export) detects that. The log is never modified. See ``docs/stores.md``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import msgspec
 
 from ..errors import IntegrityError, InvalidInputError
 from .envelope import event_hash
-from .kinds import ConversationStarted, NewerSchemaError, decode_data
+from .erasure import hashed_data
+from .kinds import ContentErased, ConversationStarted, NewerSchemaError
 from .rows import (
     HeadEvidence,
     RawRow,
@@ -41,6 +44,7 @@ from .rows import (
     head_problem,
     missing_head_reason,
     parent_of_data,
+    row_data,
 )
 
 __all__ = ["LogTables", "Problem", "VerificationReport", "verify_log_tables"]
@@ -290,6 +294,11 @@ def _verify_stream(
         if head is None:
             bad(None, "stream has no events")
         return None, False
+    #: Erased events, events with live salted content, and (version, up_to_version) of
+    #: each content_erased event.
+    erased: list[RawRow] = []
+    live: list[RawRow] = []
+    erasures: list[tuple[int, int]] = []
     for row in rows:
         report.events_checked += 1
         damage = damaged_field(row) or (
@@ -310,16 +319,18 @@ def _verify_stream(
         try:
             data = _decode(row.data)
             metadata = _decode(row.metadata) if row.metadata else {}
-            decoded = decode_data(row.type, row.schema_version, row.data)
+            decoded = row_data(row)
             if not isinstance(metadata, dict):
                 raise msgspec.ValidationError("its metadata is not a JSON object")
+            # Content committed with a salt, or erased (docs/erasure.md).
+            hashed = hashed_data(row.type, data, row.content_salt)
             digest = event_hash(
                 conversation_id=conversation_id,
                 version=row.version,
                 event_id=row.event_id,
                 type=row.type,
                 schema_version=row.schema_version,
-                data=data,
+                data=hashed,
                 metadata=metadata,
                 recorded_at=row.recorded_at,
                 prev_hash=prev_hash,
@@ -332,6 +343,7 @@ def _verify_stream(
             RecursionError,
             UnicodeError,
             InvalidInputError,
+            ValueError,
         ) as exc:
             bad(row, f"data is not a valid {row.type} event: {exc}")
             return None, True
@@ -350,9 +362,16 @@ def _verify_stream(
         elif isinstance(decoded, ConversationStarted):
             bad(row, "conversation_started after the first event")
             return None, True
+        if row.content_salt == "":
+            erased.append(row)
+        elif row.content_salt is not None:
+            live.append(row)
+        if isinstance(decoded, ContentErased):
+            erasures.append((row.version, decoded.up_to_version))
         prev_hash = row.hash
         expected_version += 1
         last_position = row.position
+    _verify_erasures(erased, live, erasures, bad)
     first, last = rows[0], rows[-1]
     return (
         StreamSummary(
@@ -366,6 +385,38 @@ def _verify_stream(
         ),
         True,
     )
+
+
+def _verify_erasures(
+    erased: list[RawRow],
+    live: list[RawRow],
+    erasures: list[tuple[int, int]],
+    bad: Callable[[RawRow | None, str], None],
+) -> None:
+    """Every erased event is covered by a later ``content_erased`` event of its stream,
+    and no event such an event covers holds content again (docs/erasure.md)."""
+
+    def covering(row: RawRow) -> int | None:
+        return next(
+            (at for at, up_to in erasures if at > row.version and up_to >= row.version), None
+        )
+
+    for row in erased:
+        if covering(row) is None:
+            bad(
+                row,
+                "its content was erased, but no later content_erased event of the "
+                "conversation records the erasure (erased outside chatledger erase)",
+            )
+    for row in live:
+        at = covering(row)
+        if at is not None:
+            bad(
+                row,
+                f"the content_erased event at v{at} erased it, but it holds content again "
+                "(restored from a copy), or the erasure was interrupted: run chatledger "
+                "erase again",
+            )
 
 
 def _check_parent(store: LogTables, started: ConversationStarted) -> str | None:

@@ -30,7 +30,9 @@ that replaces it, never editing these (a test pins their text).
 
 from __future__ import annotations
 
-__all__ = ["POSTGRES_VIEWS", "SQLITE_VIEWS", "VIEW_COLUMNS"]
+import re
+
+__all__ = ["POSTGRES_VIEWS", "SQLITE_VIEWS", "SQLITE_VIEWS_007", "VIEW_COLUMNS"]
 
 #: The columns of each view, in order (the same on SQLite and PostgreSQL).
 VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -226,10 +228,42 @@ LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1
 
 #: The views of the SQLite store, by name: the ``CREATE VIEW`` statements of migration
 #: ``007_views_for_sql_readers`` (SQLite keeps this text in ``sqlite_master``).
-SQLITE_VIEWS: dict[str, str] = {
+SQLITE_VIEWS_007: dict[str, str] = {
     "chat_conversations": _SQLITE_CONVERSATIONS,
     "chat_messages": _SQLITE_MESSAGES,
 }
+
+# An erased event holds a placeholder object where its parts were (docs/erasure.md), and
+# json_each over an object gives text values, which json_type(value, '$.text') refuses as
+# malformed JSON: from ``008_erasable_content`` on, parts are read only where they are an
+# array, and only its object items.
+_PARTS = re.compile(
+    r"SELECT json_extract\(p\.value, '\$\.text'\) AS t FROM json_each\((.+?), '(\$[^']*)'\) "
+    r"AS p WHERE json_type\(p\.value, '\$\.text'\) = 'text' "
+    r"AND NOT coalesce\(json_extract\(p\.value, '\$\.thought'\), 0\)"
+)
+_PART = "CASE p.type WHEN 'object' THEN p.value END"
+
+
+def _erasure_safe(statement: str) -> str:
+    def safe(found: re.Match[str]) -> str:
+        json, path = found.group(1), found.group(2)
+        return (
+            f"SELECT json_extract({_PART}, '$.text') AS t FROM json_each(CASE "
+            f"json_type({json}, '{path}') WHEN 'array' THEN {json} END, '{path}') AS p "
+            f"WHERE json_type({_PART}, '$.text') = 'text' "
+            f"AND NOT coalesce(json_extract({_PART}, '$.thought'), 0)"
+        )
+
+    new, count = _PARTS.subn(safe, statement)
+    if count != statement.count("FROM json_each("):
+        raise AssertionError("a text extraction of the views was not made erasure-safe")
+    return new
+
+
+#: The views as ``008_erasable_content`` makes them again: every text extraction of
+#: :data:`SQLITE_VIEWS_007` reads parts only where they are an array.
+SQLITE_VIEWS: dict[str, str] = {name: _erasure_safe(sql) for name, sql in SQLITE_VIEWS_007.items()}
 
 
 # ----------------------------------------------------------------------------- PostgreSQL

@@ -143,7 +143,7 @@ def create_app(
         sender=Sender(client, max_running=settings.max_sends),
         sessions=sessions,
         templates=_templates(),
-        audit=StoreAudit(client.store),
+        audit=StoreAudit(client.store, settings.checkpoints),
         actor=actor,
     )
 

@@ -3,6 +3,7 @@ works without the ``serve`` extra."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -23,12 +24,28 @@ def build_settings(
     max_body: int = DEFAULT_MAX_BODY,
     allowed_hosts: tuple[str, ...] = (),
     default_model: str = "local",
+    checkpoint_file: str | None = None,
+    verifier_key: str | None = None,
 ) -> ServeSettings:
     """The settings the command's options describe (raises InvalidInputError)."""
     pairs = [parse_token(pair) for pair in tokens]
     if token_file is not None:
         pairs.extend(load_token_file(token_file))
     table = TokenTable(pairs)
+    checkpoints = None
+    if checkpoint_file is not None:
+        from .audit import CheckpointFile
+
+        key = verifier_key or os.environ.get("CHATLEDGER_VERIFIER_KEY")
+        if not key:
+            raise click.UsageError(
+                "--checkpoint needs the log's verifier key: --verifier-key KEY (the "
+                "<name>+<id>+<key> line `chatledger keygen` printed, or a file of them) or "
+                "CHATLEDGER_VERIFIER_KEY"
+            )
+        checkpoints = CheckpointFile(checkpoint_file, key)
+    elif verifier_key is not None:
+        raise click.UsageError("--verifier-key goes with --checkpoint FILE")
     if actor is not None and table:
         raise click.UsageError(
             "--actor names the actor without tokens; with tokens each request acts as the "
@@ -42,6 +59,7 @@ def build_settings(
         allowed_hosts=tuple(allowed_hosts) if allowed_hosts else None,
         bind_host=host,
         default_model=default_model,
+        checkpoints=checkpoints,
     )
 
 
@@ -113,6 +131,19 @@ def build_settings(
     help="Largest request body accepted, in bytes.",
 )
 @click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=click.Path(dir_okay=False),
+    help="Also prove, on the audit page, that the log extends every signed checkpoint in "
+    "FILE (written by `chatledger checkpoint -o FILE`; read again on every audit).",
+)
+@click.option(
+    "--verifier-key",
+    metavar="KEY",
+    help="The key the checkpoints must be signed with: <name>+<id>+<key>, or a file of "
+    "them (or CHATLEDGER_VERIFIER_KEY).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -133,6 +164,8 @@ def serve(
     base_url: str | None,
     allowed_hosts: tuple[str, ...],
     max_body: int,
+    checkpoint_file: str | None,
+    verifier_key: str | None,
     log_level: str,
 ) -> None:
     """Serve the log: pages to browse, search, compare, audit and chat, and a JSON API
@@ -168,6 +201,8 @@ def serve(
             max_body=max_body,
             allowed_hosts=allowed_hosts,
             default_model=default_model or pick_model(),
+            checkpoint_file=checkpoint_file,
+            verifier_key=verifier_key,
         )
         location = db or root.get("db")
         if not location:

@@ -12,8 +12,12 @@ import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError, register_secret
+
+if TYPE_CHECKING:
+    from .audit import CheckpointFile
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -198,6 +202,8 @@ class ServeSettings:
     max_followers: int = 32
     #: Conversations per page of a listing.
     page_size: int = 25
+    #: Signed checkpoints the whole-store audit proves the log extends (``--checkpoint``).
+    checkpoints: CheckpointFile | None = None
     #: Extra labels for the pages (title shown in the header).
     title: str = "chatledger"
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -38,6 +38,7 @@ from chatledger.events import (
 )
 from chatledger.events.audit import export_conversation, import_lines, open_turn
 from chatledger.events.envelope import event_hash
+from chatledger.events.erasure import hashed_data
 from chatledger.events.kinds import MAX_LEASE_SECONDS, ConversationStarted, HistoryReplaced
 from chatledger.events.postgres import PostgresStore
 from chatledger.projections import history
@@ -100,7 +101,8 @@ def rehash(lines: list[str]) -> list[str]:
         event["hash"] = event_hash(
             **{k: event[k] for k in ("conversation_id", "version", "event_id", "type")},
             schema_version=event["schema_version"],
-            data=event["data"],
+            # Content committed under the event's salt (docs/erasure.md).
+            data=hashed_data(event["type"], event["data"], event.get("content_salt")),
             metadata=event["metadata"],
             recorded_at=event["recorded_at"],
             prev_hash=previous.get(event["conversation_id"], ""),

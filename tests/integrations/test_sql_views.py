@@ -23,13 +23,21 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 import chatledger
 from chatledger.errors import ServerError
-from chatledger.events import ConversationStarted, NewEvent, SQLiteStore, open_store
+from chatledger.events import (
+    ConversationStarted,
+    ModelResponded,
+    NewEvent,
+    SQLiteStore,
+    UserMessageAdded,
+    open_store,
+)
 from chatledger.events import postgres as postgres_store
 from chatledger.events import sqlite as sqlite_store
-from chatledger.events.views import POSTGRES_VIEWS, SQLITE_VIEWS, VIEW_COLUMNS
+from chatledger.events.views import POSTGRES_VIEWS, SQLITE_VIEWS, SQLITE_VIEWS_007, VIEW_COLUMNS
 from chatledger.integrations.agents import ChatledgerSession
 from chatledger.integrations.langchain import ChatledgerMessageHistory
 from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.legacy_log import write_legacy_events
 from tests.support.postgres import scratch_database
 
 # sha256 of each view's CREATE statement as migration 007 (SQLite) writes it. A change to
@@ -76,10 +84,17 @@ def test_the_sqlite_migration_creates_exactly_two_views(
         with SQLiteStore(path) as store:
             assert store.applied_migrations()[-1] == SQLITE_MIGRATION
     added = schema(path) - before
-    assert added == {("view", name, sql) for name, sql in SQLITE_VIEWS.items()}
+    assert added == {("view", name, sql) for name, sql in SQLITE_VIEWS_007.items()}
     assert before - schema(path) == set()  # nothing else changed: no table, index, trigger
-    for name, sql in SQLITE_VIEWS.items():
+    for name, sql in SQLITE_VIEWS_007.items():
         assert hashlib.sha256(sql.encode()).hexdigest() == SQLITE_VIEW_SHA256[name], name
+    # 008_erasable_content makes them again, reading parts only where they are arrays
+    # (docs/erasure.md); the rest of each statement as 007 wrote it.
+    for name, sql in SQLITE_VIEWS.items():
+        assert sql != SQLITE_VIEWS_007[name]
+        old = SQLITE_VIEWS_007[name]
+        added_guards = sql.count("WHEN 'array' THEN") - old.count("WHEN 'array' THEN")
+        assert added_guards == old.count("FROM json_each(") > 0
     with sqlite3.connect(path) as conn:
         for name, columns in VIEW_COLUMNS.items():
             found = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({name})"))
@@ -126,15 +141,25 @@ def test_a_file_written_before_the_views_gets_them_when_opened(
     path = tmp_path / "log.db"
     with monkeypatch.context() as patch:
         patch.setattr(sqlite_store, "MIGRATIONS", old_migrations())
-        with chatledger.Client(store=path, transport=_scripted("An old reply")) as client:
-            chat = client.chats.create(model="gemini-2.5-flash")
-            chat.send_message("An old question")
+        SQLiteStore(path).close()
+    # Events as the chatledger of that schema wrote them (tests/support/legacy_log.py).
+    write_legacy_events(
+        path,
+        "old",
+        [
+            ConversationStarted(model="gemini-2.5-flash"),
+            UserMessageAdded(
+                turn=1, content={"role": "user", "parts": [{"text": "An old question"}]}
+            ),
+            ModelResponded(turn=1, response=text_response("An old reply")),
+        ],
+    )
     with SQLiteStore(path):
         pass
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
             "SELECT role, text FROM chat_messages WHERE conversation_id = ? ORDER BY version",
-            (chat.id,),
+            ("old",),
         ).fetchall()
     assert rows == [("user", "An old question"), ("model", "An old reply")]
 

@@ -172,7 +172,15 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Many concurrent clients connect at once in the connection tests.
+    request_queue_size = 128
     owner: ScriptedServer
+
+    def get_request(self) -> tuple[Any, Any]:
+        accepted = super().get_request()
+        with self.owner._lock:
+            self.owner.accepted += 1
+        return accepted
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that closes a stream early makes the next write fail: expected here.
@@ -193,6 +201,8 @@ class ScriptedServer:
         self._replies: deque[Reply] = deque()
         #: Every request received, in order.
         self.requests: list[RecordedRequest] = []
+        #: TCP connections accepted so far (a client reusing connections opens few).
+        self.accepted = 0
         self._thread: threading.Thread | None = None
 
     @property

@@ -28,6 +28,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from typing import Any, ClassVar
 
@@ -59,6 +60,7 @@ from ._http import (
     read_body,
     response_info,
 )
+from ._pool import async_client, sync_client
 from ._sse import aiter_sse_data, iter_sse_data
 from .base import ModelRequest, Transport
 
@@ -205,6 +207,8 @@ class HttpTransport(Transport):
         self.max_response_bytes = max_response_bytes(self._options)
         self._client = http_client
         self._async_client = async_http_client
+        # Threads sending at once must share one client (one pool), not make one each.
+        self._client_lock = threading.Lock()
         self.setup()
 
     def setup(self) -> None:
@@ -256,13 +260,17 @@ class HttpTransport(Transport):
         return headers
 
     def _sync(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(timeout=self._timeout)
-        return self._client
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = sync_client(self._timeout)
+                client = self._client
+        return client
 
     def _async(self) -> httpx.AsyncClient:
         if self._async_client is None:
-            self._async_client = httpx.AsyncClient(timeout=self._timeout)
+            self._async_client = async_client(self._timeout)
         return self._async_client
 
     def _prepare(self, request: ModelRequest, *, stream: bool) -> HttpCall:
@@ -347,9 +355,10 @@ class HttpTransport(Transport):
     # ----------------------------------------------------------------- closing
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     async def aclose(self) -> None:
         self.close()

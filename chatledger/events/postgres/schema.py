@@ -210,6 +210,106 @@ MIGRATIONS: list[tuple[str, str]] = [
         # docs/integrations.md): stored queries only, so appends cost nothing more.
         ";\n".join(POSTGRES_VIEWS.values()),
     ),
+    (
+        "009_merkle_nodes",
+        # The Merkle tree's complete subtrees of 256 leaves and more (docs/proofs.md):
+        # filled lazily when a checkpoint or a proof is made, never by an append; a cache
+        # that verification recomputes from the events.
+        """
+        CREATE TABLE {schema}.merkle_nodes (
+            level smallint NOT NULL,
+            idx bigint NOT NULL,
+            hash bytea NOT NULL,
+            last_position bigint NOT NULL,
+            PRIMARY KEY (level, idx)
+        );
+        """,
+    ),
+    (
+        "010_erasable_content",
+        # Each event's content salt beside it (docs/erasure.md); NULL for the events
+        # written before, whose hashes cover their data as stored. The trigger function
+        # now lets exactly an erasure through: data and content_salt (from a salt to '')
+        # change, every other column (the hash first) stays. Appends write the salt.
+        # No planner statistics of content: ANALYZE would copy sampled values into
+        # pg_statistic, out of erasure's reach (no query filters on these columns).
+        """
+        ALTER TABLE {schema}.events ADD COLUMN content_salt text;
+        ALTER TABLE {schema}.events ALTER COLUMN data SET STATISTICS 0;
+        ALTER TABLE {schema}.snapshots ALTER COLUMN state SET STATISTICS 0;
+        CREATE OR REPLACE FUNCTION {schema}.chatledger_refuse_change() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' AND length(OLD.content_salt) = 64
+                    AND NEW.content_salt = ''
+                    AND (NEW.position, NEW.conversation_id, NEW.version, NEW.event_id,
+                         NEW.type, NEW.schema_version, NEW.metadata, NEW.recorded_at,
+                         NEW.hash, NEW.xid)
+                    IS NOT DISTINCT FROM
+                        (OLD.position, OLD.conversation_id, OLD.version, OLD.event_id,
+                         OLD.type, OLD.schema_version, OLD.metadata, OLD.recorded_at,
+                         OLD.hash, OLD.xid) THEN
+                RETURN NEW;
+            END IF;
+            RAISE EXCEPTION 'chatledger events are immutable' USING ERRCODE = 'integrity_constraint_violation';
+        END
+        $$;
+        CREATE OR REPLACE FUNCTION {schema}.chatledger_append(
+            p_conversation_id text,
+            p_expected_version bigint,
+            p_expected_hash text,
+            p_events json,
+            p_parent_id text,
+            p_parent_version bigint,
+            OUT positions bigint[],
+            OUT version bigint,
+            OUT head_hash text
+        )
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            n integer := json_array_length(p_events);
+            last json := p_events -> (n - 1);
+        BEGIN
+            -- What the NOTIFY after COMMIT announces ('' for nothing): a session setting.
+            PERFORM set_config('chatledger.notify_position', '', false);
+            -- Takes no transaction id, so waiting here holds no reader back.
+            PERFORM pg_advisory_xact_lock(hashtextextended(p_conversation_id, 0));
+            -- A new statement, so a new snapshot: it sees what the lock's last holder wrote.
+            SELECT s.version, s.head_hash INTO version, head_hash
+            FROM {schema}.streams AS s WHERE s.conversation_id = p_conversation_id;
+            IF coalesce(version, 0) <> p_expected_version
+                    OR coalesce(head_hash, '') <> coalesce(p_expected_hash, '') THEN
+                version := coalesce(version, 0);
+                RETURN;  -- positions NULL: the head is not what the caller hashed against
+            END IF;
+            positions := {schema}.chatledger_allocate_positions(n);
+            INSERT INTO {schema}.events (position, conversation_id, version, event_id, type,
+                schema_version, data, metadata, recorded_at, hash, content_salt)
+            SELECT positions[e.i], p_conversation_id, p_expected_version + e.i, e.event_id,
+                e.type, e.schema_version, e.data, e.metadata, e.recorded_at, e.hash,
+                e.content_salt
+            FROM ROWS FROM (json_to_recordset(p_events) AS (event_id text, type text,
+                schema_version integer, data text, metadata text, recorded_at text, hash text,
+                content_salt text))
+                WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, recorded_at,
+                hash, content_salt, i);
+            version := p_expected_version + n;
+            head_hash := last ->> 'hash';
+            PERFORM set_config('chatledger.notify_position', positions[n]::text, false);
+            IF p_expected_version = 0 THEN
+                INSERT INTO {schema}.streams (conversation_id, version, head_hash, created_at,
+                    updated_at, parent_id, parent_version)
+                VALUES (p_conversation_id, version, head_hash, p_events -> 0 ->> 'recorded_at',
+                    last ->> 'recorded_at', p_parent_id, p_parent_version);
+            ELSE
+                UPDATE {schema}.streams AS s SET version = chatledger_append.version,
+                    head_hash = chatledger_append.head_hash, updated_at = last ->> 'recorded_at'
+                WHERE s.conversation_id = p_conversation_id;
+            END IF;
+        END
+        $$;
+        """,
+    ),
 ]
 
 
@@ -314,11 +414,13 @@ EXPECTED_CONSTRAINTS = {
     ("events", "events_event_id"): "UNIQUE (event_id)",
     ("events", "events_pkey"): 'PRIMARY KEY ("position")',
     ("events", "events_stream"): "UNIQUE (conversation_id, version)",
+    ("merkle_nodes", "merkle_nodes_pkey"): "PRIMARY KEY (level, idx)",
     ("snapshots", "snapshots_pkey"): "PRIMARY KEY (conversation_id, name)",
     ("streams", "streams_pkey"): "PRIMARY KEY (conversation_id)",
 }
-_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots")
-_FUNCTION = re.compile(r"CREATE FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
+_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
+#: A function a migration creates (or, later, replaces: the last body is the expected one).
+_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
 
 
 def expected_functions(conn: Connection, schema: str) -> dict[str, str]:

@@ -35,9 +35,11 @@ from ..store import (
     RawRow,
     Snapshot,
     StreamInfo,
+    TreeRow,
     checked_head,
     parent_of,
     parent_of_rows,
+    wrote,
 )
 from ..verification import SnapshotRow
 from .connection import (
@@ -58,7 +60,7 @@ T = TypeVar("T")
 
 _COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
-    "recorded_at, hash"
+    "recorded_at, hash, content_salt"
 )
 
 
@@ -75,6 +77,7 @@ class _EventRow(msgspec.Struct, array_like=False):
     metadata: str
     recorded_at: str
     hash: str
+    content_salt: str | None = None
 
 
 _encode_events = msgspec.json.Encoder().encode
@@ -96,6 +99,7 @@ class PostgresStore(EventStore):
     """
 
     gapless_positions = False
+    keeps_tree = True
 
     def __init__(
         self,
@@ -234,6 +238,30 @@ class PostgresStore(EventStore):
         self._sql_load_snapshot = q(
             "SELECT version, state FROM {schema}.snapshots WHERE conversation_id = %s AND name = %s"
         )
+        # The Merkle tree (docs/proofs.md): its leaves are what read_all returns, so only
+        # events below the same visibility horizon.
+        self._sql_leaf_rows = q(
+            "SELECT position, hash FROM {schema}.events WHERE position > %s "
+            "AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY position LIMIT %s"
+        )
+        self._sql_tree_nodes = q(
+            "SELECT n.level, n.idx, n.hash, n.last_position FROM {schema}.merkle_nodes AS n "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS w(level, idx) "
+            "ON n.level = w.level AND n.idx = w.idx"
+        )
+        self._sql_tree_frontier = q(
+            "SELECT level, idx, hash, last_position FROM {schema}.merkle_nodes "
+            "WHERE level = %s ORDER BY idx DESC LIMIT 1"
+        )
+        self._sql_tree_before = q(
+            "SELECT level, idx, hash, last_position FROM {schema}.merkle_nodes "
+            "WHERE level = %s AND last_position < %s ORDER BY idx DESC LIMIT 1"
+        )
+        self._sql_tree_put = q(
+            "INSERT INTO {schema}.merkle_nodes (level, idx, hash, last_position) "
+            "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[], %s::bigint[]) "
+            "ON CONFLICT (level, idx) DO NOTHING"
+        )
         self._sql_listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self._sql_search_path = sql.SQL("SET LOCAL search_path TO {}, public").format(s)
 
@@ -290,6 +318,7 @@ class PostgresStore(EventStore):
             except OutcomeUnknown as unknown:
                 return self._settle(unknown, conversation_id, event_ids)
             if positions is not None:
+                wrote(events, prepared)
                 return positions
             if version != expected_version:
                 return self._mismatch(conversation_id, events, expected_version, version)
@@ -316,6 +345,7 @@ class PostgresStore(EventStore):
                 metadata=_bytes(row.metadata),
                 recorded_at=row.recorded_at,
                 hash=row.hash,
+                content_salt=row.content_salt,
             )
             for row in rows
         ]
@@ -402,6 +432,7 @@ class PostgresStore(EventStore):
                     metadata=event.metadata.decode("utf-8"),
                     recorded_at=event.recorded_at,
                     hash=event.hash,
+                    content_salt=event.content_salt,
                 )
                 for event in prepared
             ]
@@ -612,6 +643,47 @@ class PostgresStore(EventStore):
             state=bytes(rows[0][1]),
         )
 
+    # ----------------------------------------------------------------- the Merkle tree
+
+    def _leaf_rows(self, after_position: int, limit: int) -> list[tuple[int, str]]:
+        return [
+            (int(row[0]), row[1])
+            for row in self._fetch(self._sql_leaf_rows, (after_position, limit))
+        ]
+
+    def _tree_nodes(self, nodes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], TreeRow]:
+        wanted = list(dict.fromkeys(nodes))
+        if not wanted:
+            return {}
+        rows = self._fetch(
+            self._sql_tree_nodes, ([node[0] for node in wanted], [node[1] for node in wanted])
+        )
+        return {(int(r[0]), int(r[1])): _tree_row(r) for r in rows}
+
+    def _tree_frontier(self, level: int) -> TreeRow | None:
+        rows = self._fetch(self._sql_tree_frontier, (level,))
+        return _tree_row(rows[0]) if rows else None
+
+    def _tree_before(self, level: int, position: int) -> TreeRow | None:
+        rows = self._fetch(self._sql_tree_before, (level, position))
+        return _tree_row(rows[0]) if rows else None
+
+    def _tree_put(self, rows: Sequence[TreeRow]) -> None:
+        if not rows:
+            return
+        params = (
+            [row.level for row in rows],
+            [row.idx for row in rows],
+            [row.hash for row in rows],
+            [row.last_position for row in rows],
+        )
+
+        def put(conn: Connection, progress: Progress) -> None:
+            conn.execute(self._sql_tree_put, params)
+            progress.answered = True
+
+        self._run(put, writing=False)
+
     # ----------------------------------------------------------------- subscriptions
 
     def subscribe_batches(
@@ -664,6 +736,53 @@ class PostgresStore(EventStore):
 
     def _listen(self) -> Connection | None:
         return self._db.listener(self._sql_listen)
+
+    # ----------------------------------------------------------------- erasure
+
+    def _erase_rows(
+        self, erasures: Sequence[tuple[int, str, bytes]], snapshots_of: Sequence[str]
+    ) -> int:
+        update = sql.SQL(
+            "UPDATE {schema}.events SET data = %s, content_salt = '' "
+            "WHERE position = %s AND content_salt = %s"
+        ).format(schema=sql.Identifier(self.schema))
+        delete = sql.SQL("DELETE FROM {schema}.snapshots WHERE conversation_id = ANY(%s)").format(
+            schema=sql.Identifier(self.schema)
+        )
+
+        def erase(conn: Connection) -> int:
+            erased = 0
+            for position, salt, data in erasures:
+                erased += conn.execute(update, (data.decode("utf-8"), position, salt)).rowcount
+            conn.execute(delete, (list(snapshots_of),))
+            return erased
+
+        return self.run_in_transaction(erase)
+
+    def _purge_erased(self, vacuum: bool) -> list[str]:
+        if not vacuum:
+            return [
+                f"PostgreSQL keeps the old row versions in the events table's files until "
+                f"they are rewritten: run `chatledger erase --vacuum` (VACUUM FULL of "
+                f"{self.schema}.events and {self.schema}.snapshots) to remove them, and see "
+                "docs/erasure.md for its WAL, replicas and backups"
+            ]
+        with self._db.direct() as conn:
+            for table in ("events", "snapshots"):
+                conn.execute(
+                    sql.SQL("VACUUM FULL {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                )
+            try:
+                # Flushes the rewritten files now (needs the pg_checkpoint role).
+                conn.execute("CHECKPOINT")
+            except psycopg.Error:
+                return [
+                    "VACUUM FULL ran; CHECKPOINT was refused (it needs the pg_checkpoint "
+                    "role), so the server writes the rewritten files at its next checkpoint"
+                ]
+        return []
 
     # ----------------------------------------------------------------- transactions
 
@@ -738,3 +857,7 @@ class PostgresStore(EventStore):
 
 def _bytes(value: bytes | str) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _tree_row(row: Sequence[Any]) -> TreeRow:
+    return TreeRow(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))

@@ -65,6 +65,7 @@ def kind_data(name: str) -> dict[str, Any]:
         "session_items_added": {"items": [{"role": "user", "content": "hi"}]},
         "session_item_popped": {"item_version": 2, "item_index": 0},
         "session_cleared": {"count": 1},
+        "content_erased": {"reason": "asked", "up_to_version": 1, "count": 1},
     }
     return every_kind[name]
 
@@ -100,8 +101,12 @@ def test_the_event_decoder_on_random_rows() -> None:
         schema_version=st.one_of(st.integers(-3, 3), st.integers()),
         data=STORED_DATA,
         metadata=st.one_of(STORED_DATA, st.just(""), st.just(b"")),
+        # Erased rows (""), committed ones, and damage (docs/erasure.md).
+        content_salt=st.one_of(st.none(), st.just(""), st.just("0" * 64), st.text(max_size=5)),
     )
-    def one(type_name: str, schema_version: int, data: Any, metadata: Any) -> None:
+    def one(
+        type_name: str, schema_version: int, data: Any, metadata: Any, content_salt: Any
+    ) -> None:
         tally.inputs += 1
         row = RawRow(
             "c",
@@ -114,6 +119,7 @@ def test_the_event_decoder_on_random_rows() -> None:
             metadata,
             "2025-01-01T00:00:00.000000Z",
             "0" * 64,
+            content_salt,
         )
         decoded, error = outcome(lambda: row_to_event(row))
         tally.note(error)
