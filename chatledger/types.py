@@ -56,6 +56,7 @@ __all__ = [
     "HttpOptions",
     "HttpOptionsOrDict",
     "HttpRetryOptions",
+    "ModalityTokenCount",
     "ModelContent",
     "Part",
     "PartUnion",
@@ -73,6 +74,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chatledger.types")
+
+#: The largest continuation token a response may carry (docs/chat-api.md#continuation).
+MAX_CONTINUATION_TOKEN_BYTES = 64 * 1024
 
 
 # --------------------------------------------------------------------------- base
@@ -222,6 +226,9 @@ class FinishReason(_CaseInsensitiveEnum):
     MALFORMED_FUNCTION_CALL = "MALFORMED_FUNCTION_CALL"
     IMAGE_SAFETY = "IMAGE_SAFETY"
     UNEXPECTED_TOOL_CALL = "UNEXPECTED_TOOL_CALL"
+    #: The model paused a long answer: the next request carries ``continuation_token``
+    #: (docs/chat-api.md#continuation).
+    CONTINUATION = "CONTINUATION"
 
 
 class FunctionCallingConfigMode(_CaseInsensitiveEnum):
@@ -519,6 +526,11 @@ class GenerateContentConfig(_BaseModel):
     speech_config: Any = None
     thinking_config: ThinkingConfig | None = None
     automatic_function_calling: AutomaticFunctionCallingConfig | None = None
+    #: Follow ``CONTINUATION`` finish reasons with further requests (default: on); a
+    #: client-side setting, never sent (docs/chat-api.md#continuation).
+    automatic_continuation: bool | None = None
+    #: Resume a paused answer: sent as the request's ``continuationToken``.
+    continuation_token: Base64Bytes | None = None
 
     @pydantic.field_validator("tools", mode="before")
     @classmethod
@@ -553,15 +565,54 @@ class Candidate(_BaseModel):
     finish_message: str | None = None
     safety_ratings: list[SafetyRating] | None = None
     citation_metadata: dict[str, Any] | None = None
+    grounding_metadata: dict[str, Any] | None = None
+    logprobs_result: dict[str, Any] | None = None
     token_count: int | None = None
     index: int | None = None
     avg_logprobs: float | None = None
+    #: Set with ``finish_reason == CONTINUATION``: the token that resumes the answer.
+    continuation_token: Base64Bytes | None = None
+
+    @pydantic.field_validator("continuation_token")
+    @classmethod
+    def _bound_token(cls, value: bytes | None) -> bytes | None:
+        # A token is sent back and recorded with every hop: a server's huge one is refused.
+        if value is not None and len(value) > MAX_CONTINUATION_TOKEN_BYTES:
+            raise ValueError(
+                f"continuation_token is {len(value)} bytes, more than "
+                f"{MAX_CONTINUATION_TOKEN_BYTES}: not a token chatledger sends back"
+            )
+        return value
 
 
 class GenerateContentResponsePromptFeedback(_BaseModel):
     block_reason: BlockedReason | None = None
     block_reason_message: str | None = None
     safety_ratings: list[SafetyRating] | None = None
+
+
+class ModalityTokenCount(_BaseModel):
+    """Tokens of one modality (``TEXT``, ``IMAGE``, ...)."""
+
+    modality: str | None = None
+    token_count: int | None = None
+
+
+def _token_details(value: Any) -> Any:
+    # Kept as wire dicts (camelCase), as the server sends them, whichever case was given.
+    if isinstance(value, list):
+        return [
+            ModalityTokenCount.model_validate(item).to_wire()
+            if isinstance(item, dict | ModalityTokenCount)
+            else item
+            for item in value
+        ]
+    return value
+
+
+TokenDetails: TypeAlias = Annotated[
+    list[dict[str, Any]] | None, pydantic.BeforeValidator(_token_details)
+]
 
 
 class GenerateContentResponseUsageMetadata(_BaseModel):
@@ -571,6 +622,20 @@ class GenerateContentResponseUsageMetadata(_BaseModel):
     cached_content_token_count: int | None = None
     thoughts_token_count: int | None = None
     tool_use_prompt_token_count: int | None = None
+    prompt_tokens_details: TokenDetails = None
+    cache_tokens_details: TokenDetails = None
+    candidates_tokens_details: TokenDetails = None
+    tool_use_prompt_tokens_details: TokenDetails = None
+    traffic_type: str | None = None
+    _initial_prompt_token_count: int | None = pydantic.PrivateAttr(default=None)
+
+    @property
+    def initial_prompt_token_count(self) -> int | None:
+        """The prompt tokens of the first request, before any continuation hop
+        (docs/chat-api.md#continuation); ``prompt_token_count`` sums every hop's."""
+        if self._initial_prompt_token_count is not None:
+            return self._initial_prompt_token_count
+        return self.prompt_token_count
 
 
 class GenerateContentResponse(_BaseModel):
@@ -583,6 +648,17 @@ class GenerateContentResponse(_BaseModel):
     response_id: str | None = None
     create_time: str | None = None
     automatic_function_calling_history: list[Content] | None = None
+    #: The text read with the config's ``response_schema`` / ``response_json_schema``
+    #: (docs/chat-api.md#parsed): a pydantic object, a list, an Enum member, or JSON
+    #: data; None when there is no schema or the text does not fit it.
+    parsed: Any = Field(default=None, exclude=True)
+
+    @property
+    def initial_prompt_token_count(self) -> int | None:
+        """The prompt tokens of the first request of a continued answer."""
+        if self.usage_metadata is None:
+            return None
+        return self.usage_metadata.initial_prompt_token_count
 
     @property
     def parts(self) -> list[Part] | None:

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import chatledger
-from chatledger.cli._app import CliSettings, mask_url, url_secrets
+from chatledger.cli._app import CliSettings, mask_url, shown_location, url_secrets
 from chatledger.cli._ids import resolve_conversation_id, short_ids
 from chatledger.cli._render import escape_controls, json_line
 from chatledger.events import ConversationStarted, NewEvent, SQLiteStore, UserMessageAdded
@@ -448,6 +448,20 @@ def test_url_secrets_and_the_settings_repr() -> None:
     assert repr(settings) == "CliSettings(db='postgresql://app:***@db/chats', actor='alice')"
     # Registered: a library error quoting the URL is masked too.
     assert PASSWORD not in str(chatledger.InvalidInputError(f"cannot reach {settings.db}"))
+
+
+def test_every_printed_location_goes_through_mask_url_password() -> None:
+    # A lone user name is often a token: masked whole, as mask_url_password does.
+    assert mask_url("https://TOKEN123@host/v1") == "https://***@host/v1"
+    assert (
+        shown_location(f"postgresql://app:{PASSWORD}@db/chats") == "postgresql://app:***@db/chats"
+    )
+    assert shown_location("/home/me/chatledger.db") == "/home/me/chatledger.db"
+    # A percent-encoded password is masked whole, and so is its decoded copy elsewhere.
+    assert (
+        shown_location("postgresql://app:p%40ss@db/x?note=p@ss")
+        == "postgresql://app:***@db/x?note=***"
+    )
 
 
 # --------------------------------------------------------------------------- timeout

@@ -26,7 +26,7 @@ import platformdirs
 
 from .._version import __version__
 from ..client import Client
-from ..errors import ChatledgerError, NotFoundError, register_secret
+from ..errors import ChatledgerError, NotFoundError, mask_url_password, register_secret
 from ..events import open_store
 from ._render import CliError
 
@@ -116,12 +116,22 @@ def url_secrets(url: str, *, lone_user: bool = False) -> list[str]:
 
 
 def mask_url(url: str | None, *, lone_user: bool = False) -> str | None:
-    """``url`` with the credentials :func:`url_secrets` finds masked as ``***``."""
+    """``url`` as the command line prints it: the password of its credentials (a lone
+    user name too, which is often a token) masked by
+    :func:`chatledger.errors.mask_url_password`, and any other copy of the credentials
+    :func:`url_secrets` finds (percent-decoded, in a libpq string) masked as ``***``."""
     if url is None:
         return None
-    for secret in sorted(url_secrets(url, lone_user=lone_user), key=len, reverse=True):
+    secrets = url_secrets(url, lone_user=lone_user)
+    url = mask_url_password(url) or url
+    for secret in sorted(secrets, key=len, reverse=True):
         url = url.replace(secret, "***")
     return url
+
+
+def shown_location(location: object) -> str:
+    """A store location (a file path or a database URL) as the command line prints it."""
+    return mask_url(str(location)) or ""
 
 
 # --------------------------------------------------------------------------- settings
@@ -198,7 +208,7 @@ class CliSettings:
             missing = self.missing_file()
             if missing is not None:
                 raise NotFoundError(
-                    f"there is no log at {missing}: check --db (or CHATLEDGER_DB); "
+                    f"there is no log at {shown_location(missing)}: check --db (or CHATLEDGER_DB); "
                     "`chatledger chat` starts one"
                 )
         http_options: dict[str, Any] = {}

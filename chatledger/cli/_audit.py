@@ -15,7 +15,7 @@ from ..errors import StoreError
 from ..events.audit import export_conversation, import_lines
 from ..events.store import Problem
 from ..readmodels import rebuild as rebuild_read_models
-from ._app import settings, store_options
+from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
 from ._render import CliError, echo
@@ -95,7 +95,7 @@ def verify(
     )
     echo(
         f"Checked {report.events_checked} events in {report.streams_checked} "
-        f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {store.location}."
+        f"conversation{'s' if report.streams_checked != 1 else ''}{snapshots} of {shown_location(store.location)}."
     )
     for found in report.problems:
         echo(f"Problem: {found}")
@@ -124,7 +124,7 @@ def rebuild(conversation_ids: tuple[str, ...]) -> None:
         raise CliError(str(exc)) from None
     echo(
         f"Rebuilt the read models of {count} conversation{'s' if count != 1 else ''} "
-        f"of {store.location} from the log."
+        f"of {shown_location(store.location)} from the log."
     )
 
 
@@ -250,7 +250,7 @@ def import_(file: str) -> None:
             ) from None
     echo(
         f"Imported {report.events} events of {len(report.conversations)} conversations "
-        f"into {client.store.location}."
+        f"into {shown_location(client.store.location)}."
     )
     for cid in report.already_present:
         echo(f"Already present: {cid}")

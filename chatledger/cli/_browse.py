@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import msgspec
 
-from ._app import settings, store_options
+from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._render import echo, echo_history, echo_json, json_line, summarize, time_of
 
@@ -35,7 +35,7 @@ def list_conversations(limit: int | None, as_json: bool) -> None:
         echo_json([msgspec.to_builtins(summary) for summary in summaries])
         return
     if not summaries:
-        echo(f"No conversations in {location}.", err=True)
+        echo(f"No conversations in {shown_location(location)}.", err=True)
         return
     rows = [("ID", "MODEL", "TURNS", "UPDATED")] + [
         (s.conversation_id, s.model, str(s.turns), time_of(s.updated_at)) for s in summaries

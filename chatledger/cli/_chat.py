@@ -12,7 +12,15 @@ import click
 from ..client import Chat, Client
 from ..errors import ChatledgerError, InvalidInputError, NotFoundError
 from ..types import GenerateContentResponse, PartUnionDict
-from ._app import GEMINI_MODEL, LOCAL_MODEL, default_model, settings, store_options, timeout_option
+from ._app import (
+    GEMINI_MODEL,
+    LOCAL_MODEL,
+    default_model,
+    settings,
+    shown_location,
+    store_options,
+    timeout_option,
+)
 from ._ids import resolve_conversation_id
 from ._inputs import MAX_INPUT_BYTES, Inputs, checked_text
 from ._render import echo, echo_history, render_content
@@ -248,7 +256,7 @@ def chat(
         latest = client.chats.list(limit=1)
         if not latest:
             raise NotFoundError(
-                f"there is no conversation to continue in {client.store.location}; start "
+                f"there is no conversation to continue in {shown_location(client.store.location)}; start "
                 "one with `chatledger chat MESSAGE`"
             )
         chat_ = client.chats.get(latest[0].conversation_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..events.erasing import erase as erase_content
-from ._app import settings, store_options
+from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._render import CliError, echo
 
@@ -63,7 +63,7 @@ def erase(
     count = len(report.conversations)
     echo(
         f"Erased the content of {report.events} event{'s' if report.events != 1 else ''} in "
-        f"{count} conversation{'s' if count != 1 else ''} of {store.location}."
+        f"{count} conversation{'s' if count != 1 else ''} of {shown_location(store.location)}."
     )
     for cid in report.conversations:
         echo(f"  {cid}")

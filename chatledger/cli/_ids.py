@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..errors import InvalidInputError, NotFoundError
+from ..errors import InvalidInputError, NotFoundError, mask_url_password
 from ..events.envelope import validate_conversation_id
 from ..events.store import EventStore
 
@@ -38,7 +38,7 @@ def resolve_conversation_id(store: EventStore, prefix: str) -> str:
     )
     if not matches:
         raise NotFoundError(
-            f"no conversation id starts with {prefix!r} in {store.location}; "
+            f"no conversation id starts with {prefix!r} in {mask_url_password(store.location)}; "
             "list them with `chatledger ls`"
         )
     if len(matches) > 1:

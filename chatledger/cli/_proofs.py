@@ -39,7 +39,7 @@ from ..proofs.note import (
 )
 from ..proofs.sinks import SinkError, sink_from_spec
 from ..proofs.tree import StoreTree, TreeCheck, check_tree, checkpoint_problem
-from ._app import settings, store_options
+from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
 from ._render import CliError, echo
@@ -211,7 +211,7 @@ def checkpoint(
         except SinkError as exc:
             failures.append(exc.message)
     echo(
-        f"Signed a checkpoint of {signed.size} events of {client.store.location} as "
+        f"Signed a checkpoint of {signed.size} events of {shown_location(client.store.location)} as "
         f"{signed.origin}.",
         err=True,
     )
@@ -313,7 +313,7 @@ def _event_ids(store: EventStore, value: str) -> list[str]:
         cid = resolve_conversation_id(store, value)
     except NotFoundError:
         raise NotFoundError(
-            f"no event or conversation {value!r} in {store.location}; list conversations "
+            f"no event or conversation {value!r} in {shown_location(store.location)}; list conversations "
             "with `chatledger ls` and events with `chatledger log ID`"
         ) from None
     return [event.event_id for event in store.read(cid)]

@@ -31,6 +31,7 @@ from ..types import (
     GenerateContentResponse,
     PartUnionDict,
 )
+from ._continuation import HopOutcome, StreamHops
 from ._conversation import Conversation, Turn
 from ._convert import (
     config_to_wire,
@@ -50,6 +51,7 @@ from ._functions import (
     unknown_function,
 )
 from ._listing import list_conversations
+from ._schema import parse_response
 from ._stream import StreamMerger
 from ._summaries import ChatSummary
 
@@ -58,6 +60,77 @@ __all__ = ["AsyncChat", "Chat"]
 
 def _ms_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _final_response(
+    turn: Turn, raw: dict[str, Any], response: GenerateContentResponse
+) -> GenerateContentResponse:
+    """What ``send_message`` returns: the response, or a continued answer's hops merged
+    (docs/chat-api.md#continuation)."""
+    if turn.final is not None and turn.final is not raw:
+        response = response_from_wire(turn.final)
+        if response.usage_metadata is not None and turn.initial_prompt_tokens is not None:
+            response.usage_metadata._initial_prompt_token_count = turn.initial_prompt_tokens
+    parse_response(response, *turn.schemas)
+    return response
+
+
+def _shown_chunk(turn: Turn, hops: StreamHops, raw: dict[str, Any]) -> GenerateContentResponse:
+    """A stream chunk as the caller sees it: intermediate CONTINUATION cleared, usage
+    summed over the hops so far (the log keeps the chunk as it came), and, as in
+    google-genai, ``parsed`` read from the chunk's own text."""
+    chunk = response_from_wire(hops.observe(raw))
+    if chunk.usage_metadata is not None and hops.initial_prompt_tokens is not None:
+        chunk.usage_metadata._initial_prompt_token_count = hops.initial_prompt_tokens
+    parse_response(chunk, *turn.schemas)
+    return chunk
+
+
+def _record_hop(
+    conversation: Conversation,
+    turn: Turn,
+    merger: StreamMerger,
+    outcome: HopOutcome,
+    error: Exception | None,
+    latency_ms: float,
+) -> list[dict[str, Any]] | None:
+    """Record how a streamed hop ended; return the function calls to run, if any.
+
+    Resumed: the hop (its reply so far) is recorded as continued. An error to raise:
+    the failure ends the turn. Otherwise the hop's reply ends the model call.
+    """
+    if outcome.token is not None:
+        if error is not None:
+            conversation.record_hop_failure(
+                turn, error, latency_ms=latency_ms, partial=merger.merged()
+            )
+        else:
+            conversation.record_response(
+                turn,
+                merger.merged(),
+                latency_ms=latency_ms,
+                chunks=merger.chunks,
+                resume=outcome.token,
+                first_chunk_at=merger.first_chunk_at,
+            )
+        return None
+    if outcome.error is not None:
+        conversation.failed(
+            turn,
+            outcome.error,
+            latency_ms=latency_ms,
+            partial=merger.merged() if merger.chunks else None,
+            retry=False,
+        )
+        raise outcome.error
+    return conversation.record_response(
+        turn,
+        merger.merged(),
+        latency_ms=latency_ms,
+        chunks=merger.chunks,
+        resume=None,
+        first_chunk_at=merger.first_chunk_at,
+    )
 
 
 class _BaseChat:
@@ -174,9 +247,15 @@ class _BaseChat:
 
     @property
     def last(self) -> GenerateContentResponse | None:
-        """The response that ended the last turn (merged, for a stream), or None."""
+        """The response that ended the last turn (merged, for a stream), or None. Its
+        ``parsed`` is read from the whole reply with the chat's schema (for a stream,
+        the one place the whole reply is parsed: docs/chat-api.md#parsed)."""
         response = self._conversation.history.last_response
-        return response_from_wire(response) if response is not None else None
+        if response is None:
+            return None
+        last = response_from_wire(response)
+        parse_response(last, *self._conversation.schemas())
+        return last
 
     def _prepare(
         self,
@@ -242,8 +321,11 @@ class Chat(_BaseChat):
                     conversation.retry(turn)
                     continue
                 calls = conversation.record_response(turn, raw, latency_ms=_ms_since(started))
+                if turn.continue_with is not None:
+                    conversation.next_hop(turn, turn.continue_with)
+                    continue
                 if calls is None:
-                    return response
+                    return _final_response(turn, raw, response)
                 self._run_functions(turn, calls)
                 conversation.next_call(turn)
         finally:
@@ -276,16 +358,19 @@ class Chat(_BaseChat):
             content, override, override_wire, streamed=True, is_async=False
         )
         try:
+            hops = StreamHops(turn.continuation)
             while True:
                 assert turn.request is not None
                 merger = StreamMerger()
                 started = time.perf_counter()
+                hops.start_hop()
+                error: Exception | None = None
                 try:
                     with contextlib.closing(
                         conversation.transport().stream(turn.request)
                     ) as chunks:  # type: ignore[type-var]
                         for raw in chunks:
-                            chunk = response_from_wire(raw)
+                            chunk = _shown_chunk(turn, hops, raw)
                             merger.add(raw)
                             yield chunk
                 except GeneratorExit:
@@ -297,31 +382,36 @@ class Chat(_BaseChat):
                         reason="abandoned",
                     )
                     raise
+                except Exception as exc:
+                    if merger.chunks:
+                        error = exc  # chunks yielded: continuation may resume (below)
+                    else:
+                        # Nothing yielded yet: the retry policy decides.
+                        delay = conversation.failed(turn, exc, latency_ms=_ms_since(started))
+                        if delay is None:
+                            raise
+                        time.sleep(delay)
+                        conversation.retry(turn)
+                        continue
                 except BaseException as exc:
-                    # Chunks already yielded cannot be taken back: retry only before any.
-                    delay = conversation.failed(
+                    conversation.failed(
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
-                        retry=not merger.chunks,
+                        retry=False,
                     )
-                    if delay is None:
-                        raise
-                    time.sleep(delay)
-                    conversation.retry(turn)
+                    raise
+                outcome = hops.end_hop(error)
+                calls = _record_hop(conversation, turn, merger, outcome, error, _ms_since(started))
+                if outcome.token is not None:
+                    conversation.next_hop(turn, outcome.token)
                     continue
-                calls = conversation.record_response(
-                    turn,
-                    merger.merged(),
-                    latency_ms=_ms_since(started),
-                    chunks=merger.chunks,
-                    first_chunk_at=merger.first_chunk_at,
-                )
                 if calls is None:
                     return
                 self._run_functions(turn, calls)
                 conversation.next_call(turn)
+                hops = StreamHops(turn.continuation)
         finally:
             conversation.end_turn(turn)
 
@@ -466,8 +556,11 @@ class AsyncChat(_BaseChat):
                 calls = await asyncio.to_thread(
                     conversation.record_response, turn, raw, latency_ms=_ms_since(started)
                 )
+                if turn.continue_with is not None:
+                    await asyncio.to_thread(conversation.next_hop, turn, turn.continue_with)
+                    continue
                 if calls is None:
-                    return response
+                    return _final_response(turn, raw, response)
                 await self._run_functions(turn, calls)
                 await asyncio.to_thread(conversation.next_call, turn)
         finally:
@@ -494,14 +587,17 @@ class AsyncChat(_BaseChat):
             conversation.begin_turn, content, override, override_wire, streamed=True, is_async=True
         )
         try:
+            hops = StreamHops(turn.continuation)
             while True:
                 assert turn.request is not None
                 merger = StreamMerger()
                 started = time.perf_counter()
+                hops.start_hop()
+                error: Exception | None = None
                 chunks = conversation.transport().astream(turn.request)
                 try:
                     async for raw in chunks:
-                        chunk = response_from_wire(raw)
+                        chunk = _shown_chunk(turn, hops, raw)
                         merger.add(raw)
                         yield chunk
                 except GeneratorExit:
@@ -515,33 +611,42 @@ class AsyncChat(_BaseChat):
                         reason="abandoned",
                     )
                     raise
+                except Exception as exc:
+                    await _aclose_quietly(chunks)
+                    if merger.chunks:
+                        error = exc  # chunks yielded: continuation may resume (below)
+                    else:
+                        delay = await _record_failed(
+                            conversation, turn, exc, latency_ms=_ms_since(started)
+                        )
+                        if delay is None:
+                            raise
+                        await asyncio.sleep(delay)
+                        await asyncio.to_thread(conversation.retry, turn)
+                        continue
                 except BaseException as exc:
                     await _aclose_quietly(chunks)
-                    delay = await _record_failed(
+                    await _record_failed(
                         conversation,
                         turn,
                         exc,
                         latency_ms=_ms_since(started),
                         partial=merger.merged() if merger.chunks else None,
-                        retry=not merger.chunks,
+                        retry=False,
                     )
-                    if delay is None:
-                        raise
-                    await asyncio.sleep(delay)
-                    await asyncio.to_thread(conversation.retry, turn)
-                    continue
+                    raise
+                outcome = hops.end_hop(error)
                 calls = await asyncio.to_thread(
-                    conversation.record_response,
-                    turn,
-                    merger.merged(),
-                    latency_ms=_ms_since(started),
-                    chunks=merger.chunks,
-                    first_chunk_at=merger.first_chunk_at,
+                    _record_hop, conversation, turn, merger, outcome, error, _ms_since(started)
                 )
+                if outcome.token is not None:
+                    await asyncio.to_thread(conversation.next_hop, turn, outcome.token)
+                    continue
                 if calls is None:
                     return
                 await self._run_functions(turn, calls)
                 await asyncio.to_thread(conversation.next_call, turn)
+                hops = StreamHops(turn.continuation)
         finally:
             conversation.end_turn(turn)
 

@@ -36,6 +36,7 @@ from ..errors import (
     ConversationBusyError,
     IntegrityError,
     InvalidInputError,
+    InvalidResponseError,
     NotFoundError,
     StoreError,
     StoreUnavailableError,
@@ -57,6 +58,12 @@ from ..events.kinds import (
 )
 from ..projections import history as history_projection
 from ..projections import usage as usage_projection
+from ..projections.continuation import (
+    continuation_enabled,
+    continuation_token,
+    initial_prompt_token_count,
+    merge_hops,
+)
 from ..projections.history import HistoryState, response_content, sendable
 from ..projections.usage import UsageState
 from ..readmodels.conversations import load_state
@@ -66,11 +73,18 @@ from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
 from ._functions import FunctionOutcome, afc_budget, function_map
 from ._leases import HOST, IN_FLIGHT, WATCH, bounded_lease, judge_turn
 from ._settings import ConversationSettings, current_actor, validate_model
+from .transports._http import DEFAULT_MAX_RESPONSE_BYTES
 from .transports.base import ModelRequest, Transport
 
 __all__ = ["HOST", "Conversation", "Turn", "load_conversation"]
 
 logger = logging.getLogger("chatledger")
+
+_FROM_RESPONSE: Any = object()
+
+#: The most continuation hops one model call may take (docs/chat-api.md#continuation):
+#: a server that never stops asking to continue cannot make a send request forever.
+MAX_CONTINUATION_HOPS = 64
 
 
 def load_conversation(
@@ -118,12 +132,28 @@ class Turn:
         self.attempt = 1
         self.started = time.perf_counter()
         self.final: dict[str, Any] | None = None
+        #: The responses (or stream partials) of the current model call's earlier
+        #: continuation hops, and the token the current hop was sent with.
+        self.hops: list[dict[str, Any]] = []
+        self.hop_token: str | None = None
+        #: The token the next hop resumes with, when the last response continues.
+        self.continue_with: str | None = None
+        self.hops_sent = 0
+        #: The first hop's prompt tokens, when ``final`` merges hops.
+        self.initial_prompt_tokens: int | None = None
+        #: (response_schema, response_json_schema) to read ``parsed`` with.
+        self.schemas: tuple[Any, Any] = (None, None)
         # Its spans, when OpenTelemetry is on (chatledger/client/_telemetry.py).
         self.trace: Any = None
         # Function call index -> error.type of a call that failed (for its span).
         self.function_errors: dict[int, str] = {}
         # When the current streamed call's first chunk came (for its span).
         self.first_chunk_at: float | None = None
+
+    @property
+    def continuation(self) -> bool:
+        """Whether automatic continuation is on for this turn (docs/chat-api.md#continuation)."""
+        return continuation_enabled(self.config)
 
 
 class Conversation:
@@ -313,6 +343,7 @@ class Conversation:
             else self.live_config
         )
         budget = afc_budget(afc_source) if functions else None
+        schemas = self.schemas(override)
         with self._lock:
             while True:
                 self.wait_for_turn()
@@ -327,6 +358,7 @@ class Conversation:
                     budget=budget,
                     is_async=is_async,
                 )
+                turn.schemas = schemas
                 # The new message is sent as given (a function call Part is a model turn).
                 contents = sendable([*self.history.context, content], keep_last=True)
                 try:
@@ -348,6 +380,18 @@ class Conversation:
                     model=self.history.model, contents=contents, config=request_config(config)
                 )
                 return turn
+
+    def schemas(self, override: GenerateContentConfig | None = None) -> tuple[Any, Any]:
+        """The (response_schema, response_json_schema) a send reads ``parsed`` with: the
+        per-message config's, else the chat's as given (a class stays a class), else the
+        recorded config's (JSON schema dicts) (docs/chat-api.md#parsed)."""
+        for config in (override, self.live_config):
+            if config is not None and (
+                config.response_schema is not None or config.response_json_schema is not None
+            ):
+                return config.response_schema, config.response_json_schema
+        stored = self.history.config or {}
+        return stored.get("responseSchema"), stored.get("responseJsonSchema")
 
     def end_turn(self, turn: Turn) -> None:
         IN_FLIGHT.discard((self.store.location, self.id, turn.number))
@@ -376,6 +420,7 @@ class Conversation:
             contents_sha256=contents_digest(contents),
             transport=transport.name,
             endpoint=transport.endpoint_kind,
+            continuation_token=turn.hop_token,
         )
 
     def transport(self) -> Transport:
@@ -388,13 +433,45 @@ class Conversation:
         *,
         latency_ms: float,
         chunks: int = 0,
+        resume: Any = _FROM_RESPONSE,
         first_chunk_at: float | None = None,
     ) -> list[dict[str, Any]] | None:
         """Record a model response; return the function calls to run next, or None when
-        the turn is over (``turn.final`` then holds the response to return).
+        the turn is over (``turn.final`` then holds the response to return) or when the
+        answer continues (``turn.continue_with`` then holds the token for
+        :meth:`next_hop`). ``resume``: the token to continue with, when the caller has
+        decided it (a stream); by default it is read from the response.
         ``first_chunk_at``: when a stream's first chunk came (``time.perf_counter()``)."""
-        calls = self._calls_to_run(turn, response)
         turn.first_chunk_at = first_chunk_at
+        if resume is _FROM_RESPONSE:
+            token = continuation_token(response) if turn.continuation else None
+        else:
+            token = resume
+        turn.continue_with = token
+        if token is not None:
+            self._append_in_turn(
+                turn,
+                [
+                    ModelResponded(
+                        turn=turn.number,
+                        response=response,
+                        latency_ms=round(latency_ms, 3),
+                        streamed=turn.streamed,
+                        chunks=chunks,
+                        ends_turn=False,
+                        continued=True,
+                    )
+                ],
+            )
+            turn.hops.append(response)
+            return None
+        merged = response
+        turn.initial_prompt_tokens = None
+        if turn.hops:
+            merged = merge_hops([*turn.hops, response])
+            turn.initial_prompt_tokens = initial_prompt_token_count([*turn.hops, response])
+        turn.hops = []
+        calls = self._calls_to_run(turn, merged)
         self._append_in_turn(
             turn,
             [
@@ -409,8 +486,42 @@ class Conversation:
             ],
         )
         if calls is None:
-            turn.final = response
+            turn.final = merged
         return calls
+
+    def record_hop_failure(
+        self, turn: Turn, error: BaseException, *, latency_ms: float, partial: dict[str, Any]
+    ) -> None:
+        """Record a stream hop that broke after a continuation checkpoint: the next hop
+        resumes it, and ``partial`` stays part of the turn's reply."""
+        self.record_failure(
+            turn, error, latency_ms=latency_ms, partial=partial, ends_turn=False, continued=True
+        )
+        turn.hops.append(partial)
+
+    def next_hop(self, turn: Turn, token: str) -> ModelRequest:
+        """Record the model call that resumes the current answer with ``token``: the same
+        contents, the token in the request (as google-genai 3.3.0 sends it)."""
+        with self._lock:
+            assert turn.request is not None
+            turn.hops_sent += 1
+            if turn.hops_sent > MAX_CONTINUATION_HOPS:
+                error = InvalidResponseError(
+                    f"the model asked to continue its answer more than {MAX_CONTINUATION_HOPS} "
+                    "times; stopping rather than requesting forever. The hops so far are in "
+                    "the log; turn automatic_continuation off to get them one at a time"
+                )
+                self.record_failure(turn, error, latency_ms=0.0)
+                raise error
+            turn.hop_token = token
+            turn.continue_with = None
+            request = turn.request
+            config = {**request_config(turn.config), "continuationToken": token}
+            self._append_in_turn(turn, [self._call_started(turn, request.contents)])
+            turn.request = ModelRequest(
+                model=request.model, contents=request.contents, config=config
+            )
+            return turn.request
 
     def _calls_to_run(self, turn: Turn, response: dict[str, Any]) -> list[dict[str, Any]] | None:
         # As google-genai 3.3.0's AFC loop, plus: unknown names get an error response.
@@ -487,6 +598,8 @@ class Conversation:
                 {"role": "user", "parts": list(pending.function_responses)},
             ]
             contents = sendable(contents)
+            turn.hop_token = None
+            turn.hops_sent = 0
             self._append_in_turn(turn, [self._call_started(turn, contents)])
             turn.request = ModelRequest(
                 model=self.history.model, contents=contents, config=request_config(turn.config)
@@ -502,6 +615,7 @@ class Conversation:
         partial: dict[str, Any] | None = None,
         reason: str | None = None,
         ends_turn: bool = True,
+        continued: bool = False,
     ) -> None:
         """Record that the turn's model call failed; when it ends the turn, the turn
         leaves no history."""
@@ -519,6 +633,9 @@ class Conversation:
                 kind=reason or type(error).__name__,
                 message=safe_text(str(error)[:2000]) or type(error).__name__,
             )
+        if partial is not None:
+            limit = getattr(self.transport(), "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+            partial = bound_partial(partial, limit if isinstance(limit, int) else None)
         data = ModelCallFailed(
             turn=turn.number,
             error=info,
@@ -527,6 +644,7 @@ class Conversation:
             partial=partial,
             latency_ms=round(latency_ms, 3),
             ends_turn=ends_turn,
+            continued=continued,
         )
         try:
             self._append_in_turn(turn, [data])
@@ -654,6 +772,42 @@ class Conversation:
                     f"conversation {self.id} changed while rewinding; call rewind() again"
                 ) from None
             return removed[0], removed[-1]
+
+
+def bound_partial(partial: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """``partial`` if its JSON fits in ``limit`` bytes (the transport's
+    ``max_response_bytes``, the bound of a whole reply); else its first candidate's
+    parts cut to fit, with ``chatledgerTruncated`` saying how large it was
+    (docs/events.md#kinds). A runaway reply cannot bloat the log."""
+    limit = limit if limit is not None and limit > 0 else DEFAULT_MAX_RESPONSE_BYTES
+    size = len(msgspec.json.encode(partial))
+    if size <= limit:
+        return partial
+    content = response_content(partial) or {}
+    budget = max(0, limit - 1024)  # room for the envelope around the parts
+    parts: list[Any] = []
+    for part in content.get("parts") or []:
+        cost = len(msgspec.json.encode(part))
+        if cost <= budget:
+            parts.append(part)
+            budget -= cost
+            continue
+        if isinstance(part, dict) and isinstance(part.get("text"), str) and budget > 64:
+            text = part["text"].encode("utf-8")[: budget - 64].decode("utf-8", "ignore")
+            parts.append({"text": text})
+        break
+    bounded: dict[str, Any] = {
+        "candidates": [{"content": {"role": "model", "parts": parts}}],
+        "chatledgerTruncated": {"bytes": size, "limit": limit},
+    }
+    # Escapes make JSON longer than its text: cut again until it fits.
+    while parts and len(msgspec.json.encode(bounded)) > limit:
+        last = parts[-1]
+        if isinstance(last.get("text"), str) and len(last["text"]) > 1:
+            parts[-1] = {"text": last["text"][: len(last["text"]) // 2]}
+        else:
+            parts.pop()
+    return bounded
 
 
 def _declared_names(config: dict[str, Any] | None) -> set[str]:

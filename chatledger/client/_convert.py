@@ -33,6 +33,7 @@ from ..types import (
     UserContent,
     is_python_function_tool,
 )
+from ._schema import json_schema_to_wire, schema_to_wire
 
 __all__ = [
     "config_to_wire",
@@ -49,8 +50,8 @@ __all__ = [
 WireContent = dict[str, Any]
 
 # Config fields that belong at the top of a generateContent request; every other set
-# field goes into ``generationConfig``. ``httpOptions`` and ``automaticFunctionCalling``
-# are client-side and never sent.
+# field goes into ``generationConfig``. ``httpOptions``, ``automaticFunctionCalling`` and
+# ``automaticContinuation`` are client-side and never sent.
 _TOP_LEVEL = {
     "systemInstruction",
     "safetySettings",
@@ -59,8 +60,14 @@ _TOP_LEVEL = {
     "labels",
     "cachedContent",
     "serviceTier",
+    "continuationToken",
 }
-_CLIENT_SIDE = {"httpOptions", "automaticFunctionCalling", "shouldReturnHttpResponse"}
+_CLIENT_SIDE = {
+    "httpOptions",
+    "automaticFunctionCalling",
+    "automaticContinuation",
+    "shouldReturnHttpResponse",
+}
 
 
 # --------------------------------------------------------------------------- checks
@@ -392,7 +399,23 @@ def config_to_wire(
     if config is None:
         return None
     tools = config.tools
-    wire = _to_wire(config.model_copy(update={"tools": None, "http_options": None}), "config")
+    schema, json_schema = config.response_schema, config.response_json_schema
+    wire = _to_wire(
+        config.model_copy(
+            update={
+                "tools": None,
+                "http_options": None,
+                "response_schema": None,
+                "response_json_schema": None,
+            }
+        ),
+        "config",
+    )
+    # Schemas as google-genai sends them (docs/chat-api.md#parsed).
+    if schema is not None:
+        wire["responseSchema"] = schema_to_wire(schema)
+    if json_schema is not None:
+        wire["responseJsonSchema"] = json_schema_to_wire(json_schema)
     if config.system_instruction is not None:
         wire["systemInstruction"] = _system_instruction_to_wire(config.system_instruction)
     if tools is not None:

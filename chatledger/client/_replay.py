@@ -141,15 +141,25 @@ def recorded_calls(store: EventStore, conversation_id: str) -> list[RecordedCall
     state = HistoryState()
     calls: list[RecordedCall] = []
     open_calls: dict[int, int] = {}  # turn -> index in calls of its latest call
+    last_call: dict[int, int] = {}  # turn -> index of its latest call, answered or not
     for event in _lineage_events(store, conversation_id):
         data = event.data
         if isinstance(data, ConversationStarted) and data.parent is not None:
             # A fork starts with its parent's state at the fork point, open turn dropped.
             state.pending = None
             open_calls.clear()
+            last_call.clear()
         if isinstance(data, ModelCallStarted) and state.pending is not None:
             pending = state.pending
-            if pending.steps:
+            previous = (
+                calls[last_call[data.turn]]
+                if data.continuation_token is not None and data.turn in last_call
+                else None
+            )
+            if previous is not None:
+                # A continuation hop: its call's contents, and the token.
+                contents = previous.contents
+            elif pending.steps:
                 contents = sendable(
                     [
                         *state.context,
@@ -160,6 +170,8 @@ def recorded_calls(store: EventStore, conversation_id: str) -> list[RecordedCall
             else:
                 contents = sendable([*state.context, pending.user_input], keep_last=True)
             config = request_config(merge_configs(state.config, data.config))
+            if data.continuation_token is not None:
+                config["continuationToken"] = data.continuation_token
             calls.append(
                 RecordedCall(
                     turn=data.turn,
@@ -173,7 +185,7 @@ def recorded_calls(store: EventStore, conversation_id: str) -> list[RecordedCall
                     or contents_digest(contents) == data.contents_sha256,
                 )
             )
-            open_calls[data.turn] = len(calls) - 1
+            open_calls[data.turn] = last_call[data.turn] = len(calls) - 1
         elif isinstance(data, ModelResponded | ModelCallFailed) and data.turn in open_calls:
             index = open_calls.pop(data.turn)
             outcome: dict[str, Any] = (
@@ -380,6 +392,8 @@ def _drive(chat: Chat, events: list[RecordedEvent]) -> None:
         rounds: list[list[FunctionResponded]] = []
         abandoned = False
         for item in turns.get(data.turn, []):
+            if isinstance(item, ModelCallStarted) and item.continuation_token is not None:
+                continue  # a continuation hop: the chat sends it by itself
             if isinstance(item, ModelCallStarted):
                 calls.append(item)
                 rounds.append([])

@@ -180,12 +180,18 @@ class ModelCallStarted(EventData, frozen=True, kw_only=True, omit_defaults=True)
     contents_sha256: str = ""
     transport: str = ""
     endpoint: str = ""
+    #: A continuation hop: the token this request resumes the previous call's answer
+    #: with (URL-safe base64, as sent). Its contents are that call's
+    #: (docs/chat-api.md#continuation).
+    continuation_token: str | None = None
 
 
 class ModelResponded(EventData, frozen=True, kw_only=True, omit_defaults=True):
     """The model answered. ``response`` is the raw (for streams: merged) response.
 
     ``ends_turn`` is false when automatic function calling goes on after this response.
+    ``continued``: the answer is not over (``finishReason: CONTINUATION``); the next
+    model call resumes it with its token, and the turn's reply is the hops merged.
     """
 
     type_name: ClassVar[str] = "model_responded"
@@ -195,13 +201,18 @@ class ModelResponded(EventData, frozen=True, kw_only=True, omit_defaults=True):
     streamed: bool = False
     chunks: int = 0
     ends_turn: bool = True
+    continued: bool = False
 
 
 class ModelCallFailed(EventData, frozen=True, kw_only=True, omit_defaults=True):
     """The model call failed: an HTTP error, a dropped connection, an abandoned stream...
 
-    ``partial`` holds whatever a stream delivered before it failed. A failed call that
-    ends its turn leaves the histories unchanged.
+    ``partial`` holds whatever a stream delivered before it failed (at most the
+    transport's ``max_response_bytes`` of JSON, the bound of a whole reply; a longer one
+    is cut, see docs/events.md#kinds). A failed
+    call that ends its turn leaves the histories unchanged. ``continued``: the stream
+    broke after a continuation checkpoint; the next model call resumes it with the
+    token, and ``partial`` is part of the turn's reply.
     """
 
     type_name: ClassVar[str] = "model_call_failed"
@@ -212,6 +223,7 @@ class ModelCallFailed(EventData, frozen=True, kw_only=True, omit_defaults=True):
     partial: dict[str, Any] | None = None
     latency_ms: float = 0.0
     ends_turn: bool = True
+    continued: bool = False
 
 
 class FunctionCalled(EventData, frozen=True, kw_only=True, omit_defaults=True):

@@ -40,6 +40,7 @@ from ..events.kinds import (
     TurnRewound,
     UserMessageAdded,
 )
+from .continuation import merge_hops
 
 __all__ = [
     "HistoryState",
@@ -262,6 +263,9 @@ class PendingTurn(msgspec.Struct):
     function_responses: list[dict[str, Any]] = []
     # The request contents of the next call, beyond the context: the turn so far.
     last_event_at: str = ""
+    # The responses (stream partials) of the current model call's continuation hops so
+    # far; merged with the response that ends the answer (docs/chat-api.md#continuation).
+    hops: list[dict[str, Any]] = []
 
 
 class HistoryState(msgspec.Struct):
@@ -295,6 +299,7 @@ class HistoryState(msgspec.Struct):
             state.pending = _copy.copy(self.pending)
             state.pending.steps = list(self.pending.steps)
             state.pending.function_responses = list(self.pending.function_responses)
+            state.pending.hops = list(self.pending.hops)
         return state
 
     def turn_contents(self) -> list[WireContent]:
@@ -387,6 +392,7 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
             steps=[],
             function_responses=[],
             last_event_at=event.recorded_at,
+            hops=[],
         )
         state.next_turn = max(state.next_turn, data.turn + 1)
     elif isinstance(data, ModelCallStarted):
@@ -394,18 +400,23 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
             pending.user_input = {"role": "user", "parts": pending.function_responses}
             pending.function_responses = []
     elif isinstance(data, ModelResponded):
-        if pending is not None and pending.turn == data.turn:
-            content = response_content(data.response)
+        if pending is not None and pending.turn == data.turn and data.continued:
+            pending.hops = [*pending.hops, data.response]
+        elif pending is not None and pending.turn == data.turn:
+            # A continued answer is one reply: its hops merged (docs/chat-api.md#continuation).
+            reply = merge_hops([*pending.hops, data.response]) if pending.hops else data.response
+            pending.hops = []
+            content = response_content(reply)
             outputs = [content] if content is not None else []
             pending.steps.append(
                 (
                     pending.user_input,
                     outputs,
-                    response_is_valid(data.response, streamed=data.streamed),
+                    response_is_valid(reply, streamed=data.streamed),
                 )
             )
             if data.ends_turn:
-                state.last_response = data.response
+                state.last_response = reply
                 state.last_streamed = data.streamed
                 _complete(state, pending, event.version)
     elif isinstance(data, FunctionResponded):
@@ -417,6 +428,8 @@ def apply(state: HistoryState, event: RecordedEvent) -> HistoryState:
     elif isinstance(data, ModelCallFailed):
         if data.ends_turn and pending is not None and pending.turn == data.turn:
             state.pending = None
+        elif data.continued and pending is not None and pending.turn == data.turn:
+            pending.hops = [*pending.hops, data.partial or {}]
     elif isinstance(data, TurnAbandoned):
         if pending is not None and pending.turn == data.turn:
             state.pending = None

@@ -47,7 +47,17 @@ import chatledger
 
 API_KEY = "crash-harness-key-0000"
 MODEL = "gemini-2.5-flash"
-OPERATIONS = ("send_message", "send_message_stream", "function_calling", "fork", "rewind")
+OPERATIONS = (
+    "send_message",
+    "send_message_stream",
+    "function_calling",
+    "fork",
+    "rewind",
+    "continuation",
+    "continuation_stream",
+)
+LONG = "[long]"  # a message with this asks for a long answer: two continuation hops
+CONTINUATION_TOKEN = "aG9wLTE="  # URL-safe base64 of b"hop-1", as google-genai sends it
 FUNCTION_ROUNDS = 2  # the model asks for a function this many times before answering
 
 
@@ -103,6 +113,14 @@ def _answer(body: dict[str, Any]) -> dict[str, Any]:
             last_user_text = "".join(p.get("text", "") for p in parts)
             break
     usage = {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10}
+    if LONG in last_user_text and body.get("continuationToken") != CONTINUATION_TOKEN:
+        # The first hop of a long answer: paused, to be resumed with the token.
+        candidate = {
+            "content": {"role": "model", "parts": [{"text": "first half of the reply"}]},
+            "finishReason": "CONTINUATION",
+            "continuationToken": CONTINUATION_TOKEN,
+        }
+        return {"candidates": [candidate], "usageMetadata": usage}
     if body.get("tools") and rounds < FUNCTION_ROUNDS:
         call = {"functionCall": {"name": "lookup", "args": {"city": f"c{rounds}"}}}
         parts = [call]
@@ -127,7 +145,9 @@ def _as_chunks(reply: dict[str, Any]) -> list[dict[str, Any]]:
             "candidates": [{"content": {"role": "model", "parts": [{"text": text}]}}]
         }
         if index == len(words) - 1:
-            chunk["candidates"][0]["finishReason"] = "STOP"
+            for key in ("finishReason", "continuationToken"):
+                if key in candidate:
+                    chunk["candidates"][0][key] = candidate[key]
             chunk["usageMetadata"] = reply["usageMetadata"]
         chunks.append(chunk)
     return chunks
@@ -257,8 +277,11 @@ def child_main(job: ChildJob) -> None:
 def run_operation(chat: chatledger.Chat, operation: str, message: str) -> None:
     if operation in ("send_message", "function_calling"):
         chat.send_message(message)
-    elif operation == "send_message_stream":
-        for _ in chat.send_message_stream(message):
+    elif operation == "continuation":
+        chat.send_message(f"{LONG} {message}")
+    elif operation in ("send_message_stream", "continuation_stream"):
+        text = f"{LONG} {message}" if operation == "continuation_stream" else message
+        for _ in chat.send_message_stream(text):
             pass
     elif operation == "fork":
         fork = chat.fork(turn=1)
@@ -351,6 +374,19 @@ def check_request(body: dict[str, Any]) -> list[str]:
     repeated = {t for t in texts if texts.count(t) > 1}
     if repeated:
         problems.append(f"user message(s) sent twice: {sorted(repeated)}")
+    if body.get("continuationToken"):
+        problems.append("a new message was sent with a continuation token")
+    return problems
+
+
+def check_continued_replies(history: list[Any]) -> list[str]:
+    """A continued answer is one model content holding both hops: a first hop alone in a
+    history means a turn was closed half-merged."""
+    problems = []
+    for index, content in enumerate(history):
+        text = "".join(part.text or "" for part in content.parts or [])
+        if content.role == "model" and "first half" in text and "reply to" not in text:
+            problems.append(f"content {index}: a continued reply without its last hop: {text!r}")
     return problems
 
 
@@ -392,6 +428,8 @@ def _check_after_kill(
                 rebuilt = chat.get_history(curated=curated, as_of=chat.version)
                 if live != rebuilt:
                     report.fail(f"{label}: {stream_id} curated={curated} history does not rebuild")
+                for problem in check_continued_replies(live):
+                    report.fail(f"{label}: {stream_id}: {problem}")
             seen = len(server.requests)
             try:
                 chat.send_message(f"{label} after the crash on {stream_id[-6:]}")

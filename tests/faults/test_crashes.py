@@ -21,6 +21,7 @@ from tests.faults.crash import (
     CrashReport,
     ModelServer,
     _check_after_kill,
+    check_continued_replies,
     check_request,
     crash_operation,
 )
@@ -75,6 +76,24 @@ def test_request_check_finds_unpaired_calls_and_repeats() -> None:
     assert check_request({"contents": [ask, call, ask]})
     assert check_request({"contents": [ask, answer]})  # a response without its call
     assert check_request({"contents": [ask, {"role": "model", "parts": [{"text": "x"}]}, ask]})
+    assert check_request({"contents": [ask], "continuationToken": "aG9wLTE="})
+
+
+def test_continued_reply_check_finds_a_half_merged_turn() -> None:
+    whole = chatledger.types.Content(
+        role="model",
+        parts=[
+            chatledger.types.Part(text="first half of the reply"),
+            chatledger.types.Part(text="reply to x"),
+        ],
+    )
+    half = chatledger.types.Content(
+        role="model", parts=[chatledger.types.Part(text="first half of the reply")]
+    )
+    assert check_continued_replies([whole]) == []
+    assert check_continued_replies([whole, half]) == [
+        "content 1: a continued reply without its last hop: 'first half of the reply'"
+    ]
 
 
 def test_after_kill_check_counts_lost_and_tampered_events(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from chatledger.client.transports.base import ModelRequest
 from chatledger.events.envelope import RecordedEvent
 from chatledger.events.kinds import ModelCallFailed
 from tests.conftest import API_KEY
-from tests.support.gemini_server import GeminiServer, text_response
+from tests.support.gemini_server import GeminiServer, Reply, text_response
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -839,3 +839,21 @@ def test_with_contents_a_failed_function_shows_its_error_text(
     assert tool.status.description == getattr(responded[0], "error", None)
     assert "division by zero" in (tool.status.description or "")
     assert "gen_ai.tool.call.result" not in attrs(tool)  # only for a function that succeeded
+
+
+def test_each_continuation_hop_is_its_own_chat_span(
+    client: chatledger.Client, gemini_server: GeminiServer, exporter: InMemorySpanExporter
+) -> None:
+    """A long answer the model continues (docs/chat-api.md#continuation): one chat span per
+    hop, as one model call event per hop, under one turn span."""
+    hop1 = text_response("One. ", finish_reason="CONTINUATION")
+    hop1["candidates"][0]["continuationToken"] = "dG9r"
+    gemini_server.enqueue(Reply("json", body=hop1))
+    gemini_server.reply_text("Two.")
+    chat = client.chats.create(model="gemini-2.5-flash")
+    assert chat.send_message("Long").text == "One. Two."
+    events = chat.events()
+    spans = list(exporter.get_finished_spans())
+    assert len(named(spans, "chat ")) == 2
+    assert len(named(spans, "chatledger.turn")) == 1
+    check_links(spans, events)

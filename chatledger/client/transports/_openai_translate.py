@@ -255,6 +255,19 @@ def _user_messages(
 _SCHEMA_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
 
 
+_SCHEMA_KEYS: dict[str, str] = {
+    "any_of": "anyOf",
+    "property_ordering": "propertyOrdering",
+    "additional_properties": "additionalProperties",
+    "max_items": "maxItems",
+    "min_items": "minItems",
+    "max_length": "maxLength",
+    "min_length": "minLength",
+    "max_properties": "maxProperties",
+    "min_properties": "minProperties",
+}
+
+
 def json_schema_from_gemini(schema: Any) -> Any:
     """A Gemini ``Schema`` (uppercase types, ``nullable``) as JSON Schema."""
     if isinstance(schema, list):
@@ -262,7 +275,9 @@ def json_schema_from_gemini(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     result: dict[str, Any] = {}
-    for key, value in schema.items():
+    for given, value in schema.items():
+        # google-genai sends multi-word schema fields by their Python names (any_of).
+        key = str(_SCHEMA_KEYS.get(given, given))
         if value is None or key in ("propertyOrdering", "nullable"):
             continue
         if key == "type":

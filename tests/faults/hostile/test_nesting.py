@@ -188,7 +188,10 @@ def test_nesting_within_the_limit_round_trips(
 ) -> None:
     depth = MAX_NESTING - 10
     args = nested(depth - 6, "leaf")  # the part and the content wrap args 6 levels deep
-    chat = hostile.chats.create(model=MODEL, config={"response_schema": nested(depth - 2)})
+    # A schema nested as deep as allowed (each level an array of the next: a Gemini
+    # schema has only its own keys, as google-genai's).
+    schema = nested_schema(depth - 2)
+    chat = hostile.chats.create(model=MODEL, config={"response_schema": schema})
     gemini_server.reply_echo()
     chat.send_message(Part(function_call=FunctionCall(name="f", args=args)))
     assert reopen(hostile, chat.id).get_history()[0].parts[0].function_call.args == args  # type: ignore[index,union-attr]
