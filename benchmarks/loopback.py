@@ -28,7 +28,8 @@ __all__ = ["LoopbackServer"]
 def _serve() -> None:
     sys.path.insert(0, str(ROOT))
     from benchmarks import corpus
-    from tests.support.gemini_server import GeminiServer, Reply, _Handler
+    from tests.support.gemini_server import GeminiServer, Reply
+    from tests.support.scripted_server import _Handler
 
     turn = 3  # every reply is the same: what a mid-conversation reply looks like
     generate = json.dumps(corpus.model_response(turn)).encode()
@@ -85,4 +86,6 @@ class LoopbackServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
             self._process = None
