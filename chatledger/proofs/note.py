@@ -194,6 +194,23 @@ class Verifier:
         return f"Verifier({self.verifier_key!r})"
 
 
+def _register_key_material(private_key: Ed25519PrivateKey) -> None:
+    """Register the key's seed in every form it is written in (base64 and hex, with and
+    without the algorithm byte) as secrets, so no error text shows it (chatledger.errors)."""
+    seed = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    for raw in (seed, bytes([ALG_ED25519]) + seed):
+        for text in (
+            base64.b64encode(raw).decode("ascii"),
+            base64.urlsafe_b64encode(raw).decode("ascii"),
+            raw.hex(),
+            raw.hex().upper(),
+        ):
+            register_secret(text)
+            register_secret(text.rstrip("="))
+
+
 class Signer:
     """An Ed25519 private key with its note name. Its ``repr`` never shows the key."""
 
@@ -204,6 +221,7 @@ class Signer:
         if not isinstance(private_key, Ed25519PrivateKey):
             raise InvalidInputError("a note signer needs an Ed25519 private key")
         self._key = private_key
+        _register_key_material(private_key)
         public = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )

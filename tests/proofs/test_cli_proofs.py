@@ -3,6 +3,7 @@ Signing keys never appear in output or errors; bad input leaves the log unchange
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -298,3 +299,37 @@ def test_an_export_whose_proofs_were_stripped_after_a_change_is_refused(
     assert f"{cid} v2: not in the log the checkpoint signed" in bad.stdout
     assert f"{cid} v3: not in the log the checkpoint signed" in bad.stdout
     assert check(honest).returncode == 0
+
+
+def test_a_sink_command_never_sees_the_signing_key_and_its_errors_are_masked(
+    db: Path, signer: tuple[Signer, Path], tmp_path: Path
+) -> None:
+    """Regression: exec: sinks ran with CHATLEDGER_SIGNING_KEY (and API keys) in their
+    environment, and a failing one's error output could show key material."""
+    key, _ = signer
+    seen = tmp_path / "env.txt"
+    secret = key.private_key_string()
+    env = {
+        "CHATLEDGER_SIGNING_KEY": secret,
+        "GEMINI_API_KEY": "gemini-key-not-for-sinks",
+        "SINK_SETTING": "kept",
+    }
+    command = f"exec:sh -c 'env > {seen}; echo \"$CHATLEDGER_SIGNING_KEY\" >&2; exit 3'"
+    result = run(db, "checkpoint", "--sink", command, env=env)
+    assert result.exit_code == 1
+    assert "exited with status 3" in result.output
+    environment = seen.read_text()
+    assert "SINK_SETTING=kept" in environment  # the command still gets its own settings
+    assert "CHATLEDGER_SIGNING_KEY" not in environment
+    assert "GEMINI_API_KEY" not in environment
+    assert secret_of(key) not in environment
+    # a command that got key material some other way: every form of it is masked
+    seed = base64.b64decode(secret_of(key))
+    forms = [seed.hex(), seed[1:].hex(), base64.b64encode(seed[1:]).decode()]
+    leak = "exec:sh -c 'echo " + " ".join(f"x{form}x" for form in forms) + " >&2; exit 4'"
+    leaked = run(db, "checkpoint", "--sink", leak, env=env)
+    assert leaked.exit_code == 1
+    assert "exited with status 4" in leaked.output
+    assert leaked.output.count("x***x") == len(forms), leaked.output
+    for form in forms:
+        assert form not in leaked.output
