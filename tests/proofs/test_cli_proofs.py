@@ -333,3 +333,46 @@ def test_a_sink_command_never_sees_the_signing_key_and_its_errors_are_masked(
     assert leaked.output.count("x***x") == len(forms), leaked.output
     for form in forms:
         assert form not in leaked.output
+
+
+def test_keygen_writes_a_utf8_name_and_never_leaves_a_partial_key_file(
+    tmp_path: Path, db: Path, signer: tuple[Signer, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a non-ASCII name crashed keygen with a traceback after creating an empty
+    key file, so a retry failed with "already exists"."""
+    target = tmp_path / "keys" / "utf8.key"
+    target.parent.mkdir()
+    result = run(db, "keygen", "é.example/log", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    assert Verifier.parse(result.stdout.strip()).name == "é.example/log"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_bytes().startswith("PRIVATE+KEY+é.example/log+".encode())
+    assert sorted(p.name for p in target.parent.iterdir()) == ["utf8.key"]  # no temp file
+    # the key signs: checkpoint with it, and the signature opens with the printed key
+    head = tmp_path / "head"
+    signed = run(db, "checkpoint", "--key", str(target), "-o", str(head))
+    assert signed.exit_code == 0, signed.output
+    verifier = Verifier.parse(result.stdout.strip())
+    assert open_checkpoint(head.read_text(encoding="utf-8"), [verifier]).size == 9
+
+    for name in ("a b", "a+b", "", "bad\x01name"):
+        refused = run(db, "keygen", name, "-o", str(tmp_path / "bad.key"))
+        assert refused.exit_code != 0
+        assert "Error" in refused.output and "Traceback" not in refused.output
+        assert not (tmp_path / "bad.key").exists()
+
+    # a failure while writing (a full disk) leaves nothing behind, and a retry works
+    failing = tmp_path / "keys" / "full.key"
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", full_disk)
+        failed = run(db, "keygen", "é.example/log", "-o", str(failing))
+    assert failed.exit_code == 1
+    assert "cannot write the key file" in failed.output and "No space left" in failed.output
+    assert sorted(p.name for p in target.parent.iterdir()) == ["utf8.key"]
+    retried = run(db, "keygen", "é.example/log", "-o", str(failing))
+    assert retried.exit_code == 0, retried.output
+    assert failing.read_text(encoding="utf-8").startswith("PRIVATE+KEY+é.example/log+")
