@@ -71,6 +71,18 @@ def canonical(value: Any) -> bytes:
     ).encode("ascii")
 
 
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"an object repeats a key ({sorted(keys)[:5]}): JSON readers differ")
+    return dict(pairs)
+
+
+def load_line(line: str) -> Any:
+    """One export line; a repeated key is refused (readers would disagree on its value)."""
+    return json.loads(line, object_pairs_hook=_no_repeated_keys)
+
+
 def locations(
     node: Any, path: tuple[str, ...], done: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, Any, Any]]:
@@ -129,7 +141,7 @@ def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
     streams: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line.strip():
-            event = json.loads(line)
+            event = load_line(line)
             streams.setdefault(event["conversation_id"], []).append(event)
     problems: list[str] = []
     for conversation_id, events in streams.items():
@@ -176,7 +188,7 @@ def streams_of(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     streams: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line.strip():
-            event = json.loads(line)
+            event = load_line(line)
             streams.setdefault(event["conversation_id"], []).append(event)
     return streams
 
@@ -327,7 +339,11 @@ def main(argv: list[str]) -> int:
             return 1
     with open(args[0], encoding="utf-8") as handle:
         lines = handle.readlines()
-    conversations, events, problems = verify(lines)
+    try:
+        conversations, events, problems = verify(lines)
+    except ValueError as exc:  # a line that is not JSON, or repeats a key
+        print("PROBLEM the export:", exc)
+        return 1
     summary = ""
     unproven = 0
     if checkpoint is not None:
