@@ -50,6 +50,7 @@ __all__ = [
     "ServerError",
     "StoreError",
     "StoreUnavailableError",
+    "holds_secret",
     "mask_echoed_secrets",
     "mask_url_password",
     "redact",
@@ -63,6 +64,8 @@ __all__ = [
 # Vertex AI token refreshed in a worker, docs/security.md) while another iterates the
 # registry to redact must not break that iteration.
 _SECRETS: frozenset[str] = frozenset()
+# The same, longest first: a secret that holds a shorter one is masked whole.
+_SECRETS_LONGEST_FIRST: tuple[str, ...] = ()
 _SECRETS_LOCK = threading.Lock()
 _KEY_PATTERN = re.compile(r"(key=)[^&\s'\"]+", re.IGNORECASE)
 
@@ -74,15 +77,22 @@ ECHO_MIN_LENGTH = 8
 
 def register_secret(value: str | None) -> None:
     """Remember ``value`` so that :func:`redact` removes it from any text."""
-    global _SECRETS
+    global _SECRETS, _SECRETS_LONGEST_FIRST
     if value and len(value) >= 4 and value not in _SECRETS:
         with _SECRETS_LOCK:
             _SECRETS = _SECRETS | {value}
+            _SECRETS_LONGEST_FIRST = tuple(sorted(_SECRETS, key=len, reverse=True))
+
+
+def holds_secret(text: str) -> bool:
+    """Whether ``text`` contains a registered secret of at least :data:`ECHO_MIN_LENGTH`
+    characters (shorter ones cannot be told from ordinary text)."""
+    return any(len(secret) >= ECHO_MIN_LENGTH and secret in text for secret in _SECRETS)
 
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret and any ``key=`` query value masked."""
-    for secret in _SECRETS:
+    for secret in _SECRETS_LONGEST_FIRST:
         if secret in text:
             text = text.replace(secret, "***")
     return _KEY_PATTERN.sub(r"\1***", text)
@@ -115,7 +125,7 @@ def mask_echoed_secrets(value: Any) -> Any:
     payloads (``inlineData.data``) and ``thoughtSignature`` values are not text and are
     kept as sent. Returns ``value`` itself when there is nothing to mask.
     """
-    secrets = [secret for secret in _SECRETS if len(secret) >= ECHO_MIN_LENGTH]
+    secrets = [secret for secret in _SECRETS_LONGEST_FIRST if len(secret) >= ECHO_MIN_LENGTH]
     if not secrets:
         return value
     return _mask(value, secrets)

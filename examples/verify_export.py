@@ -2,7 +2,7 @@
 """Verify a chatledger export with the Python standard library only.
 
     python verify_export.py conversation.jsonl
-    python verify_export.py conversation.jsonl --checkpoint HEAD --verifier-key KEY
+    python verify_export.py conversation.jsonl --checkpoint HEAD --verifier-key KEY [--accept-unproven]
 
 Checks, for every conversation in the file: versions run 1, 2, 3 ... without gaps; each
 event's hash is the SHA-256 of its canonical envelope chained to the previous event's
@@ -14,8 +14,12 @@ used) and ``--verifier-key`` (the log's ``<name>+<id>+<key>``), an export made w
 checkpoint: its Ed25519 signature (this needs the ``cryptography`` package), and each
 event's RFC 9162 inclusion proof from the event's hash to the checkpoint's root. That
 proves the events are the very ones the log held when the checkpoint was signed, which
-the hash chains alone cannot (whoever holds the database can rewrite a chain). Events
-after the checkpoint carry no proof and are counted.
+the hash chains alone cannot (whoever holds the database can rewrite a chain). Every
+event must then carry a valid proof: an event without one is a problem ("not proven by
+the checkpoint"), since nothing in an export shows that it came after the checkpoint
+(whoever edits the file can drop proofs). Export again after a newer checkpoint, or pass
+``--accept-unproven`` to accept events without a proof that follow every proven event of
+their conversation: they are counted and reported as NOT proven.
 
 An event with a ``content_salt`` (docs/erasure.md) is hashed with each content value
 replaced by its commitment ``{"$commit": sha256(salt || canonical([path, value]))}``; an
@@ -65,6 +69,18 @@ def canonical(value: Any) -> bytes:
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
     ).encode("ascii")
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"an object repeats a key ({sorted(keys)[:5]}): JSON readers differ")
+    return dict(pairs)
+
+
+def load_line(line: str) -> Any:
+    """One export line; a repeated key is refused (readers would disagree on its value)."""
+    return json.loads(line, object_pairs_hook=_no_repeated_keys)
 
 
 def locations(
@@ -125,7 +141,7 @@ def verify(lines: Iterable[str]) -> tuple[int, int, list[str]]:
     streams: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line.strip():
-            event = json.loads(line)
+            event = load_line(line)
             streams.setdefault(event["conversation_id"], []).append(event)
     problems: list[str] = []
     for conversation_id, events in streams.items():
@@ -172,7 +188,7 @@ def streams_of(lines: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
     streams: dict[str, list[dict[str, Any]]] = {}
     for line in lines:
         if line.strip():
-            event = json.loads(line)
+            event = load_line(line)
             streams.setdefault(event["conversation_id"], []).append(event)
     return streams
 
@@ -241,41 +257,75 @@ def verify_inclusion(
 
 
 def check_proofs(
-    streams: dict[str, list[dict[str, Any]]], checkpoint: tuple[str, int, bytes]
+    streams: dict[str, list[dict[str, Any]]],
+    checkpoint: tuple[str, int, bytes],
+    accept_unproven: bool = False,
 ) -> tuple[int, int, list[str]]:
-    """(proven, after the checkpoint, problems): each event's inclusion proof must lead
-    from its hash to the checkpoint's root."""
+    """(proven, unproven, problems): each event's inclusion proof must lead from its hash
+    to the checkpoint's root. An event without a proof is a problem, unless
+    ``accept_unproven`` and it follows every proven event of its conversation (then it
+    is only counted as unproven)."""
     _, size, root = checkpoint
     problems: list[str] = []
-    proven = after = 0
+    proven = unproven = 0
     for conversation_id, events in streams.items():
-        for event in events:
+        events = sorted(events, key=lambda event: event["version"])
+        last_proof = max(
+            (at for at, event in enumerate(events) if event.get("proof") is not None),
+            default=-1,
+        )
+        for at, event in enumerate(events):
             where = f"{conversation_id} v{event['version']}"
             proof = event.get("proof")
             if proof is None:
-                after += 1
+                if not accept_unproven:
+                    problems.append(
+                        f"{where}: not proven by the checkpoint: export again after a "
+                        "newer checkpoint (or pass --accept-unproven to accept events "
+                        "after it without proof)"
+                    )
+                elif at < last_proof:
+                    problems.append(
+                        f"{where}: has no proof, but a later event of its conversation "
+                        "has one, so it is not after the checkpoint"
+                    )
+                else:
+                    unproven += 1
+                continue
+            if not isinstance(proof, dict) or not isinstance(proof.get("path"), list):
+                problems.append(f"{where}: its proof is malformed")
                 continue
             if proof.get("tree_size") != size:
                 problems.append(f"{where}: its proof is for another checkpoint")
                 continue
-            path = [base64.b64decode(h, validate=True) for h in proof["path"]]
-            leaf = bytes.fromhex(event["hash"])
-            if verify_inclusion(leaf, proof["leaf_index"], size, path, root):
+            try:
+                path = [base64.b64decode(h, validate=True) for h in proof["path"]]
+                leaf = bytes.fromhex(event["hash"])
+                index = proof["leaf_index"]
+                included = isinstance(index, int) and verify_inclusion(
+                    leaf, index, size, path, root
+                )
+            except (TypeError, ValueError):
+                included = False
+            if included:
                 proven += 1
             else:
                 problems.append(f"{where}: not in the log the checkpoint signed")
-    return proven, after, problems
+    return proven, unproven, problems
 
 
 def main(argv: list[str]) -> int:
     args = list(argv)
+    accept_unproven = "--accept-unproven" in args
+    if accept_unproven:
+        args.remove("--accept-unproven")
     options: dict[str, str] = {}
     for flag in ("--checkpoint", "--verifier-key"):
         if flag in args:
             at = args.index(flag)
             options[flag] = args[at + 1] if at + 1 < len(args) else ""
             del args[at : at + 2]
-    if len(args) != 1 or len(options) == 1:
+    if len(args) != 1 or len(options) == 1 or (accept_unproven and not options):
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
     checkpoint = None
@@ -289,14 +339,26 @@ def main(argv: list[str]) -> int:
             return 1
     with open(args[0], encoding="utf-8") as handle:
         lines = handle.readlines()
-    conversations, events, problems = verify(lines)
+    try:
+        conversations, events, problems = verify(lines)
+    except ValueError as exc:  # a line that is not JSON, or repeats a key
+        print("PROBLEM the export:", exc)
+        return 1
     summary = ""
+    unproven = 0
     if checkpoint is not None:
-        proven, after, found = check_proofs(streams_of(lines), checkpoint)
+        proven, unproven, found = check_proofs(streams_of(lines), checkpoint, accept_unproven)
         problems.extend(found)
-        summary = f", {proven} proven in the checkpoint of {checkpoint[1]} events, {after} after it"
+        summary = f", {proven} proven in the checkpoint of {checkpoint[1]} events"
+        if accept_unproven:
+            summary += f", {unproven} after it NOT proven (accepted by --accept-unproven)"
     for problem in problems:
         print("PROBLEM", problem)
+    if checkpoint is not None and accept_unproven and unproven:
+        print(
+            f"WARNING {unproven} events are NOT proven by the checkpoint: whoever can edit "
+            "the export could have changed them; export again after a newer checkpoint"
+        )
     print(f"{conversations} conversations, {events} events{summary}, {len(problems)} problems")
     return 1 if problems else 0
 

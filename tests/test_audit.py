@@ -208,7 +208,7 @@ def test_verify_names_the_first_bad_event_in_the_database(
         conn.execute("DROP TRIGGER events_no_update")
         conn.execute(
             "UPDATE events SET metadata = ? WHERE conversation_id = ? AND version = 2",
-            (json.dumps({"actor": "mallory"}), chat.id),
+            ('{"actor":"mallory"}', chat.id),  # stored as chatledger writes it
         )
         conn.execute(trigger)  # and puts the trigger back (verify checks the triggers too)
     report = client.store.verify()

@@ -5,7 +5,6 @@ file can cause (locked, not a database, no such folder)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import queue
 import sqlite3
@@ -14,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from chatledger.errors import (
@@ -423,7 +423,7 @@ def _forge(conn: sqlite3.Connection, cid: str, events: list[RecordedEvent], *, r
         "INSERT INTO events (conversation_id, version, event_id, type, schema_version, data, "
         "metadata, recorded_at, hash) VALUES (?, 6, 'forged-event', 'user_message_added', 1, "
         "?, '{}', ?, ?)",
-        (cid, json.dumps(data), head.recorded_at, digest),
+        (cid, msgspec.json.encode(data).decode(), head.recorded_at, digest),
     )
     return "forged-event"
 
@@ -576,8 +576,8 @@ def write_as_newer_version(
                 "from-the-future",
                 type_name,
                 schema_version,
-                json.dumps(data),
-                json.dumps(metadata),
+                msgspec.json.encode(data).decode(),  # as every chatledger writes data
+                msgspec.json.encode(metadata).decode(),
                 recorded_at,
                 digest,
             ),

@@ -202,8 +202,10 @@ def export_(
 
     A fork's export starts with its ancestors' events up to the fork point, so it
     verifies on its own (see examples/verify_export.py). With --proofs --checkpoint
-    FILE, each event also carries its inclusion proof in the checkpoint's tree, which
-    examples/verify_export.py checks given the checkpoint and the verifier key.
+    FILE, each event the checkpoint covers also carries its inclusion proof in the
+    checkpoint's tree, which examples/verify_export.py checks given the checkpoint and
+    the verifier key (events after the checkpoint get no proof, and the script refuses
+    them unless given --accept-unproven: export again after a newer checkpoint).
     """
     if proofs != (checkpoint_file is not None):
         raise click.UsageError("--proofs and --checkpoint FILE go together")

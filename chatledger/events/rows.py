@@ -26,6 +26,7 @@ __all__ = [
     "head_error",
     "head_problem",
     "missing_head_reason",
+    "noncanonical_field",
     "parent_of_data",
     "parent_of_rows",
     "row_data",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 _decode = msgspec.json.decode
+_encode = msgspec.json.encode
 
 
 class RawRow(msgspec.Struct, frozen=True):
@@ -227,6 +229,30 @@ def damaged_field(row: RawRow) -> str | None:
             return f"its {name} is damaged ({type(value).__name__} {value!r:.40})"
     if row.content_salt is not None and not isinstance(row.content_salt, str):
         return f"its content_salt is damaged ({type(row.content_salt).__name__})"
+    return None
+
+
+def noncanonical_field(row: RawRow, data: object, metadata: object) -> str | None:
+    """What is wrong when a row's data or metadata (decoded as ``data`` and ``metadata``)
+    is not stored exactly as chatledger writes it, or None.
+
+    Every row chatledger writes (appended, imported or erased) stores the compact
+    encoding of its decoded value, so the encoding of what a reader decodes must give the
+    stored text back byte for byte. Anything else was written outside chatledger; above
+    all a repeated key, which JSON readers resolve differently (chatledger takes the last,
+    SQLite's ``json_extract`` and the SQL views the first), so the hash could cover one
+    value while others read another (docs/erasure.md).
+    """
+    for name, stored, value in (("data", row.data, data), ("metadata", row.metadata, metadata)):
+        if name == "metadata" and not stored:
+            continue
+        raw = stored.encode("utf-8") if isinstance(stored, str) else bytes(stored)
+        if _encode(value) != raw:
+            return (
+                f"its {name} is not stored as chatledger writes it (a repeated key, or "
+                "written outside chatledger), so other readers (the SQL views) may see other "
+                "content than the hash covers"
+            )
     return None
 
 

@@ -43,6 +43,7 @@ from .rows import (
     damaged_field,
     head_problem,
     missing_head_reason,
+    noncanonical_field,
     parent_of_data,
     row_data,
 )
@@ -325,6 +326,10 @@ def _verify_stream(
             decoded = row_data(row)
             if not isinstance(metadata, dict):
                 raise msgspec.ValidationError("its metadata is not a JSON object")
+            stored_form = noncanonical_field(row, data, metadata)
+            if stored_form is not None:
+                bad(row, stored_form)
+                return None, True
             # Content committed with a salt, or erased (docs/erasure.md).
             hashed = hashed_data(row.type, data, row.content_salt)
             digest = event_hash(

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 import re
 import stat
+import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -194,6 +196,23 @@ class Verifier:
         return f"Verifier({self.verifier_key!r})"
 
 
+def _register_key_material(private_key: Ed25519PrivateKey) -> None:
+    """Register the key's seed in every form it is written in (base64 and hex, with and
+    without the algorithm byte) as secrets, so no error text shows it (chatledger.errors)."""
+    seed = private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    for raw in (seed, bytes([ALG_ED25519]) + seed):
+        for text in (
+            base64.b64encode(raw).decode("ascii"),
+            base64.urlsafe_b64encode(raw).decode("ascii"),
+            raw.hex(),
+            raw.hex().upper(),
+        ):
+            register_secret(text)
+            register_secret(text.rstrip("="))
+
+
 class Signer:
     """An Ed25519 private key with its note name. Its ``repr`` never shows the key."""
 
@@ -204,6 +223,7 @@ class Signer:
         if not isinstance(private_key, Ed25519PrivateKey):
             raise InvalidInputError("a note signer needs an Ed25519 private key")
         self._key = private_key
+        _register_key_material(private_key)
         public = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
@@ -510,9 +530,9 @@ def _read_key_file(path: Path, *, check_permissions: bool) -> str:
     except OSError as exc:
         raise InvalidInputError(f"cannot read the key file {path}: {exc.strerror}") from None
     try:
-        return data.decode("ascii")
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidInputError(f"the key file {path} is not ASCII text") from None
+        raise InvalidInputError(f"the key file {path} is not UTF-8 text") from None
 
 
 def load_signer(
@@ -579,20 +599,60 @@ def load_verifiers(source: str | os.PathLike[str]) -> list[Verifier]:
 
 
 def write_private_key(path: str | os.PathLike[str], signer: Signer) -> None:
-    """Write ``signer`` as a ``PRIVATE+KEY+...`` line to a new file readable by its owner only.
+    """Write ``signer`` as a ``PRIVATE+KEY+...`` line (UTF-8) to a new file readable by
+    its owner only.
 
-    Refuses to overwrite an existing file.
+    Refuses to overwrite an existing file. The key is written to a temporary file of mode
+    0600 in the same folder, fsynced, then linked into place, so a failure (a full disk,
+    an interrupted run) never leaves a partial key file behind.
     """
     target = Path(path)
+    if target.exists() or target.is_symlink():
+        raise InvalidInputError(f"{target} already exists: a key file is never overwritten")
+    folder = target.parent
+    data = (signer.private_key_string() + "\n").encode("utf-8")
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InvalidInputError(
-            f"{target} already exists: a key file is never overwritten"
-        ) from None
+        fd, temporary = tempfile.mkstemp(prefix=".chatledger-key-", dir=folder)
     except OSError as exc:
         raise InvalidInputError(f"cannot create the key file {target}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(signer.private_key_string() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # (mkstemp's mode; whatever the umask)
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temporary, target)  # fails if the target appeared meanwhile
+            except FileExistsError:
+                raise InvalidInputError(
+                    f"{target} already exists: a key file is never overwritten"
+                ) from None
+            except OSError:  # a file system without hard links
+                if target.exists() or target.is_symlink():
+                    raise InvalidInputError(
+                        f"{target} already exists: a key file is never overwritten"
+                    ) from None
+                os.rename(temporary, target)
+            _fsync_folder(folder)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"cannot write the key file {target}: {exc.strerror}; nothing was written"
+            ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a new name in ``folder`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -37,10 +37,10 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from ..errors import ChatledgerError, InvalidInputError, redact, register_secret
+from ..errors import ChatledgerError, InvalidInputError, holds_secret, redact, register_secret
 from .checkpoint import make_checkpoint
 from .merkle import TreeHead
-from .note import Signer
+from .note import DEFAULT_KEY_ENV, Signer
 
 __all__ = [
     "CheckpointSink",
@@ -59,6 +59,23 @@ logger = logging.getLogger("chatledger.proofs")
 MAX_RESPONSE_BYTES = 64 * 1024
 _SNIPPET = 300
 _SENSITIVE = ("auth", "key", "token", "secret", "cookie", "password", "credential", "session")
+#: Variables chatledger reads secrets from, never passed to a sink's command (the signing
+#: key; API keys; the database URL, which may hold a password). docs/proofs.md
+COMMAND_HIDDEN_ENV = frozenset(
+    {DEFAULT_KEY_ENV, "CHATLEDGER_DB", "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY"}
+)
+
+
+def command_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: this process's) without chatledger's secrets: the variables
+    in :data:`COMMAND_HIDDEN_ENV` and any variable whose value holds a registered secret
+    (the loaded signing key, API keys, passwords in URLs)."""
+    source = os.environ if environ is None else environ
+    return {
+        name: value
+        for name, value in source.items()
+        if name not in COMMAND_HIDDEN_ENV and not holds_secret(value)
+    }
 
 
 class SinkError(ChatledgerError):
@@ -237,7 +254,12 @@ class HttpSink:
 
 
 class CommandSink:
-    """Run a command (no shell) with each note on its standard input; exit 0 is success."""
+    """Run a command (no shell) with each note on its standard input; exit 0 is success.
+
+    The command runs without chatledger's secrets in its environment (see
+    :func:`command_environment`): it never sees the signing key or an API key, and its
+    error output is shown with registered secrets masked.
+    """
 
     def __init__(self, command: Sequence[str] | str, *, timeout: float = 30.0) -> None:
         argv = shlex.split(command) if isinstance(command, str) else list(command)
@@ -262,6 +284,7 @@ class CommandSink:
                     stderr=errors,
                     timeout=self._timeout,
                     check=False,
+                    env=command_environment(),
                 )
             except subprocess.TimeoutExpired:
                 raise SinkError(

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from chatledger.events import (
     UserMessageAdded,
 )
 from chatledger.events.erasing import erase
-from chatledger.events.erasure import ERASED, commitment
+from chatledger.events.erasure import ERASED, commitment, erase_data
 from chatledger.events.postgres import PostgresStore
 from tests.cli_support import run
 from tests.support.gemini_server import text_response
@@ -94,6 +95,11 @@ def _row(path: Path, version: int) -> tuple[str, str | None, int]:
     return data, salt, position
 
 
+def _compact(value: Any) -> str:
+    """``value`` encoded as chatledger stores data (compact, keys in order)."""
+    return msgspec.json.encode(value).decode()
+
+
 def _reasons(store: chatledger.EventStore) -> list[str]:
     return [f"v{p.version}: {p.reason}" for p in store.verify().problems]
 
@@ -135,7 +141,7 @@ def test_a_changed_placeholder_is_detected(store: SQLiteStore, path: Path) -> No
     data, _, _ = _row(path, 2)
     changed = json.loads(data)
     changed["content"]["parts"] = {ERASED: "0" * 64}
-    _without_trigger(path, "UPDATE events SET data = ? WHERE version = 2", (json.dumps(changed),))
+    _without_trigger(path, "UPDATE events SET data = ? WHERE version = 2", (_compact(changed),))
     assert _reasons(store) == ["v2: hash mismatch: the event was modified, or an earlier one was"]
 
 
@@ -173,7 +179,7 @@ def test_an_erasure_without_its_content_erased_event_is_detected(
     try:
         conn.execute(
             "UPDATE events SET data = ?, content_salt = '' WHERE version = 2",
-            (json.dumps(value),),
+            (_compact(value),),
         )
     finally:
         conn.close()
@@ -257,6 +263,105 @@ def test_postgres_lets_only_an_erasure_through_and_verify_catches_tampering() ->
         assert any("holds content, not a placeholder" in r for r in _reasons(store))
 
 
+NOT_AS_WRITTEN = (
+    "v2: its data is not stored as chatledger writes it (a repeated key, or written outside "
+    "chatledger), so other readers (the SQL views) may see other content than the hash covers"
+)
+
+
+def _with_repeated_key(data: str, salt: str, first: Any) -> str:
+    """Regression: the erased data of the row ``data`` (salt ``salt``), with a ``content``
+    key ``first`` written before the correct placeholder. chatledger reads the last key;
+    SQLite's json_extract (the chat_messages view) and a raw read of the file the first."""
+    erased = _compact(erase_data("user_message_added", json.loads(data), salt))
+    return '{"content":' + _compact(first) + "," + erased[1:]
+
+
+def test_a_repeated_key_in_erased_data_is_detected(store: SQLiteStore, path: Path) -> None:
+    cid = _conversation(store)
+    data, salt, _ = _row(path, 2)
+    assert salt
+    original = json.loads(data)["content"]
+    forged: dict[str, Any] = {"role": "user", "parts": [{"text": "I consent to everything"}]}
+    for first in (original, forged):  # content kept, or content forged
+        _without_trigger(  # (put the live row back; the trigger allows only erasures)
+            path, "UPDATE events SET data = ?, content_salt = ? WHERE version = 2", (data, salt)
+        )
+        assert store.verify().ok
+        conn = _raw(path)
+        try:  # through the trigger: it allows exactly this update (an erasure's)
+            conn.execute(
+                "UPDATE events SET data = ?, content_salt = '' WHERE version = 2",
+                (_with_repeated_key(data, salt, first),),
+            )
+            (shown,) = conn.execute(
+                "SELECT text FROM chat_messages WHERE conversation_id = ? AND version = 2",
+                (cid,),
+            ).fetchone()
+        finally:
+            conn.close()
+        assert shown == first["parts"][0]["text"]  # what the SQL view shows
+        assert store.read(cid)[1].erased  # what chatledger reads: a valid placeholder
+        assert _reasons(store) == [NOT_AS_WRITTEN]
+    # A legitimate erasure later records it (content_erased covers v2): still detected.
+    erase(store, conversation_id=cid, reason="asked", actor="dpo")
+    assert _reasons(store) == [NOT_AS_WRITTEN]
+
+
+def test_a_repeated_key_or_other_encoding_in_live_rows_is_detected(
+    store: SQLiteStore, path: Path
+) -> None:
+    _conversation(store)
+    data, _, _ = _row(path, 2)
+    value = json.loads(data)
+    # The hash covers the last "content"; a reader taking the first sees forged text.
+    forged = '{"content":{"role":"user","parts":[{"text":"forged"}]},' + data[1:]
+    assert json.loads(forged) == value
+    spaced = json.dumps(value)  # same value, another encoding
+    for changed in (forged, spaced):
+        _without_trigger(path, "UPDATE events SET data = ? WHERE version = 2", (changed,))
+        assert _reasons(store) == [NOT_AS_WRITTEN]
+    _without_trigger(path, "UPDATE events SET data = ? WHERE version = 2", (data,))
+    assert store.verify().ok
+    store.append(
+        "c1", [NewEvent(data=_message("third", 3), metadata={"actor": "app"})], expected_version=4
+    )
+    conn = _raw(path)
+    try:
+        (metadata,) = conn.execute("SELECT metadata FROM events WHERE version = 5").fetchone()
+    finally:
+        conn.close()
+    assert metadata == '{"actor":"app"}'
+    repeated = '{"actor":"someone else","actor":"app"}'  # the hash covers the last
+    _without_trigger(path, "UPDATE events SET metadata = ? WHERE version = 5", (repeated,))
+    assert _reasons(store) == [NOT_AS_WRITTEN.replace("v2: its data", "v5: its metadata")]
+
+
+def test_postgres_catches_a_repeated_key_in_erased_data() -> None:
+    with scratch_database("chatledger_erasure") as url, PostgresStore(url) as store:
+        cid = _conversation(store)
+        (row,) = store._read(cid, 1, 2)
+        data = row.data if isinstance(row.data, str) else bytes(row.data).decode()
+        assert row.content_salt
+        original = json.loads(data)["content"]
+        with connect(url) as conn:  # the trigger allows this update: an erasure's
+            conn.execute(
+                "UPDATE events SET data = %s, content_salt = '' WHERE conversation_id = %s "
+                "AND version = 2",
+                (_with_repeated_key(data, row.content_salt, original), cid),
+            )
+            found = conn.execute(
+                "SELECT data FROM events WHERE conversation_id = %s AND version = 2", (cid,)
+            ).fetchone()
+        assert found is not None
+        (stored,) = found
+        assert stored.count('"content":') == 2  # a text column keeps both keys
+        assert store.read(cid)[1].erased
+        assert _reasons(store) == [NOT_AS_WRITTEN]
+        erase(store, conversation_id=cid, reason="asked", actor="dpo")
+        assert _reasons(store) == [NOT_AS_WRITTEN]
+
+
 def _verifier() -> Any:
     spec = importlib.util.spec_from_file_location(
         "verify_export", Path(__file__).resolve().parents[2] / "examples" / "verify_export.py"
@@ -296,3 +401,14 @@ def test_the_standalone_verifier_checks_erased_exports(store: SQLiteStore) -> No
         pytest.raises(chatledger.InvalidInputError, match="content_salt"),
     ):
         chatledger.import_lines(copy, [json.dumps(bad), *lines[1:]])
+
+
+def test_the_standalone_verifier_refuses_repeated_keys(store: SQLiteStore) -> None:
+    cid = _conversation(store)
+    lines = list(chatledger.export_conversation(store, cid))
+    assert _verifier().verify(lines) == (1, 4, [])
+    # v2's data with forged content before the real (hashed) one
+    forged = lines[1].replace('"data":{', '"data":{"content":{"role":"user","parts":[]},', 1)
+    assert forged != lines[1] and json.loads(forged) == json.loads(lines[1])  # the last wins
+    with pytest.raises(ValueError, match="repeats a key"):
+        _verifier().verify([lines[0], forged, *lines[2:]])
