@@ -301,19 +301,30 @@ def fold_log(tx: Transaction, conversation_id: str) -> tuple[HistoryState, Usage
     (a fork's from its parent's prefix, as the client folds them; no snapshot)."""
     chain: list[list[RecordedEvent]] = []
     seen: set[str] = set()
-    current, limit = conversation_id, None
+    current, limit, anchor, child = conversation_id, None, None, conversation_id
     while True:
         if current in seen:
-            raise IntegrityError(f"conversation {current} is its own ancestor")
+            raise IntegrityError(f"conversation {current} is its own ancestor: run verify")
         seen.add(current)
         events = _events(tx, current, limit)
         if not events:
-            raise IntegrityError(f"conversation {current} has no events")
+            raise IntegrityError(f"conversation {current} has no events: run verify")
+        if limit is not None and (events[-1].version != limit or events[-1].hash != anchor):
+            # The fork's first event names its parent's event by version and hash.
+            raise IntegrityError(
+                f"the fork {child} names event {limit} of its parent {current}, which the "
+                "log does not hold with that hash: run verify"
+            )
         chain.append(events)
         first = events[0].data
         if not isinstance(first, ConversationStarted) or first.parent is None:
             break
-        current, limit = first.parent.conversation_id, first.parent.version
+        child = current
+        current, limit, anchor = (
+            first.parent.conversation_id,
+            first.parent.version,
+            first.parent.hash,
+        )
     history, usage = HistoryState(), UsageState()
     for index, events in enumerate(reversed(chain)):
         if index:
