@@ -266,7 +266,8 @@ class Conversation:
             # follows ``last``) may have deleted the snapshots before this one was saved.
             later = self.store.read(self.id, after_version=last.version)
             if any(isinstance(event.data, ContentErased) for event in later):
-                self.store.delete_snapshot(self.id, SNAPSHOT_NAME)
+                with self.store._secure_deletes():
+                    self.store.delete_snapshot(self.id, SNAPSHOT_NAME)
         except StoreError as exc:  # a snapshot is a cache: failing to write one is not fatal
             logger.warning("could not save a snapshot of %s: %s", self.id, exc)
 
