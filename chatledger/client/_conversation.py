@@ -208,9 +208,9 @@ class Conversation:
             return events
 
     def _apply(self, events: list[RecordedEvent]) -> None:
-        if any(isinstance(event.data, ContentErased) for event in events):
-            # Another process erased content this state holds: forget it and fold the log
-            # again, which now holds placeholders (docs/erasure.md#open-chats).
+        if any(isinstance(event.data, ContentErased) or event.erased for event in events):
+            # Another process erased content this state may hold: forget it and fold the
+            # log again, which now holds placeholders (docs/erasure.md#open-chats).
             self._refold()
             return
         for event in events:
