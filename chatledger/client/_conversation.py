@@ -43,6 +43,7 @@ from ..errors import (
 )
 from ..events.envelope import NewEvent, RecordedEvent, safe_text
 from ..events.kinds import (
+    ContentErased,
     ConversationStarted,
     ErrorInfo,
     EventData,
@@ -69,7 +70,14 @@ from ..projections.usage import UsageState
 from ..readmodels.conversations import load_state
 from ..types import GenerateContentConfig
 from ._convert import contents_digest, merge_configs, request_config
-from ._fold import check_shape, fold_events, make_snapshot, snapshot_due
+from ._fold import (
+    SNAPSHOT_NAME,
+    ErasurePending,
+    check_shape,
+    fold_events,
+    make_snapshot,
+    snapshot_due,
+)
 from ._functions import FunctionOutcome, afc_budget, function_map
 from ._leases import HOST, IN_FLIGHT, WATCH, bounded_lease, judge_turn
 from ._settings import ConversationSettings, current_actor, validate_model
@@ -200,19 +208,66 @@ class Conversation:
             return events
 
     def _apply(self, events: list[RecordedEvent]) -> None:
+        if any(isinstance(event.data, ContentErased) or event.erased for event in events):
+            # Another process erased content this state may hold: forget it and fold the
+            # log again, which now holds placeholders (docs/erasure.md#open-chats).
+            self._refold()
+            return
         for event in events:
             history_projection.apply(self.history, check_shape(event))
             usage_projection.apply(self.usage, event)
         if events and self.history.pending is None:
             self._maybe_snapshot(events[-1])
 
+    def _refold(self) -> None:
+        """Replace the in-memory state by a fold of the log (without snapshots), once the
+        erasure whose ``content_erased`` event was read has replaced the content: it does
+        so in a second transaction right after appending that event, so this waits for
+        it (up to ``busy_timeout``) rather than keep or resend erased content."""
+        deadline = time.monotonic() + max(self.settings.busy_timeout, 1.0)
+        delay = 0.01
+        while True:
+            try:
+                history, usage, _ = fold_events(
+                    self.store, self.id, use_snapshot=False, check_erasure=True
+                )
+                break
+            except ErasurePending as exc:
+                if time.monotonic() >= deadline:
+                    raise ErasurePending(
+                        f"{exc}; this chat will not send or keep that content: retry once "
+                        "the erasure is done"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        self.history, self.usage = history, usage
+        self.snapshot_version = 0
+        self._state_at = None
+
     def _maybe_snapshot(self, last: RecordedEvent) -> None:
+        """Write a snapshot when one is due, from a fold of the log rather than from the
+        in-memory state (which may hold content erased since: docs/erasure.md#open-chats)."""
         if not snapshot_due(self.snapshot_version, last.version):
             return
-        snapshot = make_snapshot(self.id, last.version, self.history, self.usage, last.hash)
+        try:
+            history, usage, _ = fold_events(
+                self.store, self.id, to_version=last.version, check_erasure=True
+            )
+        except ErasurePending:
+            return  # an erasure is under way: a later event writes the snapshot
+        except ChatledgerError as exc:
+            logger.warning("could not fold %s for a snapshot: %s", self.id, exc)
+            return
+        snapshot = make_snapshot(self.id, last.version, history, usage, last.hash)
         try:
             self.store.save_snapshot(snapshot)
             self.snapshot_version = last.version
+            # An erasure that began after the fold read the log (its content_erased event
+            # follows ``last``) may have deleted the snapshots before this one was saved.
+            later = self.store.read(self.id, after_version=last.version)
+            if any(isinstance(event.data, ContentErased) for event in later):
+                with self.store._secure_deletes():
+                    self.store.delete_snapshot(self.id, SNAPSHOT_NAME)
         except StoreError as exc:  # a snapshot is a cache: failing to write one is not fatal
             logger.warning("could not save a snapshot of %s: %s", self.id, exc)
 

@@ -18,7 +18,8 @@ import msgspec
 
 from ..errors import IntegrityError, NotFoundError
 from ..events.envelope import RecordedEvent
-from ..events.kinds import ConversationStarted, shape_problem
+from ..events.erasure import has_content
+from ..events.kinds import ContentErased, ConversationStarted, data_to_builtins, shape_problem
 from ..events.store import EventStore, Problem, Snapshot, VerificationReport
 from ..projections import history as history_projection
 from ..projections import usage as usage_projection
@@ -28,9 +29,11 @@ from ..readmodels.conversations import check_read_models
 
 __all__ = [
     "SNAPSHOT_NAME",
+    "ErasurePending",
     "FoldCache",
     "check_shape",
     "check_snapshots",
+    "erasure_pending",
     "fold_events",
     "make_snapshot",
     "snapshot_due",
@@ -201,6 +204,34 @@ def check_shape(event: RecordedEvent) -> RecordedEvent:
     return event
 
 
+class ErasurePending(IntegrityError):
+    """A fold read, with their content, events that a ``content_erased`` event read in the
+    same fold covers: the erasure has appended its event but not yet replaced the content
+    (its second step), or was interrupted between the two (docs/erasure.md#open-chats)."""
+
+
+def erasure_pending(events: list[RecordedEvent]) -> list[int]:
+    """The versions, among ``events`` (one stream's, in order), of events that a later
+    ``content_erased`` event among them covers but that were read with their content
+    (not erased, and not listed as written before erasure existed)."""
+    pending: list[int] = []
+    covered = 0
+    old: set[int] = set()
+    for event in reversed(events):
+        data = event.data
+        if isinstance(data, ContentErased):
+            covered = max(covered, data.up_to_version)
+            old.update(data.not_erasable)
+        elif (
+            event.version <= covered
+            and not event.erased
+            and event.version not in old
+            and has_content(event.type, data_to_builtins(data))
+        ):
+            pending.append(event.version)
+    return sorted(pending)
+
+
 FoldCache = dict[tuple[str, int | None], tuple[HistoryState, UsageState]]
 
 
@@ -211,6 +242,7 @@ def fold_events(
     to_version: int | None = None,
     use_snapshot: bool = True,
     cache: FoldCache | None = None,
+    check_erasure: bool = False,
 ) -> tuple[HistoryState, UsageState, int]:
     """The projections of a conversation at ``to_version`` (default: its head).
 
@@ -219,6 +251,11 @@ def fold_events(
     a chain of forks of any length folds). Returns (history, usage, snapshot version used
     or 0). ``cache`` keeps the state of every (conversation, version) folded on the way,
     so that folding many related conversations (a tree of forks) reads each event once.
+
+    ``check_erasure``: raise :class:`ErasurePending` if an event that a ``content_erased``
+    event read in this fold covers was read with its content; a ``content_erased`` event
+    read after a snapshot makes it fold again without snapshots (the snapshot may predate
+    the erasure). Used where a state is kept or written (docs/erasure.md#open-chats).
     """
     # From the conversation up through its ancestors: (state to start from, events).
     chain: list[tuple[HistoryState, UsageState, list[RecordedEvent]]] = []
@@ -243,6 +280,22 @@ def fold_events(
                 history, usage = loaded
                 after = snapshot.version
         events = store.read(current, after_version=after, to_version=limit)
+        if check_erasure:
+            if after and any(isinstance(event.data, ContentErased) for event in events):
+                return fold_events(
+                    store,
+                    conversation_id,
+                    to_version=to_version,
+                    use_snapshot=False,
+                    check_erasure=True,
+                )
+            pending = erasure_pending(events)
+            if pending:
+                raise ErasurePending(
+                    f"{current} holds a content_erased event, but its versions "
+                    f"{', '.join(map(str, pending[:10]))} still hold content: an erasure is "
+                    "under way, or was interrupted (then run `chatledger erase` again)"
+                )
         if not chain:
             used = after
         chain.append((history, usage, events))
