@@ -869,25 +869,19 @@ class SQLiteStore(EventStore):
     ) -> int:
         # secure_delete: the space the old content and snapshots leave is zeroed, in the
         # file and its WAL, rather than left in free space (docs/erasure.md).
-        with self._lock, self._errors():
-            was = self._conn.execute("PRAGMA secure_delete").fetchone()[0]
-            self._conn.execute("PRAGMA secure_delete = ON")
-            try:
-                erased = 0
-                with self._transaction():
-                    for position, salt, data in erasures:
-                        cursor = self._conn.execute(
-                            "UPDATE events SET data = ?, content_salt = '' "
-                            "WHERE position = ? AND content_salt = ?",
-                            (data.decode("utf-8"), position, salt),
-                        )
-                        erased += cursor.rowcount
-                    for conversation_id in snapshots_of:
-                        self._conn.execute(
-                            "DELETE FROM snapshots WHERE conversation_id = ?", (conversation_id,)
-                        )
-            finally:
-                self._conn.execute(f"PRAGMA secure_delete = {int(was)}")
+        erased = 0
+        with self._secure_deletes(), self._transaction():
+            for position, salt, data in erasures:
+                cursor = self._conn.execute(
+                    "UPDATE events SET data = ?, content_salt = '' "
+                    "WHERE position = ? AND content_salt = ?",
+                    (data.decode("utf-8"), position, salt),
+                )
+                erased += cursor.rowcount
+            for conversation_id in snapshots_of:
+                self._conn.execute(
+                    "DELETE FROM snapshots WHERE conversation_id = ?", (conversation_id,)
+                )
         return erased
 
     def _purge_erased(self, vacuum: bool) -> list[str]:
