@@ -18,6 +18,7 @@ import msgspec
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
 from ..events import EventStore
 from ..proofs.checkpoint import (
+    MAX_CHECKPOINT_FILE_BYTES,
     Checkpoint,
     SignedCheckpoint,
     dump_proof,
@@ -38,7 +39,7 @@ from ..proofs.note import (
     write_private_key,
 )
 from ..proofs.sinks import SinkError, sink_from_spec
-from ..proofs.tree import StoreTree, TreeCheck, check_tree, checkpoint_problem
+from ..proofs.tree import StoreTree, verify_checkpoints
 from ._app import settings, shown_location, store_options
 from ._ids import resolve_conversation_id
 from ._inputs import checked_path
@@ -56,8 +57,6 @@ __all__ = [
 
 #: The environment variable ``verify --checkpoint`` and ``prove`` read trusted keys from.
 VERIFIER_KEY_ENV = "CHATLEDGER_VERIFIER_KEY"
-#: The most bytes read from a file of checkpoints (a file sink's whole history).
-MAX_CHECKPOINT_FILE_BYTES = 64 * 1024 * 1024
 
 
 def _verifiers(value: str | None) -> list[Verifier]:
@@ -110,15 +109,6 @@ def _latest(path: str, verifiers: list[Verifier] | None, what: str) -> tuple[Che
     if len(note.encode("utf-8")) > MAX_NOTE_BYTES:
         raise InvalidInputError(f"the checkpoint in {path} is larger than {MAX_NOTE_BYTES} bytes")
     return Checkpoint.parse_text(parse_note(note).text), note
-
-
-def verify_checkpoints(
-    store: EventStore, signed: list[SignedCheckpoint]
-) -> tuple[TreeCheck, list[tuple[SignedCheckpoint, str | None]]]:
-    """Recompute the tree from the events; each checkpoint with why the log does not
-    extend it (None: it does)."""
-    check = check_tree(store, [item.size for item in signed])
-    return check, [(item, checkpoint_problem(check, item.checkpoint)) for item in signed]
 
 
 def describe_checkpoint(checkpoint: Checkpoint) -> str:

@@ -61,6 +61,7 @@ from .note import (
 )
 
 __all__ = [
+    "MAX_CHECKPOINT_FILE_BYTES",
     "MAX_PROOF_JSON_BYTES",
     "TIME_EXTENSION",
     "Checkpoint",
@@ -86,6 +87,8 @@ TIME_EXTENSION = "time"
 MAX_PROOF_JSON_BYTES = MAX_NOTE_BYTES + 16 * 1024
 #: The most extension lines a checkpoint may carry.
 MAX_EXTENSIONS = 16
+#: The most bytes read from a file of checkpoints (a file sink's whole history).
+MAX_CHECKPOINT_FILE_BYTES = 64 * 1024 * 1024
 
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
 _TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError, InvalidInputError, NotFoundError
 from ..events.tree import BATCH, BLOCK_LEVEL, TreeCheck, TreeRow, check_tree, leaf_input
-from .checkpoint import Checkpoint, make_checkpoint
+from .checkpoint import Checkpoint, SignedCheckpoint, make_checkpoint
 from .merkle import (
     EMPTY_ROOT,
     MAX_TREE_SIZE,
@@ -54,6 +54,7 @@ __all__ = [
     "TreeCheck",
     "check_tree",
     "checkpoint_problem",
+    "verify_checkpoints",
 ]
 
 _BLOCK = 1 << BLOCK_LEVEL
@@ -352,3 +353,13 @@ def checkpoint_problem(check: TreeCheck, checkpoint: Checkpoint) -> str | None:
         "event among them was edited (and its chain re-hashed), deleted, inserted or moved, "
         f"or the store was replaced{where}"
     )
+
+
+def verify_checkpoints(
+    store: EventStore, signed: Sequence[SignedCheckpoint]
+) -> tuple[TreeCheck, list[tuple[SignedCheckpoint, str | None]]]:
+    """Recompute the tree from the events of ``store`` (one pass); each checkpoint with
+    why the log does not extend it (None: it does). What ``chatledger verify
+    --checkpoint`` and ``chatledger serve``'s audit run."""
+    check = check_tree(store, [item.size for item in signed])
+    return check, [(item, checkpoint_problem(check, item.checkpoint)) for item in signed]

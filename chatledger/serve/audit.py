@@ -24,17 +24,16 @@ from typing import Any
 from ..client import verify_log
 from ..errors import ChatledgerError, InvalidInputError
 from ..events.store import EventStore, VerificationReport
-from ..events.tree import check_tree
 from ..events.verification import Problem
-from ..proofs.checkpoint import SignedCheckpoint, read_checkpoint_file
+from ..proofs.checkpoint import (
+    MAX_CHECKPOINT_FILE_BYTES,
+    SignedCheckpoint,
+    read_checkpoint_file,
+)
 from ..proofs.note import Verifier, load_verifiers
-from ..proofs.tree import checkpoint_problem
+from ..proofs.tree import verify_checkpoints
 
 __all__ = ["CheckpointFile", "StoreAudit", "report_body", "verify_store"]
-
-#: The largest checkpoint file the audit reads (a year of checkpoints every minute is
-#: about 150 MB; rotate the file, or give the audit a copy holding the recent ones).
-MAX_CHECKPOINT_FILE_BYTES = 64 * 1024 * 1024
 
 
 class CheckpointFile:
@@ -77,10 +76,9 @@ def check_checkpoints(
     """Prove the log extends each checkpoint of ``source``; add a problem to ``report``
     for each it does not extend. Returns the ``checkpoint`` field of the result."""
     signed = source.load()
-    check = check_tree(store, [item.size for item in signed])
+    check, verdicts = verify_checkpoints(store, signed)
     failed = 0
-    for item in signed:
-        problem = checkpoint_problem(check, item.checkpoint)
+    for _, problem in verdicts:
         if problem is not None:
             failed += 1
             report.problems.append(
