@@ -66,11 +66,6 @@ def _verifiers(value: str | None) -> list[Verifier]:
             f"give the log's verifier key with --verifier-key (a <name>+<id>+<key> string or a "
             f"file of them), or set {VERIFIER_KEY_ENV}; `chatledger keygen` printed it"
         )
-    if source.lstrip().startswith("PRIVATE+KEY"):
-        raise CliError(
-            "that is a signing key, not a verifier key: give the <name>+<id>+<key> line "
-            "`chatledger keygen` printed (and keep the signing key private)"
-        )
     return load_verifiers(source)
 
 

@@ -564,7 +564,16 @@ def load_signer(
 
 
 def load_verifiers(source: str | os.PathLike[str]) -> list[Verifier]:
-    """Trusted keys: a verifier key string, or a file of them (one a line, ``#`` comments)."""
+    """Trusted keys: a verifier key string, or a file of them (one a line, ``#`` comments).
+
+    A signing key given in their place (a ``PRIVATE+KEY+...`` string, or such a line in the
+    file) is refused: a verifier never needs it, and it must not travel to one.
+    """
+    if isinstance(source, str) and source.lstrip().startswith("PRIVATE+KEY"):
+        raise InvalidInputError(
+            "that is a signing key, not a verifier key: give the <name>+<id>+<key> line "
+            "`chatledger keygen` printed (and keep the signing key private)"
+        )
     if isinstance(source, str) and "+" in source and not Path(source).exists():
         return [Verifier.parse(source)]
     path = Path(source)

@@ -45,11 +45,6 @@ class CheckpointFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], verifier_key: str) -> None:
-        if verifier_key.lstrip().startswith("PRIVATE+KEY"):
-            raise InvalidInputError(
-                "that is a signing key, not a verifier key: give the <name>+<id>+<key> line "
-                "`chatledger keygen` printed (and keep the signing key away from the server)"
-            )
         self.path = Path(path)
         self.verifiers: list[Verifier] = load_verifiers(verifier_key)
         self.load()

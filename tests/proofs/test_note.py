@@ -322,6 +322,10 @@ def test_verifier_keys_from_a_string_or_a_file(tmp_path: Path) -> None:
     path.write_text(PETER_SKEY + "\n")
     with pytest.raises(InvalidInputError, match="private key"):
         load_verifiers(path)
+    # The signing key itself, given where a verifier key goes, is refused without its text.
+    with pytest.raises(InvalidInputError, match="signing key, not a verifier key") as caught:
+        load_verifiers("  " + PETER_SKEY)
+    assert PETER_SKEY not in str(caught.value)
     path.write_text("# nothing\n")
     with pytest.raises(InvalidInputError, match="no verifier key"):
         load_verifiers(path)
