@@ -29,7 +29,7 @@ NAME = "storage"
 TITLE = "4. Database bytes per turn"
 
 
-def _chatledger_breakdown(path: Path) -> dict[str, int]:
+def _chatledger_breakdown(path: Path) -> dict[str, Any]:
     """Where chatledger's bytes are: payload lengths per table (not counting b-tree
     overhead and indexes)."""
     conn = sqlite3.connect(str(path))
@@ -42,9 +42,21 @@ def _chatledger_breakdown(path: Path) -> dict[str, int]:
         snapshots = conn.execute(
             "SELECT count(*), coalesce(sum(length(state)), 0) FROM snapshots"
         ).fetchone()
+        try:
+            # The file's pages by table and index (b-tree overhead and free space on
+            # each page included), where SQLite was built with the dbstat table.
+            pages = {
+                str(name): int(size)
+                for name, size in conn.execute(
+                    "SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+                )
+            }
+        except sqlite3.OperationalError:
+            pages = {}
     finally:
         conn.close()
     return {
+        "page_bytes_by_table": pages,
         "events": events[0],
         "event_data_bytes": events[1] or 0,
         "event_metadata_bytes": events[2] or 0,
@@ -139,17 +151,22 @@ def run(sizes: dict[str, Any], workdir: Path, progress: Progress) -> dict[str, A
             assert point is not None
             row["vs_best_peer"] = point["bytes_per_turn"] / best["bytes_per_turn"]
     goals = [goal]
+    notes = [
+        f"a turn = a user message of {corpus.USER_CHARS} chars and a model reply of "
+        f"{corpus.MODEL_CHARS} chars; raw JSON = the wire contents as compact JSON "
+        f"({corpus.raw_json_bytes(1):,} bytes per turn)",
+        "chatledger's replies carry what Gemini sends besides the text (usageMetadata, "
+        "modelVersion, responseId), as the log keeps the raw response",
+    ]
+    pages = ((ours or {}).get("breakdown") or {}).get("page_bytes_by_table") or {}
+    if pages:
+        largest = ", ".join(f"{name} {size / last:,.0f}" for name, size in list(pages.items())[:4])
+        notes.append(f"chatledger's file by table and index at {last} turns, B/turn: {largest}")
     return {
         "name": NAME,
         "title": TITLE,
         "unit": "bytes/turn",
         "rows": rows,
         "goals": goals,
-        "notes": [
-            f"a turn = a user message of {corpus.USER_CHARS} chars and a model reply of "
-            f"{corpus.MODEL_CHARS} chars; raw JSON = the wire contents as compact JSON "
-            f"({corpus.raw_json_bytes(1):,} bytes per turn)",
-            "chatledger's replies carry what Gemini sends besides the text (usageMetadata, "
-            "modelVersion, responseId), as the log keeps the raw response",
-        ],
+        "notes": notes,
     }
