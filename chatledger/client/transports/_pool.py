@@ -52,20 +52,18 @@ def _assign(pool: Any) -> list[Any]:
     sweep = now >= getattr(pool, "_chatledger_sweep_at", 0.0)
     if sweep:
         pool._chatledger_sweep_at = now + SWEEP_S
-    reserved: set[int] = set()
-    queued: list[Any] = []
-    for request in requests:
-        if request.connection is not None:
-            reserved.add(id(request.connection))
-        elif request.is_queued():
-            queued.append(request)
+    # (httpcore's PoolRequest.is_queued() is ``connection is None``.)
+    reserved = {id(request.connection) for request in requests if request.connection is not None}
+    queued = [request for request in requests if request.connection is None]
     kept: list[Any] = []
     idle: list[Any] = []
     for connection in pool._connections:
-        if connection.is_closed():
-            continue
         if id(connection) in reserved:
+            # Serving (or about to serve) a request: kept, even if it closed meanwhile
+            # (dropped by the first pass after its request lets it go).
             kept.append(connection)
+        elif connection.is_closed():
+            continue
         elif connection.is_idle():
             if sweep and connection.has_expired():
                 closing.append(connection)
@@ -88,11 +86,15 @@ def _assign(pool: Any) -> list[Any]:
     if not queued:
         return closing  # a response closed: nothing to assign
 
-    # An idle connection is reusable; a multiplexing (HTTP/2) one that is available too.
+    # An idle connection is reusable; a multiplexing (HTTP/2) one that is available too
+    # (an HTTP/1.1 connection is available only when idle).
     available = [*idle]
-    available.extend(
-        connection for connection in kept if not connection.is_idle() and connection.is_available()
-    )
+    if getattr(pool, "_http2", False):
+        available.extend(
+            connection
+            for connection in kept
+            if not connection.is_idle() and connection.is_available()
+        )
     budget = pool._max_connections - len(kept)
     for request in queued:
         if not available and budget <= 0 and not idle:
