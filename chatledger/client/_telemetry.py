@@ -404,7 +404,7 @@ class OpenTelemetry(Telemetry):
             # No span was made: OpenTelemetry's API without an SDK (or a no-op tracer
             # provider) hands back the current span, or a non-recording one with its
             # context. Nothing of this turn could be exported or change any context, so
-            # none of its spans is made (about a tenth of a turn's CPU, measured).
+            # none of its spans is made (docs/performance.md#load-client).
             return
         turn.trace = _TurnTrace(span)
         turn.trace.events.append(ref)
