@@ -219,3 +219,83 @@ def test_assign_drops_expired_and_orphaned_connections() -> None:
     pool = FakePool([expired, orphan, closed], [])
     assert _assign(pool) == [expired, orphan]
     assert pool._connections == []
+
+
+def test_assign_asks_idle_connections_whether_they_expired_once_per_sweep() -> None:
+    """Between sweeps a pass asks no connection whether it expired (a poll() and a
+    getpeername() each on a real one) unless it is about to be given a request."""
+    asked: list[FakeConnection] = []
+
+    class Watched(FakeConnection):
+        def has_expired(self) -> bool:
+            asked.append(self)
+            return self.expired
+
+    kept, spare = Watched("idle"), Watched("idle")
+    pool = FakePool([kept, spare], [])
+    assert _assign(pool) == []
+    assert asked == [kept, spare]  # the first pass sweeps
+    asked.clear()
+    spare.expired = True
+    assert _assign(pool) == [] and asked == []  # within SWEEP_S: nobody is asked
+    pool._chatledger_sweep_at = 0.0  # type: ignore[attr-defined]
+    assert _assign(pool) == [spare]  # the next sweep drops the expired one
+    assert pool._connections == [kept]
+
+
+def test_assign_never_gives_a_request_an_expired_connection_between_sweeps() -> None:
+    dead, alive = FakeConnection("idle"), FakeConnection("idle")
+    pool = FakePool([dead, alive], [])
+    assert _assign(pool) == []  # swept: both fine
+    dead.expired = True  # the server closed it since
+    first, second = FakeRequest(), FakeRequest()
+    pool._requests = [first, second]
+    closing = _assign(pool)
+    assert closing == [dead]
+    assert first.connection is alive
+    assert second.connection is not None and second.connection.state == "new"
+    assert dead not in pool._connections and len(pool._connections) == 2
+
+
+def test_a_connection_the_server_closed_is_not_reused() -> None:
+    """A real server that closes each connection after its answer (keep-alive offered):
+    the next request, within the same sweep interval, gets a new connection instead of
+    failing on the closed one."""
+
+    async def main() -> tuple[list[int], int]:
+        accepted = 0
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+            writer.close()  # no "Connection: close": the client thinks it may keep it
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = async_client(httpx.Timeout(5.0))
+        statuses = []
+        try:
+            for _ in range(3):
+                response = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+                statuses.append(response.status_code)
+                await asyncio.sleep(0.05)  # the server's close reaches the client
+        finally:
+            await client.aclose()
+            server.close()
+            await server.wait_closed()
+        return statuses, accepted
+
+    statuses, accepted = asyncio.run(main())
+    assert statuses == [200, 200, 200]
+    assert accepted == 3

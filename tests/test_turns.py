@@ -671,3 +671,36 @@ def test_a_live_turn_is_not_taken_over_from_another_pid_namespace(
     assert [text_of(c) for c in chat.get_history()] == ["streaming", "slow reply"]
     client.close()
     ledger.record("turns", "pid-namespace-live-turn/sqlite", faults=1)
+
+
+def test_a_send_reads_nothing_unless_another_writer_appended(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send's first append is made at the version the chat knows: with nobody else
+    writing, a turn reads nothing back from the store; when another writer appended
+    (here a whole turn, through another client), that append fails, writing nothing,
+    and the send reads the new turn and sends it as part of the history."""
+    transport = ScriptedTransport().enqueue("one").enqueue("two").enqueue("three")
+    client = chatledger.Client(store=str(db_path), transport=transport)
+    reads: list[tuple[str, int]] = []
+    store: Any = client.store
+    real_read = store._read
+
+    def counted(conversation_id: str, after: int, to: int | None) -> Any:
+        reads.append((conversation_id, after))
+        return real_read(conversation_id, after, to)
+
+    monkeypatch.setattr(store, "_read", counted)
+    chat = client.chats.create(model="m")
+    assert chat.send_message("first").text == "one"
+    assert reads == []
+    other = chatledger.Client(store=str(db_path), transport=transport)
+    assert other.chats.get(chat.id).send_message("elsewhere").text == "two"
+    version = chat.version
+    assert chat.send_message("third").text == "three"
+    assert reads and all(read == (chat.id, version) for read in reads)
+    sent = [content["parts"][0]["text"] for content in transport.requests[-1].contents]
+    assert sent == ["first", "one", "elsewhere", "two", "third"]
+    turns = [e.data.turn for e in chat.events() if e.type == "user_message_added"]  # type: ignore[attr-defined]
+    assert turns == [1, 2, 3]
+    assert chat.verify().ok

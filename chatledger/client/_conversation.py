@@ -1,11 +1,12 @@
 """One conversation's live state and the log writes of its turns, shared by the sync and
 async chats.
 
-A send is: catch up on events appended since the known version (another process may
-have written) -> open a turn (append the user message and the model call with
-``expected_version``) -> call the model -> append the reply or the failure -> advance
-the projections. The projections live in memory between sends, so a send reads only
-the events that are new to it. Folding and snapshots are in :mod:`._fold`.
+A send is: open a turn (append the user message and the model call with
+``expected_version``, the version this process knows; if another writer appended since,
+that append fails, and the send catches up on the new events and tries again) -> call
+the model -> append the reply or the failure -> advance the projections. The
+projections live in memory between sends, so a send reads only the events that are new
+to it, and none when nobody else wrote. Folding and snapshots are in :mod:`._fold`.
 
 Turns never interleave. A turn is open from its ``user_message_added`` event until a
 response or failure ends it. A writer that finds another's turn open waits for it (up
@@ -400,8 +401,18 @@ class Conversation:
         budget = afc_budget(afc_source) if functions else None
         schemas = self.schemas(override)
         with self._lock:
+            # With no turn open in this state, the turn's first append is made at the
+            # version this chat knows without reading first: the append is the check
+            # that nobody else wrote since (it fails on its expected version if anyone
+            # did, and nothing of it is written). Only then does the turn read what
+            # others appended, wait for their open turn, and begin again.
+            known = self.history.pending is None
             while True:
-                self.wait_for_turn()
+                if known:
+                    WATCH.forget((self.store.location, self.id))
+                    known = False
+                else:
+                    self.wait_for_turn()
                 config = merge_configs(self.history.config, override_wire)
                 turn = Turn(
                     self.history.next_turn,

@@ -398,6 +398,14 @@ class OpenTelemetry(Telemetry):
                 "chatledger.streamed": turn.streamed,
             },
         )
+        if not span.is_recording() and (
+            span.get_span_context() == trace.get_current_span().get_span_context()
+        ):
+            # No span was made: OpenTelemetry's API without an SDK (or a no-op tracer
+            # provider) hands back the current span, or a non-recording one with its
+            # context. Nothing of this turn could be exported or change any context, so
+            # none of its spans is made (docs/performance.md#load-client).
+            return
         turn.trace = _TurnTrace(span)
         turn.trace.events.append(ref)
 

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.semconv._incubating.attributes import (
     error_attributes,
     gen_ai_attributes,
@@ -414,6 +416,67 @@ async def test_the_chat_span_is_current_while_the_request_is_sent(
         assert request.parent is not None and request.parent.span_id == call.context.span_id
     assert attrs(calls[0])["gen_ai.provider.name"] == "scripted"
     assert calls[0].kind is SpanKind.INTERNAL  # an in-process transport
+
+
+class _CurrentSpanTransport(ScriptedTransport):
+    """Records the span current while each request is sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: list[Any] = []
+
+    def generate(self, request: ModelRequest) -> dict[str, Any]:
+        self.current.append(trace.get_current_span().get_span_context())
+        return super().generate(request)
+
+
+def test_a_tracer_that_makes_no_spans_leaves_the_callers_span_current(
+    provider: TracerProvider,
+) -> None:
+    """A no-op tracer (OpenTelemetry's API without an SDK) makes no span: chatledger then
+    makes none of the turn's spans, and the caller's span is current while the request
+    is sent, as when the API's non-recording spans were activated. A turn that an SDK
+    samples out still has spans of its own (new ids, not recorded), and its chat span
+    is current."""
+    app = provider.get_tracer("app")
+    noop = _CountingProvider(trace.NoOpTracerProvider())
+    for chat_provider, own_span in (
+        (noop, False),
+        (TracerProvider(sampler=ALWAYS_OFF), True),
+    ):
+        transport = _CurrentSpanTransport()
+        transport.enqueue("Hi").enqueue("Again")
+        client = chatledger.Client(transport=transport, tracer_provider=chat_provider)
+        with app.start_as_current_span("handler") as handler:
+            chat = client.chats.create(model="gemini-2.5-flash")
+            assert chat.send_message("Hello").text == "Hi"
+            assert chat.send_message("Hello again").text == "Again"
+        caller = handler.get_span_context()
+        for current in transport.current:
+            assert current.trace_id == caller.trace_id
+            assert (current.span_id != caller.span_id) is own_span
+        assert len(chat.events()) == 7
+    # One span asked for per turn (the turn's, handed back unmade), none after it.
+    assert noop.started == ["chatledger.turn", "chatledger.turn"]
+
+
+class _CountingProvider:
+    """A tracer provider whose tracers note the name of each span asked for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.started: list[str] = []
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = self.inner.get_tracer(*args, **kwargs)
+        started = self.started
+
+        class Counting:
+            def start_span(self, name: str, *a: Any, **k: Any) -> Any:
+                started.append(name)
+                return tracer.start_span(name, *a, **k)
+
+        return Counting()
 
 
 # ---------------------------------------------------------------------- async

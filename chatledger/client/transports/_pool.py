@@ -10,13 +10,15 @@ whether it expired (a ``poll()`` and a ``getpeername()`` each) on every pass.
 
 :class:`_FixedAsyncPool` and :class:`_FixedSyncPool` replace that one method: idle
 connections are counted as idle, a connection assigned to a request that has not sent
-yet is never closed or assigned twice, only idle connections are asked whether they
-expired, and one pass is O(connections + requests). Everything else is httpcore's.
+yet is never closed or assigned twice, idle connections are asked whether they
+expired at most every :data:`SWEEP_S` seconds and always before they are reused, and one
+pass is O(connections + requests). Everything else is httpcore's.
 See docs/performance.md (figure 7) for what it changed.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpcore
@@ -30,21 +32,40 @@ __all__ = ["LIMITS", "async_client", "sync_client"]
 LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=5.0)
 
 
+#: How often, at most, every idle connection is asked whether it expired (its keep-alive
+#: ran out, or the server closed it: a ``poll()`` and a ``getpeername()`` system call
+#: each). An idle connection is always asked before a request is given to it.
+SWEEP_S = 1.0
+
+
 def _assign(pool: Any) -> list[Any]:
     """httpcore's ``_assign_requests_to_connections``, with the keep-alive count right
-    and in one pass: the connections to close (their I/O is done by the caller)."""
+    and in one pass: the connections to close (their I/O is done by the caller).
+
+    Every idle connection is asked whether it expired at most every :data:`SWEEP_S`
+    seconds (so an idle connection may outlive its keep-alive by that much), and always
+    right before a request is given to it: httpcore asks every connection on every pass,
+    which at 100 connections was most of this method's time."""
     closing: list[Any] = []
     requests = pool._requests
+    now = time.monotonic()
+    sweep = now >= getattr(pool, "_chatledger_sweep_at", 0.0)
+    if sweep:
+        pool._chatledger_sweep_at = now + SWEEP_S
+    # (httpcore's PoolRequest.is_queued() is ``connection is None``.)
     reserved = {id(request.connection) for request in requests if request.connection is not None}
+    queued = [request for request in requests if request.connection is None]
     kept: list[Any] = []
     idle: list[Any] = []
     for connection in pool._connections:
-        if connection.is_closed():
-            continue
         if id(connection) in reserved:
+            # Serving (or about to serve) a request: kept, even if it closed meanwhile
+            # (dropped by the first pass after its request lets it go).
             kept.append(connection)
+        elif connection.is_closed():
+            continue
         elif connection.is_idle():
-            if connection.has_expired():
+            if sweep and connection.has_expired():
                 closing.append(connection)
             else:
                 kept.append(connection)
@@ -62,29 +83,40 @@ def _assign(pool: Any) -> list[Any]:
         idle = idle[surplus:]
         kept = [connection for connection in kept if id(connection) not in dropped]
     pool._connections = kept
+    if not queued:
+        return closing  # a response closed: nothing to assign
 
-    # An idle connection is reusable; a multiplexing (HTTP/2) one that is available too.
-    available = [
-        connection
-        for connection in kept
-        if connection.is_available()
-        and (id(connection) not in reserved or not connection.is_idle())
-    ]
+    # An idle connection is reusable; a multiplexing (HTTP/2) one that is available too
+    # (an HTTP/1.1 connection is available only when idle).
+    available = [*idle]
+    if getattr(pool, "_http2", False):
+        available.extend(
+            connection
+            for connection in kept
+            if not connection.is_idle() and connection.is_available()
+        )
     budget = pool._max_connections - len(kept)
-    for request in requests:
-        if not request.is_queued():
-            continue
+    for request in queued:
         if not available and budget <= 0 and not idle:
             break
         origin = request.request.url.origin
-        for index, connection in enumerate(available):
-            if connection.can_handle_request(origin):
-                request.assign_to_connection(connection)
-                if connection.is_idle():  # HTTP/1.1, or HTTP/2 with no stream: taken
-                    del available[index]
-                    if connection in idle:
-                        idle.remove(connection)
-                break
+        index = 0
+        while index < len(available):
+            connection = available[index]
+            if not connection.can_handle_request(origin):
+                index += 1
+                continue
+            if connection.is_idle():  # HTTP/1.1, or HTTP/2 with no stream: taken
+                del available[index]
+                idle.remove(connection)
+                if not sweep and connection.has_expired():
+                    # Closed by the server, or past its keep-alive: never send on it.
+                    pool._connections.remove(connection)
+                    closing.append(connection)
+                    budget += 1
+                    continue
+            request.assign_to_connection(connection)
+            break
         else:
             if budget <= 0:
                 if not idle:
