@@ -34,6 +34,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import utc_now
+from .memo import AppendMemo
 from .rows import StreamRow, head_error, missing_head_reason
 from .sqlite_schema import MIGRATIONS, READ_MODEL_MIGRATIONS, schema_differences
 from .store import (
@@ -170,6 +171,8 @@ class SQLiteStore(EventStore):
         self._closed = False
         #: Whether the file has the inline read models' tables (see _migrate).
         self._inline = False
+        #: What the inline read models keep between this store's appends (see memo.py).
+        self._memo = AppendMemo()
         if self.path != ":memory:":
             target = Path(self.path).expanduser().resolve()
             if target.is_dir():
@@ -336,13 +339,19 @@ class SQLiteStore(EventStore):
         try:
             with self._errors():
                 conn.execute("BEGIN IMMEDIATE")
+                memo = self._memo
+                memo.begin(conn)
                 try:
                     for request in group:
                         # A group of one needs no savepoint: its transaction is its own.
                         self._append_in_group(request, savepoint=len(group) > 1)
                     if conn.in_transaction:  # (a lone append that failed rolled back)
                         conn.execute("COMMIT")
+                        memo.commit()
+                    else:
+                        memo.rollback()
                 except BaseException:
+                    memo.rollback()
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
@@ -368,6 +377,7 @@ class SQLiteStore(EventStore):
         if savepoint:
             conn.execute("SAVEPOINT chatledger_append")
         undone = False
+        self._memo.mark()
 
         def undo() -> None:
             nonlocal undone
@@ -390,6 +400,8 @@ class SQLiteStore(EventStore):
                 # group fails with this error, nothing of it written.
                 raise
             request.error = exc
+            # What its read models took from the memo or left in it was not written.
+            self._memo.forget_marked()
             undo()
         if savepoint:
             conn.execute("RELEASE chatledger_append")
@@ -699,7 +711,7 @@ class SQLiteStore(EventStore):
         if not self._inline:
             return
         for read_model in INLINE_READ_MODELS:
-            read_model.appended(conn, conversation_id, rows)
+            read_model.appended(conn, conversation_id, rows, self._memo)
 
     def _read(
         self, conversation_id: str, after_version: int, to_version: int | None
@@ -954,6 +966,9 @@ class SQLiteStore(EventStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
+        # Any write but an append's (an import, an erasure, a rebuild, a migration, the
+        # caller's own SQL): the read models' memo can no longer vouch for anything.
+        self._memo.clear()
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
