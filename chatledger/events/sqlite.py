@@ -332,9 +332,7 @@ class SQLiteStore(EventStore):
         :data:`GROUP_MAX` in all, in one transaction; called with the store's lock held."""
         group = [leader]
         if not alone:
-            with self._pending_lock:
-                group.extend(self._pending[: GROUP_MAX - 1])
-                del self._pending[: GROUP_MAX - 1]
+            self._join_group(group)
         conn = self._conn
         try:
             with self._errors():
@@ -342,9 +340,16 @@ class SQLiteStore(EventStore):
                 memo = self._memo
                 memo.begin(conn)
                 try:
-                    for request in group:
+                    done = 0
+                    while done < len(group):
+                        request = group[done]
                         # A group of one needs no savepoint: its transaction is its own.
-                        self._append_in_group(request, savepoint=len(group) > 1)
+                        self._append_in_group(request, savepoint=done > 0 or len(group) > 1)
+                        done += 1
+                        if done == len(group) and not alone and conn.in_transaction:
+                            # Appends queued while this group's were written join it
+                            # before its commit (one sync more for all of them).
+                            self._join_group(group)
                     if conn.in_transaction:  # (a lone append that failed rolled back)
                         conn.execute("COMMIT")
                         memo.commit()
@@ -368,6 +373,14 @@ class SQLiteStore(EventStore):
                 request.done = True
                 if request.wake is not None:
                     request.wake.set()
+
+    def _join_group(self, group: list[_AppendRequest]) -> None:
+        """Move waiting appends into ``group``, up to :data:`GROUP_MAX` in all."""
+        room = GROUP_MAX - len(group)
+        if room > 0 and self._pending:
+            with self._pending_lock:
+                group.extend(self._pending[:room])
+                del self._pending[:room]
 
     def _append_in_group(self, request: _AppendRequest, *, savepoint: bool) -> None:
         """One append of a group, inside the group's transaction, under a savepoint (or,
