@@ -70,6 +70,10 @@ def summary_reads(seen: list[str]) -> int:
     return sum(1 for sql in seen if sql.startswith("SELECT version, state, title"))
 
 
+def head_reads(seen: list[str]) -> int:
+    return sum(1 for sql in seen if sql.startswith("SELECT s.version, s.head_hash, e.hash"))
+
+
 def state_of(path: Path, conversation_id: str) -> str:
     with sqlite3.connect(path) as conn:
         row = conn.execute(
@@ -93,8 +97,8 @@ def test_consecutive_appends_use_the_memo_and_write_what_a_fold_gives(
     for turn in range(1, 6):
         store.append("c", [user(f"message {turn}", turn)], expected_version=turn)
     # The first append after opening has the memo of the conversation_started append.
-    assert summary_reads(seen) == 0
-    assert len(store._memo) == 1
+    assert summary_reads(seen) == 0 and head_reads(seen) == 0
+    assert len(store._memo) == 2  # its head and its summary state
     assert_read_models_match(store)
 
 
@@ -107,7 +111,8 @@ def test_another_process_appending_invalidates_the_memo(path: Path, store: SQLit
     assert child.exitcode == 0
     seen = statements(store)
     store.append("c", [user("three", 3)], expected_version=3)
-    assert summary_reads(seen) == 1  # read again: the memo could not vouch for the row
+    # Read again: the memo could not vouch for the rows.
+    assert summary_reads(seen) == 1 and head_reads(seen) == 1
     assert '"three"' in state_of(path, "c")
     assert_read_models_match(store)
 
@@ -295,7 +300,7 @@ def test_erasure_and_rebuild_clear_the_memo(path: Path) -> None:
         chat = client.chats.create(model="gemini-2.5-flash")
         transport.enqueue("A reply to erase.")
         chat.send_message("A secret to erase")
-        assert len(store._memo) == 1
+        assert len(store._memo) == 2
         chatledger.erase(store, conversation_id=chat.id, reason="asked", actor="test")
         assert len(store._memo) == 0
         chat = client.chats.get(chat.id)
@@ -388,7 +393,7 @@ def test_an_import_clears_the_memo(path: Path, store: SQLiteStore) -> None:
     target = SQLiteStore(path.with_name("imported.db"))
     try:
         target.append("x", [started()], expected_version=0)  # fills the memo
-        assert len(target._memo) == 1
+        assert len(target._memo) == 2
         target._import_rows("c", rows, 0)
         assert len(target._memo) == 0
         target.append("x", [user("after the import", 1)], expected_version=1)
