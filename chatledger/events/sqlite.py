@@ -335,7 +335,9 @@ class SQLiteStore(EventStore):
         :data:`GROUP_MAX` in all, in one transaction; called with the store's lock held."""
         group = [leader]
         if not alone:
-            self._join_group(group)
+            with self._pending_lock:
+                group.extend(self._pending[: GROUP_MAX - 1])
+                del self._pending[: GROUP_MAX - 1]
         conn = self._conn
         try:
             with self._errors():
@@ -343,16 +345,9 @@ class SQLiteStore(EventStore):
                 memo = self._memo
                 memo.begin(conn)
                 try:
-                    done = 0
-                    while done < len(group):
-                        request = group[done]
+                    for request in group:
                         # A group of one needs no savepoint: its transaction is its own.
-                        self._append_in_group(request, savepoint=done > 0 or len(group) > 1)
-                        done += 1
-                        if done == len(group) and not alone and conn.in_transaction:
-                            # Appends queued while this group's were written join it
-                            # before its commit (one sync more for all of them).
-                            self._join_group(group)
+                        self._append_in_group(request, savepoint=len(group) > 1)
                     if conn.in_transaction:  # (a lone append that failed rolled back)
                         conn.execute("COMMIT")
                         memo.commit()
@@ -376,14 +371,6 @@ class SQLiteStore(EventStore):
                 request.done = True
                 if request.wake is not None:
                     request.wake.set()
-
-    def _join_group(self, group: list[_AppendRequest]) -> None:
-        """Move waiting appends into ``group``, up to :data:`GROUP_MAX` in all."""
-        room = GROUP_MAX - len(group)
-        if room > 0 and self._pending:
-            with self._pending_lock:
-                group.extend(self._pending[:room])
-                del self._pending[:room]
 
     def _append_in_group(self, request: _AppendRequest, *, savepoint: bool) -> None:
         """One append of a group, inside the group's transaction, under a savepoint (or,
