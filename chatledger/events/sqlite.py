@@ -34,6 +34,7 @@ from ..errors import (
     StoreUnavailableError,
 )
 from .envelope import utc_now
+from .memo import AppendMemo
 from .rows import StreamRow, head_error, missing_head_reason
 from .sqlite_schema import MIGRATIONS, READ_MODEL_MIGRATIONS, schema_differences
 from .store import (
@@ -94,6 +95,9 @@ _STREAM_INFO_SQL = (
     "LEFT JOIN events AS f ON f.conversation_id = s.conversation_id AND f.version = 1"
 )
 
+
+#: A stream's head (version, hash) in the store's AppendMemo, as its last append wrote it.
+_HEAD = "head"
 
 #: The most appends one transaction commits (a group commit; see SQLiteStore._append).
 GROUP_MAX = 64
@@ -170,6 +174,8 @@ class SQLiteStore(EventStore):
         self._closed = False
         #: Whether the file has the inline read models' tables (see _migrate).
         self._inline = False
+        #: What the inline read models keep between this store's appends (see memo.py).
+        self._memo = AppendMemo()
         if self.path != ":memory:":
             target = Path(self.path).expanduser().resolve()
             if target.is_dir():
@@ -336,13 +342,19 @@ class SQLiteStore(EventStore):
         try:
             with self._errors():
                 conn.execute("BEGIN IMMEDIATE")
+                memo = self._memo
+                memo.begin(conn)
                 try:
                     for request in group:
                         # A group of one needs no savepoint: its transaction is its own.
                         self._append_in_group(request, savepoint=len(group) > 1)
                     if conn.in_transaction:  # (a lone append that failed rolled back)
                         conn.execute("COMMIT")
+                        memo.commit()
+                    else:
+                        memo.rollback()
                 except BaseException:
+                    memo.rollback()
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
@@ -368,6 +380,7 @@ class SQLiteStore(EventStore):
         if savepoint:
             conn.execute("SAVEPOINT chatledger_append")
         undone = False
+        self._memo.mark()
 
         def undo() -> None:
             nonlocal undone
@@ -390,6 +403,8 @@ class SQLiteStore(EventStore):
                 # group fails with this error, nothing of it written.
                 raise
             request.error = exc
+            # What its read models took from the memo or left in it was not written.
+            self._memo.forget_marked()
             undo()
         if savepoint:
             conn.execute("RELEASE chatledger_append")
@@ -408,13 +423,20 @@ class SQLiteStore(EventStore):
         here (the one function to extend). On a failure it calls ``undo`` (which rolls
         its own writes back) before the reads that explain it, then raises."""
         # The head's hash with the last event's: new events must never chain onto a
-        # damaged head (verify would then blame them).
-        head = conn.execute(
-            "SELECT s.version, s.head_hash, e.hash FROM streams AS s LEFT JOIN events "
-            "AS e ON e.conversation_id = s.conversation_id AND e.version = s.version "
-            "WHERE s.conversation_id = ?",
-            (conversation_id,),
-        ).fetchone()
+        # damaged head (verify would then blame them). When this store's last append of
+        # the conversation wrote both and nothing else wrote since (the memo vouches for
+        # it, see memo.py), they are what it wrote.
+        memo = self._memo
+        known = memo.take((_HEAD, conversation_id))
+        if known is not None and known[0] == expected_version:
+            head = (known[0], known[1], known[1])
+        else:
+            head = conn.execute(
+                "SELECT s.version, s.head_hash, e.hash FROM streams AS s LEFT JOIN events "
+                "AS e ON e.conversation_id = s.conversation_id AND e.version = s.version "
+                "WHERE s.conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
         current = head[0] if head else 0
         if head is None or current != expected_version:
             # A new stream, or a stale expectation: the head row must agree with the
@@ -488,6 +510,7 @@ class SQLiteStore(EventStore):
                 for event, position in zip(prepared, positions, strict=True)
             ],
         )
+        memo.put((_HEAD, conversation_id), (last.version, last.hash))
         wrote(events, prepared)
         return positions
 
@@ -699,7 +722,7 @@ class SQLiteStore(EventStore):
         if not self._inline:
             return
         for read_model in INLINE_READ_MODELS:
-            read_model.appended(conn, conversation_id, rows)
+            read_model.appended(conn, conversation_id, rows, self._memo)
 
     def _read(
         self, conversation_id: str, after_version: int, to_version: int | None
@@ -954,6 +977,9 @@ class SQLiteStore(EventStore):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
+        # Any write but an append's (an import, an erasure, a rebuild, a migration, the
+        # caller's own SQL): the read models' memo can no longer vouch for anything.
+        self._memo.clear()
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield

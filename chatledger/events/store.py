@@ -30,6 +30,7 @@ from .envelope import (
 )
 from .erasure import has_content, hashed_data, new_salt
 from .kinds import ContentErased, ConversationStarted, EventData, data_to_builtins
+from .memo import AppendMemo
 from .rows import (
     HeadEvidence,
     RawRow,
@@ -232,8 +233,16 @@ class InlineReadModel(Protocol):
     the store's DB-API connection inside the transaction; an exception rolls the append
     back."""
 
-    def appended(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
-        """Update the tables for ``rows``, just written to ``conversation_id``."""
+    def appended(
+        self,
+        connection: Any,
+        conversation_id: str,
+        rows: Sequence[RawRow],
+        memo: AppendMemo | None = None,
+    ) -> None:
+        """Update the tables for ``rows``, just written to ``conversation_id``. ``memo``:
+        what this model may keep between appends of the store (an append's own, see
+        :mod:`chatledger.events.memo`); None when the store gives none (an import)."""
 
     def rebuild_all(self, connection: Any) -> None:
         """Write the tables again from the log, for every conversation."""

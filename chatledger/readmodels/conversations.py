@@ -40,6 +40,7 @@ from ..events.kinds import (
     TurnRewound,
     shape_problem,
 )
+from ..events.memo import AppendMemo
 from ..events.rows import RawRow, row_to_event
 from ..events.sqlite import SQLiteStore
 from ..events.store import INLINE_READ_MODELS, EventStore, Problem, VerificationReport
@@ -112,6 +113,19 @@ class ConversationState(msgspec.Struct):
 
 
 _STATE_DECODER = msgspec.json.Decoder(ConversationState)
+
+#: The conversation read models' entries in a store's :class:`AppendMemo`.
+_MEMO_KEY = "conversations"
+
+
+class _Known(NamedTuple):
+    """What the last append of a conversation wrote to its summary row (kept in the
+    store's :class:`AppendMemo` for its next append)."""
+
+    version: int
+    state: ConversationState
+    title: str
+    created_at: str
 
 
 class ContentRow(NamedTuple):
@@ -261,6 +275,33 @@ def _write_summary(
     )
 
 
+def _update_summary(
+    tx: Transaction,
+    conversation_id: str,
+    state: ConversationState,
+    title: str,
+    last: RecordedEvent,
+) -> bool:
+    """Move an existing summary row to ``last`` (an append: created_at and the parent do
+    not change, so their columns, and the parent's index, are left alone). False when
+    there is no row to update."""
+    cursor = tx.execute(
+        f"UPDATE {SUMMARIES_TABLE} SET model = ?, title = ?, turns = ?, version = ?, "
+        "head_hash = ?, updated_at = ?, state = ? WHERE conversation_id = ?",
+        (
+            state.history.model,
+            title,
+            state.spans,
+            last.version,
+            last.hash,
+            last.recorded_at,
+            _encode(state).decode("utf-8"),
+            conversation_id,
+        ),
+    )
+    return bool(cursor.rowcount == 1)
+
+
 def _insert_contents(tx: Transaction, conversation_id: str, rows: Sequence[ContentRow]) -> None:
     for row in rows:
         tx.execute(
@@ -385,15 +426,30 @@ def _needs_fold(event: RecordedEvent) -> bool:
 class ConversationReadModels:
     """The inline read model of the two tables (see the module docstring)."""
 
-    def _advance(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
+    def _advance(
+        self,
+        connection: Any,
+        conversation_id: str,
+        rows: Sequence[RawRow],
+        memo: AppendMemo | None,
+    ) -> None:
         tx = Transaction(connection)
         events = [row_to_event(row) for row in rows]
+        key = (_MEMO_KEY, conversation_id)
         if not events or any(_needs_fold(event) for event in events):
+            if memo is not None:
+                memo.discard(key)
             rebuild_conversation(connection, conversation_id)
             return
-        if events[0].version == 1:
+        # The state this store's last append of the conversation wrote, when the memo
+        # can vouch that the summary row still holds it (chatledger.events.memo).
+        known: _Known | None = memo.take(key) if memo is not None else None
+        exists = events[0].version != 1
+        if not exists:
             state = ConversationState(HistoryState(), UsageState())
             title, created_at = "", events[0].recorded_at
+        elif known is not None and known.version == events[0].version - 1:
+            state, title, created_at = known.state, known.title, known.created_at
         else:
             found = tx.execute(
                 f"SELECT version, state, title, created_at FROM {SUMMARIES_TABLE} "
@@ -421,12 +477,23 @@ class ConversationReadModels:
             state.rows + len(history.full),
             state.spans + len(history.turns),
         )
-        _write_summary(tx, conversation_id, state, title, created_at, events[-1])
+        last = events[-1]
+        if not exists or not _update_summary(tx, conversation_id, state, title, last):
+            _write_summary(tx, conversation_id, state, title, created_at, last)
+        if memo is not None:
+            memo.put(key, _Known(last.version, state, title, created_at))
 
-    def appended(self, connection: Any, conversation_id: str, rows: Sequence[RawRow]) -> None:
+    def appended(
+        self,
+        connection: Any,
+        conversation_id: str,
+        rows: Sequence[RawRow],
+        memo: AppendMemo | None = None,
+    ) -> None:
         """Advance the conversation's rows by the events just appended: its state is
-        read, the new events applied to it, and only the new turns inserted."""
-        self._advance(connection, conversation_id, rows)
+        read (or taken from ``memo``, the store's, when it holds what the row holds), the
+        new events applied to it, and only the new turns inserted."""
+        self._advance(connection, conversation_id, rows, memo)
         if rows and rows[0].version == 1:
             # Forks of this conversation written before it (an import in another order)
             # could not be folded then: they can now.
@@ -440,6 +507,8 @@ class ConversationReadModels:
                 )
                 .fetchall()
             ):
+                if memo is not None:
+                    memo.discard((_MEMO_KEY, str(fork)))
                 rebuild_conversation(connection, str(fork))
 
     def rebuild_all(self, connection: Any) -> None:
