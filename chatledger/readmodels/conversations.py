@@ -73,9 +73,11 @@ __all__ = [
 SUMMARIES_TABLE = "chat_summaries"
 CONTENTS_TABLE = "chat_contents"
 
+#: With the content salt: an erased event's placeholders are valid only with it (without
+#: it, an erased conversation could not be folded, and its rows were dropped).
 _EVENT_COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
-    "recorded_at, hash"
+    "recorded_at, hash, content_salt"
 )
 _CONTENT_COLUMNS = "span, turn, version, loaded, flags, contents, curated"
 #: The same, read: the packed columns as bytes whatever a damaged row holds there.
@@ -455,7 +457,10 @@ class ConversationReadModels:
         writes the rows in the append's own statement (PostgreSQL) and checks there that
         the summary still holds ``state``. None when the rows need a fold (a rewind, a
         fork...) or ``state`` cannot be read: the store then runs :meth:`appended`."""
-        events = [row_to_event(row) for row in rows]
+        try:
+            events = [row_to_event(row) for row in rows]
+        except (StoreError, ValueError, msgspec.DecodeError, TypeError):
+            return None  # appended() meets the same rows in the append's transaction
         if not events or any(_needs_fold(event) for event in events):
             return None
         if events[0].version == 1:
