@@ -318,7 +318,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         # one summary row per conversation (listings, resumes) and one row per turn of
         # its history. chatledger_append_summarised appends (chatledger_append, unchanged)
         # and advances both tables from what the caller computed from the summary's
-        # state, in the same transaction, only if the summary is still that state (its
+        # state (one JSON argument: the summary's columns, and the new contents rows with
+        # their packed columns in base64), in the same transaction, only if the summary is still that state (its
         # version, head hash and md5 of state): else it raises, and the caller folds
         # instead (PostgresStore._append). The migration's transaction then fills the
         # tables from the log (schema.migrate). Summaries' parent index is partial: a
@@ -366,13 +367,6 @@ MIGRATIONS: list[tuple[str, str]] = [
             p_parent_version bigint,
             p_state_md5 text,
             p_summary json,
-            p_spans bigint[],
-            p_turns bigint[],
-            p_versions bigint[],
-            p_loaded integer[],
-            p_flags text[],
-            p_contents bytea[],
-            p_curated bytea[],
             OUT positions bigint[],
             OUT version bigint,
             OUT head_hash text
@@ -421,13 +415,13 @@ MIGRATIONS: list[tuple[str, str]] = [
                         USING ERRCODE = 'serialization_failure';
                 END IF;
             END IF;
-            IF cardinality(p_spans) > 0 THEN
+            IF json_array_length(p_summary -> 'contents') > 0 THEN
                 INSERT INTO {schema}.chat_contents AS c (conversation_id, span, turn, version,
                     loaded, flags, contents, curated)
                 SELECT p_conversation_id, r.span, r.turn, r.version, r.loaded, r.flags,
-                    r.contents, r.curated
-                FROM unnest(p_spans, p_turns, p_versions, p_loaded, p_flags, p_contents,
-                    p_curated) AS r(span, turn, version, loaded, flags, contents, curated)
+                    decode(r.contents, 'base64'), decode(r.curated, 'base64')
+                FROM json_to_recordset(p_summary -> 'contents') AS r(span bigint, turn bigint,
+                    version bigint, loaded integer, flags text, contents text, curated text)
                 ON CONFLICT (conversation_id, span) DO UPDATE SET turn = excluded.turn,
                     version = excluded.version, loaded = excluded.loaded,
                     flags = excluded.flags, contents = excluded.contents,
