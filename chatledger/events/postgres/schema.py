@@ -318,8 +318,8 @@ MIGRATIONS: list[tuple[str, str]] = [
         # one summary row per conversation (listings, resumes) and one row per turn of
         # its history. chatledger_append_summarised appends (chatledger_append, unchanged)
         # and advances both tables from what the caller computed from the summary's
-        # state (one JSON argument: the summary's columns, and the new contents rows with
-        # their packed columns in base64), in the same transaction, only if the summary is still that state (its
+        # state (the summary's columns as arguments of their own, and the new contents rows
+        # as one JSON array, packed columns in base64), in the same transaction, only if the summary is still that state (its
         # version, head hash and md5 of state): else it raises, and the caller folds
         # instead (PostgresStore._append). The migration's transaction then fills the
         # tables from the log (schema.migrate). Summaries' parent index is partial: a
@@ -366,7 +366,13 @@ MIGRATIONS: list[tuple[str, str]] = [
             p_parent_id text,
             p_parent_version bigint,
             p_state_md5 text,
-            p_summary json,
+            p_model text,
+            p_title text,
+            p_turns bigint,
+            p_created_at text,
+            p_updated_at text,
+            p_state text,
+            p_contents json,
             OUT positions bigint[],
             OUT version bigint,
             OUT head_hash text
@@ -387,10 +393,8 @@ MIGRATIONS: list[tuple[str, str]] = [
                 INSERT INTO {schema}.chat_summaries AS c (conversation_id, model, title,
                     turns, version, head_hash, created_at, updated_at, parent_id,
                     parent_version, state)
-                VALUES (p_conversation_id, p_summary ->> 'model', p_summary ->> 'title',
-                    (p_summary ->> 'turns')::bigint, version, head_hash,
-                    p_summary ->> 'created_at', p_summary ->> 'updated_at', p_parent_id,
-                    p_parent_version, p_summary ->> 'state')
+                VALUES (p_conversation_id, p_model, p_title, p_turns, version, head_hash,
+                    p_created_at, p_updated_at, p_parent_id, p_parent_version, p_state)
                 ON CONFLICT (conversation_id) DO UPDATE SET model = excluded.model,
                     title = excluded.title, turns = excluded.turns, version = excluded.version,
                     head_hash = excluded.head_hash, created_at = excluded.created_at,
@@ -398,12 +402,11 @@ MIGRATIONS: list[tuple[str, str]] = [
                     parent_version = excluded.parent_version, state = excluded.state;
             ELSE
                 -- The row the caller advanced, or none: the title is kept once it has one.
-                UPDATE {schema}.chat_summaries AS c SET model = p_summary ->> 'model',
-                    title = CASE WHEN c.title = '' THEN p_summary ->> 'title' ELSE c.title END,
-                    turns = (p_summary ->> 'turns')::bigint,
-                    version = chatledger_append_summarised.version,
+                UPDATE {schema}.chat_summaries AS c SET model = p_model,
+                    title = CASE WHEN c.title = '' THEN p_title ELSE c.title END,
+                    turns = p_turns, version = chatledger_append_summarised.version,
                     head_hash = chatledger_append_summarised.head_hash,
-                    updated_at = p_summary ->> 'updated_at', state = p_summary ->> 'state'
+                    updated_at = p_updated_at, state = p_state
                 WHERE c.conversation_id = p_conversation_id
                     AND c.version = p_expected_version AND c.head_hash = p_expected_hash
                     AND md5(c.state) = p_state_md5;
@@ -415,12 +418,12 @@ MIGRATIONS: list[tuple[str, str]] = [
                         USING ERRCODE = 'serialization_failure';
                 END IF;
             END IF;
-            IF json_array_length(p_summary -> 'contents') > 0 THEN
+            IF p_contents IS NOT NULL THEN
                 INSERT INTO {schema}.chat_contents AS c (conversation_id, span, turn, version,
                     loaded, flags, contents, curated)
                 SELECT p_conversation_id, r.span, r.turn, r.version, r.loaded, r.flags,
                     decode(r.contents, 'base64'), decode(r.curated, 'base64')
-                FROM json_to_recordset(p_summary -> 'contents') AS r(span bigint, turn bigint,
+                FROM json_to_recordset(p_contents) AS r(span bigint, turn bigint,
                     version bigint, loaded integer, flags text, contents text, curated text)
                 ON CONFLICT (conversation_id, span) DO UPDATE SET turn = excluded.turn,
                     version = excluded.version, loaded = excluded.loaded,

@@ -204,7 +204,8 @@ class PostgresStore(EventStore):
         # The same with the read models' rows in the append's transaction (see _write).
         self._sql_append_summarised = sql.SQL(
             "BEGIN; SELECT positions, version, head_hash FROM "
-            "{schema}.chatledger_append_summarised(%s, %s, %s, %s, %s, %s, %s, %s); COMMIT; "
+            "{schema}.chatledger_append_summarised(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s); COMMIT; "
             "SELECT set_config('synchronous_commit', 'off', true), "
             "pg_notify({channel}, current_setting('chatledger.notify_position', true)) "
             "WHERE current_setting('chatledger.notify_position', true) <> ''"
@@ -628,16 +629,19 @@ class PostgresStore(EventStore):
         if advance is not None:
             md5, rows = advance
             query = self._sql_append_summarised
-            summary = _SummaryJson(
-                model=rows.model,
-                title=rows.title,
-                turns=rows.turns,
-                created_at=rows.created_at,
-                updated_at=rows.updated_at,
-                state=rows.state,
-                contents=[_ContentJson(*row) for row in rows.contents],
+            params += (
+                md5,
+                rows.model,
+                rows.title,
+                rows.turns,
+                rows.created_at,
+                rows.updated_at,
+                rows.state,
+                # (json, not its parts: the server parses it once, in json_to_recordset)
+                _encode_contents([_ContentJson(*row) for row in rows.contents]).decode("utf-8")
+                if rows.contents
+                else None,
             )
-            params += (md5, _encode_summary(summary).decode("utf-8"))
         event_ids = [event.event_id for event in prepared]
 
         def write(conn: Connection, progress: Progress) -> tuple[list[int] | None, int]:
@@ -1102,21 +1106,9 @@ class _ContentJson(msgspec.Struct):
     curated: bytes | None
 
 
-class _SummaryJson(msgspec.Struct):
-    """What chatledger_append_summarised writes, as one JSON argument: the summary's
-    columns and the new contents rows (one string: psycopg quotes it much faster than
-    seven arrays)."""
-
-    model: str
-    title: str
-    turns: int
-    created_at: str
-    updated_at: str
-    state: str
-    contents: list[_ContentJson]
-
-
-_encode_summary = msgspec.json.Encoder().encode
+#: The new contents rows as one JSON argument (psycopg quotes one string much faster than
+#: seven arrays, and the server parses it once).
+_encode_contents = msgspec.json.Encoder().encode
 
 
 def _document(prepared: Sequence[PreparedEvent]) -> str:
