@@ -723,13 +723,40 @@ def test_a_notification_wakes_a_subscriber_long_before_its_poll(store: PostgresS
 def test_a_notification_names_the_last_position_of_its_append(
     store: PostgresStore, raw: psycopg.Connection[Any]
 ) -> None:
-    raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+    raw.execute(store._sql_listen)  # listens as a subscriber does (registered)
     cid = new_id()
     positions = start(store, cid, message(1), message(2))
     with pytest.raises(ConcurrencyError):
         store.append(cid, [message(3)], expected_version=1)  # writes nothing, announces nothing
     notes = list(raw.notifies(timeout=5, stop_after=1)) + list(raw.notifies(timeout=0.5))
     assert [n.payload for n in notes] == [str(positions[-1])]
+
+
+def test_appends_notify_only_while_a_subscriber_listens(
+    store: PostgresStore, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A NOTIFY costs an append a transaction of its own: none is sent while no
+    subscriber holds the listeners' lock; one is, once a subscriber listens, and again
+    none once its connection is gone."""
+    raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))  # unregistered
+
+    def heard() -> list[str]:
+        return [n.payload for n in raw.notifies(timeout=0.5)]
+
+    start(store, new_id())
+    assert heard() == []
+    with connect(database_url) as subscriber:
+        subscriber.execute(store._sql_listen)
+        positions = start(store, new_id(), message(1))
+        assert heard() == [str(positions[-1])]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and raw.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid",
+        (pg_schema.LISTENERS_LOCK_CLASS,),
+    ).fetchone() != (0,):
+        time.sleep(0.01)  # the subscriber's backend is ending
+    start(store, new_id())
+    assert heard() == []
 
 
 def test_a_subscription_survives_losing_its_listening_connection(

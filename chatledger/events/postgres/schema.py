@@ -19,6 +19,7 @@ from ..views import POSTGRES_VIEWS
 from .connection import Connection
 
 __all__ = [
+    "LISTENERS_LOCK_CLASS",
     "MIGRATIONS",
     "MIGRATIONS_LOCK_CLASS",
     "POSITIONS_LOCK_CLASS",
@@ -34,9 +35,11 @@ __all__ = [
 #: What a schema name may be (an identifier that needs no quoting).
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-#: advisory lock classes ("chlg" and the next value), keyed by hashtext(schema)
+#: advisory lock classes ("chlg" and the next values), keyed by hashtext(schema), and
+#: for subscribers (held shared while they listen), by hashtext(their channel)
 POSITIONS_LOCK_CLASS = 1667787879
 MIGRATIONS_LOCK_CLASS = 1667787880
+LISTENERS_LOCK_CLASS = 1667787881
 
 # ----------------------------------------------------------------------------- migrations
 
