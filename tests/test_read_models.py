@@ -2,11 +2,14 @@
 models"): written in each append's transaction, equal to a fold of the log after every
 kind of change, used by resumes and listings, checked by verify, rebuilt by one command.
 
-Real SQLite files; the model is a ScriptedTransport (no network)."""
+Each test runs on a real SQLite file and on a real PostgreSQL schema (``location``); the
+model is a ScriptedTransport (no network)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,24 @@ from chatledger.cli import cli
 from chatledger.client import _listing
 from chatledger.client._fold import fold_events
 from chatledger.client.transports.scripted import ScriptedTransport
-from chatledger.events import NewEvent, SQLiteStore
+from chatledger.events import ModelResponded, NewEvent, SQLiteStore, UserMessageAdded
 from chatledger.events import sqlite as sqlite_module
-from chatledger.events.kinds import HistoryReplaced
+from chatledger.events.kinds import ConversationStarted, HistoryReplaced
+from chatledger.events.postgres import PostgresStore
+from chatledger.events.postgres import schema as pg_schema
+from chatledger.events.postgres import store as pg_store
+from chatledger.events.postgres.connection import split_url
+from chatledger.events.store import EventStore
 from chatledger.projections.history import dump_state
-from chatledger.readmodels import check_read_models, load_state, rebuild, rebuild_conversation
+from chatledger.readmodels import (
+    Transaction,
+    check_read_models,
+    load_state,
+    rebuild,
+    rebuild_conversation,
+)
 from chatledger.readmodels.conversations import content_rows
+from tests.support.postgres import connect, run_processes, scratch_database
 
 
 def get_weather(city: str) -> dict[str, Any]:
@@ -47,9 +62,25 @@ def call(name: str, **args: Any) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> Path:
-    return tmp_path / "chats.db"
+@pytest.fixture(scope="module")
+def pg_database() -> Iterator[str]:
+    with scratch_database() as url:
+        yield url
+
+
+def new_location(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    """A new log: a SQLite file, or a schema of its own in the module's PostgreSQL
+    database."""
+    if kind == "sqlite":
+        return str(tmp_path / f"chats-{uuid.uuid4().hex[:6]}.db")
+    url = request.getfixturevalue("pg_database")
+    return f"{url}?schema=rm_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the log is: the same tests on both stores that keep read models."""
+    return new_location(request, tmp_path, str(request.param))
 
 
 @pytest.fixture
@@ -58,8 +89,8 @@ def transport() -> ScriptedTransport:
 
 
 @pytest.fixture
-def client(path: Path, transport: ScriptedTransport) -> Iterator[chatledger.Client]:
-    with chatledger.Client(store=str(path), transport=transport) as client:
+def client(path: str, transport: ScriptedTransport) -> Iterator[chatledger.Client]:
+    with chatledger.Client(store=path, transport=transport) as client:
         yield client
 
 
@@ -125,7 +156,7 @@ def test_every_change_keeps_the_read_model_equal_to_a_fold(
 
 
 def test_a_resume_reads_the_read_model_and_returns_the_same_objects(
-    path: Path, client: chatledger.Client, transport: ScriptedTransport
+    path: str, client: chatledger.Client, transport: ScriptedTransport
 ) -> None:
     chat = rich_conversation(client, transport)
     with chatledger.Client(store=str(path), transport=transport) as other:
@@ -173,10 +204,30 @@ def test_listing_reads_summaries_without_folding(
     ]
 
 
-def edit(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+def edit(path: str, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change the read model's tables behind the store's back (SQL with ``?``)."""
+    if path.startswith("postgresql://"):
+        url, schema = split_url(path)
+        with connect(url) as pg:
+            pg.execute(f"SET search_path TO {schema}")
+            assert pg.execute(sql.replace("?", "%s"), params).rowcount >= 1
+        return
     with sqlite3.connect(path) as conn:
         assert conn.execute(sql, params).rowcount >= 1
     conn.close()
+
+
+def is_postgres(path: str) -> bool:
+    return path.startswith("postgresql://")
+
+
+#: The edits whose SQL differs on PostgreSQL (bytea has no replace(): the same bytes are
+#: overwritten in place, so the MessagePack stays valid).
+POSTGRES_EDITS = {
+    "UPDATE chat_contents SET contents = replace(contents, 'plan for today', 'forged') "
+    "WHERE span = 1": "UPDATE chat_contents SET contents = overlay(contents placing "
+    "'forged'::bytea from position('plan for today'::bytea in contents)) WHERE span = 1",
+}
 
 
 @pytest.mark.parametrize(
@@ -202,7 +253,7 @@ def edit(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
     ],
 )
 def test_verify_names_an_edited_read_model_and_rebuild_fixes_it(
-    path: Path,
+    path: str,
     client: chatledger.Client,
     transport: ScriptedTransport,
     sql: str,
@@ -211,32 +262,32 @@ def test_verify_names_an_edited_read_model_and_rebuild_fixes_it(
     chat = rich_conversation(client, transport)
     before = chat.get_history()
     assert chatledger.verify_log(client.store).ok
-    edit(path, sql)
+    edit(path, POSTGRES_EDITS.get(sql, sql) if is_postgres(path) else sql)
     report = chatledger.verify_log(client.store)
     assert len(report.problems) == 1
     problem = report.problems[0]
     assert expected in problem.reason and "chatledger rebuild" in problem.reason
     assert problem.conversation_id in (chat.id, "ghost")
-    result = CliRunner().invoke(cli, ["--db", str(path), "verify"])
+    result = CliRunner().invoke(cli, ["--db", path, "verify"])
     assert result.exit_code == 1 and expected in result.output
 
-    result = CliRunner().invoke(cli, ["--db", str(path), "rebuild"])
+    result = CliRunner().invoke(cli, ["--db", path, "rebuild"])
     assert result.exit_code == 0, result.output
     assert "Rebuilt the read models of 1 conversation" in result.output
-    result = CliRunner().invoke(cli, ["--db", str(path), "verify"])
+    result = CliRunner().invoke(cli, ["--db", path, "verify"])
     assert result.exit_code == 0 and "No problems found." in result.output
-    with chatledger.Client(store=str(path), transport=transport) as other:
+    with chatledger.Client(store=path, transport=transport) as other:
         assert other.chats.get(chat.id).get_history() == before
 
 
 def test_a_read_model_behind_its_stream_is_not_used(
-    path: Path, client: chatledger.Client, transport: ScriptedTransport
+    path: str, client: chatledger.Client, transport: ScriptedTransport
 ) -> None:
     chat = rich_conversation(client, transport)
     before = chat.get_history()
     edit(path, "UPDATE chat_summaries SET version = version - 1, head_hash = 'x'")
     assert load_state(client.store, chat.id) is None
-    with chatledger.Client(store=str(path), transport=transport) as other:
+    with chatledger.Client(store=path, transport=transport) as other:
         assert other.chats.get(chat.id).get_history() == before  # folded from the log
         assert [s.turns for s in other.chats.list()] == [len(chat._conversation.history.turns)]
     # The next append notices and folds the conversation again.
@@ -252,7 +303,9 @@ def test_rebuild_conversation_rewrites_one_conversation(
     other = client.chats.create(model="m")
 
     def work(connection: Any) -> bool:
-        connection.execute("DELETE FROM chat_contents WHERE conversation_id = ?", (chat.id,))
+        Transaction(connection).execute(
+            "DELETE FROM chat_contents WHERE conversation_id = ?", (chat.id,)
+        )
         return rebuild_conversation(connection, chat.id)
 
     assert client.store.run_in_transaction(work) is True
@@ -263,17 +316,26 @@ def test_rebuild_conversation_rewrites_one_conversation(
 
 
 def test_an_existing_log_is_filled_by_the_migration(
-    path: Path, transport: ScriptedTransport, monkeypatch: pytest.MonkeyPatch
+    path: str, transport: ScriptedTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:-1])
-        with chatledger.Client(store=SQLiteStore(path), transport=transport) as old:
+        # The release before the read models: its migrations, its appends.
+        old_store: EventStore
+        if is_postgres(path):
+            patch.setattr(pg_schema, "MIGRATIONS", pg_schema.MIGRATIONS[:-1])
+            patch.setattr(pg_store, "INLINE_READ_MODELS", [])
+            old_store = PostgresStore(path)
+        else:
+            patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:-1])
+            old_store = SQLiteStore(path)
+        with chatledger.Client(store=old_store, transport=transport) as old:
             chat = rich_conversation(old, transport)
             history = chat.get_history()
             assert load_state(old.store, chat.id) is None  # no tables yet
-    with chatledger.Client(store=str(path), transport=transport) as client:
-        assert isinstance(client.store, SQLiteStore)
-        assert "010_conversation_read_models" in client.store.applied_migrations()
+    with chatledger.Client(store=path, transport=transport) as client:
+        assert isinstance(client.store, (SQLiteStore, PostgresStore))
+        migration = "011" if is_postgres(path) else "010"
+        assert f"{migration}_conversation_read_models" in client.store.applied_migrations()
         assert_matches_the_log(client.store, chat.id)
         assert client.chats.get(chat.id).get_history() == history
         assert client.chats.list()[0].title == "Earlier: hello"
@@ -308,14 +370,19 @@ def test_content_rows_mark_context_and_curated(
 
 
 def test_a_fork_imported_before_its_parent_is_folded_once_the_parent_is_in(
-    tmp_path: Path, client: chatledger.Client, transport: ScriptedTransport
+    request: pytest.FixtureRequest,
+    path: str,
+    tmp_path: Path,
+    client: chatledger.Client,
+    transport: ScriptedTransport,
 ) -> None:
     chat = rich_conversation(client, transport)
     fork = chat.fork(at=5)
     transport.enqueue("On the fork.")
     fork.send_message("A fork's own message")
     source = client.store
-    with SQLiteStore(tmp_path / "copy.db") as target:
+    kind = "postgres" if is_postgres(path) else "sqlite"
+    with chatledger.open_store(new_location(request, tmp_path, kind)) as target:
         target.import_stream(fork.id, source._read(fork.id, 0, None))
         assert load_state(target, fork.id) is None  # its parent is not there yet
         target.import_stream(chat.id, source._read(chat.id, 0, None))
@@ -327,6 +394,21 @@ def test_a_fork_imported_before_its_parent_is_folded_once_the_parent_is_in(
         assert sorted(listed) == sorted((s.conversation_id, s.turns) for s in client.chats.list())
 
 
+def test_an_erasure_rewrites_the_read_model_with_placeholders(
+    path: str, client: chatledger.Client, transport: ScriptedTransport
+) -> None:
+    """The erased conversation's rows are written again from its erased events (not
+    dropped: resumes keep reading them), and verify still checks them."""
+    chat = rich_conversation(client, transport)
+    client.erase(chat.id, reason="asked", vacuum=is_postgres(path))
+    assert_matches_the_log(client.store, chat.id)
+    history = load_state(client.store, chat.id)
+    assert history is not None
+    assert "plan for today" not in msgspec.json.encode(history[0].full).decode()
+    edit(path, "UPDATE chat_summaries SET turns = turns + 1")
+    assert "summary differs" in chatledger.verify_log(client.store).problems[0].reason
+
+
 def test_turn_contents_are_packed_and_read_back_exactly() -> None:
     from chatledger.readmodels.conversations import _pack, _unpacked
 
@@ -335,3 +417,134 @@ def test_turn_contents_are_packed_and_read_back_exactly() -> None:
     # MessagePack holds integers of 64 bits at most: a bigger one is kept as JSON.
     huge = [{"role": "user", "parts": [{"functionResponse": {"response": {"n": 2**70}}}]}]
     assert _pack(huge)[:1] == b"[" and _unpacked(_pack(huge)) == huge
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture
+def pg_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return new_location(request, tmp_path, "postgres")
+
+
+@pytest.mark.postgres
+def test_postgres_appends_write_the_read_models_in_their_own_round_trip(
+    pg_location: str, transport: ScriptedTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual append sends its rows with the events (chatledger_append_summarised);
+    a fork or a rewind folds in the append's transaction (several round trips)."""
+    folded: list[str] = []
+    write_folded = PostgresStore._write_folded
+
+    def counting(self: PostgresStore, conversation_id: str, *args: Any) -> Any:
+        folded.append(conversation_id)
+        return write_folded(self, conversation_id, *args)
+
+    monkeypatch.setattr(PostgresStore, "_write_folded", counting)
+    with chatledger.Client(store=pg_location, transport=transport) as client:
+        chat = rich_conversation(client, transport)
+        assert folded == []
+        assert_matches_the_log(client.store, chat.id)
+        chat.rewind()
+        fork = chat.fork(at=3)
+        assert folded == [chat.id, fork.id]
+        transport.enqueue("On the fork.")
+        fork.send_message("A fork's own message")
+        assert folded == [chat.id, fork.id]
+        assert_matches_the_log(client.store, chat.id)
+        assert_matches_the_log(client.store, fork.id)
+
+
+@pytest.mark.postgres
+def test_a_summary_changed_behind_a_writer_is_folded_not_advanced(
+    pg_location: str, transport: ScriptedTransport
+) -> None:
+    """A writer remembers the summary's state from its last append; an erasure (or a
+    rebuild) through another store object replaces that state at the same head. The
+    writer's next append must not write its remembered state (erased content) back."""
+    secret = "my card number is 4111 1111 1111 1111"
+    with (
+        chatledger.Client(store=pg_location, transport=transport) as writer,
+        chatledger.Client(store=pg_location, transport=transport) as admin,
+    ):
+        chat = writer.chats.create(model="m")
+        transport.enqueue(f"Noted: {secret}")
+        chat.send_message(secret)
+        admin.erase(chat.id, reason="asked", vacuum=True)
+        assert load_state(admin.store, chat.id) is not None  # rewritten, with placeholders
+        transport.enqueue("welcome back")
+        chat = writer.chats.get(chat.id)
+        chat.send_message("again")
+        assert_matches_the_log(writer.store, chat.id)
+        url, schema = split_url(pg_location)
+        with connect(url) as pg:
+            stored = pg.execute(
+                f"SELECT s.title || s.state || string_agg(encode(c.contents, 'escape'), '') "
+                f"FROM {schema}.chat_summaries AS s JOIN {schema}.chat_contents AS c "
+                "USING (conversation_id) GROUP BY s.title, s.state"
+            ).fetchall()
+        assert len(stored) == 1 and "welcome back" in stored[0][0]
+        assert "4111" not in stored[0][0]
+
+
+def append_one_turn_each(location: str, conversation_id: str, turns: int, start: Any) -> int:
+    """A worker process: ``turns`` user messages and model replies to one conversation,
+    retrying each append on a conflict; returns how many conflicts it met."""
+    conflicts = 0
+    with PostgresStore(location, pool_max=1) as store:
+        start.wait()
+        for turn in range(turns):
+            for data in (
+                UserMessageAdded(
+                    turn=turn, content={"role": "user", "parts": [{"text": f"q{turn}"}]}
+                ),
+                ModelResponded(
+                    turn=turn,
+                    response={
+                        "candidates": [
+                            {"content": {"role": "model", "parts": [{"text": f"a{turn}"}]}}
+                        ]
+                    },
+                ),
+            ):
+                while True:
+                    info = store.stream_info(conversation_id)
+                    version = info.version if info else 0
+                    try:
+                        store.append(
+                            conversation_id, [NewEvent(data=data)], expected_version=version
+                        )
+                        break
+                    except chatledger.ConcurrencyError:
+                        conflicts += 1
+    return conflicts
+
+
+@pytest.mark.postgres
+def test_many_writer_processes_keep_every_read_model_equal_to_a_fold(pg_location: str) -> None:
+    """Eight processes: four on conversations of their own, four on one shared
+    conversation (their appends collide and retry). Every summary is at its stream's
+    head and equal to a fold of the log, and nothing deadlocked."""
+    own = [f"own-{index}" for index in range(4)]
+    with PostgresStore(pg_location) as store:
+        for conversation_id in [*own, "shared"]:
+            store.append(
+                conversation_id,
+                [NewEvent(data=ConversationStarted(model="m"))],
+                expected_version=0,
+            )
+    start = multiprocessing.get_context("spawn").Barrier(8)
+    arguments = [(pg_location, cid, 15, start) for cid in own]
+    arguments += [(pg_location, "shared", 15, start)] * 4
+    run_processes(append_one_turn_each, arguments)
+    with PostgresStore(pg_location) as store:
+        report = chatledger.verify_log(store)
+        assert report.problems == [] and report.read_models_checked == 5
+        for conversation_id in [*own, "shared"]:
+            loaded = load_state(store, conversation_id)
+            assert loaded is not None
+            assert store.stream_info(conversation_id).version == 1 + (  # type: ignore[union-attr]
+                30 if conversation_id != "shared" else 120
+            )
+            history, _usage, _ = fold_events(store, conversation_id, use_snapshot=False)
+            assert dump_state(loaded[0]) == dump_state(history)

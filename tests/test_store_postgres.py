@@ -137,6 +137,7 @@ MIGRATION_NAMES = [
     "008_views_for_sql_readers",
     "009_merkle_nodes",
     "010_erasable_content",
+    "011_conversation_read_models",
 ]
 
 C = "C"
@@ -180,6 +181,30 @@ EXPECTED_COLUMNS = {  # name, type, nullable, collation (ids and times compare b
         ("idx", "bigint", "NO", None),
         ("hash", "bytea", "NO", None),
         ("last_position", "bigint", "NO", None),
+    ],
+    # The conversation read models (docs/stores.md, "Read models").
+    "chat_summaries": [
+        ("conversation_id", "text", "NO", C),
+        ("model", "text", "NO", None),
+        ("title", "text", "NO", None),
+        ("turns", "bigint", "NO", None),
+        ("version", "bigint", "NO", None),
+        ("head_hash", "text", "NO", None),
+        ("created_at", "text", "NO", C),
+        ("updated_at", "text", "NO", C),
+        ("parent_id", "text", "YES", C),
+        ("parent_version", "bigint", "YES", None),
+        ("state", "text", "NO", None),
+    ],
+    "chat_contents": [
+        ("conversation_id", "text", "NO", C),
+        ("span", "bigint", "NO", None),
+        ("turn", "bigint", "NO", None),
+        ("version", "bigint", "NO", None),
+        ("loaded", "integer", "NO", None),
+        ("flags", "text", "NO", None),
+        ("contents", "bytea", "NO", None),
+        ("curated", "bytea", "YES", None),
     ],
     # The views for SQL readers (chatledger/events/views.py, docs/integrations.md).
     "chat_conversations": [
@@ -240,6 +265,25 @@ EXPECTED_INDEXES = {
         "CREATE UNIQUE INDEX merkle_nodes_pkey ON {s}.merkle_nodes USING btree (level, idx)",
     ),
     ("streams", "CREATE INDEX streams_parent ON {s}.streams USING btree (parent_id)"),
+    (
+        "chat_summaries",
+        "CREATE UNIQUE INDEX chat_summaries_pkey ON {s}.chat_summaries USING btree (conversation_id)",
+    ),
+    (
+        "chat_summaries",
+        "CREATE INDEX chat_summaries_updated ON {s}.chat_summaries "
+        "USING btree (updated_at DESC, conversation_id)",
+    ),
+    (
+        "chat_summaries",
+        "CREATE INDEX chat_summaries_parent ON {s}.chat_summaries USING btree (parent_id) "
+        "WHERE (parent_id IS NOT NULL)",
+    ),
+    (
+        "chat_contents",
+        "CREATE UNIQUE INDEX chat_contents_pkey ON {s}.chat_contents "
+        "USING btree (conversation_id, span)",
+    ),
 }
 
 
@@ -310,6 +354,7 @@ def test_migrations_create_exactly_this_schema(schema: str) -> None:
         assert found["functions"] == [
             "chatledger_allocate_positions",
             "chatledger_append",
+            "chatledger_append_summarised",
             "chatledger_refuse_change",
         ]
         # CACHE 1: nextval hands out increasing values across sessions (see the docstring).
@@ -678,13 +723,40 @@ def test_a_notification_wakes_a_subscriber_long_before_its_poll(store: PostgresS
 def test_a_notification_names_the_last_position_of_its_append(
     store: PostgresStore, raw: psycopg.Connection[Any]
 ) -> None:
-    raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))
+    raw.execute(store._sql_listen)  # listens as a subscriber does (registered)
     cid = new_id()
     positions = start(store, cid, message(1), message(2))
     with pytest.raises(ConcurrencyError):
         store.append(cid, [message(3)], expected_version=1)  # writes nothing, announces nothing
     notes = list(raw.notifies(timeout=5, stop_after=1)) + list(raw.notifies(timeout=0.5))
     assert [n.payload for n in notes] == [str(positions[-1])]
+
+
+def test_appends_notify_only_while_a_subscriber_listens(
+    store: PostgresStore, raw: psycopg.Connection[Any], database_url: str
+) -> None:
+    """A NOTIFY costs an append a transaction of its own: none is sent while no
+    subscriber holds the listeners' lock; one is, once a subscriber listens, and again
+    none once its connection is gone."""
+    raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.channel)))  # unregistered
+
+    def heard() -> list[str]:
+        return [n.payload for n in raw.notifies(timeout=0.5)]
+
+    start(store, new_id())
+    assert heard() == []
+    with connect(database_url) as subscriber:
+        subscriber.execute(store._sql_listen)
+        positions = start(store, new_id(), message(1))
+        assert heard() == [str(positions[-1])]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and raw.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid",
+        (pg_schema.LISTENERS_LOCK_CLASS,),
+    ).fetchone() != (0,):
+        time.sleep(0.01)  # the subscriber's backend is ending
+    start(store, new_id())
+    assert heard() == []
 
 
 def test_a_subscription_survives_losing_its_listening_connection(
@@ -763,12 +835,10 @@ class CommitThenWait(PostgresStore):
 
     def _statements(self) -> None:
         super()._statements()
-        self._sql_append = sql.Composed(
-            [
-                self._sql_append,
-                sql.SQL("; SELECT pg_advisory_lock({})").format(sql.Literal(self.hold)),
-            ]
-        )
+        wait = sql.SQL("; SELECT pg_advisory_lock({})").format(sql.Literal(self.hold))
+        # Both appends: without and with the read models' rows.
+        self._sql_append = sql.Composed([self._sql_append, wait])
+        self._sql_append_summarised = sql.Composed([self._sql_append_summarised, wait])
 
 
 def test_a_connection_lost_after_commit_is_settled_as_written(
@@ -800,6 +870,9 @@ class FailsAfterCommit(PostgresStore):
     def _statements(self) -> None:
         super()._statements()
         self._sql_append = sql.Composed([self._sql_append, sql.SQL("; SELECT 1/0")])
+        self._sql_append_summarised = sql.Composed(
+            [self._sql_append_summarised, sql.SQL("; SELECT 1/0")]
+        )
 
 
 def test_a_failure_after_commit_is_not_a_failed_append(database_url: str) -> None:

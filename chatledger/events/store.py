@@ -14,7 +14,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
@@ -46,6 +46,7 @@ from .verification import Problem, SnapshotRow, VerificationReport, verify_log_t
 
 __all__ = [
     "INLINE_READ_MODELS",
+    "AdvancingReadModel",
     "EventStore",
     "InlineReadModel",
     "PreparedEvent",
@@ -53,6 +54,7 @@ __all__ = [
     "RawRow",
     "Snapshot",
     "StreamInfo",
+    "SummaryAdvance",
     "TreeRow",
     "VerificationReport",
     "parent_of",
@@ -246,6 +248,34 @@ class InlineReadModel(Protocol):
 
     def rebuild_all(self, connection: Any) -> None:
         """Write the tables again from the log, for every conversation."""
+
+
+class SummaryAdvance(NamedTuple):
+    """What an append changes in a conversation's summary and contents rows, computed
+    before the append from the summary's state (:meth:`AdvancingReadModel.advance`):
+    a store that writes the rows itself, in the append's one statement (PostgreSQL),
+    sends these."""
+
+    model: str
+    #: The first words of the new contents' first user message (kept only where the
+    #: summary has no title yet).
+    title: str
+    turns: int
+    created_at: str
+    updated_at: str
+    #: The new ``state`` column (JSON text).
+    state: str
+    #: The new contents rows: (span, turn, version, loaded, flags, contents, curated).
+    contents: list[tuple[int, int, int, int, str, bytes, bytes | None]]
+
+
+@runtime_checkable
+class AdvancingReadModel(InlineReadModel, Protocol):
+    """An inline read model that can compute an append's rows before the append."""
+
+    def advance(self, state: str | None, rows: Sequence[RawRow]) -> SummaryAdvance | None:
+        """The rows ``rows`` (about to be appended) make from a summary whose state is
+        ``state`` (None: the stream is new); None when they need a fold of the log."""
 
 
 #: The inline read models every SQLite store keeps (filled when :mod:`chatledger` is

@@ -26,6 +26,7 @@ docs/stores.md ("Read models") and docs/performance.md.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -42,8 +43,13 @@ from ..events.kinds import (
 )
 from ..events.memo import AppendMemo
 from ..events.rows import RawRow, row_to_event
-from ..events.sqlite import SQLiteStore
-from ..events.store import INLINE_READ_MODELS, EventStore, Problem, VerificationReport
+from ..events.store import (
+    INLINE_READ_MODELS,
+    EventStore,
+    Problem,
+    SummaryAdvance,
+    VerificationReport,
+)
 from ..projections import history as history_projection
 from ..projections import usage as usage_projection
 from ..projections.history import HistoryState, TurnSpan, curate_contents
@@ -68,9 +74,11 @@ __all__ = [
 SUMMARIES_TABLE = "chat_summaries"
 CONTENTS_TABLE = "chat_contents"
 
+#: With the content salt: an erased event's placeholders are valid only with it (without
+#: it, an erased conversation could not be folded, and its rows were dropped).
 _EVENT_COLUMNS = (
     "conversation_id, version, position, event_id, type, schema_version, data, metadata, "
-    "recorded_at, hash"
+    "recorded_at, hash, content_salt"
 )
 _CONTENT_COLUMNS = "span, turn, version, loaded, flags, contents, curated"
 #: The same, read: the packed columns as bytes whatever a damaged row holds there.
@@ -178,7 +186,8 @@ def _title(contents: Iterable[dict[str, Any]]) -> str:
         if content.get("role") == "user":
             words = first_words(content)
             if words:
-                return words
+                # PostgreSQL's text cannot hold a NUL: the same title on every store.
+                return words.replace("\x00", "\ufffd")
     return ""
 
 
@@ -511,6 +520,48 @@ class ConversationReadModels:
                     memo.discard((_MEMO_KEY, str(fork)))
                 rebuild_conversation(connection, str(fork))
 
+    def advance(self, state: str | None, rows: Sequence[RawRow]) -> SummaryAdvance | None:
+        """What :meth:`appended` would write for ``rows``, computed before they are
+        appended, from the summary's ``state`` (None for a new stream): for a store that
+        writes the rows in the append's own statement (PostgreSQL) and checks there that
+        the summary still holds ``state``. None when the rows need a fold (a rewind, a
+        fork...) or ``state`` cannot be read: the store then runs :meth:`appended`."""
+        try:
+            events = [row_to_event(row) for row in rows]
+        except (StoreError, ValueError, msgspec.DecodeError, TypeError):
+            return None  # appended() meets the same rows in the append's transaction
+        if not events or any(_needs_fold(event) for event in events):
+            return None
+        if events[0].version == 1:
+            prior = ConversationState(HistoryState(), UsageState())
+        elif state is None:
+            return None
+        else:
+            try:
+                prior = _STATE_DECODER.decode(state)
+            except (ValueError, msgspec.DecodeError, TypeError):
+                return None
+        history, usage = prior.history, prior.usage
+        for event in events:
+            _apply(history, usage, event)
+        new = content_rows(history, prior.spans)
+        title = _title(history.full)
+        after = ConversationState(
+            _without_contents(history),
+            usage,
+            prior.rows + len(history.full),
+            prior.spans + len(history.turns),
+        )
+        return SummaryAdvance(
+            model=history.model,
+            title=title,
+            turns=after.spans,
+            created_at=events[0].recorded_at,
+            updated_at=events[-1].recorded_at,
+            state=_encode(after).decode("utf-8"),
+            contents=[tuple(row) for row in new],  # type: ignore[misc]
+        )
+
     def rebuild_all(self, connection: Any) -> None:
         """Write both tables again from the log, for every conversation."""
         tx = Transaction(connection)
@@ -534,12 +585,13 @@ def after_erasure(store: EventStore, conversation_ids: list[str]) -> None:
     conversation's rows are written again from its erased events, so that only
     placeholders remain (the erasure runs this with secure deletes, before it empties
     the WAL)."""
-    if not isinstance(store, SQLiteStore):
-        return  # the other stores keep no conversation read models
+    if type(store).run_read is EventStore.run_read:
+        return  # no database, so no read models (memory)
 
     def work(connection: Any) -> None:
         if not _has_tables(connection):
             return
+        _lock_out_appends(connection)
         for conversation_id in conversation_ids:
             rebuild_conversation(connection, conversation_id)
 
@@ -566,15 +618,28 @@ _CURRENT_SQL = (
 )
 
 
+def _packed(tx: Transaction, sql: str) -> str:
+    """``sql`` as ``tx``'s database reads the packed columns: SQLite CASTs them to bytes
+    (a damaged row may hold text there); PostgreSQL's columns hold nothing but bytea
+    (contents) and text (state), read as they are."""
+    return sql if tx.dialect == "sqlite" else _CAST.sub(r"\1", sql)
+
+
+_CAST = re.compile(r"CAST\(([\w.]+) AS BLOB\)")
+
+
 def _load(connection: Any, conversation_id: str) -> tuple[HistoryState, UsageState] | None:
     tx = Transaction(connection)
-    found = tx.execute(_CURRENT_SQL, (conversation_id,)).fetchone()
+    found = tx.execute(_packed(tx, _CURRENT_SQL), (conversation_id,)).fetchone()
     # Not at the head, or an event missing below it (a damaged log: the fold names it).
     if found is None or found[0] != found[3] or found[1] != found[4] or found[5] != found[0]:
         return None
     state = _STATE_DECODER.decode(found[2])
     rows = tx.execute(
-        f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span",
+        _packed(
+            tx,
+            f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span",
+        ),
         (conversation_id,),
     ).fetchall()
     if len(rows) != state.spans:
@@ -659,15 +724,29 @@ def list_summaries(
 
 
 def _has_tables(connection: Any) -> bool:
-    found = (
-        Transaction(connection)
-        .execute(
+    tx = Transaction(connection)
+    if tx.dialect == "postgresql":
+        # The tables on the transaction's search_path (the store's schema first).
+        found = tx.execute(
+            "SELECT (to_regclass(?) IS NOT NULL AND to_regclass(?) IS NOT NULL)::int * 2",
+            (SUMMARIES_TABLE, CONTENTS_TABLE),
+        ).fetchone()
+    else:
+        found = tx.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
             (SUMMARIES_TABLE, CONTENTS_TABLE),
-        )
-        .fetchone()
-    )
+        ).fetchone()
     return bool(found[0] == 2)
+
+
+def _lock_out_appends(connection: Any) -> None:
+    """Before rows are written again outside an append (rebuild, erasure): on PostgreSQL,
+    appends from other connections wait until this transaction ends before they advance
+    a summary (their advisory lock is taken before this lock, never after it), so none
+    advances a row from a state this transaction replaces. SQLite has one writer."""
+    tx = Transaction(connection)
+    if tx.dialect == "postgresql":
+        tx.execute(f"LOCK TABLE {SUMMARIES_TABLE} IN SHARE ROW EXCLUSIVE MODE")
 
 
 def check_read_models(
@@ -679,7 +758,7 @@ def check_read_models(
     conversations were checked (0 for a store without read models)."""
 
     def work(connection: Any) -> int:
-        if Transaction(connection).dialect != "sqlite" or not _has_tables(connection):
+        if not _has_tables(connection):
             return 0
         tx = Transaction(connection)
         ids = (
@@ -735,8 +814,11 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
     except (IntegrityError, StoreError, ValueError):
         return  # the log itself is damaged: the store's verify names the events
     found = tx.execute(
-        f"SELECT {_SUMMARY_COLUMNS}, CAST(state AS BLOB) FROM {SUMMARIES_TABLE} "
-        "WHERE conversation_id = ?",
+        _packed(
+            tx,
+            f"SELECT {_SUMMARY_COLUMNS}, CAST(state AS BLOB) FROM {SUMMARIES_TABLE} "
+            "WHERE conversation_id = ?",
+        ),
         (conversation_id,),
     ).fetchone()
     if found is None:
@@ -773,7 +855,11 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
     stored = [
         ContentRow(*row)
         for row in tx.execute(
-            f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span",
+            _packed(
+                tx,
+                f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? "
+                "ORDER BY span",
+            ),
             (conversation_id,),
         ).fetchall()
     ]
@@ -793,11 +879,12 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
 def rebuild(store: EventStore, conversation_ids: Iterable[str] | None = None) -> int:
     """Write the read models again from the log (every conversation, or those given), in
     one transaction; returns how many conversations were written. Raises
-    :class:`StoreError` for a store without read models (memory, PostgreSQL)."""
+    :class:`StoreError` for a store without read models (memory)."""
 
     def work(connection: Any) -> int:
-        if Transaction(connection).dialect != "sqlite" or not _has_tables(connection):
+        if not _has_tables(connection):
             raise StoreError(f"{store.location} keeps no conversation read models to rebuild")
+        _lock_out_appends(connection)
         if conversation_ids is None:
             CONVERSATIONS.rebuild_all(connection)
             return int(

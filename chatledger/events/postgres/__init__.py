@@ -6,8 +6,8 @@ mode with explicit transactions. Durability is the server's: with PostgreSQL's d
 is flushed to the server's WAL. Concurrent appends share WAL flushes (group commit),
 because nothing below holds a lock from one append's first write until its commit.
 
-The schema (``chatledger_migrations``, ``events``, ``streams``, ``snapshots``, three
-functions) is created by named, ordered migrations (:mod:`.schema`), applied under a
+The schema (``chatledger_migrations``, ``events``, ``streams``, ``snapshots``,
+``merkle_nodes``, the read models' two tables, four functions) is created by named, ordered migrations (:mod:`.schema`), applied under a
 transaction-level advisory lock so that several processes opening a fresh database at
 once are safe. A
 trigger refuses UPDATE, DELETE and TRUNCATE on ``events``. ``data`` and ``metadata`` are
@@ -73,6 +73,19 @@ committed; a subscriber that has heard of a position it cannot read yet (an olde
 transaction is still open) polls sooner until it can. A notification lost in a crash
 costs a subscriber one poll; so does an older transaction rolling back (which releases
 newer events without a notification): subscribers poll every ``poll_interval`` as well.
+While it listens, a subscriber's connection holds a shared advisory lock
+(``LISTENERS_LOCK_CLASS``, keyed by its channel; released when its session ends); the
+append's post-commit statement try-locks it exclusively and, when that succeeds (nobody
+listens), sends no NOTIFY, so a log without subscribers pays for none. A subscriber
+reads once more after it listens: an append that committed before it registered is read
+then.
+
+The conversation read models (``chat_summaries``, ``chat_contents``) are written in the
+append's transaction: ``chatledger_append_summarised`` appends as ``chatledger_append``
+does, then advances the summary from the state the caller computed its rows from (only
+if the row still holds that state: version, head hash, md5) and inserts the new contents
+rows; otherwise the append rolls back and is redone in a transaction where the read
+models fold (``PostgresStore._write_folded``). See docs/stores.md, "Read models".
 
 Connections (:mod:`.connection`): pooled connections the server has closed (after a
 restart, all of them) are dropped before use, and a read that fails on a dead connection
@@ -91,7 +104,18 @@ snapshots and subscriptions). ``docs/stores.md`` says the same for users.
 
 from __future__ import annotations
 
-from .schema import MIGRATIONS, MIGRATIONS_LOCK_CLASS, POSITIONS_LOCK_CLASS
+from .schema import (
+    LISTENERS_LOCK_CLASS,
+    MIGRATIONS,
+    MIGRATIONS_LOCK_CLASS,
+    POSITIONS_LOCK_CLASS,
+)
 from .store import PostgresStore
 
-__all__ = ["MIGRATIONS", "MIGRATIONS_LOCK_CLASS", "POSITIONS_LOCK_CLASS", "PostgresStore"]
+__all__ = [
+    "LISTENERS_LOCK_CLASS",
+    "MIGRATIONS",
+    "MIGRATIONS_LOCK_CLASS",
+    "POSITIONS_LOCK_CLASS",
+    "PostgresStore",
+]

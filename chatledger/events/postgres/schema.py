@@ -14,13 +14,16 @@ import re
 from psycopg import sql
 
 from ...errors import StoreUnavailableError
+from ..store import INLINE_READ_MODELS
 from ..views import POSTGRES_VIEWS
 from .connection import Connection
 
 __all__ = [
+    "LISTENERS_LOCK_CLASS",
     "MIGRATIONS",
     "MIGRATIONS_LOCK_CLASS",
     "POSITIONS_LOCK_CLASS",
+    "READ_MODEL_MIGRATIONS",
     "SCHEMA_NAME",
     "check_server",
     "foreign_relations",
@@ -32,9 +35,11 @@ __all__ = [
 #: What a schema name may be (an identifier that needs no quoting).
 SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
-#: advisory lock classes ("chlg" and the next value), keyed by hashtext(schema)
+#: advisory lock classes ("chlg" and the next values), keyed by hashtext(schema), and
+#: for subscribers (held shared while they listen), by hashtext(their channel)
 POSITIONS_LOCK_CLASS = 1667787879
 MIGRATIONS_LOCK_CLASS = 1667787880
+LISTENERS_LOCK_CLASS = 1667787881
 
 # ----------------------------------------------------------------------------- migrations
 
@@ -310,7 +315,133 @@ MIGRATIONS: list[tuple[str, str]] = [
         $$;
         """,
     ),
+    (
+        "011_conversation_read_models",
+        # The conversation read models of docs/stores.md ("Read models"), as on SQLite:
+        # one summary row per conversation (listings, resumes) and one row per turn of
+        # its history. chatledger_append_summarised appends (chatledger_append, unchanged)
+        # and advances both tables from what the caller computed from the summary's
+        # state (the summary's columns as arguments of their own, and the new contents rows
+        # as one JSON array, packed columns in base64), in the same transaction, only if the summary is still that state (its
+        # version, head hash and md5 of state): else it raises, and the caller folds
+        # instead (PostgresStore._append). The migration's transaction then fills the
+        # tables from the log (schema.migrate). Summaries' parent index is partial: a
+        # head update of a conversation that is no fork writes no entry there. No
+        # planner statistics of content (erasure, as in 010).
+        """
+        CREATE TABLE {schema}.chat_summaries (
+            conversation_id text COLLATE "C" PRIMARY KEY,
+            model text NOT NULL,
+            title text NOT NULL,
+            turns bigint NOT NULL,
+            version bigint NOT NULL,
+            head_hash text NOT NULL,
+            created_at text COLLATE "C" NOT NULL,
+            updated_at text COLLATE "C" NOT NULL,
+            parent_id text COLLATE "C",
+            parent_version bigint,
+            state text NOT NULL
+        );
+        CREATE INDEX chat_summaries_updated
+            ON {schema}.chat_summaries (updated_at DESC, conversation_id);
+        CREATE INDEX chat_summaries_parent ON {schema}.chat_summaries (parent_id)
+            WHERE parent_id IS NOT NULL;
+        CREATE TABLE {schema}.chat_contents (
+            conversation_id text COLLATE "C" NOT NULL,
+            span bigint NOT NULL,
+            turn bigint NOT NULL,
+            version bigint NOT NULL,
+            loaded integer NOT NULL,
+            flags text NOT NULL,
+            contents bytea NOT NULL,
+            curated bytea,
+            PRIMARY KEY (conversation_id, span)
+        );
+        ALTER TABLE {schema}.chat_summaries ALTER COLUMN title SET STATISTICS 0;
+        ALTER TABLE {schema}.chat_summaries ALTER COLUMN state SET STATISTICS 0;
+        ALTER TABLE {schema}.chat_contents ALTER COLUMN contents SET STATISTICS 0;
+        ALTER TABLE {schema}.chat_contents ALTER COLUMN curated SET STATISTICS 0;
+        CREATE FUNCTION {schema}.chatledger_append_summarised(
+            p_conversation_id text,
+            p_expected_version bigint,
+            p_expected_hash text,
+            p_events json,
+            p_parent_id text,
+            p_parent_version bigint,
+            p_state_md5 text,
+            p_model text,
+            p_title text,
+            p_turns bigint,
+            p_created_at text,
+            p_updated_at text,
+            p_state text,
+            p_contents json,
+            OUT positions bigint[],
+            OUT version bigint,
+            OUT head_hash text
+        )
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            found integer;
+        BEGIN
+            SELECT a.positions, a.version, a.head_hash INTO positions, version, head_hash
+            FROM {schema}.chatledger_append(p_conversation_id, p_expected_version,
+                p_expected_hash, p_events, p_parent_id, p_parent_version) AS a;
+            IF positions IS NULL THEN
+                RETURN;  -- nothing written: the head is not what the caller hashed against
+            END IF;
+            IF p_expected_version = 0 THEN
+                DELETE FROM {schema}.chat_contents AS c
+                WHERE c.conversation_id = p_conversation_id;
+                INSERT INTO {schema}.chat_summaries AS c (conversation_id, model, title,
+                    turns, version, head_hash, created_at, updated_at, parent_id,
+                    parent_version, state)
+                VALUES (p_conversation_id, p_model, p_title, p_turns, version, head_hash,
+                    p_created_at, p_updated_at, p_parent_id, p_parent_version, p_state)
+                ON CONFLICT (conversation_id) DO UPDATE SET model = excluded.model,
+                    title = excluded.title, turns = excluded.turns, version = excluded.version,
+                    head_hash = excluded.head_hash, created_at = excluded.created_at,
+                    updated_at = excluded.updated_at, parent_id = excluded.parent_id,
+                    parent_version = excluded.parent_version, state = excluded.state;
+            ELSE
+                -- The row the caller advanced, or none: the title is kept once it has one.
+                UPDATE {schema}.chat_summaries AS c SET model = p_model,
+                    title = CASE WHEN c.title = '' THEN p_title ELSE c.title END,
+                    turns = p_turns, version = chatledger_append_summarised.version,
+                    head_hash = chatledger_append_summarised.head_hash,
+                    updated_at = p_updated_at, state = p_state
+                WHERE c.conversation_id = p_conversation_id
+                    AND c.version = p_expected_version AND c.head_hash = p_expected_hash
+                    AND md5(c.state) = p_state_md5;
+                GET DIAGNOSTICS found = ROW_COUNT;
+                IF found <> 1 THEN
+                    -- Rolls the append back: the caller folds the log instead.
+                    RAISE EXCEPTION 'chatledger read model of % moved from its state at version %',
+                        p_conversation_id, p_expected_version
+                        USING ERRCODE = 'serialization_failure';
+                END IF;
+            END IF;
+            IF p_contents IS NOT NULL THEN
+                INSERT INTO {schema}.chat_contents AS c (conversation_id, span, turn, version,
+                    loaded, flags, contents, curated)
+                SELECT p_conversation_id, r.span, r.turn, r.version, r.loaded, r.flags,
+                    decode(r.contents, 'base64'), decode(r.curated, 'base64')
+                FROM json_to_recordset(p_contents) AS r(span bigint, turn bigint,
+                    version bigint, loaded integer, flags text, contents text, curated text)
+                ON CONFLICT (conversation_id, span) DO UPDATE SET turn = excluded.turn,
+                    version = excluded.version, loaded = excluded.loaded,
+                    flags = excluded.flags, contents = excluded.contents,
+                    curated = excluded.curated;
+            END IF;
+        END
+        $$;
+        """,
+    ),
 ]
+
+#: The migrations that create inline read models' tables: the store fills them from the
+#: log in the migration's transaction (see chatledger.events.store.InlineReadModel).
+READ_MODEL_MIGRATIONS = frozenset({"011_conversation_read_models"})
 
 
 def check_server(conn: Connection, location: str) -> None:
@@ -369,6 +500,13 @@ def migrate(
         for name in pending_migrations(conn, schema) or []:
             body = dict(MIGRATIONS)[name]
             conn.execute(sql.SQL(body).format(schema=s, schema_name=sql.Literal(schema)))
+            if name in READ_MODEL_MIGRATIONS:
+                # Existing logs: the read models are filled from the log, in the
+                # migration's transaction (the read models' SQL names no schema).
+                conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(s))
+                for read_model in INLINE_READ_MODELS:
+                    read_model.rebuild_all(conn)
+                conn.execute("SET LOCAL search_path TO DEFAULT")
             conn.execute(sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(table), (name,))
 
 
@@ -417,8 +555,18 @@ EXPECTED_CONSTRAINTS = {
     ("merkle_nodes", "merkle_nodes_pkey"): "PRIMARY KEY (level, idx)",
     ("snapshots", "snapshots_pkey"): "PRIMARY KEY (conversation_id, name)",
     ("streams", "streams_pkey"): "PRIMARY KEY (conversation_id)",
+    ("chat_summaries", "chat_summaries_pkey"): "PRIMARY KEY (conversation_id)",
+    ("chat_contents", "chat_contents_pkey"): "PRIMARY KEY (conversation_id, span)",
 }
-_OWN_TABLES = ("chatledger_migrations", "events", "streams", "snapshots", "merkle_nodes")
+_OWN_TABLES = (
+    "chatledger_migrations",
+    "events",
+    "streams",
+    "snapshots",
+    "merkle_nodes",
+    "chat_summaries",
+    "chat_contents",
+)
 #: A function a migration creates (or, later, replaces: the last body is the expected one).
 _FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION \S+\.(\w+)\(.*?\$\$(.*?)\$\$", re.S)
 

@@ -7,10 +7,11 @@ append whose connection was lost) is the package docstring, :mod:`chatledger.eve
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 import psycopg
@@ -29,12 +30,15 @@ from ...errors import (
 from ..envelope import RecordedEvent
 from ..rows import StreamRow, head_error, missing_head_reason
 from ..store import (
+    INLINE_READ_MODELS,
+    AdvancingReadModel,
     EncodedEvent,
     EventStore,
     PreparedEvent,
     RawRow,
     Snapshot,
     StreamInfo,
+    SummaryAdvance,
     TreeRow,
     checked_head,
     parent_of,
@@ -52,7 +56,7 @@ from .connection import (
     split_url,
     wait_for_notification,
 )
-from .schema import SCHEMA_NAME, check_server, migrate, schema_problems
+from .schema import LISTENERS_LOCK_CLASS, SCHEMA_NAME, check_server, migrate, schema_problems
 
 __all__ = ["PostgresStore"]
 
@@ -65,6 +69,17 @@ _COLUMNS = (
 
 
 _HEADS_KEPT = 10_000
+#: Summary states kept (each a few KB: the last response is in it).
+_STATES_KEPT = 1_000
+
+
+class _SummaryMoved(Exception):
+    """The summary was not at the state an append's read-model rows were computed from:
+    nothing was written."""
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 
 class _EventRow(msgspec.Struct, array_like=False):
@@ -145,6 +160,9 @@ class PostgresStore(EventStore):
             extra["application_name"] = "chatledger"
         self.channel = f"chatledger_{self.schema}"[:63]
         self._heads: dict[str, tuple[int, str]] = {}
+        # A conversation's summary state (docs/stores.md, "Read models") at a (version,
+        # head hash), with its md5: the next append advances it without reading it.
+        self._states: dict[str, tuple[int, str, str, str]] = {}
         self._statements()
         self._db = Connections(
             make_conninfo(conninfo, **extra),
@@ -168,6 +186,7 @@ class PostgresStore(EventStore):
 
     def _statements(self) -> None:
         s = sql.Identifier(self.schema)
+        listeners = sql.Literal(LISTENERS_LOCK_CLASS)
 
         def q(text: str) -> sql.Composed:
             return sql.SQL(text).format(schema=s)
@@ -178,16 +197,44 @@ class PostgresStore(EventStore):
             # Its own transaction, committed without waiting for a WAL flush: a lost
             # notification costs a subscriber one poll interval, a flush would hold
             # PostgreSQL's notification lock (and so every other writer) meanwhile.
-            # The payload is the append's last position (see subscribe_batches).
+            # The payload is the append's last position (see subscribe_batches). Only
+            # when a subscriber listens (see _sql_listen): else no NOTIFY at all.
             "SELECT set_config('synchronous_commit', 'off', true), "
             "pg_notify({channel}, current_setting('chatledger.notify_position', true)) "
-            "WHERE current_setting('chatledger.notify_position', true) <> ''"
-        ).format(schema=s, channel=sql.Literal(self.channel))
+            "WHERE current_setting('chatledger.notify_position', true) <> '' "
+            "AND NOT pg_try_advisory_xact_lock({listeners}, hashtext({channel}))"
+        ).format(schema=s, channel=sql.Literal(self.channel), listeners=listeners)
+        # The same with the read models' rows in the append's transaction (see _write).
+        self._sql_append_summarised = sql.SQL(
+            "BEGIN; SELECT positions, version, head_hash FROM "
+            "{schema}.chatledger_append_summarised(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s); COMMIT; "
+            "SELECT set_config('synchronous_commit', 'off', true), "
+            "pg_notify({channel}, current_setting('chatledger.notify_position', true)) "
+            "WHERE current_setting('chatledger.notify_position', true) <> '' "
+            "AND NOT pg_try_advisory_xact_lock({listeners}, hashtext({channel}))"
+        ).format(schema=s, channel=sql.Literal(self.channel), listeners=listeners)
+        # An append inside a transaction the read models then write in (_write_folded).
+        self._sql_append_only = q(
+            "SELECT positions, version, head_hash FROM {schema}.chatledger_append("
+            "%s, %s, %s, %s, %s, %s)"
+        )
+        self._sql_notify = sql.SQL(
+            "SELECT set_config('synchronous_commit', 'off', true), pg_notify({channel}, %s) "
+            "WHERE NOT pg_try_advisory_xact_lock({listeners}, hashtext({channel}))"
+        ).format(channel=sql.Literal(self.channel), listeners=listeners)
+        # The head, checked against its event, and the summary's state when it is there.
         self._sql_head = q(
-            "SELECT s.version, s.head_hash, e.hash FROM {schema}.streams AS s "
+            "SELECT s.version, s.head_hash, e.hash, c.version, c.head_hash, c.state "
+            "FROM {schema}.streams AS s "
             "LEFT JOIN {schema}.events AS e "
             "ON e.conversation_id = s.conversation_id AND e.version = s.version "
+            "LEFT JOIN {schema}.chat_summaries AS c ON c.conversation_id = s.conversation_id "
             "WHERE s.conversation_id = %s"
+        )
+        self._sql_summary_state = q(
+            "SELECT version, head_hash, state FROM {schema}.chat_summaries "
+            "WHERE conversation_id = %s"
         )
         self._sql_read = q(
             f"SELECT {_COLUMNS} FROM {{schema}}.events WHERE conversation_id = %s AND version > %s"
@@ -262,8 +309,24 @@ class PostgresStore(EventStore):
             "SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[], %s::bigint[]) "
             "ON CONFLICT (level, idx) DO NOTHING"
         )
-        self._sql_listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+        # A subscriber holds a shared advisory lock (its session's: released when that
+        # connection ends, however) while it listens; an append whose exclusive try-lock
+        # on it succeeds knows nobody listens and sends no NOTIFY (a NOTIFY is a
+        # transaction of its own, with an id and a commit record: about 15% of an
+        # append). A subscriber reads once more after listening, so an append that
+        # committed before it registered is never missed.
+        self._sql_listen = sql.SQL(
+            "LISTEN {}; SELECT pg_advisory_lock_shared({listeners}, hashtext({channel}))"
+        ).format(
+            sql.Identifier(self.channel), listeners=listeners, channel=sql.Literal(self.channel)
+        )
         self._sql_search_path = sql.SQL("SET LOCAL search_path TO {}, public").format(s)
+        begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        self._sql_begin_read: sql.SQL | sql.Composed = (
+            sql.SQL(begin)
+            if self.schema == "public"
+            else sql.Composed([sql.SQL(begin + "; "), self._sql_search_path])
+        )
 
     def _head_sql(self, source: sql.Composable, *, with_parent: bool) -> sql.Composed:
         """The head rows of ``source`` (the streams table, or a subquery of it) with what
@@ -307,7 +370,7 @@ class PostgresStore(EventStore):
                 return self._mismatch(conversation_id, events, expected_version, prev_hash)
             prepared = self._prepare(conversation_id, events, expected_version, prev_hash)
             try:
-                positions, version = self._write(
+                positions, version = self._write_with_read_models(
                     conversation_id,
                     expected_version,
                     prev_hash,
@@ -351,7 +414,9 @@ class PostgresStore(EventStore):
         ]
         parent_id, parent_version = parent_of_rows(rows) if after_version == 0 else (None, None)
         try:
-            positions, version = self._write(
+            # An import may bring a fork before its parent: the read models fold it (or
+            # its forks) in the same transaction.
+            positions, version = self._write_folded(
                 conversation_id, after_version, prev_hash, prepared, parent_id, parent_version
             )
         except OutcomeUnknown as unknown:
@@ -363,7 +428,8 @@ class PostgresStore(EventStore):
 
     def _head_hash(self, conversation_id: str, version: int) -> str | int:
         """The hash of the stream's event at ``version`` (the head the caller expects),
-        from memory or from the database; or the actual head version if it is not there."""
+        from memory or from the database; or the actual head version if it is not there.
+        A read of the head also keeps the summary's state, when it is at that head."""
         if version == 0:
             return ""
         known = self._heads.get(conversation_id)
@@ -379,6 +445,8 @@ class PostgresStore(EventStore):
                 self.location, conversation_id, "its head row does not match its last event"
             )
         self._remember(conversation_id, version, str(rows[0][1]))
+        if rows[0][5] is not None:
+            self._remember_state(conversation_id, rows[0][3], rows[0][4], rows[0][5])
         return str(rows[0][1])
 
     def _remember(self, conversation_id: str, version: int, head_hash: str) -> None:
@@ -389,6 +457,32 @@ class PostgresStore(EventStore):
             if len(self._heads) >= _HEADS_KEPT:
                 self._heads.clear()
             self._heads[conversation_id] = (version, head_hash)
+
+    def _remember_state(
+        self, conversation_id: str, version: int, head_hash: str, state: str
+    ) -> None:
+        """Keep the summary's state at (version, head_hash). Unlike a head, a state can be
+        replaced at the same head (an erasure, a rebuild): the append that advances it
+        checks its md5 first."""
+        if len(self._states) >= _STATES_KEPT:
+            self._states.clear()
+        self._states[conversation_id] = (int(version), str(head_hash), state, _md5(state))
+
+    def _summary_state(
+        self, conversation_id: str, version: int, head_hash: str
+    ) -> tuple[str, str] | None:
+        """The summary's state at (version, head_hash) and its md5, remembered or read;
+        None when the summary is not at that head (missing, behind, damaged)."""
+        known = self._states.get(conversation_id)
+        if known is None or known[:2] != (version, head_hash):
+            rows = self._fetch(self._sql_summary_state, (conversation_id,))
+            if not rows:
+                return None
+            self._remember_state(conversation_id, *rows[0])
+            known = self._states[conversation_id]
+            if known[:2] != (version, head_hash):
+                return None
+        return known[2], known[3]
 
     def _mismatch(
         self,
@@ -407,7 +501,18 @@ class PostgresStore(EventStore):
             return retried
         raise ConcurrencyError(conversation_id, expected_version, actual)
 
-    def _write(
+    # ----------------------------------------------------------------- the read models
+
+    def _read_model(self) -> AdvancingReadModel | None:
+        """The conversation read models, when they are the only inline read model and
+        can compute an append's rows before it (else every append folds in its
+        transaction, :meth:`_write_folded`)."""
+        if len(INLINE_READ_MODELS) == 1 and hasattr(INLINE_READ_MODELS[0], "advance"):
+            # (not isinstance: a runtime Protocol check costs more than the rest of this)
+            return cast(AdvancingReadModel, INLINE_READ_MODELS[0])
+        return None
+
+    def _write_with_read_models(
         self,
         conversation_id: str,
         expected_version: int,
@@ -416,28 +521,142 @@ class PostgresStore(EventStore):
         parent_id: str | None,
         parent_version: int | None,
     ) -> tuple[list[int] | None, int]:
-        """One round trip: BEGIN; lock, check the head, allocate, insert; COMMIT; NOTIFY.
+        """Append ``prepared`` and advance the conversation read models in the same
+        transaction: in one round trip when the rows can be computed before the append
+        from the summary's state (the usual append), else with the read models folding
+        in the append's transaction."""
+        if not INLINE_READ_MODELS:
+            return self._write(
+                conversation_id, expected_version, prev_hash, prepared, parent_id, parent_version
+            )
+        model = self._read_model()
+        advance: SummaryAdvance | None = None
+        state: tuple[str, str] | None = ("", "")
+        if model is not None:
+            if expected_version:
+                state = self._summary_state(conversation_id, expected_version, prev_hash)
+            if state is not None:
+                advance = model.advance(state[0] or None, _raw_rows(conversation_id, prepared))
+        if advance is not None and state is not None:
+            try:
+                return self._write(
+                    conversation_id,
+                    expected_version,
+                    prev_hash,
+                    prepared,
+                    parent_id,
+                    parent_version,
+                    advance=(state[1], advance),
+                )
+            except _SummaryMoved:
+                self._states.pop(conversation_id, None)  # fold, below
+        self._states.pop(conversation_id, None)
+        return self._write_folded(
+            conversation_id, expected_version, prev_hash, prepared, parent_id, parent_version
+        )
+
+    def _write_folded(
+        self,
+        conversation_id: str,
+        expected_version: int,
+        prev_hash: str,
+        prepared: list[PreparedEvent],
+        parent_id: str | None,
+        parent_version: int | None,
+    ) -> tuple[list[int] | None, int]:
+        """The append, then every inline read model's :meth:`appended` (which reads and
+        writes its rows, folding the log where it must), in one transaction; then the
+        NOTIFY. Several round trips: used for imports, forks, rewinds, replaced histories
+        and summaries that are not at the stream's head."""
+        params = (
+            conversation_id,
+            expected_version,
+            prev_hash,
+            _document(prepared),
+            parent_id,
+            parent_version,
+        )
+
+        def write(conn: Connection, progress: Progress) -> tuple[list[int] | None, int]:
+            conn.execute("BEGIN")
+            progress.answered = True
+            progress.backend_pid = conn.info.backend_pid
+            try:
+                if self.schema != "public":
+                    conn.execute(self._sql_search_path)  # the read models name no schema
+                row = conn.execute(self._sql_append_only, params).fetchone()
+                assert row is not None
+                if row[0] is None:
+                    conn.execute("ROLLBACK")
+                    return None, int(row[1])
+                positions = [int(position) for position in row[0]]
+                rows = _raw_rows(conversation_id, prepared, positions)
+                for read_model in INLINE_READ_MODELS:
+                    read_model.appended(conn, conversation_id, rows)
+            except BaseException:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            progress.commit_sent = True
+            conn.execute("COMMIT")
+            self._remember(conversation_id, int(row[1]), str(row[2]))
+            # Its own transaction, not flushed (see _statements): a notification lost
+            # costs a subscriber one poll, never the append.
+            with contextlib.suppress(psycopg.Error):
+                conn.execute(self._sql_notify, (str(positions[-1]),))
+            return positions, int(row[1])
+
+        return self._run(
+            write, writing=True, conversation_id=conversation_id, expected_version=expected_version
+        )
+
+    def _write(
+        self,
+        conversation_id: str,
+        expected_version: int,
+        prev_hash: str,
+        prepared: list[PreparedEvent],
+        parent_id: str | None,
+        parent_version: int | None,
+        *,
+        advance: tuple[str, SummaryAdvance] | None = None,
+    ) -> tuple[list[int] | None, int]:
+        """One round trip: BEGIN; lock, check the head, allocate, insert (and, with
+        ``advance``: the md5 of the summary's state it was computed from, and what it
+        writes, advance the read models); COMMIT; NOTIFY.
 
         Returns the positions and the new head version, or (None, actual version) when
-        the head was not (expected_version, prev_hash): then nothing was written."""
+        the head was not (expected_version, prev_hash): then nothing was written. Raises
+        :class:`_SummaryMoved` when the summary was not at that state (nothing written)."""
         # The events travel as one JSON document: psycopg adapts one string much faster
         # than arrays of JSON text.
-        document = _encode_events(
-            [
-                _EventRow(
-                    event_id=event.event_id,
-                    type=event.type,
-                    schema_version=event.schema_version,
-                    data=event.data.decode("utf-8"),
-                    metadata=event.metadata.decode("utf-8"),
-                    recorded_at=event.recorded_at,
-                    hash=event.hash,
-                    content_salt=event.content_salt,
-                )
-                for event in prepared
-            ]
-        ).decode("utf-8")
-        params = (conversation_id, expected_version, prev_hash, document, parent_id, parent_version)
+        document = _document(prepared)
+        query: sql.Composed = self._sql_append
+        params: tuple[object, ...] = (
+            conversation_id,
+            expected_version,
+            prev_hash,
+            document,
+            parent_id,
+            parent_version,
+        )
+        if advance is not None:
+            md5, rows = advance
+            query = self._sql_append_summarised
+            params += (
+                md5,
+                rows.model,
+                rows.title,
+                rows.turns,
+                rows.created_at,
+                rows.updated_at,
+                rows.state,
+                # (json, not its parts: the server parses it once, in json_to_recordset)
+                _encode_contents([_ContentJson(*row) for row in rows.contents]).decode("utf-8")
+                if rows.contents
+                else None,
+            )
         event_ids = [event.event_id for event in prepared]
 
         def write(conn: Connection, progress: Progress) -> tuple[list[int] | None, int]:
@@ -448,14 +667,18 @@ class PostgresStore(EventStore):
             progress.backend_pid = conn.info.backend_pid
             progress.commit_sent = True
             try:
-                cursor.execute(self._sql_append, params)
-            except psycopg.Error:
+                cursor.execute(query, params)
+            except psycopg.Error as exc:
                 if conn.broken:
                     raise  # settled by _settle
                 progress.commit_sent = False  # the server answered
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     with contextlib.suppress(psycopg.Error):
                         conn.execute("ROLLBACK")  # the append failed: COMMIT never ran
+                    if isinstance(exc, pg_errors.SerializationFailure) and (
+                        "read model of" in first_line(exc)
+                    ):
+                        raise _SummaryMoved from None
                     raise
                 # Out of the transaction: COMMIT failed, or it succeeded and the NOTIFY after
                 # it did not. Only the events can tell.
@@ -464,6 +687,8 @@ class PostgresStore(EventStore):
                 }
                 if len(found) < len(event_ids):
                     raise
+                if advance is None:
+                    self._states.pop(conversation_id, None)
                 return [found[event_id] for event_id in event_ids], expected_version + len(
                     event_ids
                 )
@@ -476,6 +701,8 @@ class PostgresStore(EventStore):
                 # Only the head this append wrote: a head row that did not match is not
                 # to be trusted (verify, or the next read, says why).
                 self._remember(conversation_id, int(row[1]), str(row[2]))
+                if advance is not None:
+                    self._remember_state(conversation_id, row[1], row[2], advance[1].state)
             return positions, int(row[1])
 
         return self._run(
@@ -764,11 +991,13 @@ class PostgresStore(EventStore):
             return [
                 f"PostgreSQL keeps the old row versions in the events table's files until "
                 f"they are rewritten: run `chatledger erase --vacuum` (VACUUM FULL of "
-                f"{self.schema}.events and {self.schema}.snapshots) to remove them, and see "
+                f"{self.schema}.events, snapshots, chat_summaries and chat_contents) to remove "
+                "them, and see "
                 "docs/erasure.md for its WAL, replicas and backups"
             ]
         with self._db.direct() as conn:
-            for table in ("events", "snapshots"):
+            # The read models copy content too (rewritten by the erasure's hook).
+            for table in ("events", "snapshots", "chat_summaries", "chat_contents"):
                 conn.execute(
                     sql.SQL("VACUUM FULL {}.{}").format(
                         sql.Identifier(self.schema), sql.Identifier(table)
@@ -811,6 +1040,23 @@ class PostgresStore(EventStore):
             return result
 
         return self._run(transaction, writing=True)
+
+    def run_read(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(connection)`` in one read-only REPEATABLE READ transaction (one
+        snapshot for all its statements, as :meth:`EventStore.run_read` promises), with
+        the search_path of :meth:`run_in_transaction`."""
+
+        def read(conn: Connection, progress: Progress) -> T:
+            conn.execute(self._sql_begin_read)
+            progress.answered = True
+            try:
+                return work(conn)
+            finally:
+                if not conn.broken:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+
+        return self._run(read, writing=False)
 
     # ----------------------------------------------------------------- connections
 
@@ -861,3 +1107,62 @@ def _bytes(value: bytes | str) -> bytes:
 
 def _tree_row(row: Sequence[Any]) -> TreeRow:
     return TreeRow(int(row[0]), int(row[1]), bytes(row[2]), int(row[3]))
+
+
+class _ContentJson(msgspec.Struct):
+    """A contents row as chatledger_append_summarised reads it (bytes: base64)."""
+
+    span: int
+    turn: int
+    version: int
+    loaded: int
+    flags: str
+    contents: bytes
+    curated: bytes | None
+
+
+#: The new contents rows as one JSON argument (psycopg quotes one string much faster than
+#: seven arrays, and the server parses it once).
+_encode_contents = msgspec.json.Encoder().encode
+
+
+def _document(prepared: Sequence[PreparedEvent]) -> str:
+    """The events as chatledger_append reads them: one JSON document."""
+    return _encode_events(
+        [
+            _EventRow(
+                event_id=event.event_id,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=event.data.decode("utf-8"),
+                metadata=event.metadata.decode("utf-8"),
+                recorded_at=event.recorded_at,
+                hash=event.hash,
+                content_salt=event.content_salt,
+            )
+            for event in prepared
+        ]
+    ).decode("utf-8")
+
+
+def _raw_rows(
+    conversation_id: str, prepared: Sequence[PreparedEvent], positions: Sequence[int] = ()
+) -> list[RawRow]:
+    """``prepared`` as the rows the read models apply (positions 0 before the append:
+    the read models never look at them)."""
+    return [
+        RawRow(
+            conversation_id,
+            event.version,
+            positions[index] if positions else 0,
+            event.event_id,
+            event.type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+            event.recorded_at,
+            event.hash,
+            event.content_salt,
+        )
+        for index, event in enumerate(prepared)
+    ]
