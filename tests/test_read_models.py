@@ -548,3 +548,23 @@ def test_many_writer_processes_keep_every_read_model_equal_to_a_fold(pg_location
             )
             history, _usage, _ = fold_events(store, conversation_id, use_snapshot=False)
             assert dump_state(loaded[0]) == dump_state(history)
+
+
+def test_a_model_name_holding_a_nul_is_stored_and_checked_on_every_store(
+    client: chatledger.Client,
+) -> None:
+    """PostgreSQL's text cannot hold a NUL: the summary keeps U+FFFD for it, on SQLite too,
+    and the append, the listing and verify all agree (the event keeps the text as given).
+    Found by the store contract's property test, whose append of such a model failed."""
+    store = client.store
+    conversation_id = str(uuid.uuid4())
+    store.append(
+        conversation_id,
+        [NewEvent(data=ConversationStarted(model="a\x00b"))],
+        expected_version=0,
+    )
+    assert store.read(conversation_id)[0].data.model == "a\x00b"  # type: ignore[attr-defined]
+    [summary] = [s for s in client.chats.list() if s.conversation_id == conversation_id]
+    assert summary.model == "a\ufffdb"
+    report = chatledger.verify_log(store, conversation_id)
+    assert report.problems == [] and report.read_models_checked == 1

@@ -180,14 +180,19 @@ def first_words(content: dict[str, Any], words: int = 8) -> str:
     return " ".join(text[:words]) + (" ..." if len(text) > words else "")
 
 
+def _text_column(text: str) -> str:
+    """A text for a summary column: PostgreSQL's text cannot hold a NUL, so a NUL is kept
+    as U+FFFD, the same on every store (the events keep the text as it was given)."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _title(contents: Iterable[dict[str, Any]]) -> str:
     """The first words of the first user content that has text."""
     for content in contents:
         if content.get("role") == "user":
             words = first_words(content)
             if words:
-                # PostgreSQL's text cannot hold a NUL: the same title on every store.
-                return words.replace("\x00", "\ufffd")
+                return _text_column(words)
     return ""
 
 
@@ -270,7 +275,7 @@ def _write_summary(
         "state = excluded.state",
         (
             conversation_id,
-            history.model,
+            _text_column(history.model),
             title,
             state.spans,
             last.version,
@@ -298,7 +303,7 @@ def _update_summary(
         f"UPDATE {SUMMARIES_TABLE} SET model = ?, title = ?, turns = ?, version = ?, "
         "head_hash = ?, updated_at = ?, state = ? WHERE conversation_id = ?",
         (
-            state.history.model,
+            _text_column(state.history.model),
             title,
             state.spans,
             last.version,
@@ -553,7 +558,7 @@ class ConversationReadModels:
             prior.spans + len(history.turns),
         )
         return SummaryAdvance(
-            model=history.model,
+            model=_text_column(history.model),
             title=title,
             turns=after.spans,
             created_at=events[0].recorded_at,
@@ -827,7 +832,7 @@ def _check_one(tx: Transaction, conversation_id: str, report: VerificationReport
     parent = state.history.parent
     expected_summary = SummaryRow(
         conversation_id,
-        state.history.model,
+        _text_column(state.history.model),
         title,
         state.spans,
         last.version,
