@@ -185,6 +185,9 @@ def test_the_cache_is_bounded(
         client.chats.get(chat.id)
     cache = conversations._CACHES[client.store]
     assert list(cache) == [chats[1].id, chats[2].id]  # the least recently read went
+    client.chats.get(chats[1].id)  # read again: now the most recent
+    client.chats.get(chats[0].id)
+    assert list(cache) == [chats[1].id, chats[0].id]
     long = conversation(client, transport, turns=6)  # 12 contents: more than the bound
     client.chats.get(long.id)
     assert long.id not in cache

@@ -562,7 +562,8 @@ def _load(
     history = state.history
     cached = cache.get(conversation_id) if cache is not None else None
     if (
-        cached is not None
+        cache is not None
+        and cached is not None
         and cached.data_version == found[6]
         and cached.rebuilds == _rebuilds
         and cached.version == found[0]
@@ -571,6 +572,7 @@ def _load(
     ):
         # The same rows as last read: their contents again, in lists of this state's own
         # (contents are never changed in place: HistoryState.copy shares them too).
+        cache[conversation_id] = cache.pop(conversation_id)  # now the most recently read
         history.full, history.context = list(cached.full), list(cached.context)
         history.curated, history.turns = list(cached.curated), list(cached.turns)
         return history, state.usage
