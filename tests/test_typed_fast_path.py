@@ -5,6 +5,7 @@ validated (and a bad one refused)."""
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pydantic
@@ -167,3 +168,28 @@ def test_a_message_whose_role_its_class_refuses_is_still_refused() -> None:
     )
     with pytest.raises(IntegrityError, match="not a valid Content"):
         history_from_wire(history, "full")
+
+
+def test_the_garbage_collector_is_left_as_it_was() -> None:
+    good = HistoryState(
+        full=[{"role": "user", "parts": [{"text": "x"}]}], turns=[TurnSpan(1, 1, 1, 1, 1, False)]
+    )
+    bad = HistoryState(
+        full=[{"role": "user", "parts": [{"text": 3}]}], turns=[TurnSpan(1, 1, 1, 1, 1, False)]
+    )
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        assert len(history_from_wire(good, "full")) == 1
+        assert gc.isenabled()
+        with pytest.raises(IntegrityError):
+            history_from_wire(bad, "full")
+        assert gc.isenabled()  # paused during the build only, an error included
+        gc.disable()
+        assert len(history_from_wire(good, "full")) == 1
+        assert not gc.isenabled()  # never turned on by it
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()
