@@ -6,6 +6,7 @@ is a ScriptedTransport."""
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +196,23 @@ def test_the_cache_is_bounded(
     statements = Statements(client.store)
     assert client.chats.get(long.id).get_history() == long.get_history()
     assert statements.contents_reads() == 1
+
+
+def test_reads_leave_the_garbage_collector_as_it_was(
+    client: chatledger.Client, transport: ScriptedTransport
+) -> None:
+    chat = conversation(client, transport)
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        assert load_state(client.store, chat.id) is not None
+        assert load_state(client.store, "no-such-conversation") is None
+        assert gc.isenabled()
+        gc.disable()
+        assert client.chats.get(chat.id).get_history() == chat.get_history()
+        assert not gc.isenabled()
+    finally:
+        if was:
+            gc.enable()
+        else:
+            gc.disable()

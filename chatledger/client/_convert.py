@@ -11,7 +11,6 @@ read back as API types (a hand-made or forged log) are an IntegrityError.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 from collections.abc import Callable, Iterable
@@ -20,6 +19,7 @@ from typing import Any
 import msgspec
 import pydantic
 
+from .._gcpause import gc_paused
 from ..errors import IntegrityError, InvalidInputError, InvalidResponseError
 from ..events.envelope import MAX_NESTING, check_json
 from ..projections.history import HistoryState, extract_context
@@ -340,14 +340,8 @@ def history_from_wire(history: HistoryState, which: str) -> list[Content]:
     none of them, yet the thousands of objects a long history makes would start several
     (measured: two thirds of the build's time in a process holding 200,000 objects,
     docs/performance.md). Allocations then count towards the next collection as usual."""
-    paused = gc.isenabled()
-    if paused:
-        gc.disable()
-    try:
+    with gc_paused():
         return _history_from_wire(history, which)
-    finally:
-        if paused:
-            gc.enable()
 
 
 def _history_from_wire(history: HistoryState, which: str) -> list[Content]:

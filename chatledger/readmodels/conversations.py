@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from .._gcpause import gc_paused
 from ..errors import IntegrityError, StoreError
 from ..events.envelope import RecordedEvent
 from ..events.erasing import ERASE_HOOKS
@@ -646,7 +647,8 @@ def load_state(store: EventStore, conversation_id: str) -> tuple[HistoryState, U
         return _load(connection, conversation_id, cache)
 
     try:
-        return store.run_read(work)
+        with gc_paused():  # thousands of decoded contents, no cycle among them
+            return store.run_read(work)
     except (StoreError, msgspec.DecodeError, ValueError, TypeError, IndexError):
         return None
 
