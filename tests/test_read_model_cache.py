@@ -216,3 +216,15 @@ def test_reads_leave_the_garbage_collector_as_it_was(
             gc.enable()
         else:
             gc.disable()
+
+
+def test_closing_a_client_drops_what_its_store_kept(
+    path: Path, transport: ScriptedTransport
+) -> None:
+    with chatledger.Client(store=str(path), transport=transport) as writer:
+        chat = conversation(writer, transport)
+    client = chatledger.Client(store=str(path), transport=transport)
+    client.chats.get(chat.id)
+    assert chat.id in conversations._CACHES[client.store]
+    client.close()
+    assert client.store not in conversations._CACHES

@@ -535,6 +535,12 @@ CACHE_CONTENTS = 100_000
 _rebuilds = 0
 
 
+def forget(store: EventStore) -> None:
+    """Drop what ``store`` keeps of the contents it read (when it is closed: its contents
+    are then freed with the chats that hold them, not when the store is collected)."""
+    _CACHES.pop(store, None)
+
+
 def _invalidate() -> None:
     global _rebuilds
     _rebuilds += 1
