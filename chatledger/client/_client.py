@@ -25,6 +25,7 @@ from ..events.kinds import ConfigChanged, ConversationStarted
 from ..events.store import EventStore
 from ..projections.history import HistoryState
 from ..projections.usage import UsageState
+from ..readmodels.conversations import forget
 from ..types import (
     ContentOrDict,
     GenerateContentConfig,
@@ -309,6 +310,7 @@ class Client:
         self._transports.clear()
         if self._owns_store:
             self.store.close()
+            forget(self.store)
 
     async def aclose(self) -> None:
         """Close transports, and the store if this client opened it (after the store work
@@ -324,6 +326,7 @@ class Client:
         self._transports.clear()
         if self._owns_store:
             self.store.close()
+            forget(self.store)
 
     def __enter__(self) -> Client:
         return self

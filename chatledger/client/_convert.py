@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import pydantic
 
+from .._gcpause import gc_paused
 from ..errors import IntegrityError, InvalidInputError, InvalidResponseError
 from ..events.envelope import MAX_NESTING, check_json
 from ..projections.history import HistoryState, extract_context
@@ -321,22 +322,74 @@ def content_from_wire(content: WireContent, cls: type[Content] = Content) -> Con
         ) from None
 
 
+#: The role a sent message's class holds (pydantic refuses any other).
+_MESSAGE_ROLES: dict[type[Content], str] = {UserContent: "user", ModelContent: "model"}
+
+
 def history_from_wire(history: HistoryState, which: str) -> list[Content]:
     """One of a history state's lists (``full``, ``context`` or ``curated``) as objects of
     the classes google-genai returns: the message a turn was sent with is a
     ``UserContent`` (a function call Part sent as a message: ``ModelContent``); model
-    replies, function responses and the contents of a given history are ``Content``."""
+    replies, function responses and the contents of a given history are ``Content``.
+
+    The usual content (a role and one text part) is built here, as :func:`_plain_content`
+    builds it, without a call per content: a history is mostly such contents.
+
+    Python's cyclic garbage collector is paused while the objects are built (when it was
+    running): they hold no reference cycle, so a collection during the build could free
+    none of them, yet the thousands of objects a long history makes would start several
+    (measured: two thirds of the build's time in a process holding 200,000 objects,
+    docs/performance.md). Allocations then count towards the next collection as usual."""
+    with gc_paused():
+        return _history_from_wire(history, which)
+
+
+def _history_from_wire(history: HistoryState, which: str) -> list[Content]:
     contents: list[WireContent] = getattr(history, which)
+    full = history.full
     result: list[Content] = []
+    append = result.append
     offset = full_offset = 0
+    new, set_, defaults = _new, _set, _PART_DEFAULTS
     for span in history.turns:
         count: int = getattr(span, which)
-        message = history.full[full_offset] if span.full and not span.loaded else None
-        for index, content in enumerate(contents[offset : offset + count]):
+        message = full[full_offset] if span.full and not span.loaded else None
+        for index in range(offset, min(offset + count, len(contents))):
+            content = contents[index]
             cls: type[Content] = Content
-            if index == 0 and message is not None and (content is message or content == message):
+            if (
+                index == offset
+                and message is not None
+                and (content is message or content == message)
+            ):
                 cls = ModelContent if content.get("role") == "model" else UserContent
-            result.append(content_from_wire(content, cls))
+            if type(content) is dict and len(content) == 2:
+                parts = content.get("parts")
+                role = content.get("role")
+                if (
+                    type(parts) is list
+                    and len(parts) == 1
+                    and type(role) is str
+                    and (cls is Content or _MESSAGE_ROLES[cls] == role)
+                ):
+                    part = parts[0]
+                    text = part.get("text") if type(part) is dict and len(part) == 1 else None
+                    if type(text) is str:
+                        typed_part = new(Part)
+                        values = defaults.copy()
+                        values["text"] = text
+                        set_(typed_part, "__dict__", values)
+                        set_(typed_part, "__pydantic_fields_set__", {"text"})
+                        set_(typed_part, "__pydantic_extra__", {})
+                        set_(typed_part, "__pydantic_private__", None)
+                        typed = new(cls)
+                        set_(typed, "__dict__", {"parts": [typed_part], "role": role})
+                        set_(typed, "__pydantic_fields_set__", {"parts", "role"})
+                        set_(typed, "__pydantic_extra__", {})
+                        set_(typed, "__pydantic_private__", None)
+                        append(typed)
+                        continue
+            append(content_from_wire(content, cls))
         offset += count
         full_offset += span.full
     # Never reached by a consistent state; kept so that no content is ever lost.

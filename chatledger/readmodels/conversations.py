@@ -27,11 +27,13 @@ docs/stores.md ("Read models") and docs/performance.md.
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
 
+from .._gcpause import gc_paused
 from ..errors import IntegrityError, StoreError
 from ..events.envelope import RecordedEvent
 from ..events.erasing import ERASE_HOOKS
@@ -411,6 +413,7 @@ def rebuild_conversation(connection: Any, conversation_id: str) -> bool:
 
     This is the one function to call after changing a conversation's events by other
     means than an append (an erasure): it deletes and rewrites every row it has."""
+    _invalidate()
     tx = Transaction(connection)
     tx.execute(f"DELETE FROM {CONTENTS_TABLE} WHERE conversation_id = ?", (conversation_id,))
     tx.execute(f"DELETE FROM {SUMMARIES_TABLE} WHERE conversation_id = ?", (conversation_id,))
@@ -569,6 +572,7 @@ class ConversationReadModels:
 
     def rebuild_all(self, connection: Any) -> None:
         """Write both tables again from the log, for every conversation."""
+        _invalidate()
         tx = Transaction(connection)
         tx.execute(f"DELETE FROM {CONTENTS_TABLE}")
         tx.execute(f"DELETE FROM {SUMMARIES_TABLE}")
@@ -612,14 +616,25 @@ if after_erasure not in ERASE_HOOKS:
 
 #: The summary row and the stream's head as its events say it (the highest version, the
 #: hash of the event at the summary's version, and how many events there are): the read
-#: model is used only when it is at the head the log has, with no event missing.
+#: model is used only when it is at the head the log has, with no event missing. Last,
+#: the connection's ``data_version``, which changes whenever another connection (of this
+#: or another process) has committed: what :class:`_Cached` contents are checked with.
 _CURRENT_SQL = (
     "SELECT c.version, c.head_hash, CAST(c.state AS BLOB), (SELECT max(m.version) FROM events AS m "
     "WHERE m.conversation_id = c.conversation_id), h.hash, (SELECT count(*) FROM events AS n "
-    "WHERE n.conversation_id = c.conversation_id) "
+    "WHERE n.conversation_id = c.conversation_id), "
+    "(SELECT data_version FROM pragma_data_version()) "
     f"FROM {SUMMARIES_TABLE} AS c LEFT JOIN events AS h "
     "ON h.conversation_id = c.conversation_id AND h.version = c.version "
     "WHERE c.conversation_id = ?"
+)
+_CURRENT_SQL_PG = re.sub(
+    r"CAST\(([\w.]+) AS BLOB\)",
+    r"\1",
+    _CURRENT_SQL.replace("(SELECT data_version FROM pragma_data_version())", "NULL"),
+)
+_CONTENTS_SQL = (
+    f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span"
 )
 
 
@@ -633,23 +648,90 @@ def _packed(tx: Transaction, sql: str) -> str:
 _CAST = re.compile(r"CAST\(([\w.]+) AS BLOB\)")
 
 
-def _load(connection: Any, conversation_id: str) -> tuple[HistoryState, UsageState] | None:
+class _Cached(NamedTuple):
+    """A conversation's contents as :func:`_load` last read them on one store's
+    connection, and what the rows were read at: used again only when the summary row is
+    the same (version, head hash, state bytes), no other connection has committed since
+    (``data_version``) and nothing was rebuilt in this process since (``rebuilds``)."""
+
+    data_version: int
+    rebuilds: int
+    version: int
+    head_hash: str
+    state: bytes
+    full: list[dict[str, Any]]
+    context: list[dict[str, Any]]
+    curated: list[dict[str, Any]]
+    turns: list[TurnSpan]
+
+
+#: Per store (its one connection): conversation id -> :class:`_Cached`, least recently
+#: read first. Bounded by :data:`CACHE_CONVERSATIONS` and :data:`CACHE_CONTENTS`.
+_CACHES: weakref.WeakKeyDictionary[EventStore, dict[str, _Cached]] = weakref.WeakKeyDictionary()
+#: The most conversations, and contents in all, one store's cache keeps.
+CACHE_CONVERSATIONS = 64
+CACHE_CONTENTS = 100_000
+#: How many times read-model rows were rewritten from the log in this process (a rebuild,
+#: an erasure, a fold on append): a cached read from before is not used again.
+_rebuilds = 0
+
+
+def forget(store: EventStore) -> None:
+    """Drop what ``store`` keeps of the contents it read (when it is closed: its contents
+    are then freed with the chats that hold them, not when the store is collected)."""
+    _CACHES.pop(store, None)
+
+
+def _invalidate() -> None:
+    global _rebuilds
+    _rebuilds += 1
+
+
+def _remember(cache: dict[str, _Cached], conversation_id: str, entry: _Cached) -> None:
+    cache.pop(conversation_id, None)
+    if len(entry.full) > CACHE_CONTENTS:
+        return
+    cache[conversation_id] = entry
+    total = sum(len(cached.full) for cached in cache.values())
+    while len(cache) > CACHE_CONVERSATIONS or total > CACHE_CONTENTS:
+        oldest = next(iter(cache))
+        total -= len(cache.pop(oldest).full)
+
+
+def _load(
+    connection: Any, conversation_id: str, cache: dict[str, _Cached] | None = None
+) -> tuple[HistoryState, UsageState] | None:
     tx = Transaction(connection)
-    found = tx.execute(_packed(tx, _CURRENT_SQL), (conversation_id,)).fetchone()
+    if tx.dialect == "sqlite":
+        found = tx.execute(_CURRENT_SQL, (conversation_id,)).fetchone()
+    else:
+        # PostgreSQL has no data_version to tell another connection's commit: no cache.
+        found = tx.execute(_CURRENT_SQL_PG, (conversation_id,)).fetchone()
+        cache = None
     # Not at the head, or an event missing below it (a damaged log: the fold names it).
     if found is None or found[0] != found[3] or found[1] != found[4] or found[5] != found[0]:
         return None
     state = _STATE_DECODER.decode(found[2])
-    rows = tx.execute(
-        _packed(
-            tx,
-            f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span",
-        ),
-        (conversation_id,),
-    ).fetchall()
+    history = state.history
+    cached = cache.get(conversation_id) if cache is not None else None
+    if (
+        cache is not None
+        and cached is not None
+        and cached.data_version == found[6]
+        and cached.rebuilds == _rebuilds
+        and cached.version == found[0]
+        and cached.head_hash == found[1]
+        and cached.state == found[2]
+    ):
+        # The same rows as last read: their contents again, in lists of this state's own
+        # (contents are never changed in place: HistoryState.copy shares them too).
+        cache[conversation_id] = cache.pop(conversation_id)  # now the most recently read
+        history.full, history.context = list(cached.full), list(cached.context)
+        history.curated, history.turns = list(cached.curated), list(cached.turns)
+        return history, state.usage
+    rows = tx.execute(_packed(tx, _CONTENTS_SQL), (conversation_id,)).fetchall()
     if len(rows) != state.spans:
         return None
-    history = state.history
     turns_contents = [_unpacked(row[5]) for row in rows]
     full: list[dict[str, Any]] = []
     context: list[dict[str, Any]] = []
@@ -681,6 +763,22 @@ def _load(connection: Any, conversation_id: str) -> tuple[HistoryState, UsageSta
         turns.append(TurnSpan(row[1], len(contents), in_context, in_curated, row[2], bool(row[3])))
     if len(full) != state.rows:
         return None
+    if cache is not None:
+        _remember(
+            cache,
+            conversation_id,
+            _Cached(
+                found[6],
+                _rebuilds,
+                found[0],
+                found[1],
+                found[2],
+                list(full),
+                list(context),
+                list(curated),
+                list(turns),
+            ),
+        )
     history.full, history.context, history.curated, history.turns = full, context, curated, turns
     return history, state.usage
 
@@ -688,9 +786,21 @@ def _load(connection: Any, conversation_id: str) -> tuple[HistoryState, UsageSta
 def load_state(store: EventStore, conversation_id: str) -> tuple[HistoryState, UsageState] | None:
     """A conversation's projections at its head from the read models, or None when they
     cannot give them (no such tables in this store, the conversation not in them, or
-    rows that are not at the stream's head): then fold the log."""
+    rows that are not at the stream's head): then fold the log.
+
+    The contents last read for a conversation are kept per store (:class:`_Cached`): a
+    second read of it, with its summary row unchanged and no other connection having
+    written since, fetches and decodes no contents row."""
+
+    def work(connection: Any) -> tuple[HistoryState, UsageState] | None:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = {}
+        return _load(connection, conversation_id, cache)
+
     try:
-        return store.run_read(lambda connection: _load(connection, conversation_id))
+        with gc_paused():  # thousands of decoded contents, no cycle among them
+            return store.run_read(work)
     except (StoreError, msgspec.DecodeError, ValueError, TypeError, IndexError):
         return None
 
