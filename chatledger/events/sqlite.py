@@ -51,6 +51,7 @@ from .store import (
     checked_head,
     parent_of,
     parent_of_rows,
+    prepared_rows,
     wrote,
 )
 from .verification import SnapshotRow
@@ -490,26 +491,7 @@ class SQLiteStore(EventStore):
                 ),
             )
         # The inline read models, in the same transaction (and the group's savepoint).
-        self._appended(
-            conn,
-            conversation_id,
-            [
-                RawRow(
-                    conversation_id,
-                    event.version,
-                    position,
-                    event.event_id,
-                    event.type,
-                    event.schema_version,
-                    event.data,
-                    event.metadata,
-                    event.recorded_at,
-                    event.hash,
-                    event.content_salt,
-                )
-                for event, position in zip(prepared, positions, strict=True)
-            ],
-        )
+        self._appended(conn, conversation_id, prepared_rows(conversation_id, prepared, positions))
         memo.put((_HEAD, conversation_id), (last.version, last.hash))
         wrote(events, prepared)
         return positions

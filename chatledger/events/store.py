@@ -59,6 +59,7 @@ __all__ = [
     "VerificationReport",
     "parent_of",
     "parent_of_rows",
+    "prepared_rows",
 ]
 
 T = TypeVar("T")
@@ -102,6 +103,32 @@ class PreparedEvent(msgspec.Struct, frozen=True, kw_only=True):
     hash: str
     #: See :class:`~chatledger.events.rows.RawRow` (docs/erasure.md).
     content_salt: str | None = None
+
+
+def prepared_rows(
+    conversation_id: str, prepared: Sequence[PreparedEvent], positions: Sequence[int] = ()
+) -> list[RawRow]:
+    """``prepared`` as stored rows (what the read models apply and reads decode), at
+    ``positions``; before the append has positions, 0 (the read models never look at
+    them)."""
+    if positions and len(positions) != len(prepared):
+        raise ValueError(f"{len(positions)} positions for {len(prepared)} events")
+    return [
+        RawRow(
+            conversation_id,
+            event.version,
+            positions[index] if positions else 0,
+            event.event_id,
+            event.type,
+            event.schema_version,
+            event.data,
+            event.metadata,
+            event.recorded_at,
+            event.hash,
+            event.content_salt,
+        )
+        for index, event in enumerate(prepared)
+    ]
 
 
 class EncodedEvent(NamedTuple):
@@ -364,24 +391,7 @@ class EventStore(abc.ABC):
         ):
             return None
         # Decoded and checked as a read decodes the rows; only the round trip is saved.
-        return [
-            _row_to_event(
-                RawRow(
-                    conversation_id,
-                    event.version,
-                    position,
-                    event.event_id,
-                    event.type,
-                    event.schema_version,
-                    event.data,
-                    event.metadata,
-                    event.recorded_at,
-                    event.hash,
-                    event.content_salt,
-                )
-            )
-            for event, position in zip(written, positions, strict=True)
-        ]
+        return [_row_to_event(row) for row in prepared_rows(conversation_id, written, positions)]
 
     def read(
         self,

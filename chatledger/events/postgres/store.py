@@ -43,6 +43,7 @@ from ..store import (
     checked_head,
     parent_of,
     parent_of_rows,
+    prepared_rows,
     wrote,
 )
 from ..verification import SnapshotRow
@@ -536,7 +537,7 @@ class PostgresStore(EventStore):
             if expected_version:
                 state = self._summary_state(conversation_id, expected_version, prev_hash)
             if state is not None:
-                advance = model.advance(state[0] or None, _raw_rows(conversation_id, prepared))
+                advance = model.advance(state[0] or None, prepared_rows(conversation_id, prepared))
         if advance is not None and state is not None:
             try:
                 return self._write(
@@ -590,7 +591,7 @@ class PostgresStore(EventStore):
                     conn.execute("ROLLBACK")
                     return None, int(row[1])
                 positions = [int(position) for position in row[0]]
-                rows = _raw_rows(conversation_id, prepared, positions)
+                rows = prepared_rows(conversation_id, prepared, positions)
                 for read_model in INLINE_READ_MODELS:
                     read_model.appended(conn, conversation_id, rows)
             except BaseException:
@@ -1143,26 +1144,3 @@ def _document(prepared: Sequence[PreparedEvent]) -> str:
             for event in prepared
         ]
     ).decode("utf-8")
-
-
-def _raw_rows(
-    conversation_id: str, prepared: Sequence[PreparedEvent], positions: Sequence[int] = ()
-) -> list[RawRow]:
-    """``prepared`` as the rows the read models apply (positions 0 before the append:
-    the read models never look at them)."""
-    return [
-        RawRow(
-            conversation_id,
-            event.version,
-            positions[index] if positions else 0,
-            event.event_id,
-            event.type,
-            event.schema_version,
-            event.data,
-            event.metadata,
-            event.recorded_at,
-            event.hash,
-            event.content_salt,
-        )
-        for index, event in enumerate(prepared)
-    ]
