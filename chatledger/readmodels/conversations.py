@@ -614,6 +614,11 @@ if after_erasure not in ERASE_HOOKS:
 # --------------------------------------------------------------------------- reading
 
 
+#: A packed column read as bytes on SQLite (see :func:`_packed`).
+_CAST = re.compile(r"CAST\(([\w.]+) AS BLOB\)")
+#: The connection's data_version (SQLite's only: PostgreSQL reads NULL there).
+_DATA_VERSION = "(SELECT data_version FROM pragma_data_version())"
+
 #: The summary row and the stream's head as its events say it (the highest version, the
 #: hash of the event at the summary's version, and how many events there are): the read
 #: model is used only when it is at the head the log has, with no event missing. Last,
@@ -623,16 +628,11 @@ _CURRENT_SQL = (
     "SELECT c.version, c.head_hash, CAST(c.state AS BLOB), (SELECT max(m.version) FROM events AS m "
     "WHERE m.conversation_id = c.conversation_id), h.hash, (SELECT count(*) FROM events AS n "
     "WHERE n.conversation_id = c.conversation_id), "
-    "(SELECT data_version FROM pragma_data_version()) "
-    f"FROM {SUMMARIES_TABLE} AS c LEFT JOIN events AS h "
+    f"{_DATA_VERSION} FROM {SUMMARIES_TABLE} AS c LEFT JOIN events AS h "
     "ON h.conversation_id = c.conversation_id AND h.version = c.version "
     "WHERE c.conversation_id = ?"
 )
-_CURRENT_SQL_PG = re.sub(
-    r"CAST\(([\w.]+) AS BLOB\)",
-    r"\1",
-    _CURRENT_SQL.replace("(SELECT data_version FROM pragma_data_version())", "NULL"),
-)
+_CURRENT_SQL_PG = _CAST.sub(r"\1", _CURRENT_SQL.replace(_DATA_VERSION, "NULL"))
 _CONTENTS_SQL = (
     f"SELECT {_CONTENT_READ} FROM {CONTENTS_TABLE} WHERE conversation_id = ? ORDER BY span"
 )
@@ -643,9 +643,6 @@ def _packed(tx: Transaction, sql: str) -> str:
     (a damaged row may hold text there); PostgreSQL's columns hold nothing but bytea
     (contents) and text (state), read as they are."""
     return sql if tx.dialect == "sqlite" else _CAST.sub(r"\1", sql)
-
-
-_CAST = re.compile(r"CAST\(([\w.]+) AS BLOB\)")
 
 
 class _Cached(NamedTuple):

@@ -550,7 +550,7 @@ class PostgresStore(EventStore):
                     advance=(state[1], advance),
                 )
             except _SummaryMoved:
-                self._states.pop(conversation_id, None)  # fold, below
+                pass  # the summary moved behind this store: fold, below
         self._states.pop(conversation_id, None)
         return self._write_folded(
             conversation_id, expected_version, prev_hash, prepared, parent_id, parent_version
